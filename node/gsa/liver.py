@@ -1,0 +1,119 @@
+"""The whole liver on the planning CT: from a received RTSTRUCT ROI, or derived from the GSA SPECT uptake.
+
+99mTc-GSA binds to hepatocytes only, so the uptake region outlines the functioning liver; it misses liver that
+takes up nothing (large tumours at the edge), which is why an RTSTRUCT liver contour is preferred and the
+fallback is declared in the ROI description and the measurements.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from pydicom import Dataset
+from scipy import ndimage
+
+import rtstruct
+from node.volumes import mask_to_image
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LiverMask", "match_liver_roi", "liver_from_rtstruct", "liver_from_spect", "find_liver",
+           "SPECT_LIVER_FRACTION", "DERIVED_SOURCE"]
+
+#: Uptake region = smoothed SPECT >= this fraction of its maximum (GSA liver/background contrast is high).
+SPECT_LIVER_FRACTION = 0.25
+#: Morphological closing radius (mm) that bridges photopenic notches before holes are filled.
+CLOSING_RADIUS_MM = 8.0
+DERIVED_SOURCE = "derived from GSA SPECT"
+
+
+@dataclass(frozen=True)
+class LiverMask:
+    """The liver used for the targets, and where it came from (said in the RTSTRUCT and the case record)."""
+
+    mask: np.ndarray  # bool (z, y, x) on the planning-CT image grid
+    source: str  # "rtstruct ROI 'Liver'" or DERIVED_SOURCE
+    roi_name: str  # name of the ROI written back
+    derived: bool
+    note: str = ""  # why the SPECT fallback was used, if it was
+
+
+def match_liver_roi(names: Sequence[str], wanted: Sequence[str]) -> str | None:
+    """The ROI name to use: the first of `wanted` present exactly, else one equal ignoring case and blanks."""
+    present = list(names)
+    for w in wanted:
+        if w in present:
+            return w
+    folded = {n.strip().casefold(): n for n in present}
+    for w in wanted:
+        if w.strip().casefold() in folded:
+            return folded[w.strip().casefold()]
+    return None
+
+
+def liver_from_rtstruct(rtss: Dataset, planning_ct: Sequence[Dataset], planning: sitk.Image,
+                        wanted: Sequence[str]) -> LiverMask:
+    """The liver ROI of `rtss` rasterised on the planning-CT image grid.
+
+    Raises rtstruct.RTStructError (incl. ReferenceMismatchError) when the RTSTRUCT does not fit this CT, and
+    LookupError when no ROI name matches `wanted` or the ROI is empty.
+    """
+    name = match_liver_roi(rtstruct.roi_names(rtss), wanted)
+    if name is None:
+        raise LookupError(f"the RTSTRUCT has no ROI named {', '.join(wanted)} "
+                          f"(it has {', '.join(rtstruct.roi_names(rtss)) or 'none'})")
+    ordered = rtstruct.sort_slices(planning_ct)
+    mask = rtstruct.read_masks(rtss, ordered, names=[name])[name]
+    if not mask.any():
+        raise LookupError(f"the RTSTRUCT ROI {name!r} has no contours on the planning CT")
+    array = sitk.GetArrayFromImage(mask_to_image(mask, ordered, planning)) > 0
+    return LiverMask(mask=array, source=f"rtstruct ROI '{name}'", roi_name=name, derived=False)
+
+
+def liver_from_spect(spect: sitk.Image, transform: sitk.Transform, planning: sitk.Image, note: str) -> LiverMask:
+    """Liver = GSA uptake region (>= SPECT_LIVER_FRACTION of max, largest component, closed, holes filled).
+
+    Segmented on the SPECT's own grid (cheap, and where its blur is isotropic), then carried onto the planning
+    grid with `transform` (planning -> SPECT/CT coordinates) by linear interpolation of the mask at 0.5.
+    """
+    smooth = sitk.SmoothingRecursiveGaussian(sitk.Cast(spect, sitk.sitkFloat32), float(min(spect.GetSpacing())))
+    values = sitk.GetArrayFromImage(smooth)
+    region = values >= SPECT_LIVER_FRACTION * float(values.max())
+    labels, n = ndimage.label(region)
+    if n == 0:
+        raise LookupError("the GSA SPECT has no uptake region")
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    region = labels == int(sizes.argmax())
+    spacing_zyx = np.asarray(spect.GetSpacing(), dtype=float)[::-1]
+    radius = np.maximum(1, np.rint(CLOSING_RADIUS_MM / spacing_zyx)).astype(int)
+    zz, yy, xx = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+    ball = (zz / radius[0]) ** 2 + (yy / radius[1]) ** 2 + (xx / radius[2]) ** 2 <= 1.0
+    pad = [(int(r), int(r)) for r in radius]  # closing must not glue the region to the array border
+    region = ndimage.binary_closing(np.pad(region, pad), structure=ball)[tuple(slice(r, -r) for r in radius)]
+    region = ndimage.binary_fill_holes(region)
+    region = ndimage.binary_fill_holes(region, structure=np.array([[[0] * 3] * 3, [[0, 1, 0], [1, 1, 1], [0, 1, 0]],
+                                                                  [[0] * 3] * 3]))  # per slice: open-ended holes
+    as_image = sitk.GetImageFromArray(region.astype(np.float32))
+    as_image.CopyInformation(spect)
+    on_ct = sitk.Resample(as_image, planning, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    mask = sitk.GetArrayFromImage(on_ct) >= 0.5
+    logger.info("liver derived from the GSA SPECT (%s): %d voxels on the planning CT", note, int(mask.sum()))
+    return LiverMask(mask=mask, source=DERIVED_SOURCE, roi_name="Liver_SPECT", derived=True, note=note)
+
+
+def find_liver(rtss: Dataset | None, planning_ct: Sequence[Dataset], planning: sitk.Image, spect: sitk.Image,
+               transform: sitk.Transform, wanted: Sequence[str]) -> LiverMask:
+    """The RTSTRUCT liver when one fits the planning CT, otherwise the SPECT-derived liver with the reason."""
+    if rtss is None:
+        note = "no liver RTSTRUCT was received"
+    else:
+        try:
+            return liver_from_rtstruct(rtss, planning_ct, planning, wanted)
+        except (rtstruct.RTStructError, LookupError) as exc:
+            note = f"liver RTSTRUCT not usable: {exc}"
+            logger.warning("%s; deriving the liver from the GSA SPECT", note)
+    return liver_from_spect(spect, transform, planning, note)

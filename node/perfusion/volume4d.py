@@ -1,0 +1,393 @@
+"""4D assembly of a CT perfusion series: (time, slice, row, column) HU array plus an explicit time vector.
+
+Accepts classic CT (one file per slice, each ImagePositionPatient repeated once per time point) or one Enhanced
+CT multi-frame. Never trusts InstanceNumber or SliceLocation: frames are grouped by ImagePositionPatient and
+sorted by acquisition time (dicom-notes.md "CT perfusion encoding"). The time vector may be non-uniform.
+
+The volume is reduced in-plane by block averaging to a working grid of about 1.5-2 mm pixels: the maps are
+smoothed by a few mm anyway, block means cut noise and memory fourfold for a 512 x 512 series.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pydicom.pixels
+from pydicom import Dataset
+
+from node.perfusion.errors import PerfusionInputError
+
+logger = logging.getLogger(__name__)
+
+#: In-plane working pixel size the block-mean reduction aims at (largest factor with pixel <= this).
+WORKING_PIXEL_MM = 2.0
+_POS_TOL_MM = 0.05  # two frames closer than this along the slice normal are the same slice position
+_GEOM_TOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Geometry of a 3D grid: voxel index (k, j, i) = (slice, row, column) to patient coordinates (mm).
+
+    position = origin + i * spacing[2] * row_dir + j * spacing[1] * col_dir + k * spacing[0] * normal,
+    with row_dir/col_dir the two ImageOrientationPatient vectors (row_dir points along increasing column index).
+    """
+
+    origin: np.ndarray
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+    normal: np.ndarray
+    spacing: np.ndarray  # (slice, row, column) mm
+    shape: tuple[int, int, int]
+
+    def affine(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous (k, j, i, 1) indices to patient (x, y, z, 1)."""
+        a = np.eye(4)
+        a[:3, 0] = self.normal * self.spacing[0]
+        a[:3, 1] = self.col_dir * self.spacing[1]
+        a[:3, 2] = self.row_dir * self.spacing[2]
+        a[:3, 3] = self.origin
+        return a
+
+    def index_to_patient(self, kji: np.ndarray) -> np.ndarray:
+        """Patient coordinates (..., 3) of fractional indices (..., 3) in (k, j, i) order."""
+        kji = np.asarray(kji, dtype=float)
+        return kji @ self.affine()[:3, :3].T + self.origin
+
+    def patient_to_index(self, xyz: np.ndarray) -> np.ndarray:
+        """Fractional (k, j, i) indices (..., 3) of patient points (..., 3)."""
+        xyz = np.asarray(xyz, dtype=float)
+        return (xyz - self.origin) @ np.linalg.inv(self.affine()[:3, :3]).T
+
+    def slice_position(self, k: int) -> np.ndarray:
+        """ImagePositionPatient of slice k (centre of its first pixel)."""
+        return self.origin + k * self.spacing[0] * self.normal
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+@dataclass
+class Volume4D:
+    """A perfusion series on the working grid, with what is needed to reference and display its sources."""
+
+    data: np.ndarray  # (T, Z, Y, X) float32 HU
+    times: np.ndarray  # (T,) seconds from the first time point
+    grid: Grid  # working grid (after block averaging)
+    native_grid: Grid  # acquisition grid
+    factor: int  # in-plane block-average factor native -> working
+    #: classic CT: sources[t][k] is the dataset of time point t, slice k; Enhanced CT: one-element lists unused
+    sources: list[list[Dataset]] = field(default_factory=list)
+    multiframe: Dataset | None = None  # Enhanced CT source
+    frame_index: np.ndarray | None = None  # Enhanced CT: (T, Z) 0-based frame numbers
+    rescale: np.ndarray | None = None  # (T, Z, 2) slope, intercept per frame
+    time_spread_s: float = 0.0  # largest deviation of a slice's time from its time point's time
+
+    @property
+    def n_times(self) -> int:
+        return int(self.data.shape[0])
+
+    def source_images(self, t: int) -> list[Dataset]:
+        """Datasets to name as sources of maps derived at time point t (classic: its slices; else the multi-frame)."""
+        if self.multiframe is not None:
+            return [self.multiframe]
+        return list(self.sources[t])
+
+    def native_slice(self, t: int, k: int) -> np.ndarray:
+        """Full-resolution HU image of time point t, slice k (decoded on demand, for display)."""
+        slope, intercept = self.rescale[t, k]
+        if self.multiframe is not None:
+            raw = pydicom.pixels.pixel_array(self.multiframe, index=int(self.frame_index[t, k]))
+        else:
+            raw = pydicom.pixels.pixel_array(self.sources[t][k])
+        return raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+@dataclass
+class _Frame:
+    """One 2D frame of the input with its geometry and time, independent of classic/enhanced encoding."""
+
+    ipp: np.ndarray
+    iop: np.ndarray
+    spacing: np.ndarray  # PixelSpacing: (row spacing, column spacing)
+    rows: int
+    cols: int
+    time: _dt.datetime | None
+    slope: float
+    intercept: float
+    label: str  # for messages: SOP Instance UID or "frame n"
+    dataset: Dataset
+    frame: int | None  # index into a multi-frame, None for single-frame
+
+
+# ------------------------------------------------------------------ DICOM date/time parsing
+def _parse_tm(tm: str) -> _dt.time | None:
+    s = str(tm).strip().replace(":", "")
+    if len(s) < 2 or not s[:2].isdigit():
+        return None
+    try:
+        hh = int(s[:2])
+        mm = int(s[2:4]) if len(s) >= 4 else 0
+        sec = float(s[4:]) if len(s) > 4 else 0.0
+        whole = int(sec)
+        return _dt.time(hh, mm, whole, int(round((sec - whole) * 1e6)) % 1000000)
+    except ValueError:
+        return None
+
+
+def _parse_da(da: str) -> _dt.date | None:
+    s = str(da).strip().replace(".", "")
+    try:
+        return _dt.date(int(s[:4]), int(s[4:6]), int(s[6:8]))
+    except (ValueError, IndexError):
+        return None
+
+
+def _parse_dt(dt: str) -> _dt.datetime | None:
+    s = str(dt).strip()
+    for sign in ("+", "-"):  # drop a UTC offset suffix: all frames of a series share it
+        if sign in s[8:]:
+            s = s[: 8 + s[8:].index(sign)]
+    date = _parse_da(s[:8])
+    if date is None:
+        return None
+    tm = _parse_tm(s[8:]) if len(s) > 8 else _dt.time(0)
+    return _dt.datetime.combine(date, tm) if tm is not None else None
+
+
+def _time_of(ds: Dataset, frame_content: Dataset | None = None) -> _dt.datetime | None:
+    """Acquisition time of a frame: frame content, AcquisitionDateTime, Acquisition/Content date+time."""
+    if frame_content is not None:
+        for kw in ("FrameAcquisitionDateTime", "FrameReferenceDateTime"):
+            if frame_content.get(kw):
+                parsed = _parse_dt(frame_content.get(kw))
+                if parsed is not None:
+                    return parsed
+    if ds.get("AcquisitionDateTime"):
+        parsed = _parse_dt(ds.AcquisitionDateTime)
+        if parsed is not None:
+            return parsed
+    for date_kw, time_kw in (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "AcquisitionTime"),
+                             ("ContentDate", "ContentTime"), ("SeriesDate", "AcquisitionTime")):
+        if ds.get(time_kw):
+            tm = _parse_tm(ds.get(time_kw))
+            if tm is None:
+                continue
+            # A missing date only matters across midnight; all frames then fall back the same way.
+            date = _parse_da(ds.get(date_kw)) if ds.get(date_kw) else _dt.date(2000, 1, 1)
+            return _dt.datetime.combine(date or _dt.date(2000, 1, 1), tm)
+    return None
+
+
+# ------------------------------------------------------------------ frame extraction
+def _require(ds: Dataset, keyword: str, where: str) -> object:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        raise PerfusionInputError(f"CT perfusion: {where} has no {keyword}; cannot place it in the 4D volume")
+    return value
+
+
+def _classic_frames(datasets: Sequence[Dataset]) -> list[_Frame]:
+    frames = []
+    for ds in datasets:
+        label = f"instance {ds.get('SOPInstanceUID', '?')}"
+        if "PixelData" not in ds:
+            raise PerfusionInputError(f"CT perfusion: {label} has no pixel data")
+        frames.append(_Frame(
+            ipp=np.array(_require(ds, "ImagePositionPatient", label), dtype=float),
+            iop=np.array(_require(ds, "ImageOrientationPatient", label), dtype=float),
+            spacing=np.array(_require(ds, "PixelSpacing", label), dtype=float),
+            rows=int(_require(ds, "Rows", label)), cols=int(_require(ds, "Columns", label)),
+            time=_time_of(ds), slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
+            intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0), label=label, dataset=ds, frame=None))
+    return frames
+
+
+def _group_item(ds: Dataset, i: int, sequence: str) -> Dataset | None:
+    """Item of functional group `sequence` for frame i: per-frame if present, else shared."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for item in (per_frame[i] if per_frame else None, shared[0] if shared else None):
+        seq = item.get(sequence) if item is not None else None
+        if seq:
+            return seq[0]
+    return None
+
+
+def _enhanced_frames(ds: Dataset) -> list[_Frame]:
+    n = int(ds.NumberOfFrames)
+    if "PerFrameFunctionalGroupsSequence" not in ds or len(ds.PerFrameFunctionalGroupsSequence) != n:
+        raise PerfusionInputError("Enhanced CT perfusion: Per-frame Functional Groups are missing or incomplete")
+    frames = []
+    for i in range(n):
+        label = f"frame {i + 1}"
+        pos = _group_item(ds, i, "PlanePositionSequence")
+        ori = _group_item(ds, i, "PlaneOrientationSequence")
+        meas = _group_item(ds, i, "PixelMeasuresSequence")
+        if pos is None or ori is None or meas is None:
+            raise PerfusionInputError(f"Enhanced CT perfusion: {label} lacks plane position/orientation/pixel "
+                                      "measures; cannot place it in the 4D volume")
+        rescale = _group_item(ds, i, "PixelValueTransformationSequence")
+        src = rescale if rescale is not None else ds
+        frames.append(_Frame(
+            ipp=np.array(_require(pos, "ImagePositionPatient", label), dtype=float),
+            iop=np.array(_require(ori, "ImageOrientationPatient", label), dtype=float),
+            spacing=np.array(_require(meas, "PixelSpacing", label), dtype=float),
+            rows=int(ds.Rows), cols=int(ds.Columns),
+            time=_time_of(ds, _group_item(ds, i, "FrameContentSequence")),
+            slope=float(src.get("RescaleSlope", 1.0) or 1.0), intercept=float(src.get("RescaleIntercept", 0.0) or 0.0),
+            label=label, dataset=ds, frame=i))
+    return frames
+
+
+# ------------------------------------------------------------------ checks and grouping
+def _check_common_geometry(frames: list[_Frame]) -> None:
+    f0 = frames[0]
+    for f in frames[1:]:
+        if (f.rows, f.cols) != (f0.rows, f0.cols):
+            raise PerfusionInputError(f"CT perfusion: inconsistent geometry: {f.label} is {f.rows}x{f.cols}, "
+                                      f"{f0.label} is {f0.rows}x{f0.cols}")
+        if np.abs(f.iop - f0.iop).max() > _GEOM_TOL:
+            raise PerfusionInputError(f"CT perfusion: inconsistent geometry: {f.label} has another image "
+                                      "orientation than the rest of the series")
+        if np.abs(f.spacing - f0.spacing).max() > _GEOM_TOL:
+            raise PerfusionInputError(f"CT perfusion: inconsistent geometry: {f.label} has pixel spacing "
+                                      f"{list(f.spacing)}, others {list(f0.spacing)}")
+    forms = {str(f.dataset.get("FrameOfReferenceUID", "")) for f in frames}
+    if len(forms) > 1:
+        raise PerfusionInputError("CT perfusion: the series spans several frames of reference (patient moved "
+                                  "off the table or mixed series); cannot build one 4D volume")
+
+
+def _group_positions(frames: list[_Frame], normal: np.ndarray) -> list[list[int]]:
+    """Indices of frames per slice position, positions sorted along the normal."""
+    s = np.array([f.ipp @ normal for f in frames])
+    order = np.argsort(s, kind="stable")
+    groups: list[list[int]] = [[int(order[0])]]
+    for a, b in zip(order[:-1], order[1:]):
+        if s[b] - s[a] > _POS_TOL_MM:
+            groups.append([])
+        groups[-1].append(int(b))
+    # Same offset along the normal but shifted in-plane means a tilted or mixed series.
+    for g in groups:
+        ipps = np.array([frames[i].ipp for i in g])
+        if np.abs(ipps - ipps[0]).max() > 0.5:
+            raise PerfusionInputError("CT perfusion: inconsistent geometry: frames at the same slice position "
+                                      "have different ImagePositionPatient in-plane (table moved?)")
+    return groups
+
+
+def _time_matrix(frames: list[_Frame], groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(Z, T) frame indices sorted by time per slice, and their times in seconds from the earliest frame."""
+    missing = [f.label for f in frames if f.time is None]
+    if missing:
+        raise PerfusionInputError(f"CT perfusion: {len(missing)} frame(s) have no acquisition time "
+                                  f"(AcquisitionDateTime / AcquisitionTime / ContentTime), e.g. {missing[0]}; "
+                                  "the time vector cannot be built")
+    counts = {len(g) for g in groups}
+    if len(counts) != 1:
+        lo = min(groups, key=len)
+        pos = frames[lo[0]].ipp
+        raise PerfusionInputError(f"CT perfusion: slice positions have different numbers of time points "
+                                  f"({sorted(counts)}), e.g. the slice at {np.round(pos, 1).tolist()} mm has "
+                                  f"{len(lo)}; the series is incomplete or mixed")
+    t0 = min(f.time for f in frames)
+    index = np.zeros((len(groups), counts.pop()), dtype=np.int64)
+    secs = np.zeros(index.shape)
+    for z, g in enumerate(groups):
+        tz = np.array([(frames[i].time - t0).total_seconds() for i in g])
+        order = np.argsort(tz, kind="stable")
+        if np.any(np.diff(tz[order]) <= 1e-6):
+            raise PerfusionInputError(f"CT perfusion: two frames at slice position "
+                                      f"{np.round(frames[g[0]].ipp, 1).tolist()} mm have the same acquisition "
+                                      "time (duplicate instances or missing time resolution)")
+        index[z] = np.array(g)[order]
+        secs[z] = tz[order]
+    return index, secs
+
+
+def _reduction_factor(spacing: np.ndarray) -> int:
+    return max(1, int(np.floor(WORKING_PIXEL_MM / float(max(spacing)) + 1e-6)))
+
+
+def block_mean(img: np.ndarray, f: int) -> np.ndarray:
+    """Mean over f x f pixel blocks of the last two axes (trailing rows/columns that do not fill a block dropped)."""
+    if f == 1:
+        return img.astype(np.float32, copy=False)
+    r, c = img.shape[-2] // f * f, img.shape[-1] // f * f
+    v = img[..., :r, :c].reshape(img.shape[:-2] + (r // f, f, c // f, f))
+    return v.mean(axis=(-3, -1), dtype=np.float32)
+
+
+def assemble(datasets: Sequence[Dataset]) -> Volume4D:
+    """Build the 4D volume of one CT perfusion series; raises PerfusionInputError with the reason if it cannot."""
+    if not datasets:
+        raise PerfusionInputError("CT perfusion: the series has no instances")
+    multi = [ds for ds in datasets if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    if multi and len(datasets) > 1:
+        raise PerfusionInputError("CT perfusion: the series mixes multi-frame and other instances; send either "
+                                  "one Enhanced CT multi-frame or classic single-frame slices")
+    enhanced = multi[0] if multi else None
+    frames = _enhanced_frames(enhanced) if enhanced is not None else _classic_frames(datasets)
+    _check_common_geometry(frames)
+    f0 = frames[0]
+    row_dir, col_dir = f0.iop[:3] / np.linalg.norm(f0.iop[:3]), f0.iop[3:] / np.linalg.norm(f0.iop[3:])
+    normal = np.cross(row_dir, col_dir)
+    groups = _group_positions(frames, normal)
+    index, secs = _time_matrix(frames, groups)
+    n_z, n_t = index.shape
+    if n_t < 3:
+        raise PerfusionInputError(f"CT perfusion: only {n_t} time point(s); at least 3 are needed for slopes")
+    times = np.median(secs, axis=0)
+    times -= times[0]
+    spread = float(np.abs(secs - secs[:, :1] - times).max())
+    min_dt = float(np.diff(times).min())
+    if min_dt <= 0 or spread > 0.5 * min_dt:
+        raise PerfusionInputError(f"CT perfusion: slices of one time point were acquired up to {spread:.1f} s apart "
+                                  f"while time points are {min_dt:.1f} s apart; cannot form volumes at common times")
+    s = np.array([frames[g[0]].ipp @ normal for g in groups])
+    if n_z > 1:
+        steps = np.diff(s)
+        if np.abs(steps - steps.mean()).max() > max(0.05, 0.01 * steps.mean()):
+            raise PerfusionInputError(f"CT perfusion: inconsistent geometry: slice spacing varies "
+                                      f"({steps.min():.2f}-{steps.max():.2f} mm); missing slices?")
+        dz = float(steps.mean())
+    else:
+        dz = float(enhanced.get("SliceThickness", 1.0) if enhanced is not None
+                   else f0.dataset.get("SliceThickness", 1.0) or 1.0)
+    first = frames[index[0, 0]]
+    native = Grid(origin=first.ipp.copy(), row_dir=row_dir, col_dir=col_dir, normal=normal,
+                  spacing=np.array([dz, f0.spacing[0], f0.spacing[1]]), shape=(n_z, f0.rows, f0.cols))
+    f = _reduction_factor(f0.spacing)
+    half = (f - 1) / 2.0  # a block's centre sits half a block minus half a pixel from its first pixel
+    grid = Grid(origin=first.ipp + half * (f0.spacing[1] * row_dir + f0.spacing[0] * col_dir),
+                row_dir=row_dir, col_dir=col_dir, normal=normal,
+                spacing=np.array([dz, f0.spacing[0] * f, f0.spacing[1] * f]),
+                shape=(n_z, f0.rows // f, f0.cols // f))
+    data = np.empty((n_t, n_z, f0.rows // f, f0.cols // f), dtype=np.float32)
+    rescale = np.empty((n_t, n_z, 2))
+    all_pixels = pydicom.pixels.pixel_array(enhanced) if enhanced is not None else None
+    if all_pixels is not None and all_pixels.ndim == 2:
+        all_pixels = all_pixels[np.newaxis]
+    for z in range(n_z):
+        for t in range(n_t):
+            fr = frames[index[z, t]]
+            raw = all_pixels[fr.frame] if all_pixels is not None else pydicom.pixels.pixel_array(fr.dataset)
+            img = raw.astype(np.float32) * np.float32(fr.slope) + np.float32(fr.intercept)
+            data[t, z] = block_mean(img, f)
+            rescale[t, z] = fr.slope, fr.intercept
+    del all_pixels
+    vol = Volume4D(data=data, times=times, grid=grid, native_grid=native, factor=f, rescale=rescale,
+                   time_spread_s=spread)
+    if enhanced is not None:
+        vol.multiframe = enhanced
+        vol.frame_index = np.array([[frames[index[z, t]].frame for z in range(n_z)] for t in range(n_t)])
+    else:
+        vol.sources = [[frames[index[z, t]].dataset for z in range(n_z)] for t in range(n_t)]
+    logger.info("CT perfusion 4D: %d time points over %.1f s, %d slices, %dx%d -> %dx%d (factor %d)",
+                n_t, times[-1], n_z, f0.rows, f0.cols, grid.shape[1], grid.shape[2], f)
+    return vol

@@ -1,0 +1,124 @@
+"""Analytic anatomy of the phantom patient in its own body frame (mm, LPS axes: +x left, +y posterior,
++z head). Every series views this body through a rigid pose, so every image and truth mask is sampled from
+the same exact shapes instead of being resampled from another image.
+
+Regions get integer labels; where shapes overlap, the later entry of :data:`PAINT_ORDER` wins.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Labels of the CT label volume.
+AIR, FAT, SOFT_TISSUE, BONE, LUNG, SPLEEN, LIVER, PORTAL_VEIN, AORTA = range(9)
+TUMOUR_LABEL0 = 9  # tumour n (0-based) has label TUMOUR_LABEL0 + n
+
+LABEL_NAMES = {AIR: "air", FAT: "fat", SOFT_TISSUE: "soft_tissue", BONE: "bone", LUNG: "lung",
+               SPLEEN: "spleen", LIVER: "liver_parenchyma", PORTAL_VEIN: "portal_vein", AORTA: "aorta"}
+
+
+@dataclass(frozen=True)
+class Ellipsoid:
+    centre: tuple[float, float, float]
+    semi_axes: tuple[float, float, float]
+
+    def contains(self, p: np.ndarray) -> np.ndarray:
+        q = (p - np.asarray(self.centre)) / np.asarray(self.semi_axes)
+        return np.einsum("...i,...i->...", q, q) <= 1.0
+
+
+@dataclass(frozen=True)
+class CylinderZ:
+    """Elliptic cylinder along z (infinite: it spans every field of view)."""
+
+    centre_xy: tuple[float, float]
+    semi_axes_xy: tuple[float, float]
+
+    def contains(self, p: np.ndarray) -> np.ndarray:
+        qx = (p[..., 0] - self.centre_xy[0]) / self.semi_axes_xy[0]
+        qy = (p[..., 1] - self.centre_xy[1]) / self.semi_axes_xy[1]
+        return qx * qx + qy * qy <= 1.0
+
+
+@dataclass(frozen=True)
+class Capsule:
+    """All points within `radius` of the segment p0-p1 (a vessel segment)."""
+
+    p0: tuple[float, float, float]
+    p1: tuple[float, float, float]
+    radius: float
+
+    def contains(self, p: np.ndarray) -> np.ndarray:
+        a, b = np.asarray(self.p0), np.asarray(self.p1)
+        ab = b - a
+        s = np.clip(((p - a) @ ab) / (ab @ ab), 0.0, 1.0)
+        d = p - (a + s[..., None] * ab)
+        return np.einsum("...i,...i->...", d, d) <= self.radius ** 2
+
+
+@dataclass(frozen=True)
+class Tumour:
+    name: str
+    kind: str                 # hypervascular / hypovascular / mixed
+    centre: tuple[float, float, float]
+    radius_mm: float
+
+    @property
+    def shape(self) -> Ellipsoid:
+        return Ellipsoid(self.centre, (self.radius_mm,) * 3)
+
+
+BODY_OUTER = CylinderZ((0.0, 0.0), (165.0, 115.0))     # skin surface
+BODY_INNER = CylinderZ((0.0, 0.0), (150.0, 100.0))     # inside the subcutaneous fat layer
+SPINE = CylinderZ((0.0, 68.0), (20.0, 20.0))           # vertebral bodies as one bone column
+AORTA_SHAPE = CylinderZ((18.0, 28.0), (12.0, 12.0))    # descending/abdominal aorta, left-anterior of spine
+SPLEEN_SHAPE = Ellipsoid((95.0, 38.0, 15.0), (35.0, 30.0, 55.0))
+LUNGS = (Ellipsoid((-70.0, 15.0, 150.0), (60.0, 70.0, 75.0)),
+         Ellipsoid((75.0, 15.0, 150.0), (55.0, 70.0, 75.0)))
+LIVER_LOBES = (Ellipsoid((-65.0, -5.0, 10.0), (75.0, 75.0, 80.0)),   # right lobe + segment 4
+               Ellipsoid((10.0, -45.0, 30.0), (45.0, 30.0, 40.0)))   # left lateral lobe
+PORTAL_VEIN_SHAPE = Capsule((10.0, 0.0, -20.0), (-35.0, 0.0, 5.0), 8.0)  # confluence -> porta hepatis
+TUMOURS = (
+    Tumour("T1", "hypervascular", (-95.0, -20.0, 5.0), 15.0),
+    Tumour("T2", "hypovascular", (-50.0, 35.0, -10.0), 14.0),
+    Tumour("T3", "mixed", (-100.0, 30.0, 22.0), 12.0),
+)
+#: GSA: a region of reduced hepatocyte function (e.g. after prior therapy) in the superior right lobe.
+GSA_LOW_FUNCTION = Ellipsoid((-95.0, 15.0, 62.0), (35.0, 35.0, 22.0))
+GSA_LOW_FUNCTION_FACTOR = 0.35
+#: GSA: function falls linearly from 1 at the right liver edge to 1 - GSA_GRADIENT at the left edge.
+GSA_GRADIENT = 0.40
+GSA_GRADIENT_X = (-140.0, 55.0)
+
+
+def liver_envelope(p: np.ndarray) -> np.ndarray:
+    """Whole liver (parenchyma, tumours and the intrahepatic vessels): the union of the lobes."""
+    return LIVER_LOBES[0].contains(p) | LIVER_LOBES[1].contains(p)
+
+
+def tumour_label(n: int) -> int:
+    return TUMOUR_LABEL0 + n
+
+
+def labels(p: np.ndarray) -> np.ndarray:
+    """CT label of each point (..., 3) in the body frame (uint8)."""
+    out = np.full(p.shape[:-1], AIR, dtype=np.uint8)
+    out[BODY_OUTER.contains(p)] = FAT
+    out[BODY_INNER.contains(p)] = SOFT_TISSUE
+    out[LUNGS[0].contains(p) | LUNGS[1].contains(p)] = LUNG
+    out[SPLEEN_SHAPE.contains(p)] = SPLEEN
+    out[liver_envelope(p)] = LIVER
+    for n, tumour in enumerate(TUMOURS):
+        out[tumour.shape.contains(p)] = tumour_label(n)
+    out[PORTAL_VEIN_SHAPE.contains(p)] = PORTAL_VEIN
+    out[AORTA_SHAPE.contains(p)] = AORTA
+    out[SPINE.contains(p)] = BONE
+    return out
+
+
+def gsa_function(p: np.ndarray) -> np.ndarray:
+    """Relative hepatocyte function (0..1) at points p, evaluated as if everything were parenchyma."""
+    x0, x1 = GSA_GRADIENT_X
+    f = 1.0 - GSA_GRADIENT * np.clip((p[..., 0] - x0) / (x1 - x0), 0.0, 1.0)
+    return np.where(GSA_LOW_FUNCTION.contains(p), f * GSA_LOW_FUNCTION_FACTOR, f)

@@ -1,0 +1,194 @@
+"""The network edge: a pynetdicom AE serving Verification and Storage.
+
+Handlers stay tiny (spool the raw bytes, hand over, return a PS3.4 status); this is the only place where the
+node's exceptions become DIMSE statuses. Datasets are never decoded here: the received bytes are written as they
+came (preamble + file meta + dataset) and only the header is parsed by the receiver.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from node import statuses
+from node.audit import audit
+from node.config import Config
+from node.header import DatasetMismatchError, UndecodableDatasetError
+from node.receive import Receiver
+from node.sopclasses import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from node.store import InvalidUIDError, StorageError
+
+logger = logging.getLogger(__name__)
+
+_SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def _status(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]  # LO
+    return ds
+
+
+def _peer(event: Any) -> tuple[str, str]:
+    req = event.assoc.requestor
+    return str(req.ae_title).strip(), f"{req.address}:{req.port}"
+
+
+class StorageSCP:
+    """Verification + Storage SCP writing through a :class:`Receiver`."""
+
+    def __init__(self, config: Config, receiver: Receiver, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.config = config
+        self.receiver = receiver
+        self.ssl_context = ssl_context
+        self.tmp_dir = receiver.store.tmp
+        self.server: ThreadedAssociationServer | None = None
+        self.ae = self._make_ae()
+        # per association: study UID -> [stored, refused], audited once per study when the association ends
+        self._transfers: dict[int, dict[str, list[int]]] = {}
+        self._transfers_lock = threading.Lock()
+
+    def _make_ae(self) -> AE:
+        c = self.config
+        ae = AE(ae_title=c.node.ae_title)
+        ae.maximum_pdu_size = c.node.max_pdu_size
+        ae.maximum_associations = c.node.max_associations
+        ae.require_called_aet = True
+        ae.require_calling_aet = list(c.security.allowed_calling_aes)
+        ae.network_timeout = 60
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        ae.add_supported_context(Verification)
+        classes = dict.fromkeys([cx.abstract_syntax for cx in AllStoragePresentationContexts])
+        classes.update(dict.fromkeys(STORAGE_SOP_CLASSES))
+        for uid in classes:
+            ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        return ae
+
+    @property
+    def handlers(self) -> list[tuple[Any, Any]]:
+        return [
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_CONN_OPEN, self._on_connect),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_C_ECHO, self._on_echo),
+        ]
+
+    def start(self) -> tuple[str, int]:
+        """Listen (non-blocking). Returns the bound (host, port)."""
+        n = self.config.node
+        self.server = self.ae.start_server((n.host, n.port), block=False, evt_handlers=self.handlers,
+                                           ssl_context=self.ssl_context)
+        host, port = self.server.server_address[:2]
+        logger.info("listening as %s on %s:%d%s", n.ae_title, host, port, " (TLS)" if self.ssl_context else "")
+        return host, port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+        self.ae.shutdown()
+
+    # ------------------------------------------------------------------ handlers
+    def handle_store(self, event: Any) -> int | Dataset:
+        req = event.request
+        calling, _ = _peer(event)
+        sop_class = str(req.AffectedSOPClassUID or "")
+        sop_inst = str(req.AffectedSOPInstanceUID or "")
+        try:
+            spooled = self._spool(event)
+            path, new = self.receiver.accept(spooled, sop_class, sop_inst, calling,
+                                             str(event.context.transfer_syntax))
+        except UndecodableDatasetError as exc:
+            logger.error("C-STORE %s from %s refused (0xC000): %s", sop_inst, calling, exc)
+            self._count(event, "(undecodable)", ok=False)
+            return _status(statuses.CANNOT_UNDERSTAND, str(exc))
+        except (DatasetMismatchError, InvalidUIDError) as exc:
+            logger.error("C-STORE %s from %s refused (0xA900): %s", sop_inst, calling, exc)
+            self._count(event, "(invalid)", ok=False)
+            return _status(statuses.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, str(exc))
+        except (StorageError, OSError) as exc:
+            logger.error("C-STORE %s from %s refused (0xA700 out of resources): %s", sop_inst, calling, exc)
+            self._count(event, "(not stored)", ok=False)
+            return _status(statuses.OUT_OF_RESOURCES, f"cannot store: {exc.strerror or exc}")
+        logger.debug("stored %s (%s)", path, "new" if new else "duplicate")
+        self._count(event, path.parent.parent.name, ok=True)
+        return statuses.SUCCESS
+
+    def _count(self, event: Any, study_uid: str, ok: bool) -> None:
+        with self._transfers_lock:
+            per_study = self._transfers.setdefault(id(event.assoc), {})
+            per_study.setdefault(study_uid, [0, 0])[0 if ok else 1] += 1
+
+    def _audit_transfers(self, event: Any, ae: str, addr: str) -> None:
+        with self._transfers_lock:
+            per_study = self._transfers.pop(id(event.assoc), {})
+        for study, (stored, refused) in per_study.items():
+            audit("transfer", direction="in", peer_ae=ae, address=addr, study=study, stored=stored, refused=refused,
+                  result="ok" if not refused else "partial" if stored else "refused")
+
+    def _spool(self, event: Any) -> Path:
+        """Write preamble + file meta + the dataset bytes exactly as received to a temp file (not yet fsynced)."""
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as f:
+                f.write(b"\x00" * 128 + b"DICM")
+                write_file_meta_info(f, event.file_meta, enforce_standard=True)  # type: ignore[arg-type]
+                f.write(event.request.DataSet.getbuffer())
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        return Path(name)
+
+    def _on_connect(self, event: Any) -> None:
+        sock = getattr(event.assoc.dul.socket, "socket", None)
+        if isinstance(sock, socket.socket):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+            except OSError:
+                pass
+
+    def _on_accepted(self, event: Any) -> None:
+        ae, addr = _peer(event)
+        audit("association", direction="in", peer_ae=ae, address=addr, called_ae=self.config.node.ae_title,
+              result="accepted")
+
+    def _on_rejected(self, event: Any) -> None:
+        ae, addr = _peer(event)
+        called = str(event.assoc.requestor.primitive.called_ae_title).strip() if event.assoc.requestor.primitive \
+            else ""
+        logger.warning("association from %s (%s) calling %r rejected (unknown calling AE or wrong called AE)",
+                       ae, addr, called)
+        audit("association", direction="in", peer_ae=ae, address=addr, called_ae=called, result="rejected")
+
+    def _on_aborted(self, event: Any) -> None:
+        ae, addr = _peer(event)
+        logger.warning("association with %s (%s) aborted", ae or "(unknown)", addr)
+        self._audit_transfers(event, ae, addr)
+        audit("association", direction="in", peer_ae=ae, address=addr, result="aborted")
+
+    def _on_released(self, event: Any) -> None:
+        ae, addr = _peer(event)
+        self._audit_transfers(event, ae, addr)
+        audit("association", direction="in", peer_ae=ae, address=addr, result="released")
+
+    def _on_echo(self, event: Any) -> int:
+        return statuses.SUCCESS

@@ -1,0 +1,105 @@
+"""The running node: store + index + SCP + completion + analysis (+ outbox, sender, health) wired together."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from node.analysis import AnalysisRunner
+from node.completion import Completion
+from node.config import Config
+from node.index import Index
+from node.receive import Receiver
+from node.scp import StorageSCP
+from node.store import InstanceStore
+
+logger = logging.getLogger(__name__)
+
+
+def index_path(config: Config):
+    return config.node.data_dir / "index.sqlite3"
+
+
+class Node:
+    """One liver-node process. `start()` returns once listening; `stop()` shuts down cleanly."""
+
+    def __init__(self, config: Config, sink: Any = None, with_outbox: bool = True) -> None:
+        self.config = config
+        self.store = InstanceStore(config.node.data_dir)
+        self.index = Index(index_path(config))
+        self.outbox = None
+        self.sender = None
+        if sink is None and with_outbox:
+            from node.outbox import Outbox
+            from node.sender import Sender
+
+            self.outbox = Outbox(config)
+            self.sender = Sender(config, self.outbox)
+            sink = self.outbox
+        self.runner = AnalysisRunner(config, self.index, sink)
+        self.completion = Completion(self.index, config, on_ready=self.runner.submit)
+        self.receiver = Receiver(self.store, self.index, self.completion, config.completion.stable_seconds)
+        ssl_context = None
+        if config.security.tls is not None:
+            from node.tls import server_context
+
+            ssl_context = server_context(config.security.tls)
+        self.scp = StorageSCP(config, self.receiver, ssl_context)
+        self.health = None
+        self.address: tuple[str, int] | None = None
+
+    def start(self) -> tuple[str, int]:
+        removed = self.store.clean_tmp()
+        if removed:
+            logger.warning("removed %d partial file(s) of interrupted transfers (never acknowledged)", removed)
+        self.receiver.reconcile()
+        self.runner.start()
+        self.completion.start()
+        if self.sender is not None:
+            self.sender.start()
+        if self.config.health.enabled:
+            from node.health import HealthServer
+
+            self.health = HealthServer(self.config.health, self.health_status)
+            self.health.start()
+        self.address = self.scp.start()
+        return self.address
+
+    def stop(self) -> None:
+        logger.info("stopping")
+        self.scp.stop()
+        self.completion.stop()
+        self.runner.stop()
+        if self.sender is not None:
+            self.sender.stop()
+        if self.health is not None:
+            self.health.stop()
+        self.index.close()
+        logger.info("stopped")
+
+    def health_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {"listening": self.scp.server is not None, **self.index.counts(),
+                                  "analysis_queue": self.runner.depth(), "last_error": self.runner.last_error}
+        if self.outbox is not None:
+            status["outbox"] = self.outbox.depths()
+        return status
+
+
+def serve(config: Config) -> int:
+    """Run in the foreground until SIGTERM/SIGINT."""
+    node = Node(config)
+    stop = threading.Event()
+
+    def _signal(signum: int, _frame: Any) -> None:
+        logger.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    node.start()
+    try:
+        stop.wait()
+    finally:
+        node.stop()
+    return 0

@@ -1,0 +1,65 @@
+"""SOP classes and transfer syntaxes the node accepts, named after PS3.4 / PS3.5."""
+from __future__ import annotations
+
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
+#: Image storage SOP classes: a C-STORE of one of these must carry pixel data.
+IMAGE_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.20": "NM Image Storage",
+    "1.2.840.10008.5.1.4.1.1.128": "Positron Emission Tomography Image Storage",
+    "1.2.840.10008.5.1.4.1.1.130": "Enhanced PET Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.30": "Parametric Map Storage",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
+}
+
+#: Non-image storage SOP classes the node keeps (structures, reports, registrations).
+NON_IMAGE_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
+    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR Storage",
+    "1.2.840.10008.5.1.4.1.1.66.1": "Spatial Registration Storage",
+}
+
+STORAGE_SOP_CLASSES: dict[str, str] = {**IMAGE_SOP_CLASSES, **NON_IMAGE_SOP_CLASSES}
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+NM_IMAGE = "1.2.840.10008.5.1.4.1.1.20"
+RT_STRUCTURE_SET = "1.2.840.10008.5.1.4.1.1.481.3"
+
+#: Accepted as received (no transcoding): uncompressed, Deflate, RLE, JPEG (lossless and lossy), JPEG-LS, JPEG 2000.
+TRANSFER_SYNTAXES: list[str] = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+]

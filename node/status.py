@@ -1,0 +1,55 @@
+"""`status`: a readable table of cases, their series with roles, and the outbox."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Sequence
+
+from node.classify import plan_case
+from node.config import Config
+from node.index import Index
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> list[str]:
+    """Left-aligned text table."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+
+
+def render_status(config: Config, index: Index, outbox_rows: list[dict[str, Any]] | None = None) -> str:
+    lines: list[str] = []
+    cases = index.cases()
+    if not cases:
+        lines.append("No cases yet: nothing has been received.")
+    for case in cases:
+        series = index.series_of_case(case.case_id)
+        plan = plan_case(series, config.analysis.liver_roi_names)
+        lines.append(f"CASE {case.case_id}  {case.patient_name or '(no name)'}  state: {case.state.upper()}"
+                     f"  analysis v{case.version}  updated {_when(case.updated_at)}")
+        if case.reason:
+            lines.append(f"  {case.reason}")
+        rows = [(plan.roles.get(s.series_uid, "?"), s.modality, (s.series_description or "-")[:32], s.n_instances,
+                 "yes" if s.stable else "no", _when(s.last_received), s.series_uid[-20:]) for s in series]
+        lines += table(("ROLE", "MOD", "SERIES", "INSTANCES", "STABLE", "LAST RECEIVED", "SERIES UID (end)"), rows)
+        lines.append("")
+    if outbox_rows is not None:
+        lines.append("OUTBOX")
+        if not outbox_rows:
+            lines.append("  empty")
+        else:
+            keys = ("destination", "case", "kind", "state", "attempts", "next_attempt", "last_error")
+            lines += table([k.upper().replace("_", " ") for k in keys],
+                           [[_fmt(r.get(k)) for k in keys] for r in outbox_rows])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return _when(v)
+    return "-" if v in (None, "") else str(v)[:60]

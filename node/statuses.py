@@ -1,0 +1,5 @@
+"""DIMSE status codes the node answers with, named after PS3.4 (Annex B Storage, Annex C.4 Verification)."""
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700                    # Refused: Out of Resources (disk full, unwritable)
+DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900   # Error: Data Set does not match SOP Class
+CANNOT_UNDERSTAND = 0xC000                   # Error: Cannot understand (undecodable / truncated dataset)

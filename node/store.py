@@ -1,0 +1,137 @@
+"""Durable file storage: nothing counts as stored until it is fsynced and renamed into place.
+
+Layout under ``data_dir``::
+
+    instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm   received instances, as received
+    tmp/                                                                     partial writes (removed at start-up)
+
+The write protocol is the classic one: write to a temp file on the same filesystem, fsync it, rename it over the
+final name (atomic), fsync the directory so the rename itself survives a power cut.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+logger = logging.getLogger(__name__)
+
+_SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
+
+
+class StorageError(OSError):
+    """The instance could not be made durable (disk full, permissions, I/O error)."""
+
+
+class InvalidUIDError(ValueError):
+    """A UID that cannot be used as a file name (not a DICOM UID)."""
+
+
+def _check_uid(uid: str, what: str) -> str:
+    if not _SAFE_UID.match(uid) or uid.startswith(".") or ".." in uid or uid.endswith("."):
+        raise InvalidUIDError(f"{what} {uid!r} is not a valid DICOM UID")
+    return uid
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename/creation inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durable(final: Path, chunks: Iterable[bytes | memoryview], tmp_dir: Path) -> int:
+    """Write `chunks` to `final` durably (temp file in `tmp_dir`, fsync, rename, fsync dir). Returns bytes written.
+
+    `tmp_dir` must be on the same filesystem as `final`. Raises StorageError on any OS error, leaving no partial
+    file behind under the final name.
+    """
+    fd = -1
+    tmp = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = _mkstemp(tmp_dir)
+        tmp = Path(tmp_name)
+        size = 0
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+                size += n
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, final)
+        tmp = None
+        fsync_dir(final.parent)
+        return size
+    except OSError as exc:
+        raise StorageError(exc.errno or errno.EIO, f"cannot store {final.name}: {exc.strerror or exc}") from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def commit_file(src: Path, final: Path) -> int:
+    """Make an already-written file `src` durable under `final` (fsync, rename, fsync dir). Returns its size."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        os.rename(src, final)
+        fsync_dir(final.parent)
+        return size
+    except OSError as exc:
+        raise StorageError(exc.errno or errno.EIO, f"cannot store {final.name}: {exc.strerror or exc}") from exc
+
+
+def _mkstemp(tmp_dir: Path) -> tuple[int, str]:
+    import tempfile
+
+    return tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+
+
+class InstanceStore:
+    """Received instances on disk, one file per SOP instance, stored byte for byte as received."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir)
+        self.instances = self.root / "instances"
+        self.tmp = self.root / "tmp"
+        for d in (self.root, self.instances, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        return (self.instances / _check_uid(study_uid, "StudyInstanceUID") / _check_uid(series_uid, "SeriesInstanceUID")
+                / f"{_check_uid(sop_uid, 'SOPInstanceUID')}.dcm")
+
+    def clean_tmp(self) -> int:
+        """Remove partial writes left by a crash (they were never acknowledged). Returns how many."""
+        n = 0
+        for p in self.tmp.iterdir():
+            try:
+                p.unlink()
+                n += 1
+            except OSError as exc:
+                logger.warning("cannot remove stale partial file %s: %s", p, exc)
+        return n
+
+    def iter_files(self) -> Iterable[Path]:
+        """Every stored instance file (used to reconcile the index after a crash)."""
+        return self.instances.glob("*/*/*.dcm")
+

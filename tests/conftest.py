@@ -1,0 +1,63 @@
+"""Shared fixtures: configs in tmp dirs, free loopback ports, an in-process node."""
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/factories.py, tests/orthanc.py
+
+from node.config import Config, parse_config  # noqa: E402
+from node.results import OutputObject  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
+    """A Config for tests: loopback, free port, given data dir; `sections` override/extend TOML tables."""
+    raw: dict[str, Any] = {
+        "node": {"ae_title": "LIVERNODE", "host": "127.0.0.1", "port": free_port(), "data_dir": str(data_dir)},
+        "completion": {"stable_seconds": 2},
+    }
+    for k, v in sections.items():
+        raw.setdefault(k, {}).update(v)
+    return parse_config(raw, base_dir=data_dir)
+
+
+class RecordingSink:
+    """Stands in for the outbox where a test looks only at what analyses produce."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, OutputObject]] = []
+
+    def produce(self, case_id: str, obj: OutputObject) -> list[int]:
+        self.items.append((case_id, obj))
+        return [len(self.items)]
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start in-process nodes (stopped at teardown): node_factory(config=None, sink=None, workflows=None)."""
+    from node.service import Node
+
+    started: list[Node] = []
+
+    def start(config: Config | None = None, sink: Any = None, workflows: dict | None = None) -> Node:
+        cfg = config or make_config(tmp_path / "var")
+        node = Node(cfg, sink=sink or RecordingSink())
+        if workflows is not None:
+            node.runner.workflows = workflows
+        node.start()
+        started.append(node)
+        return node
+
+    yield start
+    for n in started:
+        n.stop()
