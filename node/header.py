@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
+from pydicom.uid import UID
 
 from node.sopclasses import IMAGE_SOP_CLASSES
 
@@ -185,15 +187,38 @@ def _frame_position_repeats(ds: Dataset) -> int:
 
 
 def _check_complete(ds: Dataset, size: int) -> None:
-    """Detect truncation: a deferred value that runs past the end of the file."""
-    for tag in _PIXEL_TAGS:
+    """Detect truncation: pydicom reads a short last value without complaint, so compare declared lengths."""
+    tags = [t for t in _PIXEL_TAGS if t in ds]
+    last = next(reversed(ds.keys()), None)
+    if last is not None and last not in tags:
+        tags.append(last)
+    for tag in tags:
+        raw = ds.get_item(tag, keep_deferred=True)
+        if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
+            continue
+        got = (size - raw.value_tell) if raw.value is None else len(raw.value)
+        if got < raw.length:
+            raise UndecodableDatasetError(
+                f"dataset truncated: element {Tag(tag)} declares {raw.length} bytes, only {max(got, 0)} received")
+
+
+def _check_pixel_size(ds: Dataset, transfer_syntax_uid: str) -> None:
+    """Native (uncompressed) pixel data must hold every pixel the header announces."""
+    if transfer_syntax_uid and UID(transfer_syntax_uid).is_compressed:
+        return
+    try:
+        n = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * int(ds.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError):
+        return  # missing geometry is reported elsewhere (or is an encapsulated/odd object)
+    for tag, bits in ((Tag(0x7FE0, 0x0010), int(ds.get("BitsAllocated") or 16)), (Tag(0x7FE0, 0x0008), 32),
+                      (Tag(0x7FE0, 0x0009), 64)):
         if tag in ds:
-            raw = ds.get_item(tag)
-            tell = getattr(raw, "value_tell", None)
-            length = getattr(raw, "length", None)
-            if tell is not None and length not in (None, 0xFFFFFFFF) and tell + length > size:
+            raw = ds.get_item(tag, keep_deferred=True)
+            length = raw.length if isinstance(raw, RawDataElement) else len(ds[tag].value or b"")
+            expected = (n * bits + 7) // 8
+            if length != 0xFFFFFFFF and length < expected:
                 raise UndecodableDatasetError(
-                    f"dataset truncated: pixel data declares {length} bytes, only {size - tell} received")
+                    f"pixel data truncated: {length} bytes for {n} pixels of {bits} bits ({expected} needed)")
 
 
 def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_instance: str | None = None,
@@ -202,16 +227,19 @@ def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_
     size = os.path.getsize(path)
     try:
         ds = pydicom.dcmread(path, defer_size=_DEFER, force=False)
-        # Touch every top-level element so a truncated/garbled header fails here, not later in analysis.
-        for _elem in ds:
-            pass
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError,
             NotImplementedError, OverflowError, IndexError) as exc:
         raise UndecodableDatasetError(f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
     _check_complete(ds, size)
+    ts = transfer_syntax_uid or str(ds.file_meta.get("TransferSyntaxUID", ""))
     try:
-        return _info(ds, expected_sop_class, expected_sop_instance,
-                     transfer_syntax_uid or str(ds.file_meta.get("TransferSyntaxUID", "")))
+        _check_pixel_size(ds, ts)
+    except UndecodableDatasetError:
+        raise
+    except Exception as exc:
+        raise UndecodableDatasetError(f"cannot decode pixel description: {exc}") from exc
+    try:
+        return _info(ds, expected_sop_class, expected_sop_instance, ts)
     except InvalidInstanceError:
         raise
     except Exception as exc:  # a malformed value deep in the header: refuse it, never crash the association

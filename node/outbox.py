@@ -149,6 +149,7 @@ class Outbox:
         self._root = self._data_dir / "outbox"
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._listeners: list[Callable[[], None]] = []
         self._db = sqlite3.connect(database_path(config), timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -188,6 +189,10 @@ class Outbox:
     def config(self) -> Config:
         return self._config
 
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after each produce() that queued something (the sender wakes up on it)."""
+        self._listeners.append(callback)
+
     # ------------------------------------------------------------------ producing
     def produce(self, case_id: str, obj: OutputObject) -> list[int]:
         """Store `obj` durably and queue it for every destination taking `obj.kind`; returns the item ids.
@@ -222,6 +227,8 @@ class Outbox:
                            case_id, obj.kind, sop_uid)
         else:
             logger.info("case %s: queued %s %s for %s", case_id, obj.kind, sop_uid, ", ".join(dests))
+            for callback in self._listeners:
+                callback()
         return [ids[d] for d in dests]
 
     # ------------------------------------------------------------------ sender side
@@ -283,17 +290,19 @@ class Outbox:
             db.executemany("UPDATE outbox_items SET state = 'pending', updated = ? WHERE id = ? AND state = 'sending'",
                            [(now, i) for i in item_ids])
 
-    def destinations_with_due_items(self, now: float | None = None) -> list[str]:
-        """Names of destinations that have items due now."""
+    def destinations_with_due_items(self, names: list[str], now: float | None = None) -> list[str]:
+        """Which of the destinations `names` have items due now."""
         now = time.time() if now is None else now
-        return [r[0] for r in self._query(
-            "SELECT DISTINCT destination FROM outbox_items WHERE state IN ('pending', 'retrying')"
-            " AND next_attempt <= ? ORDER BY destination", (now,))]
+        return [n for n, t in self.next_due_by_destination(names).items() if t <= now]
 
-    def next_due(self) -> float | None:
-        """Earliest next_attempt among waiting items (unix time), or None if nothing waits."""
-        row = self._query("SELECT MIN(next_attempt) FROM outbox_items WHERE state IN ('pending', 'retrying')")
-        return row[0][0] if row and row[0][0] is not None else None
+    def next_due_by_destination(self, names: list[str]) -> dict[str, float]:
+        """Earliest next_attempt (unix time) of waiting items, per destination among `names` that has any."""
+        if not names:
+            return {}
+        marks = ", ".join("?" * len(names))
+        rows = self._query(f"SELECT destination, MIN(next_attempt) FROM outbox_items WHERE state IN"
+                           f" ('pending', 'retrying') AND destination IN ({marks}) GROUP BY destination", tuple(names))
+        return {r[0]: r[1] for r in rows}
 
     # ------------------------------------------------------------------ operations
     def summary(self, case_id: str | None = None) -> list[dict]:

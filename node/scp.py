@@ -6,6 +6,8 @@ came (preamble + file meta + dataset) and only the header is parsed by the recei
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import socket
@@ -18,6 +20,8 @@ from typing import Any
 from pydicom import Dataset
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, evt
+from pynetdicom import _config as _pynetdicom_config
+from pynetdicom import dimse_messages as _dimse_messages
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
@@ -33,6 +37,72 @@ from node.store import InvalidUIDError, StorageError
 logger = logging.getLogger(__name__)
 
 _SOCKET_BUFFER = 4 * 1024 * 1024
+_WRITEBACK_CHUNK = 1 << 20  # start disk writeback every MiB received, so the final fsync has little left to do
+_DUL_LOOP_DELAY = 0.0002  # pynetdicom polls with 1 ms sleeps; shorter polls cut per-message latency (measured)
+
+try:  # Linux: start writeback of a range without waiting for it (no Python binding in os)
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    _sync_file_range = _libc.sync_file_range
+    _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    _SYNC_FILE_RANGE_WRITE = 2
+except (OSError, AttributeError):
+    _sync_file_range = None
+
+
+class SpoolFile:
+    """The temp file pynetdicom streams a C-STORE dataset into (STORE_RECV_CHUNKED_DATASET).
+
+    It lives in the node's tmp folder on the data volume, so committing it is an fsync and a rename, and it
+    kicks off disk writeback while later PDUs are still arriving: most of the fsync's work is then done
+    before the last byte comes in. Provides what pynetdicom uses of a NamedTemporaryFile.
+    """
+
+    directory: Path | None = None
+    #: spool files whose writing failed (e.g. disk full), by name: the handler answers 0xA700 for them
+    failed: dict[str, OSError] = {}
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        fd, self.name = tempfile.mkstemp(dir=self.directory, suffix=".part")
+        self._fd = fd
+        self._pos = 0
+        self._started = 0
+        self.file = self  # pynetdicom calls .file.flush()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.name in self.failed:
+            return len(data)  # keep draining the network; the C-STORE is refused when it completes
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+                self._pos += n
+        except OSError as exc:  # raising here would kill pynetdicom's reader thread and the association
+            self.failed[self.name] = exc
+            os.ftruncate(self._fd, 0)  # give the space back at once
+            return len(data)
+        if _sync_file_range is not None and self._pos - self._started >= _WRITEBACK_CHUNK:
+            _sync_file_range(self._fd, self._started, self._pos - self._started, _SYNC_FILE_RANGE_WRITE)
+            self._started = self._pos
+        return len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        """Data goes straight to the OS with os.write; nothing is buffered here."""
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def enable_streaming_receive(tmp_dir: Path) -> None:
+    """Have pynetdicom stream every C-STORE dataset to a SpoolFile in `tmp_dir` (one node per process)."""
+    SpoolFile.directory = Path(tmp_dir)
+    _pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    _dimse_messages.NamedTemporaryFile = SpoolFile  # type: ignore[attr-defined]
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -93,6 +163,7 @@ class StorageSCP:
     def start(self) -> tuple[str, int]:
         """Listen (non-blocking). Returns the bound (host, port)."""
         n = self.config.node
+        enable_streaming_receive(self.tmp_dir)
         self.server = self.ae.start_server((n.host, n.port), block=False, evt_handlers=self.handlers,
                                            ssl_context=self.ssl_context)
         host, port = self.server.server_address[:2]
@@ -144,8 +215,15 @@ class StorageSCP:
                   result="ok" if not refused else "partial" if stored else "refused")
 
     def _spool(self, event: Any) -> Path:
-        """Write preamble + file meta + the dataset bytes exactly as received to a temp file (not yet fsynced)."""
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")
+        """The Part 10 temp file holding the dataset exactly as received (preamble + file meta + dataset)."""
+        spooled = getattr(event.request, "_dataset_path", None)
+        if spooled is not None:  # streamed by pynetdicom into a SpoolFile
+            error = SpoolFile.failed.pop(str(spooled), None)
+            if error is not None:
+                Path(spooled).unlink(missing_ok=True)
+                raise StorageError(error.errno or 28, f"cannot spool dataset: {error.strerror or error}")
+            return Path(spooled)
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")  # streaming off: write it out here
         try:
             with os.fdopen(fd, "wb", buffering=0) as f:
                 f.write(b"\x00" * 128 + b"DICM")
@@ -157,6 +235,7 @@ class StorageSCP:
         return Path(name)
 
     def _on_connect(self, event: Any) -> None:
+        event.assoc.dul._run_loop_delay = _DUL_LOOP_DELAY
         sock = getattr(event.assoc.dul.socket, "socket", None)
         if isinstance(sock, socket.socket):
             try:

@@ -18,14 +18,19 @@ logger = logging.getLogger(__name__)
 
 
 class TlsSetupError(RuntimeError):
-    """A certificate, key or CA file could not be loaded; the message names the file."""
+    """A certificate, key or CA file could not be loaded; the message names the file, `field` the config key
+    (``cert_file`` or ``ca_file``) so callers can raise a ConfigError naming e.g. ``security.tls.cert_file``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _load_chain(ctx: ssl.SSLContext, tls: TlsConfig) -> None:
     try:
         ctx.load_cert_chain(certfile=str(tls.cert_file), keyfile=str(tls.key_file))
     except (OSError, ssl.SSLError) as exc:
-        raise TlsSetupError(f"cannot load certificate {tls.cert_file} with key {tls.key_file}: {exc}") from exc
+        raise TlsSetupError("cert_file", f"cannot load certificate {tls.cert_file} with key {tls.key_file}: {exc}") from exc
 
 
 def _load_ca(ctx: ssl.SSLContext, tls: TlsConfig) -> None:
@@ -34,7 +39,7 @@ def _load_ca(ctx: ssl.SSLContext, tls: TlsConfig) -> None:
     try:
         ctx.load_verify_locations(cafile=str(tls.ca_file))
     except (OSError, ssl.SSLError) as exc:
-        raise TlsSetupError(f"cannot load CA certificates {tls.ca_file}: {exc}") from exc
+        raise TlsSetupError("ca_file", f"cannot load CA certificates {tls.ca_file}: {exc}") from exc
 
 
 def server_context(tls: TlsConfig) -> ssl.SSLContext:

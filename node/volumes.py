@@ -169,8 +169,8 @@ def ct_series_image(datasets: Sequence[Dataset], *, nonuniform: Literal["resampl
             if nonuniform == "refuse":
                 raise VolumeError(f"{what}: slice spacing is not uniform (spacings {gaps.min():.3g}-"
                                   f"{gaps.max():.3g} mm)")
-            dz = float(gaps.min())
-            volume, pos = _resample_stack(volume, pos, dz)
+            volume, pos = _resample_stack(volume, pos, float(gaps.min()))
+            dz = float(pos[1] - pos[0])
             logger.warning("%s: non-uniform slice spacing (%.3g-%.3g mm) resampled to %.3g mm (%d slices)",
                            what, gaps.min(), gaps.max(), dz, len(pos))
     image = sitk.GetImageFromArray(volume)
@@ -180,10 +180,11 @@ def ct_series_image(datasets: Sequence[Dataset], *, nonuniform: Literal["resampl
     return image
 
 
-def _resample_stack(volume: np.ndarray, pos: np.ndarray, dz: float) -> tuple[np.ndarray, np.ndarray]:
-    """Linear interpolation of a stack of slices at sorted positions `pos` onto a uniform grid of step `dz`."""
-    n = int(np.floor((pos[-1] - pos[0]) / dz + 1e-6)) + 1
-    target = pos[0] + dz * np.arange(n)
+def _resample_stack(volume: np.ndarray, pos: np.ndarray, max_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation of slices at sorted positions `pos` onto a uniform grid from the first to the last
+    slice with a step of at most `max_step` (so every source slice has a grid slice within half a step)."""
+    n = int(np.ceil((pos[-1] - pos[0]) / max_step - 1e-6)) + 1
+    target = np.linspace(pos[0], pos[-1], n)
     lower = np.clip(np.searchsorted(pos, target, side="right") - 1, 0, len(pos) - 2)
     w = ((target - pos[lower]) / (pos[lower + 1] - pos[lower])).astype(np.float32)[:, None, None]
     return (1 - w) * volume[lower] + w * volume[lower + 1], target

@@ -29,6 +29,8 @@ MIN_BODY_DICE = 0.80
 MAX_ROTATION_DEG = 15.0
 #: The planning CT's body must be covered this much by the SPECT/CT's CT for the metric to mean anything.
 MIN_BODY_OVERLAP = 0.20
+#: Step (mm) of the z-shift search that initialises the registration (the coarsest level then refines it).
+Z_SEARCH_STEP_MM = 8.0
 
 
 class RegistrationError(AnalysisError):
@@ -96,6 +98,11 @@ def _working(image: sitk.Image) -> sitk.Image:
     return sitk.Clamp(sitk.Cast(small, sitk.sitkFloat32), sitk.sitkFloat32, -1000.0, 2000.0)
 
 
+def _coarse(image: sitk.Image) -> sitk.Image:
+    """The working image smoothed and binned 4x: the resolution of the initial search."""
+    return sitk.BinShrink(sitk.SmoothingRecursiveGaussian(image, 4.0), [4, 4, 4])
+
+
 def _body(image: sitk.Image) -> sitk.Image:
     """Patient outline: HU above BODY_HU, largest connected component (drops noise and small objects)."""
     mask = sitk.BinaryThreshold(image, BODY_HU, 1e9, 1, 0)
@@ -122,20 +129,23 @@ def _z_extent(image: sitk.Image) -> tuple[float, float]:
 
 def _candidate_translations(fixed: sitk.Image, moving: sitk.Image, fixed_body: sitk.Image,
                             moving_body: sitk.Image) -> list[np.ndarray]:
-    """Starting translations: centres of mass of the bodies, and variants aligning the scans' head or foot ends.
+    """Starting translations: body centres of mass in x/y, and a scan of z shifts every Z_SEARCH_STEP_MM.
 
-    Centre-of-mass alignment is right in x/y, but in z it is only right when both scans cover the same length
-    of patient; aligning the superior or inferior ends covers the usual case of one scan being longer.
+    Centre-of-mass alignment is right in x/y (both scans hold the whole body cross-section), but not in z, where
+    the two scans usually cover different lengths of the patient; so every z shift that makes the scans
+    overlap by at least half the shorter one is a candidate, and the metric chooses.
     """
-    cf, cm = _centroid(fixed_body), _centroid(moving_body)
-    base = cm - cf
+    base = _centroid(moving_body) - _centroid(fixed_body)
     (f_lo, f_hi), (m_lo, m_hi) = _z_extent(fixed), _z_extent(moving)
-    out = [base]
-    for dz in (m_hi - f_hi, m_lo - f_lo):
+    need = 0.5 * min(f_hi - f_lo, m_hi - m_lo)
+    # moving z = fixed z + dz; overlap of [f_lo + dz, f_hi + dz] with [m_lo, m_hi] must be >= need
+    lo, hi = m_lo - f_hi + need, m_hi - f_lo - need
+    shifts = np.arange(lo, hi + 1e-6, Z_SEARCH_STEP_MM) if hi > lo else np.array([base[2]])
+    out = []
+    for dz in np.unique(np.append(shifts, base[2])):
         cand = base.copy()
         cand[2] = dz
-        if min(abs(dz - c[2]) for c in out) > 5.0:
-            out.append(cand)
+        out.append(cand)
     return out
 
 
@@ -149,6 +159,8 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, seed: int = 2024060
     """
     f, m = _working(fixed), _working(moving)
     f_body, m_body = _body(f), _body(m)
+    sample_mask = sitk.BinaryDilate(f_body, [3, 3, 3])  # body plus its edge: the outline carries information
+    centre = tuple(float(v) for v in _centroid(f_body))
     iterations = [0]
 
     def method() -> sitk.ImageRegistrationMethod:
@@ -156,7 +168,7 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, seed: int = 2024060
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         reg.SetMetricSamplingPercentage(0.15, seed)
-        reg.SetMetricFixedMask(sitk.BinaryDilate(f_body, [3, 3, 3]))
+        reg.SetMetricFixedMask(sample_mask)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetOptimizerAsRegularStepGradientDescent(learningRate=4.0, minStep=0.01, numberOfIterations=200,
                                                      relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
@@ -165,13 +177,13 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, seed: int = 2024060
 
     def initial(translation: np.ndarray) -> sitk.Euler3DTransform:
         t = sitk.Euler3DTransform()
-        t.SetCenter(tuple(float(v) for v in _centroid(f_body)))
+        t.SetCenter(centre)
         t.SetTranslation(tuple(float(v) for v in translation))
         return t
 
     try:
-        coarse_f = sitk.SmoothingRecursiveGaussian(f, 4.0)
-        coarse_m = sitk.SmoothingRecursiveGaussian(m, 4.0)
+        coarse_f = _coarse(f)
+        coarse_m = _coarse(m)
         scored = []
         for cand in _candidate_translations(f, m, f_body, m_body):
             probe = method()

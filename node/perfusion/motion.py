@@ -84,8 +84,13 @@ def _max_displacement(tx: sitk.Transform, img: sitk.Image) -> float:
     return worst
 
 
-def correct_motion(data: np.ndarray, grid: Grid, ref: int) -> list[FrameMotion]:
-    """Register every frame of `data` (T, Z, Y, X) to frame `ref` and resample it in place (linear)."""
+def correct_motion(data: np.ndarray, grid: Grid, ref: int) -> tuple[list[FrameMotion], np.ndarray]:
+    """Register every frame of `data` (T, Z, Y, X) to frame `ref` and resample it in place (linear).
+
+    Returns the per-frame motion and a (Z, Y, X) mask of voxels that stayed inside the field of view in
+    every frame (elsewhere a moved frame has no data and the voxel's curve is meaningless).
+    """
+    valid = np.ones(data.shape[1:], dtype=bool)
     fixed_full = to_sitk(data[ref], grid)
     fixed = _shrunk(fixed_full)
     threshold = 0.1 * float(min(grid.spacing))
@@ -102,10 +107,13 @@ def correct_motion(data: np.ndarray, grid: Grid, ref: int) -> list[FrameMotion]:
             # Voxels moved in from outside the field of view get the frame's background (its first row: air).
             out = sitk.Resample(moving_full, fixed_full, tx, sitk.sitkLinear, float(np.median(data[t, :, 0, :])))
             data[t] = sitk.GetArrayViewFromImage(out)
+            ones = sitk.Resample(to_sitk(np.ones(data.shape[1:], np.float32), grid), fixed_full, tx,
+                                 sitk.sitkNearestNeighbor, 0.0)
+            valid &= sitk.GetArrayViewFromImage(ones) > 0.5
         params = tx.GetParameters()
         report.append(FrameMotion(t, tuple(round(float(v), 2) for v in params[3:6]),
                                   tuple(round(float(np.degrees(v)), 2) for v in params[:3]), round(disp, 2), resample))
     moved = [m for m in report if m.resampled]
     logger.info("motion correction: reference frame %d, %d of %d frames moved (max %.1f mm)", ref, len(moved),
                 len(report), max((m.max_displacement_mm for m in report), default=0.0))
-    return report
+    return report, valid

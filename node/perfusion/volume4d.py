@@ -97,6 +97,12 @@ class Volume4D:
             return [self.multiframe]
         return list(self.sources[t])
 
+    def source_ref(self, t: int, k: int) -> tuple[Dataset, int | None]:
+        """(dataset, 1-based frame number or None) holding time point t, slice k."""
+        if self.multiframe is not None:
+            return self.multiframe, int(self.frame_index[t, k]) + 1
+        return self.sources[t][k], None
+
     def native_slice(self, t: int, k: int) -> np.ndarray:
         """Full-resolution HU image of time point t, slice k (decoded on demand, for display)."""
         slope, intercept = self.rescale[t, k]

@@ -24,8 +24,13 @@ class Ellipsoid:
     semi_axes: tuple[float, float, float]
 
     def contains(self, p: np.ndarray) -> np.ndarray:
-        q = (p - np.asarray(self.centre)) / np.asarray(self.semi_axes)
-        return np.einsum("...i,...i->...", q, q) <= 1.0
+        (cx, cy, cz), (a, b, c) = self.centre, self.semi_axes
+        qx, qy, qz = (p[..., 0] - cx) / a, (p[..., 1] - cy) / b, (p[..., 2] - cz) / c
+        return qx * qx + qy * qy + qz * qz <= 1.0
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        c, s = np.asarray(self.centre), np.asarray(self.semi_axes)
+        return c - s, c + s
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,11 @@ class Capsule:
         ab = b - a
         s = np.clip(((p - a) @ ab) / (ab @ ab), 0.0, 1.0)
         d = p - (a + s[..., None] * ab)
-        return np.einsum("...i,...i->...", d, d) <= self.radius ** 2
+        return d[..., 0] ** 2 + d[..., 1] ** 2 + d[..., 2] ** 2 <= self.radius ** 2
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        a, b = np.asarray(self.p0), np.asarray(self.p1)
+        return np.minimum(a, b) - self.radius, np.maximum(a, b) + self.radius
 
 
 @dataclass(frozen=True)
@@ -85,10 +94,10 @@ TUMOURS = (
     Tumour("T3", "mixed", (-100.0, 30.0, 22.0), 12.0),
 )
 #: GSA: a region of reduced hepatocyte function (e.g. after prior therapy) in the superior right lobe.
-GSA_LOW_FUNCTION = Ellipsoid((-95.0, 15.0, 62.0), (35.0, 35.0, 22.0))
+GSA_LOW_FUNCTION = Ellipsoid((-90.0, 10.0, 58.0), (45.0, 45.0, 28.0))
 GSA_LOW_FUNCTION_FACTOR = 0.35
 #: GSA: function falls linearly from 1 at the right liver edge to 1 - GSA_GRADIENT at the left edge.
-GSA_GRADIENT = 0.40
+GSA_GRADIENT = 0.60
 GSA_GRADIENT_X = (-140.0, 55.0)
 
 
@@ -101,19 +110,35 @@ def tumour_label(n: int) -> int:
     return TUMOUR_LABEL0 + n
 
 
+def _paint_order() -> list[tuple[int, object]]:
+    """(label, shape) in painting order: later entries overwrite earlier ones."""
+    order = [(FAT, BODY_OUTER), (SOFT_TISSUE, BODY_INNER), (LUNG, LUNGS[0]), (LUNG, LUNGS[1]),
+             (SPLEEN, SPLEEN_SHAPE), (LIVER, LIVER_LOBES[0]), (LIVER, LIVER_LOBES[1])]
+    order += [(tumour_label(n), t.shape) for n, t in enumerate(TUMOURS)]
+    order += [(PORTAL_VEIN, PORTAL_VEIN_SHAPE), (AORTA, AORTA_SHAPE), (BONE, SPINE)]
+    return order
+
+
+PAINT_ORDER = _paint_order()
+
+
+def _may_intersect(shape: object, lo: np.ndarray, hi: np.ndarray) -> bool:
+    """False when the shape's bounding box misses the points' bounding box (cheap skip)."""
+    if not hasattr(shape, "bounds"):
+        return True
+    s_lo, s_hi = shape.bounds()
+    return bool(np.all(s_lo <= hi) and np.all(s_hi >= lo))
+
+
 def labels(p: np.ndarray) -> np.ndarray:
     """CT label of each point (..., 3) in the body frame (uint8)."""
     out = np.full(p.shape[:-1], AIR, dtype=np.uint8)
-    out[BODY_OUTER.contains(p)] = FAT
-    out[BODY_INNER.contains(p)] = SOFT_TISSUE
-    out[LUNGS[0].contains(p) | LUNGS[1].contains(p)] = LUNG
-    out[SPLEEN_SHAPE.contains(p)] = SPLEEN
-    out[liver_envelope(p)] = LIVER
-    for n, tumour in enumerate(TUMOURS):
-        out[tumour.shape.contains(p)] = tumour_label(n)
-    out[PORTAL_VEIN_SHAPE.contains(p)] = PORTAL_VEIN
-    out[AORTA_SHAPE.contains(p)] = AORTA
-    out[SPINE.contains(p)] = BONE
+    # Per-axis bounds of the points (axis-0 reductions over (N, 3) arrays are slow in numpy).
+    lo = np.array([p[..., i].min() for i in range(3)])
+    hi = np.array([p[..., i].max() for i in range(3)])
+    for label, shape in PAINT_ORDER:
+        if _may_intersect(shape, lo, hi):
+            out[shape.contains(p)] = label
     return out
 
 

@@ -8,7 +8,7 @@ A :class:`Grid` is one reconstructed volume: voxel (k, i, j) = (slice, row, colu
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -71,13 +71,13 @@ class Grid:
     shape: tuple[int, int, int]            # (slices, rows, columns)
     origin: np.ndarray                     # centre of voxel (0, 0, 0), patient mm
     spacing: tuple[float, float, float]    # (between slices, between rows, between columns) mm
-    row_dir: np.ndarray = np.array([1.0, 0.0, 0.0])   # direction of increasing column index
-    col_dir: np.ndarray = np.array([0.0, 1.0, 0.0])   # direction of increasing row index
+    row_dir: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0]))  # increasing column
+    col_dir: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0, 0.0]))  # increasing row
 
     @classmethod
     def centred(cls, shape: tuple[int, int, int], spacing: tuple[float, float, float],
-                centre: np.ndarray, row_dir: np.ndarray = np.array([1.0, 0.0, 0.0]),
-                col_dir: np.ndarray = np.array([0.0, 1.0, 0.0])) -> Grid:
+                centre: np.ndarray, row_dir: tuple[float, float, float] = (1.0, 0.0, 0.0),
+                col_dir: tuple[float, float, float] = (0.0, 1.0, 0.0)) -> Grid:
         """A grid whose centre lies at `centre`; the origin is rounded to 0.01 mm (DICOM DS friendly)."""
         row_dir, col_dir = np.asarray(row_dir, float), np.asarray(col_dir, float)
         normal = np.cross(row_dir, col_dir)

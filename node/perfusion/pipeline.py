@@ -1,0 +1,168 @@
+"""CT perfusion analysis, end to end: 4D series in, Parametric Maps + Secondary Captures + measurements out.
+
+Stages (timed; wall time and peak RSS per stage go into the measurements):
+load (4D assembly) -> motion (rigid, to the arterial-peak frame) -> inputs (aorta, portal vein, spleen) ->
+preprocess (baseline, masks, spatial smoothing) -> maps (max slope, DISCM) -> outputs (DICOM objects).
+"""
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import numpy as np
+from pydicom import Dataset
+
+import highdicom as hd
+from node.config import AnalysisConfig
+from node.derived import NOT_FOR_DIAGNOSIS
+from node.perfusion import outputs as out
+from node.perfusion.inputs import InputRoi, check_inputs, estimate_liver, find_inputs, set_enhancement
+from node.perfusion.maps import discm_set, max_slope_set
+from node.perfusion.maxslope import MaxSlopeInputs
+from node.perfusion.motion import correct_motion, reference_frame
+from node.perfusion.preprocess import SMOOTH_SIGMA_MM, baseline_count, smooth_within, subtract_baseline, tissue_masks
+from node.perfusion.stats import read_roi_masks, regional_statistics, to_working_grid
+from node.perfusion.volume4d import Volume4D, assemble
+from node.results import AnalysisResult, OutputObject
+
+logger = logging.getLogger(__name__)
+
+ANALYSIS_NAME = "ct-perfusion"
+_N_REPRESENTATIVE_SLICES = 3
+
+
+class StageTimer:
+    """Wall time and peak resident memory (ru_maxrss, a high-water mark of the process) per stage."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, float]] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+        self.stages[name] = {"wall_s": round(time.perf_counter() - start, 3), "peak_rss_mb": round(peak_mb, 1)}
+        logger.info("perfusion stage %s: %.2f s, peak RSS %.0f MB", name, self.stages[name]["wall_s"], peak_mb)
+
+
+def _liver_mask(roi_native: dict[str, np.ndarray], analysis: AnalysisConfig, vol: Volume4D,
+                analysed: np.ndarray, rois: dict[str, InputRoi]) -> tuple[np.ndarray, str]:
+    wanted = {n.lower() for n in analysis.liver_roi_names}
+    for name, mask in roi_native.items():
+        if name.lower() in wanted:
+            return to_working_grid(mask, vol.factor), f"rtstruct:{name}"
+    return estimate_liver(vol.data, analysed, vol.grid, rois, vol.times), "automatic estimate"
+
+
+def representative_slices(liver: np.ndarray, n: int = _N_REPRESENTATIVE_SLICES) -> list[int]:
+    """Slices at the quartiles of the liver's extent (the middle slice when there is no liver)."""
+    zs = np.nonzero(liver.any(axis=(1, 2)))[0]
+    if zs.size == 0:
+        return [liver.shape[0] // 2]
+    picks = np.quantile(zs, np.linspace(0.25, 0.75, n)).round().astype(int)
+    return sorted({int(z) for z in picks})
+
+
+def _build_outputs(map_sets: list[out.MapSet], vol: Volume4D, ref_t: int, analysed: np.ndarray,
+                   slices: list[int], curves: dict[str, np.ndarray], t_spl: float) -> list[OutputObject]:
+    objects: list[OutputObject] = []
+    number = out.SERIES_NUMBER_BASE
+    for ms in map_sets:
+        for param, values in ms.maps.items():
+            number += 1
+            ds = out.parametric_map(values, param, ms, vol, ref_t, number)
+            objects.append(OutputObject("parametric-map", ds, f"{param} ({out.METHOD_SHORT[ms.method]})"))
+    for ms in map_sets:
+        number += 1
+        series_uid = hd.UID()
+        desc = f"Perfusion {out.METHOD_SHORT[ms.method]} colour - {NOT_FOR_DIAGNOSIS}"
+        for i, k in enumerate(slices, start=1):
+            ref_ds, frame = vol.source_ref(ref_t, k)
+            rgb = out.fused_image(ms, vol, ref_t, k, analysed)
+            comments = (f"{NOT_FOR_DIAGNOSIS}. CT perfusion, {out.METHOD_TITLES[ms.method]}: {ms.summary}. "
+                        f"Colour over the CT of time point {ref_t + 1}.")
+            sc = out.secondary_capture(rgb, ref_ds, [(ref_ds, frame)], series_uid, number, i, desc, comments)
+            objects.append(OutputObject("secondary-capture", sc, f"{ms.method} colour maps, slice {k + 1}"))
+    number += 1
+    k_mid = vol.grid.shape[0] // 2
+    ref_ds, _ = vol.source_ref(ref_t, k_mid)
+    rgb = out.curve_plot(vol.times, curves, t_spl, "Time-attenuation curves (CT perfusion input ROIs and liver)")
+    sources = [vol.source_ref(t, k_mid) for t in range(vol.n_times)]
+    sc = out.secondary_capture(rgb, ref_ds, sources, hd.UID(), number, 1,
+                               f"Perfusion curves - {NOT_FOR_DIAGNOSIS}",
+                               f"{NOT_FOR_DIAGNOSIS}. Mean enhancement of the input ROIs and the liver; "
+                               f"t_spl = {t_spl:g} s splits arterial and portal phase.")
+    objects.append(OutputObject("secondary-capture", sc, "time-attenuation curves"))
+    return objects
+
+
+def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
+                  rtstruct: Dataset | None = None) -> AnalysisResult:
+    """Analyse one CT perfusion series; raises an AnalysisError subclass with the reason if it cannot."""
+    timer = StageTimer()
+    with timer("load"):
+        vol = assemble(ct_datasets)
+    with timer("motion"):
+        ref_t = reference_frame(vol.data)
+        motion, in_view = correct_motion(vol.data, vol.grid, ref_t)
+    roi_native = read_roi_masks(rtstruct, vol, ref_t) if rtstruct is not None else {}
+    with timer("inputs"):
+        roi_work = {name: to_working_grid(m, vol.factor) for name, m in roi_native.items()}
+        rois = find_inputs(vol.data, vol.grid, analysis, roi_work)
+        n_base = baseline_count(rois["aorta"].hu)
+        set_enhancement(rois, n_base)
+        check_inputs(rois, vol.times)
+    with timer("preprocess"):
+        baseline = subtract_baseline(vol.data, n_base)
+        masks = tissue_masks(baseline, vol.data, vol.grid.spacing)
+        analysed = masks.tissue & in_view
+        liver, liver_source = _liver_mask(roi_native, analysis, vol, analysed, rois)
+        liver_curve = vol.data[:, liver].mean(axis=1) if liver.any() else np.zeros(vol.n_times)
+        smooth_within(vol.data, analysed, vol.grid.spacing, SMOOTH_SIGMA_MM)
+    aorta, portal, spleen = (rois[n].enhancement for n in ("aorta", "portal_vein", "spleen"))
+    t_spl = float(vol.times[int(np.argmax(spleen))])
+    with timer("maps"):
+        map_sets = []
+        if "max-slope" in analysis.perfusion_methods:
+            ms_inputs = MaxSlopeInputs(t_spl=t_spl, aorta_peak_hu=float(aorta.max()),
+                                       portal_peak_hu=float(portal.max()))
+            map_sets.append(max_slope_set(vol.data, analysed, vol.times, ms_inputs, SMOOTH_SIGMA_MM))
+        if "discm" in analysis.perfusion_methods:
+            map_sets.append(discm_set(vol.data, analysed, vol.times, aorta, portal, SMOOTH_SIGMA_MM,
+                                      liver_curve if liver.any() else vol.data[:, analysed].mean(axis=1)))
+    regional = regional_statistics(map_sets, roi_native, analysed, vol) if roi_native else {}
+    with timer("outputs"):
+        curves = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
+        objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), curves, t_spl)
+    measurements = {
+        "series": {
+            "series_instance_uid": str(ct_datasets[0].get("SeriesInstanceUID", "")),
+            "encoding": "enhanced-ct" if vol.multiframe is not None else "classic-ct",
+            "n_time_points": vol.n_times, "times_s": [round(float(t), 3) for t in vol.times],
+            "time_spread_within_time_point_s": round(vol.time_spread_s, 3),
+            "native_shape_zyx": list(vol.native_grid.shape), "working_shape_zyx": list(vol.grid.shape),
+            "working_spacing_mm_zyx": [round(float(s), 4) for s in vol.grid.spacing],
+        },
+        "reference_time_point": ref_t, "reference_time_s": round(float(vol.times[ref_t]), 3),
+        "motion": [m.__dict__ for m in motion],
+        "baseline_frames": n_base,
+        "inputs": {name: roi.describe(vol.times) for name, roi in rois.items()},
+        "t_spl_s": t_spl,
+        "aorta_peak_hu": round(float(aorta.max()), 2), "aorta_peak_time_s": float(vol.times[int(np.argmax(aorta))]),
+        "portal_peak_hu": round(float(portal.max()), 2),
+        "portal_peak_time_s": float(vol.times[int(np.argmax(portal))]),
+        "liver_curve": {"source": liver_source, "volume_ml": round(float(liver.sum()) * vol.grid.voxel_volume_ml, 1),
+                        "enhancement_hu": [round(float(v), 2) for v in liver_curve]},
+        "masks": masks.summary(vol.grid.voxel_volume_ml) | {
+            "analysed_ml": round(float(analysed.sum()) * vol.grid.voxel_volume_ml, 1)},
+        "methods": {ms.method: ms.parameters for ms in map_sets},
+        "regional_statistics": regional,
+        "stages": timer.stages,
+    }
+    logger.info("CT perfusion done: %d outputs, t_spl %.1f s, aorta peak %.0f HU, portal peak %.0f HU",
+                len(objects), t_spl, aorta.max(), portal.max())
+    return AnalysisResult(name=ANALYSIS_NAME, outputs=objects, measurements=measurements)

@@ -1,0 +1,113 @@
+"""RTSTRUCT ROIs on the perfusion CT: rasterisation onto the working grid and regional statistics.
+
+ROIs are rasterised with the `rtstruct` library on the native CT grid of one time point (all time points
+share the geometry), then reduced to the working grid: a working voxel belongs to an ROI when at least half of
+its native pixels do. Statistics are taken over ROI voxels that were analysed (tissue mask), because vessels,
+fat and air inside a contour carry no perfusion value; both the contoured and the analysed volume are reported.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import rtstruct
+from pydicom import Dataset
+
+from node.perfusion.errors import PerfusionInputError
+from node.perfusion.outputs import MapSet
+from node.perfusion.volume4d import Volume4D, block_mean
+
+logger = logging.getLogger(__name__)
+
+
+def _referenced_uids(rtss: Dataset) -> set[str]:
+    uids = set()
+    for frame in rtss.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            for series in study.get("RTReferencedSeriesSequence", []):
+                uids.update(str(r.ReferencedSOPInstanceUID) for r in series.get("ContourImageSequence", []))
+    for roi in rtss.get("ROIContourSequence", []):
+        for contour in roi.get("ContourSequence", []):
+            uids.update(str(r.ReferencedSOPInstanceUID) for r in contour.get("ContourImageSequence", []))
+    return uids
+
+
+def _without_image_references(rtss: Dataset) -> Dataset:
+    """A copy whose contours are placed by position only (their image references point elsewhere)."""
+    out = copy.deepcopy(rtss)
+    for frame in out.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            for series in study.get("RTReferencedSeriesSequence", []):
+                if "ContourImageSequence" in series:
+                    del series.ContourImageSequence
+    for roi in out.get("ROIContourSequence", []):
+        for contour in roi.get("ContourSequence", []):
+            if "ContourImageSequence" in contour:
+                del contour.ContourImageSequence
+    return out
+
+
+def _slice_headers(vol: Volume4D, t: int) -> list[Dataset]:
+    """Single-frame stand-ins (geometry only) for the slices of an Enhanced CT time point."""
+    mf = vol.multiframe
+    headers = []
+    for k in range(vol.native_grid.shape[0]):
+        ds = Dataset()
+        ds.SOPClassUID = mf.SOPClassUID
+        ds.SOPInstanceUID = mf.SOPInstanceUID
+        ds.FrameOfReferenceUID = mf.FrameOfReferenceUID
+        ds.ImagePositionPatient = [float(v) for v in vol.native_grid.slice_position(k)]
+        ds.ImageOrientationPatient = [float(v) for v in (*vol.native_grid.row_dir, *vol.native_grid.col_dir)]
+        ds.PixelSpacing = [float(vol.native_grid.spacing[1]), float(vol.native_grid.spacing[2])]
+        ds.Rows, ds.Columns = vol.native_grid.shape[1], vol.native_grid.shape[2]
+        headers.append(ds)
+    return headers
+
+
+def read_roi_masks(rtss: Dataset, vol: Volume4D, ref_t: int) -> dict[str, np.ndarray]:
+    """{ROI name: bool mask on the native grid (Z, Rows, Columns)} of an RTSTRUCT drawn on this series."""
+    try:
+        if vol.multiframe is not None:
+            return rtstruct.read_masks(rtss, _slice_headers(vol, ref_t))
+        referenced = _referenced_uids(rtss)
+        overlap = [len(referenced & {str(ds.SOPInstanceUID) for ds in vol.sources[t]}) for t in range(vol.n_times)]
+        best = int(np.argmax(overlap)) if max(overlap) > 0 else ref_t
+        slices = vol.sources[best]
+        if not referenced <= {str(ds.SOPInstanceUID) for ds in slices}:
+            # Contours drawn on several time points: all share the geometry, so place them by position.
+            logger.info("RTSTRUCT references images of several time points; contours placed by position")
+            rtss = _without_image_references(rtss)
+        return rtstruct.read_masks(rtss, slices)
+    except rtstruct.RTStructError as exc:
+        raise PerfusionInputError(f"RTSTRUCT cannot be used on the perfusion CT: {exc}") from exc
+
+
+def to_working_grid(mask: np.ndarray, factor: int) -> np.ndarray:
+    """A native-grid mask on the working grid: set where at least half of the block is set."""
+    return block_mean(mask.astype(np.float32), factor) >= 0.5
+
+
+def regional_statistics(map_sets: list[MapSet], roi_masks: dict[str, np.ndarray], analysed: np.ndarray,
+                        vol: Volume4D) -> dict[str, dict]:
+    """Mean, SD and volumes per ROI and parameter, for the case record and the report.
+
+    `roi_masks` are native-grid masks (as read from the RTSTRUCT).
+    """
+    out: dict[str, dict] = {}
+    for name, native in roi_masks.items():
+        work = to_working_grid(native, vol.factor)
+        used = work & analysed
+        entry: dict = {
+            "volume_ml": round(float(native.sum()) * vol.native_grid.voxel_volume_ml, 2),
+            "analysed_volume_ml": round(float(used.sum()) * vol.grid.voxel_volume_ml, 2),
+        }
+        for ms in map_sets:
+            stats = {}
+            for param, values in ms.maps.items():
+                v = values[used]
+                stats[param] = ({"mean": round(float(v.mean()), 3), "sd": round(float(v.std(ddof=1)), 3)}
+                                if v.size > 1 else {"mean": None, "sd": None})
+            entry[ms.method] = stats
+        out[name] = entry
+    return out

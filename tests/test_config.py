@@ -1,0 +1,88 @@
+"""Configuration: the shipped file works; every mistake stops start-up with a message naming the key."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_is_valid_and_runs_without_a_pacs() -> None:
+    cfg = load_config(ROOT / "config.toml")
+    assert cfg.node.ae_title == "LIVERNODE" and cfg.node.port == 11112
+    assert cfg.node.data_dir == ROOT / "var"
+    assert cfg.security.allowed_calling_aes == ()
+    assert cfg.completion.stable_seconds == 30
+    assert cfg.analysis.fls_threshold == pytest.approx(0.60) and cfg.analysis.ptv_margin_mm == 5.0
+    # embedded default: results go to folders under data_dir, no network peer needed
+    assert {d.kind for d in cfg.destinations} == {"folder"}
+    assert all(str(d.folder).startswith(str(cfg.node.data_dir)) for d in cfg.destinations)
+    assert {k for d in cfg.destinations for k in d.outputs} == {"parametric-map", "secondary-capture", "report",
+                                                               "rtstruct"}
+
+
+def test_issue_keys_parse() -> None:
+    cfg = parse_config({
+        "node": {"ae_title": "LIVERNODE", "host": "0.0.0.0", "port": 11112, "data_dir": "var"},
+        "security": {"allowed_calling_aes": ["CT1", "PACS"]},
+        "completion": {"stable_seconds": 30},
+        "analysis": {"fls_threshold": 0.6, "ptv_margin_mm": 5.0},
+        "destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": 4242,
+                                  "outputs": ["parametric-map", "secondary-capture", "report"]}},
+    }, base_dir=Path("/srv"))
+    (pacs,) = cfg.destinations
+    assert pacs.kind == "dicom" and pacs.port == 4242 and pacs.ae_title == "PACS"
+    assert cfg.security.allowed_calling_aes == ("CT1", "PACS")
+    assert cfg.destinations_for("report") == (pacs,) and cfg.destinations_for("rtstruct") == ()
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"node": {"prot": 104}}, "node.prot"),
+    ({"nodes": {}}, "nodes"),
+    ({"node": {"port": 70000}}, "node.port"),
+    ({"node": {"port": "11112"}}, "node.port"),
+    ({"node": {"ae_title": "A_TITLE_THAT_IS_TOO_LONG"}}, "node.ae_title"),
+    ({"node": {"log_level": "LOUD"}}, "node.log_level"),
+    ({"security": {"allowed_calling_aes": "CT1"}}, "security.allowed_calling_aes"),
+    ({"completion": {"stable_seconds": 0}}, "completion.stable_seconds"),
+    ({"analysis": {"fls_threshold": 1.5}}, "analysis.fls_threshold"),
+    ({"analysis": {"perfusion_methods": ["deconvolution"]}}, "analysis.perfusion_methods[0]"),
+    ({"analysis": {"aorta": {"center_mm": [1, 2]}}}, "analysis.aorta.center_mm"),
+    ({"destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "outputs": ["report"]}}},
+     "destinations.pacs.port"),
+    ({"destinations": {"pacs": {"ae_title": "PACS", "host": "h", "port": 1, "outputs": ["maps"]}}},
+     "destinations.pacs.outputs[0]"),
+    ({"destinations": {"pacs": {"ae_title": "PACS", "host": "h", "port": 1, "outputs": []}}},
+     "destinations.pacs.outputs"),
+    ({"destinations": {"tps": {"folder": "x", "port": 104, "outputs": ["rtstruct"]}}}, "destinations.tps.port"),
+    ({"destinations": {"tps": {"ae_title": "TPS", "host": "h", "port": 104, "outputs": ["rtstruct"],
+                               "tls": {"cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"}}}},
+     "destinations.tps.tls.cert_file"),
+])
+def test_bad_configuration_names_the_key(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(raw, base_dir=Path("/tmp"))
+    assert exc.value.key == key
+    assert f"'{key}'" in str(exc.value)
+
+
+def test_serve_refuses_bad_config_with_message(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[node]\nport = 11112\n[destinations.pacs]\nae_title = "PACS"\nhost = "127.0.0.1"\n'
+                   'outputs = ["report"]\n')
+    r = subprocess.run([sys.executable, "-m", "node", "serve", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2
+    assert "destinations.pacs.port" in r.stderr and "required" in r.stderr
+
+
+def test_unparseable_file_is_reported(tmp_path: Path) -> None:
+    cfg = tmp_path / "broken.toml"
+    cfg.write_text("[node\nport = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(cfg)
