@@ -15,7 +15,7 @@ from node.classify import plan_case
 from node.config import Config
 from node.index import Index
 from node.results import AnalysisError, AnalysisResult, OutputObject
-from node.workflows import WORKFLOWS, CaseInputs
+from node.workflows import WORKFLOWS, CaseInputs, build_case_report
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +28,13 @@ class OutputSink(Protocol):
 
 class AnalysisRunner:
     def __init__(self, config: Config, index: Index, sink: OutputSink | None,
-                 workflows: dict[str, Callable[[CaseInputs, Config], AnalysisResult]] | None = None) -> None:
+                 workflows: dict[str, Callable[[CaseInputs, Config], AnalysisResult]] | None = None,
+                 report: Callable[[CaseInputs], list[OutputObject]] | None = build_case_report) -> None:
         self.config = config
         self.index = index
         self.sink = sink
         self.workflows = WORKFLOWS if workflows is None else workflows
+        self.report = report
         self._queue: "queue.Queue[str | None]" = queue.Queue()
         self._thread: threading.Thread | None = None
         self.last_error = ""
@@ -111,6 +113,15 @@ class AnalysisRunner:
                 for obj in result.outputs:
                     self.sink.produce(case_id, obj)
                     produced += 1
+        if inputs.results and self.report is not None:
+            try:
+                for obj in self.report(inputs):
+                    if self.sink is not None:
+                        self.sink.produce(case_id, obj)
+                        produced += 1
+            except Exception as exc:  # the analyses' own outputs are already queued; say what is missing
+                logger.exception("case %s: report failed", case_id)
+                errors.append(f"report: {type(exc).__name__}: {exc}")
         measurements["outputs"] = produced
         ok = not errors
         state = self.index.finish_analysis(case_id, ok=ok, reason="; ".join(errors), result=measurements)

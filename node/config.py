@@ -96,6 +96,7 @@ class AnalysisConfig:
     spleen: InputRoiOverride | None = None
     normal_liver_dose_gy: float = 70.0
     lung_dose_limit_gy: float = 30.0
+    lung_shunt_fraction: float | None = None  # from planar imaging, used when the MAA SPECT misses the lungs
     parametric_map_fallback: str = "secondary-capture"  # or "none"
 
 
@@ -339,6 +340,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
         spleen=_roi_override(a, "spleen"),
         normal_liver_dose_gy=a.number("normal_liver_dose_gy", 70.0, lo=0.0, lo_open=True, hi=200.0),
         lung_dose_limit_gy=a.number("lung_dose_limit_gy", 30.0, lo=0.0, lo_open=True, hi=200.0),
+        lung_shunt_fraction=(a.number("lung_shunt_fraction", 0.0, lo=0.0, hi=0.99)
+                             if a.has("lung_shunt_fraction") else a.get("lung_shunt_fraction")),
         parametric_map_fallback=fallback,  # type: ignore[arg-type]
     )
     a.finish()

@@ -13,7 +13,7 @@ from pydicom import Dataset
 
 from node.config import Config
 from node.index import Index, SeriesRow
-from node.results import AnalysisError, AnalysisResult
+from node.results import AnalysisError, AnalysisResult, OutputObject
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ class CaseInputs:
     roles: dict[str, str]
     index: Index
     results: dict[str, AnalysisResult] = field(default_factory=dict)
+    #: role -> datasets a workflow used: the report references them and takes patient/study from them
+    used: dict[str, list[Dataset]] = field(default_factory=dict)
 
     def with_role(self, role: str) -> list[SeriesRow]:
         """Series of a role, newest first."""
@@ -34,6 +36,7 @@ class CaseInputs:
                       key=lambda s: s.last_received, reverse=True)
 
     def read(self, series: SeriesRow) -> list[Dataset]:
+        """All instances of a series, pixel data included; remembered under the series' role for the report."""
         paths = self.index.instance_paths(series.series_uid)
         out = []
         for p in paths:
@@ -44,6 +47,7 @@ class CaseInputs:
                                     f"{series.series_description!r}: {exc}") from exc
         if not out:
             raise AnalysisError(f"series {series.series_description!r} has no readable instances")
+        self.used[self.roles.get(series.series_uid, "other")] = out
         return out
 
 
@@ -87,7 +91,31 @@ def run_gsa_workflow(inputs: CaseInputs, config: Config) -> AnalysisResult:
                    inputs.read(liver)[0] if liver else None, config.analysis)
 
 
+def run_maa_workflow(inputs: CaseInputs, config: Config) -> AnalysisResult:
+    """MAA uptake, shunt, partition model; correlated with this case's perfusion maps when it has them."""
+    from node.maa.pipeline import run_maa
+
+    nm = _one(inputs, "spect-maa")
+    spect_cts = [s for s in inputs.with_role("spect-ct") if s.frame_of_reference_uid == nm.frame_of_reference_uid]
+    rois = [s for s in inputs.with_role("roi-rtstruct") + inputs.with_role("liver-rtstruct")
+            if s.referenced_frame_of_reference == nm.frame_of_reference_uid]
+    perfusion = inputs.results.get("perfusion")
+    maps = [o.dataset for o in perfusion.outputs if o.kind == "parametric-map"] if perfusion else []
+    perfusion_ct = inputs.used.get("ct-perfusion") if perfusion else None
+    return run_maa(inputs.read(nm)[0], inputs.read(spect_cts[0]) if spect_cts else None,
+                   inputs.read(rois[0])[0] if rois else None, perfusion_ct, maps, config.analysis)
+
+
+def build_case_report(inputs: CaseInputs) -> list[OutputObject]:
+    """The case's SR and summary page over every workflow that succeeded."""
+    from node.report.build import build_report
+
+    return build_report(inputs.case_id, inputs.results, inputs.used)
+
+
+# Order matters: MAA correlates with the perfusion maps computed before it.
 WORKFLOWS: dict[str, Callable[[CaseInputs, Config], AnalysisResult]] = {
     "perfusion": run_perfusion_workflow,
     "gsa": run_gsa_workflow,
+    "maa": run_maa_workflow,
 }

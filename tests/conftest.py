@@ -52,8 +52,9 @@ def node_factory(tmp_path: Path) -> Iterator[Any]:
     def start(config: Config | None = None, sink: Any = None, workflows: dict | None = None) -> Node:
         cfg = config or make_config(tmp_path / "var")
         node = Node(cfg, sink=sink or RecordingSink())
-        if workflows is not None:
+        if workflows is not None:  # stand-in analyses: no case report either
             node.runner.workflows = workflows
+            node.runner.report = None
         node.start()
         started.append(node)
         return node

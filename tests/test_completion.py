@@ -118,13 +118,13 @@ def test_restart_rearms_pending_timers(tmp_path: Path) -> None:
     cfg = make_config(tmp_path / "var", completion={"stable_seconds": 2})
     rec = Recorder()
     first = Node(cfg, sink=RecordingSink())
-    first.runner.workflows = {"perfusion": rec}
+    first.runner.workflows, first.runner.report = {"perfusion": rec}, None
     first.start()
     _send(first.address[1], F.ct_series("P-RESTART", 2, time_points=3))
     first.stop()  # stopped before the study became stable: its timer must survive
     assert rec.calls == []
     second = Node(cfg, sink=RecordingSink())
-    second.runner.workflows = {"perfusion": rec}
+    second.runner.workflows, second.runner.report = {"perfusion": rec}, None
     second.start()
     try:
         assert _wait(lambda: len(rec.calls) == 1, timeout=15)
@@ -136,7 +136,7 @@ def test_restart_rearms_pending_timers(tmp_path: Path) -> None:
 def test_interrupted_analysis_is_requeued_after_restart(tmp_path: Path) -> None:
     cfg = make_config(tmp_path / "var", completion={"stable_seconds": 1})
     node = Node(cfg, sink=RecordingSink())
-    node.runner.workflows = {"perfusion": Recorder()}
+    node.runner.workflows, node.runner.report = {"perfusion": Recorder()}, None
     node.start()
     _send(node.address[1], F.ct_series("P-ANALYSING", 2, time_points=3))
     assert _wait(lambda: node.index.get_case("P-ANALYSING").state == "done")
@@ -148,7 +148,7 @@ def test_interrupted_analysis_is_requeued_after_restart(tmp_path: Path) -> None:
     idx.close()
     rec = Recorder()
     node = Node(cfg, sink=RecordingSink())
-    node.runner.workflows = {"perfusion": rec}
+    node.runner.workflows, node.runner.report = {"perfusion": rec}, None
     node.start()
     try:
         assert _wait(lambda: len(rec.calls) == 1)

@@ -1,0 +1,27 @@
+# The two entry points of the README: `make run` and `make test`. Everything they need is installed here.
+VENV ?= .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/liver-node serve --config config.toml
+
+test: $(STAMP)
+	bash scripts/install-test-tools.sh
+	$(VENV)/bin/python -m pytest
+
+bench: $(STAMP)
+	bash scripts/install-test-tools.sh
+	$(VENV)/bin/python bench/ingest.py
+	$(VENV)/bin/python bench/perfusion.py
+	$(VENV)/bin/python bench/gsa.py
