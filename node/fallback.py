@@ -40,16 +40,15 @@ def _first(ds: Dataset, keyword: str) -> Dataset | None:
     return None
 
 
-def _real_world(ds: Dataset, stored: np.ndarray) -> tuple[np.ndarray, str, str]:
-    """Real-world values (float64), the LUT label and the unit, from the first real-world value mapping."""
+def _rwv_mapping(ds: Dataset) -> tuple[float, float, str, str]:
+    """(slope, intercept, LUT label, unit) of the first real-world value mapping (identity if there is none)."""
     rwv = _first(ds, "RealWorldValueMappingSequence")
     if rwv is None:
-        return stored.astype(np.float64), "", ""
+        return 1.0, 0.0, "", ""
     slope = float(rwv.get("RealWorldValueSlope", 1.0) or 1.0)
     intercept = float(rwv.get("RealWorldValueIntercept", 0.0) or 0.0)
     units = rwv.get("MeasurementUnitsCodeSequence")
-    unit = str(units[0].CodeValue) if units else ""
-    return stored.astype(np.float64) * slope + intercept, str(rwv.get("LUTLabel", "")), unit
+    return slope, intercept, str(rwv.get("LUTLabel", "")), str(units[0].CodeValue) if units else ""
 
 
 def _window(ds: Dataset, values: np.ndarray, stored_to_real: tuple[float, float]) -> tuple[float, float]:
@@ -141,10 +140,8 @@ def pm_to_secondary_capture(ds: Dataset) -> Dataset:
         raise FallbackError(f"cannot decode the Parametric Map's pixel data: {exc}") from exc
     if stored.ndim == 2:
         stored = stored[np.newaxis]
-    values, label, unit = _real_world(ds, stored)
-    rwv = _first(ds, "RealWorldValueMappingSequence")
-    slope = float(rwv.get("RealWorldValueSlope", 1.0) or 1.0) if rwv is not None else 1.0
-    intercept = float(rwv.get("RealWorldValueIntercept", 0.0) or 0.0) if rwv is not None else 0.0
+    slope, intercept, label, unit = _rwv_mapping(ds)
+    values = stored.astype(np.float64) * slope + intercept
     lo, hi = _window(ds, values, (slope, intercept))
     grey = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
     grey = np.where(np.isfinite(grey), np.rint(grey * 255.0), 0.0).astype(np.uint8)

@@ -171,10 +171,11 @@ class Outbox:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # also when COMMIT itself failed (disk full, I/O error)
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -268,18 +269,25 @@ class Outbox:
     def mark_failed(self, item_id: int, error: str, permanent: bool = False) -> str:
         """Record a failed attempt; the item retries after a backoff or, after the last attempt (or a permanent
         refusal), is parked as 'failed'. Returns the new state."""
+        return self.mark_failed_many([item_id], error, permanent).get(item_id, "missing")
+
+    def mark_failed_many(self, item_ids: list[int], error: str, permanent: bool = False) -> dict[int, str]:
+        """:meth:`mark_failed` for several items in one transaction (a destination that could not be reached)."""
         now = time.time()
         cfg = self._config.outbox
+        states: dict[int, str] = {}
         with self._tx() as db:
-            row = db.execute("SELECT attempts FROM outbox_items WHERE id = ?", (item_id,)).fetchone()
-            if row is None:
-                return "missing"
-            attempts = row["attempts"] + 1
-            state = "failed" if permanent or attempts >= cfg.max_attempts else "retrying"
-            nxt = now + backoff_delay(attempts, cfg) if state == "retrying" else now
-            db.execute("UPDATE outbox_items SET state = ?, attempts = ?, next_attempt = ?, last_error = ?,"
-                       " updated = ? WHERE id = ?", (state, attempts, nxt, error, now, item_id))
-        return state
+            for item_id in item_ids:
+                row = db.execute("SELECT attempts FROM outbox_items WHERE id = ?", (item_id,)).fetchone()
+                if row is None:
+                    continue
+                attempts = row["attempts"] + 1
+                state = "failed" if permanent or attempts >= cfg.max_attempts else "retrying"
+                nxt = now + backoff_delay(attempts, cfg) if state == "retrying" else now
+                db.execute("UPDATE outbox_items SET state = ?, attempts = ?, next_attempt = ?, last_error = ?,"
+                           " updated = ? WHERE id = ?", (state, attempts, nxt, error, now, item_id))
+                states[item_id] = state
+        return states
 
     def release(self, item_ids: list[int]) -> None:
         """Return claimed items that were not attempted (shutdown) to 'pending' without counting an attempt."""

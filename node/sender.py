@@ -141,18 +141,23 @@ class Sender:
             delay = backoff_delay(min(it.attempts for it in waiting.values()) + 1, self._config.outbox) \
                 if waiting else self._config.outbox.backoff_initial_seconds
             self._hold[dest.name] = time.time() + delay
-            logger.warning("destination %s (%s) unavailable: %s; next try in %.1f s", dest.name, dest.describe(),
-                           exc, delay)
-            for item in list(waiting.values()):
-                waiting.pop(item.id)
-                self._record(dest, item, Outcome(False, str(exc)))
+            # No association, so no transfer took place: one log line and one queue update for the whole batch.
+            states = self._outbox.mark_failed_many(list(waiting), str(exc))
+            waiting.clear()
+            parked = sum(1 for st in states.values() if st == "failed")
+            logger.warning("destination %s (%s) unavailable: %s; %d item(s) retry in %.1f s%s", dest.name,
+                           dest.describe(), exc, len(states) - parked, delay,
+                           f", {parked} parked as failed after their last attempt" if parked else "")
+            self._last_error = {"destination": dest.name, "error": str(exc), "time": _iso(time.time())}
         except Exception as exc:  # a bug or library error: count it as a failed attempt, keep the items visible
             logger.exception("delivery to %s failed unexpectedly", dest.name)
             for item in list(waiting.values()):
                 waiting.pop(item.id)
                 self._record(dest, item, Outcome(False, f"internal error: {exc!r}"))
         finally:
-            results.close()  # releases the association if we stopped early
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # a generator: releases the association if we stopped early
             if waiting:
                 if self._stop.is_set():
                     self._outbox.release(list(waiting))

@@ -8,7 +8,7 @@ from typing import Any
 
 from node.analysis import AnalysisRunner
 from node.completion import Completion
-from node.config import Config
+from node.config import Config, ConfigError
 from node.index import Index
 from node.receive import Receiver
 from node.scp import StorageSCP
@@ -42,9 +42,12 @@ class Node:
         self.receiver = Receiver(self.store, self.index, self.completion, config.completion.stable_seconds)
         ssl_context = None
         if config.security.tls is not None:
-            from node.tls import server_context
+            from node.tls import TlsSetupError, server_context
 
-            ssl_context = server_context(config.security.tls)
+            try:
+                ssl_context = server_context(config.security.tls)
+            except TlsSetupError as exc:
+                raise ConfigError(f"security.tls.{exc.field}", str(exc)) from exc
         self.scp = StorageSCP(config, self.receiver, ssl_context)
         self.health = None
         self.address: tuple[str, int] | None = None
@@ -79,10 +82,15 @@ class Node:
         logger.info("stopped")
 
     def health_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {"listening": self.scp.server is not None, **self.index.counts(),
-                                  "analysis_queue": self.runner.depth(), "last_error": self.runner.last_error}
+        """For /readyz and /status: ready = listening and (if there is an outbox) its sender running."""
+        status: dict[str, Any] = {"ready": self.scp.server is not None, "last_error": self.runner.last_error}
         if self.outbox is not None:
-            status["outbox"] = self.outbox.depths()
+            from node.health import outbox_status
+
+            out = outbox_status(self.outbox, self.sender)
+            status.update(out, ready=status["ready"] and out["ready"],
+                          last_error=self.runner.last_error or out["last_error"])
+        status.update(self.index.counts(), analysis_queue=self.runner.depth())
         return status
 
 

@@ -43,7 +43,7 @@ def render_status(config: Config, index: Index, outbox_rows: list[dict[str, Any]
         if not outbox_rows:
             lines.append("  empty")
         else:
-            keys = ("destination", "case", "kind", "state", "attempts", "next_attempt", "last_error")
+            keys = ("destination", "case", "kind", "state", "sent_as", "attempts", "next_attempt", "last_error")
             lines += table([k.upper().replace("_", " ") for k in keys],
                            [[_fmt(r.get(k)) for k in keys] for r in outbox_rows])
     return "\n".join(lines).rstrip() + "\n"

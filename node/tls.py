@@ -30,7 +30,8 @@ def _load_chain(ctx: ssl.SSLContext, tls: TlsConfig) -> None:
     try:
         ctx.load_cert_chain(certfile=str(tls.cert_file), keyfile=str(tls.key_file))
     except (OSError, ssl.SSLError) as exc:
-        raise TlsSetupError("cert_file", f"cannot load certificate {tls.cert_file} with key {tls.key_file}: {exc}") from exc
+        raise TlsSetupError("cert_file",
+                            f"cannot load certificate {tls.cert_file} with key {tls.key_file}: {exc}") from exc
 
 
 def _load_ca(ctx: ssl.SSLContext, tls: TlsConfig) -> None:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the third-party DICOM peers the test suite runs against (Debian packages):
 # dcmtk (storescu/echoscu/storescp), dicom3tools (dciodvfy), Orthanc (PACS/TPS peer),
-# plastimatch (independent RTSTRUCT rasteriser). Idempotent; needs root or sudo.
+# plastimatch (independent RTSTRUCT rasteriser), systemd (systemd-analyze verify of the unit). Idempotent;
+# needs root or sudo.
 set -euo pipefail
-pkgs=(dcmtk dicom3tools orthanc plastimatch)
+pkgs=(dcmtk dicom3tools orthanc plastimatch systemd openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -68,6 +68,10 @@ def _peer_env() -> dict[str, str]:
     return {**os.environ, "TCP_NODELAY": "1"}
 
 
+class _EarlyExit(RuntimeError):
+    """Orthanc exited during start-up (typically: a port was taken)."""
+
+
 @dataclass(frozen=True)
 class Received:
     """One C-STORE as the peer saw it."""
@@ -141,12 +145,33 @@ class OrthancServer:
         if accepted_transfer_syntaxes is not None:
             cfg["AcceptedTransferSyntaxes"] = list(accepted_transfer_syntaxes)
         cfg.update(extra_config or {})
+        self._cfg = cfg
+        self._started_once = False
         self.config_file = self.workdir / "orthanc.json"
-        self.config_file.write_text(json.dumps(cfg, indent=2))
+        self._write_config()
+
+    def _write_config(self) -> None:
+        self._cfg.update({"DicomPort": self.dicom_port, "HttpPort": self.http_port})
+        self.config_file.write_text(json.dumps(self._cfg, indent=2))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 30.0) -> "OrthancServer":
-        """Start Orthanc and wait until both its REST API and its DICOM port answer."""
+        """Start Orthanc and wait until both its REST API and its DICOM port answer.
+
+        On the first start only, a port taken meanwhile by another process (the machine is shared) makes it
+        retry on fresh ports; later starts keep the ports, as a restarted destination must.
+        """
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except _EarlyExit:
+                if self._started_once or attempt == 2:
+                    raise
+                self.dicom_port, self.http_port = free_port(), free_port()
+                self._write_config()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "OrthancServer":
         if self.running:
             return self
         log = open(self.log_file, "ab")
@@ -156,23 +181,28 @@ class OrthancServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self._proc.returncode}; see {self.log_file}:\n"
-                                   + self.log_file.read_text(errors="replace")[-3000:])
+                raise _EarlyExit(f"Orthanc exited with {self._proc.returncode}; see {self.log_file}:\n"
+                                 + self.log_file.read_text(errors="replace")[-3000:])
             try:
                 self.rest("/system")
                 if _wait_port(self.dicom_port, 1.0):
+                    self._started_once = True
                     return self
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"Orthanc not ready after {timeout} s; see {self.log_file}")
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop Orthanc gracefully (SIGTERM), killing it if it does not exit in time."""
+    def stop(self, timeout: float = 15.0, graceful: bool = True) -> None:
+        """Stop Orthanc: SIGTERM (graceful, ~3 s) killing it if it does not exit in time, or SIGKILL at once
+        (teardown of a throw-away server)."""
         if self._proc is None:
             return
         if self._proc.poll() is None:
-            self._proc.terminate()
+            if graceful:
+                self._proc.terminate()
+            else:
+                self._proc.kill()
             try:
                 self._proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -236,18 +266,25 @@ class StorescpServer:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> "StorescpServer":
-        cmd = [STORESCP_BIN, "--aetitle", self.ae_title, "--output-directory", str(self.out_dir),
-               "--unique-filenames", "--log-level", "info"]
-        if self.profile is not None:
-            cmd += ["--config-file", str(self.profile[0]), self.profile[1]]
-        cmd.append(str(self.port))
-        log = open(self.log_file, "ab")
-        self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_peer_env())
-        log.close()
-        if not _wait_port(self.port, timeout):
-            self.stop()
-            raise TimeoutError(f"storescp not listening; see {self.log_file}")
-        return self
+        """Start storescp and wait until it listens (on a fresh port if the chosen one was taken meanwhile)."""
+        for _ in range(3):
+            cmd = [STORESCP_BIN, "--aetitle", self.ae_title, "--output-directory", str(self.out_dir),
+                   "--unique-filenames", "--log-level", "info"]
+            if self.profile is not None:
+                cmd += ["--config-file", str(self.profile[0]), self.profile[1]]
+            cmd.append(str(self.port))
+            log = open(self.log_file, "ab")
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_peer_env())
+            log.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self._proc.poll() is None:
+                if _wait_port(self.port, 0.2):
+                    return self
+            if self._proc.poll() is None:
+                break
+            self.port = free_port()
+        self.stop()
+        raise TimeoutError(f"storescp not listening; see {self.log_file}")
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
