@@ -4,8 +4,8 @@ Pixel data: unsigned 12-bit stored values, HU = stored - 1024 (RescaleIntercept 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 import copy
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -113,7 +113,7 @@ def write_ct_series(outdir: Path, patient: Patient, series: Series, grid: Grid,
                 inst.add_new(0x7FE00010, "OW", pixels.tobytes())
                 path.write_bytes(encoder.encode(inst))
             else:
-                full = copy.copy(template)
+                full = copy.deepcopy(template)   # compress() may touch shared elements
                 full.update(inst)
                 full.PixelData = pixels.tobytes()
                 full.compress(JPEG2000Lossless, pixels, encoding_plugin="pylibjpeg")

@@ -33,6 +33,7 @@ def sample_volume(grid: Grid, pose: Rigid, fn: PointFn, dtype: type = np.uint8,
 
 
 def label_volume(grid: Grid, pose: Rigid, displacement_mm: np.ndarray | None = None) -> np.ndarray:
+    """CT label of every voxel centre (see anatomy.labels)."""
     return sample_volume(grid, pose, A.labels, np.uint8, displacement_mm)
 
 

@@ -29,9 +29,24 @@ def rt_volumes(mapped_spect: np.ndarray, liver: np.ndarray, grid: Grid,
     PTV = ITV grown by `margin_mm` with a Euclidean distance transform on the physical voxel spacing."""
     fls = (mapped_spect >= threshold * float(mapped_spect.max())) & liver
     itv = liver & ~fls
-    distance = distance_transform_edt(~itv, sampling=grid.spacing)
-    ptv = distance <= margin_mm
-    return {"fls": fls, "itv": itv, "ptv": ptv}
+    return {"fls": fls, "itv": itv, "ptv": grow(itv, grid.spacing, margin_mm)}
+
+
+def grow(mask: np.ndarray, spacing: tuple[float, float, float], margin_mm: float) -> np.ndarray:
+    """Voxels whose centre lies within `margin_mm` (Euclidean, physical spacing) of a voxel of `mask`.
+
+    The distance transform runs on the mask's bounding box padded by the margin (same result, far less
+    memory on a 512x512 CT)."""
+    out = np.zeros_like(mask, dtype=bool)
+    if not mask.any():
+        return out
+    pad = [int(np.ceil(margin_mm / s)) + 1 for s in spacing]
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    out[box] = distance_transform_edt(~mask[box], sampling=spacing) <= margin_mm
+    return out
 
 
 def curve_tables(curves: CurveSet, times_s: np.ndarray, kinetics: dict[str, Kinetics],

@@ -31,4 +31,7 @@ def check_variants(variants: Sequence[str]) -> frozenset[str]:
         raise PhantomError("choose one of 'jpeg-lossless' and 'jpeg2000'")
     if {"temporal-position", "nonuniform-time"} <= chosen:
         raise PhantomError("'temporal-position' carries one fixed time spacing; it cannot express 'nonuniform-time'")
+    if {"temporal-position", "enhanced-ct"} <= chosen:
+        raise PhantomError("'enhanced-ct' always carries FrameAcquisitionDateTime (Type 1C for ORIGINAL frames); "
+                           "'temporal-position' applies to the classic CT series only")
     return chosen
