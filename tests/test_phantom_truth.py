@@ -207,9 +207,25 @@ def test_every_object_passes_dciodvfy(phantom):
     out = phantom["dir"]
     paths = [next((out / sub).glob("*.dcm")) for sub in
              ("ct-perfusion", "planning-ct", "spect-gsa-ct", "spect-maa-ct", "spect-gsa", "spect-maa",
-              "planning-rtstruct")]
+              "planning-rtstruct", "perfusion-rtstruct")]
     for path in paths:
         assert _dciodvfy_errors(path) == [], path
+
+
+def test_perfusion_rtstruct_encodes_the_truth_regions_on_the_first_time_point(phantom):
+    import rtstruct
+
+    out = phantom["dir"]
+    rtss = pydicom.dcmread(next((out / "perfusion-rtstruct").glob("*.dcm")))
+    cts = _read_series(out / "ct-perfusion")
+    t0 = min(ds.AcquisitionTime for ds in cts)
+    first = [ds for ds in cts if ds.AcquisitionTime == t0]
+    masks = rtstruct.read_masks(rtss, first)
+    truth = np.load(out / "truth" / "perfusion_masks.npz")
+    assert set(masks) == {"Normal liver", "T1", "T2", "T3"}
+    assert np.array_equal(masks["Normal liver"], truth["liver_parenchyma"])
+    for name in ("T1", "T2", "T3"):
+        assert np.array_equal(masks[name], truth[name]) and masks[name].sum() > 50
 
 
 def test_rigid_transform_aligns_the_spect_ct_with_the_planning_ct(phantom):

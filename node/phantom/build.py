@@ -19,7 +19,7 @@ from node.phantom.ct import CtOptions, write_ct_series
 from node.phantom.curves import NONUNIFORM_TIMES_S, UNIFORM_TIMES_S, build_curves, sample
 from node.phantom.dicomio import Patient, Series, Study
 from node.phantom.enhanced import write_enhanced_ct
-from node.phantom.rtss import write_liver_rtstruct
+from node.phantom.rtss import PERFUSION_ROIS, write_liver_rtstruct, write_perfusion_rtstruct
 from node.phantom.variants import check_variants
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,12 @@ def write_phantom(outdir: Path, size: str = "small", seed: int = 0, variants: Se
                             affine_kij_to_patient=lay.grids[f"{visit}-nm"].affine)
     write_liver_rtstruct(outdir / "planning-rtstruct" / "RS00001.dcm", plan_paths, liver)
     ctx.doc["rtstruct"] = "planning-rtstruct/RS00001.dcm"
+    if "enhanced-ct" not in chosen:  # rtstruct references single-frame CT slices
+        with np.load(outdir / "truth" / "perfusion_masks.npz") as m:
+            write_perfusion_rtstruct(outdir / "perfusion-rtstruct" / "RS00001.dcm",
+                                     sorted((outdir / "ct-perfusion").glob("*.dcm")),
+                                     {k: m[k] for k in PERFUSION_ROIS})
+        ctx.doc["perfusion_rtstruct"] = "perfusion-rtstruct/RS00001.dcm"
     _write_truth_json(ctx)
     logger.info("phantom %s (%s, variants %s) written to %s in %.1f s", ctx.patient.id, size,
                 sorted(chosen), outdir, time.perf_counter() - started)
