@@ -26,7 +26,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from node import statuses
+from node import netfast, statuses
 from node.audit import audit
 from node.config import Config
 from node.header import DatasetMismatchError, UndecodableDatasetError
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 _SOCKET_BUFFER = 4 * 1024 * 1024
 _WRITEBACK_CHUNK = 1 << 20  # start disk writeback every MiB received, so the final fsync has little left to do
-_DUL_LOOP_DELAY = 0.0002  # pynetdicom polls with 1 ms sleeps; shorter polls cut per-message latency (measured)
 
 try:  # Linux: start writeback of a range without waiting for it (no Python binding in os)
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -164,6 +163,7 @@ class StorageSCP:
         """Listen (non-blocking). Returns the bound (host, port)."""
         n = self.config.node
         enable_streaming_receive(self.tmp_dir)
+        netfast.install()
         self.server = self.ae.start_server((n.host, n.port), block=False, evt_handlers=self.handlers,
                                            ssl_context=self.ssl_context)
         host, port = self.server.server_address[:2]
@@ -235,7 +235,7 @@ class StorageSCP:
         return Path(name)
 
     def _on_connect(self, event: Any) -> None:
-        event.assoc.dul._run_loop_delay = _DUL_LOOP_DELAY
+        netfast.tune_association(event.assoc)
         sock = getattr(event.assoc.dul.socket, "socket", None)
         if isinstance(sock, socket.socket):
             try:
