@@ -15,6 +15,7 @@ from typing import Literal, Sequence
 import numpy as np
 import SimpleITK as sitk
 from pydicom import Dataset
+from pydicom.pixels import pixel_array
 
 from node.results import AnalysisError
 
@@ -27,7 +28,9 @@ __all__ = [
     "ct_series_image",
     "nm_image",
     "mask_to_image",
+    "mask_to_array",
     "image_to_mask",
+    "array_to_mask",
     "image_geometry",
 ]
 
@@ -122,15 +125,21 @@ def _direction(row: np.ndarray, col: np.ndarray, stack: np.ndarray) -> tuple[flo
     return tuple(float(v) for v in np.column_stack([row, col, stack]).ravel())
 
 
-def _rescaled(ds: Dataset) -> np.ndarray:
-    """Pixel data with the Modality LUT (RescaleSlope/Intercept) applied, as float32."""
+def _rescaled(ds: Dataset, out: np.ndarray | None = None) -> np.ndarray:
+    """Pixel data with the Modality LUT (RescaleSlope/Intercept) applied, as float32 (into `out` if given).
+
+    Decoded with pydicom.pixels.pixel_array, which, unlike ``ds.pixel_array``, does not keep a decoded copy
+    on the dataset (the caller holds the datasets; cached copies would double the memory of every series).
+    """
     try:
-        pixels = ds.pixel_array
+        pixels = pixel_array(ds)
     except Exception as exc:  # pydicom raises several types for absent/undecodable pixel data
         raise VolumeError(f"cannot decode pixel data of {getattr(ds, 'SOPInstanceUID', '?')}: {exc}") from None
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    out = pixels.astype(np.float32)
+    if out is None:
+        out = np.empty(pixels.shape, dtype=np.float32)
+    out[...] = pixels
     if slope != 1.0:
         out *= np.float32(slope)
     if intercept != 0.0:
@@ -139,8 +148,10 @@ def _rescaled(ds: Dataset) -> np.ndarray:
 
 
 def ct_series_image(datasets: Sequence[Dataset], *, nonuniform: Literal["resample", "refuse"] = "resample",
-                    what: str = "CT series") -> sitk.Image:
-    """A float32 volume (Hounsfield units) of single-frame CT slices, with the series' patient geometry.
+                    what: str = "CT series", dtype: type = np.float32) -> sitk.Image:
+    """A volume (Hounsfield units, float32 or `dtype`) of single-frame CT slices, with the series' geometry.
+
+    An integer `dtype` (e.g. np.int16: half the memory, enough for registration) rounds and clips the values.
 
     Slices are ordered along row x column by their own ImagePositionPatient. When the slice positions are not
     uniform (gaps, mixed thickness) the stack is linearly resampled along the normal at the smallest spacing
@@ -158,7 +169,13 @@ def ct_series_image(datasets: Sequence[Dataset], *, nonuniform: Literal["resampl
     if np.linalg.norm(inplane - inplane[0], axis=1).max() > SHEAR_TOLERANCE_MM:
         raise VolumeError(f"{what}: slice origins shift in-plane from slice to slice (gantry tilt?); "
                           "tilted/sheared stacks are not supported")
-    volume = np.stack([_rescaled(datasets[i]) for i in order])
+    volume = np.empty((len(order), geo.rows, geo.cols), dtype=dtype)
+    limits = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    for k, i in enumerate(order):
+        if limits is None:
+            _rescaled(datasets[i], out=volume[k])
+        else:
+            volume[k] = np.clip(np.rint(_rescaled(datasets[i])), limits.min, limits.max)
     if len(pos) == 1:
         dz = float(getattr(datasets[0], "SliceThickness", 1.0) or 1.0)
     else:
@@ -170,10 +187,13 @@ def ct_series_image(datasets: Sequence[Dataset], *, nonuniform: Literal["resampl
                 raise VolumeError(f"{what}: slice spacing is not uniform (spacings {gaps.min():.3g}-"
                                   f"{gaps.max():.3g} mm)")
             volume, pos = _resample_stack(volume, pos, float(gaps.min()))
+            if limits is not None:
+                volume = np.rint(volume).astype(dtype)
             dz = float(pos[1] - pos[0])
             logger.warning("%s: non-uniform slice spacing (%.3g-%.3g mm) resampled to %.3g mm (%d slices)",
                            what, gaps.min(), gaps.max(), dz, len(pos))
     image = sitk.GetImageFromArray(volume)
+    del volume  # SimpleITK holds its own copy
     image.SetSpacing((geo.pixel_spacing[1], geo.pixel_spacing[0], dz))
     image.SetOrigin(tuple(float(v) for v in inplane[0] + pos[0] * geo.normal))
     image.SetDirection(_direction(geo.row, geo.col, geo.normal))
@@ -269,31 +289,49 @@ def _slice_indices(image: sitk.Image, ct_datasets: Sequence[Dataset]) -> np.ndar
     return index[:, 2]
 
 
-def image_to_mask(image: sitk.Image, ct_datasets: Sequence[Dataset]) -> np.ndarray:
-    """Bool mask ``(n_slices, rows, cols)`` following `ct_datasets`, sampled from `image` (nearest slice).
+def array_to_mask(array: np.ndarray, grid: sitk.Image, ct_datasets: Sequence[Dataset]) -> np.ndarray:
+    """Bool mask ``(n_slices, rows, cols)`` following `ct_datasets` from a ``(z, y, x)`` array on `grid`.
 
-    `image` must share the CT's in-plane grid (as built by :func:`ct_series_image`); its z grid may differ
-    (a non-uniform series that was resampled), every CT slice takes the image slice nearest to it.
+    `grid` must share the CT's in-plane grid (as built by :func:`ct_series_image`); its z grid may differ
+    (a non-uniform series that was resampled): every CT slice takes the grid slice nearest to it. When the
+    grid's slices are the CT slices in order, the (bool) array itself is returned, not a copy.
     """
-    kz = _slice_indices(image, ct_datasets)
-    nz = image.GetSize()[2]
+    nz = grid.GetSize()[2]
+    if tuple(array.shape) != tuple(grid.GetSize())[::-1]:
+        raise VolumeError(f"array shape {array.shape} does not match the image grid {grid.GetSize()[::-1]}")
+    kz = _slice_indices(grid, ct_datasets)
     if kz.min() < -0.5 - 1e-3 or kz.max() > nz - 0.5 + 1e-3:
         raise VolumeError("some CT slices lie outside the image volume")
-    array = sitk.GetArrayViewFromImage(image)
-    return array[np.clip(np.rint(kz).astype(int), 0, nz - 1)] != 0
+    mask = array if array.dtype == bool else array != 0
+    nearest = np.clip(np.rint(kz).astype(int), 0, nz - 1)
+    if len(nearest) == nz and (nearest == np.arange(nz)).all():
+        return mask
+    return mask[nearest]
 
 
-def mask_to_image(mask: np.ndarray, ct_datasets: Sequence[Dataset], reference: sitk.Image) -> sitk.Image:
-    """uint8 image on the grid of `reference` from a mask ``(n_slices, rows, cols)`` following `ct_datasets`.
+def image_to_mask(image: sitk.Image, ct_datasets: Sequence[Dataset]) -> np.ndarray:
+    """Bool mask ``(n_slices, rows, cols)`` following `ct_datasets`, sampled from `image` (nearest slice)."""
+    # `!= 0` makes a new array, so nothing returned refers to the image's buffer
+    return array_to_mask(sitk.GetArrayViewFromImage(image) != 0, image, ct_datasets)
 
-    Each image slice takes the nearest CT slice (exact when `reference` was built from the same CT series).
+
+def mask_to_array(mask: np.ndarray, ct_datasets: Sequence[Dataset], reference: sitk.Image) -> np.ndarray:
+    """Bool ``(z, y, x)`` array on the grid of `reference` from a mask ``(n_slices, rows, cols)`` following
+    `ct_datasets`: each grid slice takes the nearest CT slice (the mask itself when they are the same slices).
     """
-    mask = np.asarray(mask)
+    mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 3 or mask.shape[0] != len(ct_datasets):
         raise VolumeError(f"mask shape {mask.shape} does not match {len(ct_datasets)} CT slices")
     kz = _slice_indices(reference, ct_datasets)
     nz = reference.GetSize()[2]
     nearest = np.abs(np.arange(nz)[:, None] - kz[None, :]).argmin(axis=1)
-    out = sitk.GetImageFromArray(mask[nearest].astype(np.uint8))
+    if len(nearest) == mask.shape[0] and (nearest == np.arange(nz)).all():
+        return mask
+    return mask[nearest]
+
+
+def mask_to_image(mask: np.ndarray, ct_datasets: Sequence[Dataset], reference: sitk.Image) -> sitk.Image:
+    """uint8 image on the grid of `reference` from a mask ``(n_slices, rows, cols)`` following `ct_datasets`."""
+    out = sitk.GetImageFromArray(mask_to_array(mask, ct_datasets, reference).astype(np.uint8))
     out.CopyInformation(reference)
     return out

@@ -16,18 +16,28 @@ from pydicom import Dataset
 from scipy import ndimage
 
 import rtstruct
-from node.volumes import mask_to_image
+from node.results import AnalysisError
+from node.volumes import mask_to_array
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LiverMask", "match_liver_roi", "liver_from_rtstruct", "liver_from_spect", "find_liver",
+__all__ = ["LiverError", "LiverMask", "match_liver_roi", "liver_from_rtstruct", "liver_from_spect", "find_liver",
            "SPECT_LIVER_FRACTION", "DERIVED_SOURCE"]
 
-#: Uptake region = smoothed SPECT >= this fraction of its maximum (GSA liver/background contrast is high).
-SPECT_LIVER_FRACTION = 0.25
+#: Uptake region = smoothed SPECT >= this fraction of its maximum: about half the parenchymal uptake, i.e. the
+#: half-maximum edge of the blurred liver (GSA liver/background contrast is high).
+SPECT_LIVER_FRACTION = 0.30
 #: Morphological closing radius (mm) that bridges photopenic notches before holes are filled.
 CLOSING_RADIUS_MM = 8.0
 DERIVED_SOURCE = "derived from GSA SPECT"
+#: 4-connectivity within a slice only: filling with it closes, slice by slice, cavities enclosed in their slice
+#: but open above or below (a cold lesion at the liver dome), which a 3D fill leaves open.
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+
+
+class LiverError(AnalysisError):
+    """No liver could be found: no usable RTSTRUCT ROI and no GSA uptake region on the planning CT."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,8 @@ def liver_from_rtstruct(rtss: Dataset, planning_ct: Sequence[Dataset], planning:
     mask = rtstruct.read_masks(rtss, ordered, names=[name])[name]
     if not mask.any():
         raise LookupError(f"the RTSTRUCT ROI {name!r} has no contours on the planning CT")
-    array = sitk.GetArrayFromImage(mask_to_image(mask, ordered, planning)) > 0
-    return LiverMask(mask=array, source=f"rtstruct ROI '{name}'", roi_name=name, derived=False)
+    return LiverMask(mask=mask_to_array(mask, ordered, planning), source=f"rtstruct ROI '{name}'", roi_name=name,
+                     derived=False)
 
 
 def liver_from_spect(spect: sitk.Image, transform: sitk.Transform, planning: sitk.Image, note: str) -> LiverMask:
@@ -79,12 +89,13 @@ def liver_from_spect(spect: sitk.Image, transform: sitk.Transform, planning: sit
     Segmented on the SPECT's own grid (cheap, and where its blur is isotropic), then carried onto the planning
     grid with `transform` (planning -> SPECT/CT coordinates) by linear interpolation of the mask at 0.5.
     """
+    # sigma of one voxel: voxel noise must not cut the region into pieces or pepper it with holes
     smooth = sitk.SmoothingRecursiveGaussian(sitk.Cast(spect, sitk.sitkFloat32), float(min(spect.GetSpacing())))
     values = sitk.GetArrayFromImage(smooth)
     region = values >= SPECT_LIVER_FRACTION * float(values.max())
     labels, n = ndimage.label(region)
-    if n == 0:
-        raise LookupError("the GSA SPECT has no uptake region")
+    if n == 0 or not np.isfinite(values.max()) or values.max() <= 0:
+        raise LiverError(f"no liver: {note}, and the GSA SPECT has no uptake region to derive it from")
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     region = labels == int(sizes.argmax())
@@ -95,12 +106,13 @@ def liver_from_spect(spect: sitk.Image, transform: sitk.Transform, planning: sit
     pad = [(int(r), int(r)) for r in radius]  # closing must not glue the region to the array border
     region = ndimage.binary_closing(np.pad(region, pad), structure=ball)[tuple(slice(r, -r) for r in radius)]
     region = ndimage.binary_fill_holes(region)
-    region = ndimage.binary_fill_holes(region, structure=np.array([[[0] * 3] * 3, [[0, 1, 0], [1, 1, 1], [0, 1, 0]],
-                                                                  [[0] * 3] * 3]))  # per slice: open-ended holes
+    region = ndimage.binary_fill_holes(region, structure=_IN_PLANE)
     as_image = sitk.GetImageFromArray(region.astype(np.float32))
     as_image.CopyInformation(spect)
     on_ct = sitk.Resample(as_image, planning, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     mask = sitk.GetArrayFromImage(on_ct) >= 0.5
+    if not mask.any():
+        raise LiverError(f"no liver: {note}, and the GSA uptake region lies outside the planning CT")
     logger.info("liver derived from the GSA SPECT (%s): %d voxels on the planning CT", note, int(mask.sum()))
     return LiverMask(mask=mask, source=DERIVED_SOURCE, roi_name="Liver_SPECT", derived=True, note=note)
 

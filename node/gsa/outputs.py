@@ -12,6 +12,7 @@ from typing import Sequence
 
 import highdicom as hd
 import numpy as np
+import SimpleITK as sitk
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -19,20 +20,24 @@ from pydicom import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
 import rtstruct
-from node.derived import (MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS,
-                          copy_patient_study)
+from node.derived import MANUFACTURER, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study, equipment_kwargs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Contour", "build_rtstruct", "build_fusion_captures", "render_fusion", "lps_view"]
+__all__ = ["Contour", "Layer", "build_rtstruct", "build_fusion_captures", "render_fusion", "lps_view"]
 
 #: CT display window (abdomen soft tissue): level 40 HU, width 400 HU.
 CT_WINDOW = (-160.0, 240.0)
+#: HU above which a voxel is patient (the panels are zoomed on the patient).
+BODY_HU = -500.0
 #: SPECT below this fraction of the liver maximum is left transparent in the fusion.
 SPECT_DISPLAY_FLOOR = 0.10
 #: Series numbers of the outputs (high, so they sort after the scanner's own series).
 RTSTRUCT_SERIES_NUMBER = 900
 CAPTURE_SERIES_NUMBER = 901
+#: Line widths (points) of the contours in the order drawn (liver, FLS, ITV, PTV): they share edges
+#: (liver = FLS + ITV), so each is narrower than the one below it and all stay visible.
+CONTOUR_WIDTHS = (4.2, 2.7, 1.2, 1.6)
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,12 @@ def build_rtstruct(planning_ct: Sequence[Dataset], masks_in_ct_order: Sequence[n
                                  instance_number=instance_number, manufacturer=MANUFACTURER,
                                  software_versions=SOFTWARE_VERSIONS, approval_status="UNAPPROVED")
     copy_patient_study(ordered[0], ds)
-    ds.ManufacturerModelName = MANUFACTURER_MODEL_NAME
+    # Body Part Examined belongs to image series, not to the RT Structure Set IOD (dciodvfy flags it)
+    if "BodyPartExamined" in ds:
+        del ds.BodyPartExamined
+    equipment = equipment_kwargs()
+    ds.ManufacturerModelName = equipment["manufacturer_model_name"]
+    ds.DeviceSerialNumber = equipment["device_serial_number"]
     return ds
 
 
@@ -82,6 +92,38 @@ def lps_view(array: np.ndarray, direction: Sequence[float], spacing: Sequence[fl
     return view.transpose(order), sp  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Layer:
+    """A volume as an LPS view [S, P, L] (see :func:`lps_view`) with its spacing and the patient coordinate
+    (mm) of the centre of voxel 0 along S, P, L."""
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, array_zyx: np.ndarray, image: sitk.Image) -> "Layer":
+        """The layer of a (z, y, x) array laid out on `image`'s grid (no copy)."""
+        direction = image.GetDirection()
+        view, spacing = lps_view(array_zyx, direction, image.GetSpacing())
+        size = image.GetSize()
+        corners = np.array([image.TransformIndexToPhysicalPoint((i, j, k)) for i in (0, size[0] - 1)
+                            for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
+        return cls(view, spacing, (float(corners[:, 2].min()), float(corners[:, 1].min()), float(corners[:, 0].min())))
+
+    def edges(self, axis: int) -> tuple[float, float]:
+        """Patient coordinates (mm) of the outer voxel edges along `axis` (0 = S, 1 = P, 2 = L)."""
+        return (self.origin[axis] - 0.5 * self.spacing[axis],
+                self.origin[axis] + (self.array.shape[axis] - 0.5) * self.spacing[axis])
+
+    def section(self, axis: int, mm: float) -> np.ndarray | None:
+        """The plane nearest to coordinate `mm` along `axis`, or None outside the volume."""
+        idx = int(round((mm - self.origin[axis]) / self.spacing[axis]))
+        if not 0 <= idx < self.array.shape[axis]:
+            return None
+        return self.array[idx] if axis == 0 else self.array[:, idx, :]
+
+
 def _planes(mask: np.ndarray, axis: int, fractions: Sequence[float]) -> list[int]:
     """Indices along `axis` at given fractions of the mask's extent (the middle of the array if empty)."""
     occupied = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0]
@@ -91,45 +133,68 @@ def _planes(mask: np.ndarray, axis: int, fractions: Sequence[float]) -> list[int
     return sorted({int(round(lo + f * (hi - lo))) for f in fractions})
 
 
-def render_fusion(ct: np.ndarray, spect: np.ndarray, contours: Sequence[Contour], spacing_spl: Sequence[float],
-                  origin_spl: Sequence[float], plane: str, spect_max: float, caption: Sequence[str]) -> np.ndarray:
+def _zoom(sections: Sequence[np.ndarray], ranges: Sequence[tuple[float, float]], margin_mm: float = 15.0
+          ) -> list[tuple[float, float]]:
+    """Display limits (mm) along the two in-plane axes: the body in any shown plane, plus a margin."""
+    body = np.logical_or.reduce([s > BODY_HU for s in sections])
+    out = []
+    for k, (lo_mm, hi_mm) in enumerate(ranges):
+        occupied = np.nonzero(body.any(axis=1 - k))[0]
+        if occupied.size == 0:
+            out.append((lo_mm, hi_mm))
+            continue
+        step = (hi_mm - lo_mm) / body.shape[k]
+        out.append((max(lo_mm, lo_mm + step * occupied[0] - margin_mm),
+                    min(hi_mm, lo_mm + step * (occupied[-1] + 1) + margin_mm)))
+    return out
+
+
+def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: str, spect_max: float,
+                  caption: Sequence[str]) -> np.ndarray:
     """RGB uint8 montage of axial ("axial") or coronal ("coronal") planes through the first contour.
 
-    Arrays are LPS views [S, P, L] (see :func:`lps_view`); `origin_spl` is the patient coordinate (mm) of
-    index 0 along S, P, L. Axial planes are shown in the radiological convention (patient left on image right,
-    anterior up); coronal planes with the head up.
+    Contour masks are LPS views on the CT layer's grid; the SPECT layer may have its own (coarser) grid.
+    Axial planes are shown in the radiological convention (patient left on image right, anterior up);
+    coronal planes with the head up.
     """
     axis = 0 if plane == "axial" else 1
     indices = _planes(contours[0].mask, axis, (0.2, 0.5, 0.8) if plane == "axial" else (0.35, 0.65))
     n = len(indices)
     fig = Figure(figsize=(5.0 * n, 6.2), dpi=100, facecolor="black")
     FigureCanvasAgg(fig)
-    s_mm = [origin_spl[k] + spacing_spl[k] * np.array([-0.5, ct.shape[k] - 0.5]) for k in range(3)]
-    for i, idx in enumerate(indices):
-        ax = fig.add_axes((i / n + 0.005, 0.10, 1 / n - 0.01, 0.74))
+    rows_axis = 1 if axis == 0 else 0  # P down (axial) or S up (coronal); columns are always L to the right
+    take = (lambda a, i: a[i]) if axis == 0 else (lambda a, i: a[:, i, :])
+    limits = _zoom([take(ct.array, i) for i in indices], [ct.edges(rows_axis), ct.edges(2)])
+    for p, idx in enumerate(indices):
+        ax = fig.add_axes((p / n + 0.005, 0.08, 1 / n - 0.01, 0.74))
         ax.set_facecolor("black")
-        take = (lambda a: a[idx]) if axis == 0 else (lambda a: a[:, idx, :])
-        if axis == 0:
-            extent = (s_mm[2][0], s_mm[2][1], s_mm[1][1], s_mm[1][0])  # L right, P down
-            where = f"axial z = {origin_spl[0] + spacing_spl[0] * idx:.1f} mm"
-            kwargs = {"origin": "upper"}
-        else:
-            extent = (s_mm[2][0], s_mm[2][1], s_mm[0][0], s_mm[0][1])  # L right, S up
-            where = f"coronal y = {origin_spl[1] + spacing_spl[1] * idx:.1f} mm"
-            kwargs = {"origin": "lower"}
-        ax.imshow(take(ct), cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], extent=extent,
-                  interpolation="nearest", **kwargs)
-        uptake = np.ma.masked_less(take(spect) / spect_max, SPECT_DISPLAY_FLOOR)
-        ax.imshow(uptake, cmap="hot", vmin=0.0, vmax=1.0, alpha=0.55, extent=extent, interpolation="bilinear",
-                  **kwargs)
-        for c in contours:
-            section = take(c.mask)
-            if section.any() and not section.all():
-                ax.contour(section.astype(np.float32), levels=[0.5], colors=[np.asarray(c.color) / 255.0],
-                           linewidths=1.2, extent=extent, origin=kwargs["origin"])
+        mm = ct.origin[axis] + ct.spacing[axis] * idx
+        origin = "upper" if axis == 0 else "lower"
+
+        def extent(layer: Layer) -> tuple[float, float, float, float]:
+            rows = layer.edges(rows_axis)
+            return (*layer.edges(2), *(rows[::-1] if axis == 0 else rows))
+
+        ax.imshow(take(ct.array, idx), cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], extent=extent(ct),
+                  interpolation="nearest", origin=origin)
+        uptake = spect.section(axis, mm)
+        if uptake is not None:
+            ax.imshow(np.ma.masked_less(uptake / spect_max, SPECT_DISPLAY_FLOOR), cmap="hot", vmin=0.0, vmax=1.0,
+                      alpha=0.4, extent=extent(spect), interpolation="bilinear", origin=origin)
+        # Contours share edges (liver = FLS + ITV): draw wide to narrow so each stays visible, with a dark
+        # halo so they read against the SPECT colours.
+        sections = [(take(c.mask, idx), c.color, float(w)) for c, w in zip(contours, CONTOUR_WIDTHS)]
+        sections = [(m, colour, w) for m, colour, w in sections if m.any() and not m.all()]
+        for halo in (True, False):
+            for m, colour, width in sections:
+                ax.contour(m.astype(np.float32), levels=[0.5], extent=extent(ct), origin=origin,
+                           colors=["black" if halo else tuple(np.asarray(colour) / 255.0)],
+                           linewidths=width + 1.2 if halo else width)
+        ax.set_xlim(*limits[1])
+        ax.set_ylim(*(limits[0][::-1] if axis == 0 else limits[0]))
         ax.set_aspect("equal")
         ax.set_axis_off()
-        ax.set_title(where, color="white", fontsize=10)
+        ax.set_title(f"{plane} {'z' if axis == 0 else 'y'} = {mm:.1f} mm", color="white", fontsize=10)
         ax.text(0.02, 0.02, "R", color="white", transform=ax.transAxes, fontsize=11)
         ax.text(0.96, 0.02, "L", color="white", transform=ax.transAxes, fontsize=11)
     fig.text(0.01, 0.97, f"{NOT_FOR_DIAGNOSIS.upper()}  -  GSA SPECT fused on planning CT", color="yellow",
@@ -169,14 +234,13 @@ def build_fusion_captures(planning_ct: Sequence[Dataset], nm: Dataset, views: di
         sc = hd.sc.SCImage.from_ref_dataset(
             ref, pixels, photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
             series_instance_uid=series_uid, series_number=CAPTURE_SERIES_NUMBER, sop_instance_uid=hd.UID(),
-            instance_number=number, manufacturer=MANUFACTURER, patient_orientation=orientation[plane],
-            transfer_syntax_uid="1.2.840.10008.1.2.1")
+            instance_number=number, patient_orientation=orientation[plane],
+            transfer_syntax_uid="1.2.840.10008.1.2.1", **equipment_kwargs())
         copy_patient_study(ref, sc)
-        sc.ManufacturerModelName = MANUFACTURER_MODEL_NAME
-        sc.SoftwareVersions = SOFTWARE_VERSIONS
         sc.SeriesDescription = series_description[:64]
         sc.ImageComments = f"{plane} planes; {NOT_FOR_DIAGNOSIS}"[:10240]
         sc.DerivationDescription = derivation[:1024]
+        sc.ConversionType = "WSD"  # rendered by a workstation, not digitised film
         sc.BurnedInAnnotation = "NO"  # method text only; no patient identification is drawn
         shown = _nearest_slices(planning_ct, axial_z_mm) if plane == "axial" else list(planning_ct)
         unique = list({ds.SOPInstanceUID: ds for ds in shown}.values())

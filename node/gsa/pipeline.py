@@ -3,6 +3,7 @@ defined, RTSTRUCT + fusion Secondary Captures built, figures recorded (science.m
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Sequence
@@ -14,12 +15,13 @@ from pydicom import Dataset
 import rtstruct
 from node.config import AnalysisConfig
 from node.derived import NOT_FOR_DIAGNOSIS
+from node.gsa.grids import binned_grid, binned_mask, bounding_grid, fraction_inside_fov, spect_on_grid
 from node.gsa.liver import LiverMask, find_liver
-from node.gsa.outputs import Contour, build_fusion_captures, build_rtstruct, lps_view, render_fusion
+from node.gsa.outputs import Contour, Layer, build_fusion_captures, build_rtstruct, render_fusion
 from node.gsa.registration import RigidRegistration, register_rigid
 from node.gsa.targets import Targets, compute_targets, volume_cm3
 from node.results import AnalysisError, AnalysisResult, OutputObject
-from node.volumes import ct_series_image, image_geometry, image_to_mask, nm_image
+from node.volumes import array_to_mask, ct_series_image, nm_image
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +32,15 @@ ANALYSIS_NAME = "gsa-targets"
 MIN_LIVER_IN_SPECT_FOV = 0.95
 #: Warn when less of the hot SPECT region (>= threshold x global max) lies in the liver than this.
 MIN_HOT_IN_LIVER = 0.5
-#: Gaussian post-filter (FWHM, mm) of the SPECT before thresholding. Without it the single hottest noisy voxel
-#: sets "the maximum" (Poisson noise lifts it 5-10 %) and the FLS shrinks; 7 mm is well below the ~13-15 mm
-#: resolution of a Tc-99m SPECT, so it removes voxel noise without blurring the uptake pattern much.
-SPECT_FILTER_FWHM_MM = 7.0
+#: Gaussian filter (FWHM, mm) of the SPECT that is thresholded: removes voxel noise (ragged, holed contours)
+#: while staying well below the ~13-15 mm resolution of a Tc-99m SPECT, so the uptake pattern is kept.
+SPECT_FILTER_FWHM_MM = 5.0
+#: Gaussian filter (FWHM, mm) of the SPECT whose maximum in the liver is the reference of the threshold.
+#: "The maximum pixel value" of a noisy SPECT is set by noise (Poisson noise lifts it 5-10 %, shrinking the
+#: FLS); the maximum of a smoother image estimates the true peak (like PET's SUVpeak over ~1 cm3).
+REFERENCE_FILTER_FWHM_MM = 10.0
+#: Voxel size (mm) of the SPECT layer of the fusion images and of the whole-field sanity check.
+DISPLAY_SPACING_MM = 4.0
 
 # ROI colours (RGB): functional liver green (spare it), ITV red, PTV cyan, liver yellow.
 _COLORS = {"FLS": (0, 200, 0), "ITV": (230, 30, 30), "PTV": (0, 200, 255), "liver": (255, 215, 0)}
@@ -61,13 +68,33 @@ def _check_inputs(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequenc
         raise GsaInputError(f"the inputs belong to different patients (PatientID {', '.join(sorted(patients))})")
 
 
-def _fraction_inside_fov(spect: sitk.Image, planning: sitk.Image, transform: sitk.Transform,
-                         mask: np.ndarray) -> float:
-    """Fraction of the mask's voxels that map inside the SPECT's field of view."""
-    ones = sitk.Image(spect.GetSize(), sitk.sitkUInt8) + 1
-    ones.CopyInformation(spect)
-    inside = sitk.GetArrayViewFromImage(sitk.Resample(ones, planning, transform, sitk.sitkNearestNeighbor, 0))
-    return float(np.count_nonzero(inside[mask]) / max(1, np.count_nonzero(mask)))
+def _targets(spect: sitk.Image, planning: sitk.Image, transform: sitk.Transform, liver: np.ndarray,
+             analysis: AnalysisConfig) -> tuple[Targets, float]:
+    """FLS/ITV/PTV on the full planning grid, and the fraction of the liver inside the SPECT field of view.
+
+    The SPECT is resampled only onto the liver's bounding box grown by the PTV margin (+1 voxel), which holds
+    every voxel the targets can reach, so the result equals a full-grid computation at a fraction of the cost.
+    """
+    spacing_zyx = tuple(float(s) for s in planning.GetSpacing()[::-1])
+    pad = [int(np.ceil(analysis.ptv_margin_mm / s)) + 1 for s in spacing_zyx]
+    grid, box = bounding_grid(planning, liver, pad)
+    in_box = liver[box]
+    in_fov = fraction_inside_fov(spect, grid, transform, in_box)
+    if in_fov < MIN_LIVER_IN_SPECT_FOV:
+        raise GsaInputError(f"only {in_fov:.0%} of the liver lies inside the SPECT field of view after "
+                            "registration: the functional threshold would be wrong (check the SPECT/CT range "
+                            "and the registration)")
+    reference_max = float(spect_on_grid(spect, grid, transform, REFERENCE_FILTER_FWHM_MM)[in_box].max())
+    found = compute_targets(spect_on_grid(spect, grid, transform, SPECT_FILTER_FWHM_MM), in_box, spacing_zyx,
+                            fls_threshold=analysis.fls_threshold, ptv_margin_mm=analysis.ptv_margin_mm,
+                            reference_max=reference_max)
+
+    def full(part: np.ndarray) -> np.ndarray:
+        out = np.zeros(liver.shape, dtype=bool)
+        out[box] = part
+        return out
+
+    return dataclasses.replace(found, fls=full(found.fls), itv=full(found.itv), ptv=full(found.ptv)), in_fov
 
 
 def _contours(liver: LiverMask, targets: Targets, analysis: AnalysisConfig,
@@ -88,22 +115,14 @@ def _contours(liver: LiverMask, targets: Targets, analysis: AnalysisConfig,
     ]
 
 
-def _captures(planning_ct: Sequence[Dataset], nm: Dataset, planning: sitk.Image, spect_on_ct: sitk.Image,
+def _captures(planning_ct: Sequence[Dataset], nm: Dataset, planning: sitk.Image, spect: Layer,
               contours: list[Contour], targets: Targets, reg: RigidRegistration, liver: LiverMask,
               description: str) -> list[Dataset]:
     """Axial and coronal fusion montages through the liver, as Secondary Capture datasets."""
-    origin, direction, spacing = image_geometry(planning)
-    ct_view, sp = lps_view(sitk.GetArrayViewFromImage(planning), direction.ravel(), spacing)
-    spect_view, _ = lps_view(sitk.GetArrayViewFromImage(spect_on_ct), direction.ravel(), spacing)
-    # order: liver first (planes are placed through the first contour), then the targets
-    shown = [contours[-1]] + contours[:-1]
-    views = [Contour(c.name, lps_view(c.mask, direction.ravel(), spacing)[0], c.interpreted_type, c.color,
-                     c.description) for c in shown]
-    # patient coordinate (mm) of view index 0 along S, P, L: the corner of the image's bounding box
-    size = planning.GetSize()
-    corners = np.array([planning.TransformIndexToPhysicalPoint((i, j, k)) for i in (0, size[0] - 1)
-                        for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
-    origin_spl = (corners[:, 2].min(), corners[:, 1].min(), corners[:, 0].min())
+    ct = Layer.of(sitk.GetArrayViewFromImage(planning), planning)  # `planning` outlives this view
+    # liver first: the planes are placed through the first contour
+    shown = [Contour(c.name, Layer.of(c.mask, planning).array, c.interpreted_type, c.color, c.description)
+             for c in [contours[-1]] + contours[:-1]]
     summary = reg.summary()
     caption = [
         f"FLS (green) = SPECT >= {targets.threshold_value / targets.spect_max_in_liver:.0%} of liver max;  "
@@ -112,16 +131,13 @@ def _captures(planning_ct: Sequence[Dataset], nm: Dataset, planning: sitk.Image,
         f"{summary['rotation_deg']:.2f} deg, Mattes MI {summary['final_metric_mattes_mi']:.3f}, "
         f"body Dice {summary['body_dice']:.3f}",
     ]
-    images = {}
+    images = {plane: render_fusion(ct, spect, shown, plane, targets.spect_max_in_liver, caption)
+              for plane in ("axial", "coronal")}
+    occupied = np.nonzero(shown[0].mask.any(axis=(1, 2)))[0]
     axial_z = []
-    for plane in ("axial", "coronal"):
-        images[plane] = render_fusion(ct_view, spect_view, views, sp, origin_spl, plane,
-                                      targets.spect_max_in_liver, caption)
-    liver_view = views[0].mask
-    occupied = np.nonzero(liver_view.any(axis=(1, 2)))[0]
     if occupied.size:
         lo, hi = int(occupied[0]), int(occupied[-1])
-        axial_z = [origin_spl[0] + sp[0] * round(lo + f * (hi - lo)) for f in (0.2, 0.5, 0.8)]
+        axial_z = [ct.origin[0] + ct.spacing[0] * round(lo + f * (hi - lo)) for f in (0.2, 0.5, 0.8)]
     derivation = ("GSA SPECT rigidly registered (CT-CT mutual information) onto the planning CT and fused; "
                   "contours: " + "; ".join(c.description for c in contours))
     return build_fusion_captures(planning_ct, nm, images, axial_z, description, derivation)
@@ -146,28 +162,20 @@ def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Data
     except rtstruct.RTStructError as exc:
         raise GsaInputError(f"planning CT: {exc}") from None
     planning = ct_series_image(ordered, what="planning CT")
-    spect_ct_image = ct_series_image(spect_ct, what="SPECT/CT CT")
     spect = nm_image(nm)
     lap("load_s")
-
-    reg = register_rigid(planning, spect_ct_image)
-    sigma = SPECT_FILTER_FWHM_MM / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-    filtered = sitk.SmoothingRecursiveGaussian(spect, float(sigma)) if sigma > 0 else spect
-    spect_on_ct = sitk.Resample(filtered, planning, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    # int16 is exact for HU and halves the memory of a volume that only the registration reads
+    reg = register_rigid(planning, ct_series_image(spect_ct, what="SPECT/CT CT", dtype=np.int16))
     lap("register_s")
 
     liver = find_liver(liver_rtstruct, ordered, planning, spect, reg.transform, analysis.liver_roi_names)
-    in_fov = _fraction_inside_fov(spect, planning, reg.transform, liver.mask)
-    if in_fov < MIN_LIVER_IN_SPECT_FOV:
-        raise GsaInputError(f"only {in_fov:.0%} of the liver lies inside the SPECT field of view after "
-                            "registration: the functional threshold would be wrong (check the SPECT/CT range "
-                            "and the registration)")
-    spacing_zyx = tuple(float(s) for s in planning.GetSpacing()[::-1])
-    spect_array = sitk.GetArrayViewFromImage(spect_on_ct)
-    targets = compute_targets(spect_array, liver.mask, spacing_zyx, fls_threshold=analysis.fls_threshold,
-                              ptv_margin_mm=analysis.ptv_margin_mm)
-    hot = spect_array >= analysis.fls_threshold * float(spect_array.max())
-    hot_in_liver = float(np.count_nonzero(hot & liver.mask) / max(1, np.count_nonzero(hot)))
+    targets, in_fov = _targets(spect, planning, reg.transform, liver.mask, analysis)
+    # Whole-field check on a coarse grid: the hottest SPECT region should be liver.
+    display, factors = binned_grid(planning, DISPLAY_SPACING_MM)
+    spect_display = spect_on_grid(spect, display, reg.transform, SPECT_FILTER_FWHM_MM)
+    hot = spect_display >= analysis.fls_threshold * float(spect_display.max())
+    hot_in_liver = float(np.count_nonzero(hot & binned_mask(liver.mask, display, factors))
+                         / max(1, np.count_nonzero(hot)))
     warnings = []
     if hot_in_liver < MIN_HOT_IN_LIVER:
         warnings.append(f"only {hot_in_liver:.0%} of the hottest SPECT region lies in the liver: check the "
@@ -176,13 +184,15 @@ def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Data
         warnings.append(f"liver {liver.source} ({liver.note}); review it before planning")
     lap("targets_s")
 
+    spacing_zyx = tuple(float(s) for s in planning.GetSpacing()[::-1])
     contours = _contours(liver, targets, analysis, spacing_zyx)
-    masks = [image_to_mask(_as_image(c.mask, planning), ordered) for c in contours]
     description = (f"GSA FLS>={analysis.fls_threshold * 100:g}%max PTV=ITV+{analysis.ptv_margin_mm:g}mm "
                    f"{NOT_FOR_DIAGNOSIS}")
-    rtss = build_rtstruct(ordered, masks, contours, description)
+    rtss = build_rtstruct(ordered, [array_to_mask(c.mask, planning, ordered) for c in contours], contours,
+                          description)
     lap("rtstruct_s")
-    captures = _captures(ordered, nm, planning, spect_on_ct, contours, targets, reg, liver, description)
+    captures = _captures(ordered, nm, planning, Layer.of(spect_display, display), contours, targets, reg, liver,
+                         description)
     lap("captures_s")
 
     measurements = _measurements(analysis, reg, liver, targets, contours, spacing_zyx, in_fov, hot_in_liver,
@@ -191,12 +201,6 @@ def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Data
     outputs += [OutputObject(kind="secondary-capture", dataset=sc, description=f"GSA fusion check ({plane})")
                 for sc, plane in zip(captures, ("axial", "coronal"))]
     return AnalysisResult(name=ANALYSIS_NAME, outputs=outputs, measurements=measurements)
-
-
-def _as_image(mask: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    image.CopyInformation(reference)
-    return image
 
 
 def _measurements(analysis: AnalysisConfig, reg: RigidRegistration, liver: LiverMask, targets: Targets,
@@ -211,7 +215,8 @@ def _measurements(analysis: AnalysisConfig, reg: RigidRegistration, liver: Liver
                   "PTV = ITV + margin (Euclidean, physical mm)",
         "fls_threshold_fraction": analysis.fls_threshold,
         "ptv_margin_mm": analysis.ptv_margin_mm,
-        "spect_filter": f"Gaussian, FWHM {SPECT_FILTER_FWHM_MM:g} mm, before thresholding",
+        "spect_filter": f"thresholded SPECT: Gaussian FWHM {SPECT_FILTER_FWHM_MM:g} mm; reference maximum "
+                        f"taken on the SPECT filtered to FWHM {REFERENCE_FILTER_FWHM_MM:g} mm",
         "spect_max_in_liver": round(targets.spect_max_in_liver, 4),
         "fls_threshold_value": round(targets.threshold_value, 4),
         "liver_source": liver.source,

@@ -19,8 +19,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RegistrationError", "RigidRegistration", "register_rigid"]
 
-#: Voxel size (mm) the CTs are binned to before registering: rigid CT-CT needs no finer grid for 1 mm accuracy.
-WORKING_SPACING_MM = 2.0
+#: Voxel size (mm) the CTs are binned to before registering: a rigid CT-CT fit over a whole abdomen is
+#: sub-millimetre on 3 mm voxels (tested on the phantom), and binning a 512^2 CT makes it ~10x cheaper.
+WORKING_SPACING_MM = 3.0
 #: HU above which a voxel belongs to the patient (or couch) rather than air.
 BODY_HU = -400.0
 #: Below this Dice of the two body outlines (where both CTs have data) the registration is refused.
@@ -30,7 +31,7 @@ MAX_ROTATION_DEG = 15.0
 #: The planning CT's body must be covered this much by the SPECT/CT's CT for the metric to mean anything.
 MIN_BODY_OVERLAP = 0.20
 #: Step (mm) of the z-shift search that initialises the registration (the coarsest level then refines it).
-Z_SEARCH_STEP_MM = 8.0
+Z_SEARCH_STEP_MM = 10.0
 
 
 class RegistrationError(AnalysisError):
@@ -99,8 +100,8 @@ def _working(image: sitk.Image) -> sitk.Image:
 
 
 def _coarse(image: sitk.Image) -> sitk.Image:
-    """The working image smoothed and binned 4x: the resolution of the initial search."""
-    return sitk.BinShrink(sitk.SmoothingRecursiveGaussian(image, 4.0), [4, 4, 4])
+    """The working image binned 4x (block averages, smooth enough): the resolution of the initial search."""
+    return sitk.BinShrink(image, [4, 4, 4])
 
 
 def _body(image: sitk.Image) -> sitk.Image:
@@ -152,9 +153,10 @@ def _candidate_translations(fixed: sitk.Image, moving: sitk.Image, fixed_body: s
 def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, seed: int = 20240601) -> RigidRegistration:
     """Register `moving` (SPECT/CT's CT) to `fixed` (planning CT); both in HU with patient geometry.
 
-    Initialisation: translation from the body centres of mass (plus head/foot-end alignments, the best by the
-    metric at the coarsest level), no rotation. Then a 3-level pyramid (8, 4, 2 mm) of Mattes mutual
-    information, sampled at random (fixed seed: reproducible) inside the dilated planning-CT body.
+    Initialisation: no rotation; x/y translation from the body centres of mass; z translation the best (by
+    the metric on 12 mm images) of a scan of shifts every Z_SEARCH_STEP_MM. Then a 3-level pyramid (binned to
+    about 12, 6, 3 mm) of Mattes mutual information, sampled at random (fixed seed: reproducible) inside the
+    dilated planning-CT body, regular-step gradient descent.
     Raises :class:`RegistrationError` when SimpleITK fails or the result fails the plausibility checks.
     """
     f, m = _working(fixed), _working(moving)
@@ -167,11 +169,12 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, seed: int = 2024060
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(0.15, seed)
+        reg.SetMetricSamplingPercentage(0.25, seed)
         reg.SetMetricFixedMask(sample_mask)
         reg.SetInterpolator(sitk.sitkLinear)
-        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=4.0, minStep=0.01, numberOfIterations=200,
-                                                     relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
+        # 2 mm first steps, shortened by 0.6 at each reversal down to 5 um: converges in ~100 iterations overall
+        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=0.005, numberOfIterations=200,
+                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
         reg.SetOptimizerScalesFromPhysicalShift()
         return reg
 
@@ -198,6 +201,9 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, seed: int = 2024060
         reg = method()
         reg.SetInitialTransform(initial(best), inPlace=False)
         reg.SetShrinkFactorsPerLevel([4, 2, 1])
+        # Fewer samples where voxels are many: the fine level refines by a fraction of a voxel and a few
+        # percent of the body's voxels are tens of thousands of samples, plenty for 6 parameters.
+        reg.SetMetricSamplingPercentagePerLevel([0.25, 0.10, 0.08], seed)
         reg.SetSmoothingSigmasPerLevel([4.0, 2.0, 0.0])
         reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
         reg.AddCommand(sitk.sitkIterationEvent, lambda: iterations.__setitem__(0, iterations[0] + 1))

@@ -59,18 +59,19 @@ def expand_mm(mask: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float) 
 
 
 def compute_targets(spect: np.ndarray, liver: np.ndarray, spacing_zyx: Sequence[float], *, fls_threshold: float,
-                    ptv_margin_mm: float) -> Targets:
+                    ptv_margin_mm: float, reference_max: float | None = None) -> Targets:
     """FLS = liver voxels with SPECT >= fls_threshold x (max of SPECT inside the liver); ITV = liver minus FLS;
     PTV = ITV expanded by `ptv_margin_mm` (physical mm).
 
-    `spect` is the SPECT already resampled onto the planning-CT grid of `liver`.
+    `spect` is the SPECT already resampled onto the planning-CT grid of `liver`. `reference_max` replaces the
+    maximum of `spect` inside the liver (e.g. the maximum of a more strongly filtered SPECT, robust to noise).
     """
     liver = np.asarray(liver, dtype=bool)
     if spect.shape != liver.shape:
         raise ValueError(f"SPECT grid {spect.shape} differs from liver grid {liver.shape}")
     if not liver.any():
         raise TargetError("the liver mask is empty")
-    peak = float(spect[liver].max())
+    peak = float(spect[liver].max()) if reference_max is None else float(reference_max)
     if not np.isfinite(peak) or peak <= 0:
         raise TargetError("the SPECT has no counts inside the liver (wrong series, or the liver lies outside the "
                           "SPECT field of view)")
