@@ -1,0 +1,111 @@
+"""Partition-model Y-90 activity (Ho et al., Eur J Nucl Med 1996; science.md section 3).
+
+    D [Gy] = 49.67 * A [GBq] / m [kg]                  (Y-90 decaying completely in the tissue)
+    A_N    = D_N * (T/N * m_T + m_N) / (49.67 * (1 - LSF))    activity giving the normal liver D_N
+    A_lung = D_lung,limit * m_lung / (49.67 * LSF)             activity giving the lungs their limit
+    A      = min(A_N, A_lung)
+    D_N = 49.67 * A * (1 - LSF) / (T/N * m_T + m_N);  D_T = T/N * D_N;  D_lung = 49.67 * A * LSF / m_lung
+
+With several tumours, T/N * m_T is the sum of T/N_i * m_T,i (equal to the count-weighted overall T/N times the
+total tumour mass) and each tumour's dose is T/N_i * D_N. Masses are volumes times TISSUE_DENSITY_G_PER_ML
+(liver and tumour) and LUNG_DENSITY_G_PER_ML (aerated lung); when the lungs were not measured on the
+SPECT/CT a standard lung mass of STANDARD_LUNG_MASS_KG is used (stated in the record).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+__all__ = ["Y90_GY_KG_PER_GBQ", "TISSUE_DENSITY_G_PER_ML", "LUNG_DENSITY_G_PER_ML", "STANDARD_LUNG_MASS_KG",
+           "PartitionPlan", "activity_for_normal_liver", "activity_for_lung", "partition_plan"]
+
+#: Absorbed dose (Gy) per GBq of Y-90 per kg of tissue, complete decay (Ho 1996: 49.67 Gy kg/GBq).
+Y90_GY_KG_PER_GBQ = 49.67
+TISSUE_DENSITY_G_PER_ML = 1.03
+LUNG_DENSITY_G_PER_ML = 0.30
+#: Lung mass assumed when the lungs are not imaged completely (the convention of the partition-model papers).
+STANDARD_LUNG_MASS_KG = 1.0
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    """The partition-model activity and the doses it gives."""
+
+    activity_gbq: float
+    limited_by: str  # "normal liver" or "lung"
+    activity_normal_liver_limit_gbq: float
+    activity_lung_limit_gbq: float | None  # None when LSF = 0 (no lung limit)
+    normal_liver_dose_gy: float
+    tumour_dose_gy: float | None  # at the overall T/N; None without tumours
+    lung_dose_gy: float
+    tumour_doses_gy: dict[str, float]
+    tumour_mass_kg: float
+    normal_liver_mass_kg: float
+    lung_mass_kg: float
+    lung_mass_source: str
+    lsf: float
+    normal_liver_limit_gy: float
+    lung_limit_gy: float
+
+    def as_dict(self) -> dict:
+        r = lambda v, n=3: None if v is None else round(float(v), n)  # noqa: E731
+        return {
+            "model": "partition model (Ho 1996), Y-90 complete decay, 49.67 Gy kg/GBq",
+            "activity_gbq": r(self.activity_gbq, 3), "limited_by": self.limited_by,
+            "activity_normal_liver_limit_gbq": r(self.activity_normal_liver_limit_gbq, 3),
+            "activity_lung_limit_gbq": r(self.activity_lung_limit_gbq, 3),
+            "normal_liver_dose_gy": r(self.normal_liver_dose_gy, 2), "tumour_dose_gy": r(self.tumour_dose_gy, 2),
+            "lung_dose_gy": r(self.lung_dose_gy, 2),
+            "tumour_doses_gy": {k: r(v, 2) for k, v in self.tumour_doses_gy.items()},
+            "tumour_mass_kg": r(self.tumour_mass_kg, 4), "normal_liver_mass_kg": r(self.normal_liver_mass_kg, 4),
+            "lung_mass_kg": r(self.lung_mass_kg, 4), "lung_mass_source": self.lung_mass_source,
+            "lung_shunt_fraction": r(self.lsf, 4), "normal_liver_limit_gy": self.normal_liver_limit_gy,
+            "lung_limit_gy": self.lung_limit_gy,
+            "densities_g_per_ml": {"liver_and_tumour": TISSUE_DENSITY_G_PER_ML, "lung": LUNG_DENSITY_G_PER_ML},
+        }
+
+
+def activity_for_normal_liver(dose_gy: float, tn_times_tumour_mass_kg: float, normal_mass_kg: float,
+                              lsf: float) -> float:
+    """GBq that gives the normal liver `dose_gy` (T/N-weighted tumour mass = sum of T/N_i * m_T,i, in kg)."""
+    return dose_gy * (tn_times_tumour_mass_kg + normal_mass_kg) / (Y90_GY_KG_PER_GBQ * (1.0 - lsf))
+
+
+def activity_for_lung(dose_gy: float, lung_mass_kg: float, lsf: float) -> float:
+    """GBq that gives the lungs `dose_gy`; infinite when nothing shunts."""
+    return math.inf if lsf <= 0 else dose_gy * lung_mass_kg / (Y90_GY_KG_PER_GBQ * lsf)
+
+
+def partition_plan(tn_ratios: Mapping[str, float], tumour_ml: Mapping[str, float], normal_liver_ml: float,
+                   lsf: float, normal_liver_limit_gy: float, lung_limit_gy: float,
+                   lung_ml: float | None = None) -> PartitionPlan:
+    """Activity for the normal-liver and lung limits (the smaller wins) and the resulting doses.
+
+    `tn_ratios`/`tumour_ml` per tumour; `lung_ml` is the CT lung volume, None for the standard lung mass.
+    """
+    if not 0.0 <= lsf < 1.0:
+        raise ValueError(f"lung shunt fraction must be in [0, 1), got {lsf}")
+    if normal_liver_ml <= 0:
+        raise ValueError("normal liver volume must be positive")
+    kg = TISSUE_DENSITY_G_PER_ML / 1000.0
+    weighted = sum(tn_ratios[n] * tumour_ml[n] * kg for n in tn_ratios)
+    m_t = sum(tumour_ml[n] for n in tn_ratios) * kg
+    m_n = normal_liver_ml * kg
+    if lung_ml is not None and lung_ml > 0:
+        m_lung, lung_source = lung_ml * LUNG_DENSITY_G_PER_ML / 1000.0, "CT lung volume x 0.30 g/mL"
+    else:
+        m_lung, lung_source = STANDARD_LUNG_MASS_KG, f"standard {STANDARD_LUNG_MASS_KG:g} kg (lungs not imaged)"
+    a_n = activity_for_normal_liver(normal_liver_limit_gy, weighted, m_n, lsf)
+    a_l = activity_for_lung(lung_limit_gy, m_lung, lsf)
+    activity = min(a_n, a_l)
+    d_n = Y90_GY_KG_PER_GBQ * activity * (1.0 - lsf) / (weighted + m_n)
+    overall = weighted / m_t if m_t > 0 else None
+    return PartitionPlan(
+        activity_gbq=activity, limited_by="normal liver" if a_n <= a_l else "lung",
+        activity_normal_liver_limit_gbq=a_n, activity_lung_limit_gbq=None if math.isinf(a_l) else a_l,
+        normal_liver_dose_gy=d_n, tumour_dose_gy=None if overall is None else overall * d_n,
+        lung_dose_gy=Y90_GY_KG_PER_GBQ * activity * lsf / m_lung,
+        tumour_doses_gy={n: tn_ratios[n] * d_n for n in tn_ratios},
+        tumour_mass_kg=m_t, normal_liver_mass_kg=m_n, lung_mass_kg=m_lung, lung_mass_source=lung_source, lsf=lsf,
+        normal_liver_limit_gy=normal_liver_limit_gy, lung_limit_gy=lung_limit_gy)

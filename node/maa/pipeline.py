@@ -1,0 +1,203 @@
+"""99mTc-MAA SPECT for Y-90 radioembolization planning, end to end (science.md sections 1 and 3).
+
+inputs checked -> SPECT volume -> liver and tumour regions (RTSTRUCT or automatic) -> T/N per tumour and
+overall -> lung shunt fraction (SPECT or configuration) -> partition-model activity and doses -> correlation
+with the case's CT perfusion maps (when present) -> review capture and structure set.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from pydicom import Dataset
+
+import rtstruct as rtstruct_lib
+from node.config import AnalysisConfig
+from node.maa import outputs
+from node.maa.correlation import correlate
+from node.maa.errors import MaaInputError
+from node.maa.grid import spacing_zyx, voxel_ml
+from node.maa.partition import PartitionPlan, partition_plan
+from node.maa.regions import (SEGMENT_FILTER_FWHM_MM, SPECT_FWHM_MM, Regions, automatic_liver, automatic_tumours,
+                              rtstruct_regions)
+from node.maa.shunt import Shunt, lung_shunt
+from node.maa.uptake import SPILL_MARGIN_MM, Uptake, measure_uptake
+from node.results import AnalysisError, AnalysisResult
+from node.volumes import ct_series_image, nm_image
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ANALYSIS_NAME", "run_maa", "tracer_of"]
+
+ANALYSIS_NAME = "maa-radioembolization"
+_MAA_CODES = {"85693008", "81761004"}  # SNOMED CT: Tc-99m aggregated albumin, microaggregated albumin
+_OTHER_TRACER_WORDS = ("GSA", "GALACTOSYL", "MEBROFENIN", "SESTAMIBI", "MDP", "HMPAO", "SULFUR COLLOID", "PHYTATE")
+
+
+def tracer_of(nm: Dataset) -> str:
+    """"MAA", "unknown" (nothing declared) or the declared other radiopharmaceutical's text."""
+    texts, codes = [], set()
+    for item in nm.get("RadiopharmaceuticalInformationSequence", []):
+        texts.append(str(item.get("Radiopharmaceutical", "") or ""))
+        codes.update(str(c.get("CodeValue", "")) for c in item.get("RadiopharmaceuticalCodeSequence", []))
+    text = " ".join(texts).upper()
+    if codes & _MAA_CODES or "MAA" in text or "MACROAGGREGATED" in text or "AGGREGATED ALBUMIN" in text:
+        return "MAA"
+    if any(w in text for w in _OTHER_TRACER_WORDS) or codes:
+        return " ".join(texts).strip() or "code " + ",".join(sorted(codes))
+    return "unknown"
+
+
+def _check_inputs(nm: Dataset, spect_ct: Sequence[Dataset] | None) -> list[str]:
+    notes = []
+    tracer = tracer_of(nm)
+    if tracer not in ("MAA", "unknown"):
+        raise MaaInputError(f"the NM series is a {tracer} SPECT, not 99mTc-MAA: no radioembolization planning")
+    if tracer == "unknown":
+        notes.append("the NM declares no radiopharmaceutical: assumed to be 99mTc-MAA")
+    if spect_ct:
+        nm_for = nm.get("FrameOfReferenceUID")
+        ct_fors = {ds.get("FrameOfReferenceUID") for ds in spect_ct}
+        if not nm_for or ct_fors != {nm_for}:
+            raise MaaInputError("the MAA SPECT and the given SPECT/CT CT do not share a FrameOfReferenceUID: they "
+                                "are not one hybrid acquisition (lungs and registration would be misplaced)")
+        patients = {str(ds.get("PatientID", "")) for ds in (nm, spect_ct[0])} - {""}
+        if len(patients) > 1:
+            raise MaaInputError("the MAA SPECT and its CT belong to different patients "
+                                f"({', '.join(sorted(patients))})")
+    return notes
+
+
+def _rtstruct_frame(rtss: Dataset) -> str | None:
+    for item in rtss.get("ReferencedFrameOfReferenceSequence", []):
+        return str(item.get("FrameOfReferenceUID", "")) or None
+    return str(rtss.get("FrameOfReferenceUID", "")) or None
+
+
+def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset | None,
+             ct_ordered: Sequence[Dataset] | None, ct_image: sitk.Image | None,
+             analysis: AnalysisConfig) -> Regions:
+    """Liver and tumour fractions on the SPECT grid: RTSTRUCT ROIs where given, automatic otherwise."""
+    spacing = spacing_zyx(spect)
+    liver, tumours, notes = None, {}, []
+    if rtss is not None:
+        if ct_image is None:
+            notes.append("RTSTRUCT not used: no SPECT/CT CT was received to place its contours on")
+        elif _rtstruct_frame(rtss) != str(nm.get("FrameOfReferenceUID", "")):
+            notes.append("RTSTRUCT not used: it was drawn in another frame of reference than the MAA SPECT/CT")
+        else:
+            liver, tumours, rt_notes = rtstruct_regions(rtss, ct_ordered, ct_image, spect, analysis.liver_roi_names)
+            notes += rt_notes
+    details: dict[str, Any] = {}
+    if liver is None:
+        liver_bin, details["liver"] = automatic_liver(counts, spacing)
+        liver = liver_bin.astype(np.float32)
+        for frac in tumours.values():  # drawn tumours belong to the liver even where uptake is low
+            liver = np.maximum(liver, frac)
+        liver_source = "automatic from the MAA SPECT uptake"
+    else:
+        liver_source = "RTSTRUCT"
+    if tumours:
+        tumour_source = "RTSTRUCT"
+    else:
+        found, details["tumours"] = automatic_tumours(counts, liver >= 0.5, spacing, SPILL_MARGIN_MM)
+        tumours = {name: mask.astype(np.float32) for name, mask in found.items()}
+        tumour_source = "automatic (hot regions in the liver, iterative sphere-model threshold)"
+    return Regions(liver, tumours, liver_source, tumour_source, notes, details)
+
+
+def _plan(uptake: Uptake, shunt: Shunt, analysis: AnalysisConfig) -> tuple[PartitionPlan | None, str]:
+    if shunt.lsf is None:
+        return None, "no lung shunt fraction (lungs not imaged completely and none configured)"
+    if uptake.normal_liver_ml <= 0:
+        return None, "no normal liver volume"
+    tn = {t.name: t.tn_ratio for t in uptake.tumours}
+    vol = {t.name: t.volume_ml for t in uptake.tumours}
+    return partition_plan(tn, vol, uptake.normal_liver_ml, shunt.lsf, analysis.normal_liver_dose_gy,
+                          analysis.lung_dose_limit_gy, shunt.lung_volume_ml), ""
+
+
+def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset | None,
+            perfusion_ct: Sequence[Dataset] | None, perfusion_maps: Sequence[Dataset],
+            analysis: AnalysisConfig) -> AnalysisResult:
+    """Uptake ratios, lung shunt, partition-model activity and perfusion correlation of one MAA SPECT.
+
+    Raises a :class:`~node.results.AnalysisError` subclass, with the reason, when the inputs cannot be used.
+    """
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        timings[name] = round(max(0.0, time.perf_counter() - t0 - sum(timings.values())), 3)
+
+    notes = _check_inputs(nm, spect_ct)
+    spect = nm_image(nm)
+    counts = sitk.GetArrayFromImage(spect).astype(np.float32)
+    ct_ordered = ct_image = None
+    if spect_ct:
+        try:
+            ct_ordered = rtstruct_lib.sort_slices(spect_ct)
+        except rtstruct_lib.RTStructError as exc:
+            raise MaaInputError(f"SPECT/CT CT: {exc}") from None
+        ct_image = ct_series_image(ct_ordered, what="MAA SPECT/CT CT")
+    lap("load_s")
+
+    regions = _regions(counts, spect, nm, rtstruct, ct_ordered, ct_image, analysis)
+    lap("regions_s")
+    uptake = measure_uptake(counts, spect, regions.liver, regions.tumours)
+    normal_level = uptake.normal_counts_per_ml * voxel_ml(spect)
+    shunt = lung_shunt(counts, spect, regions.liver, ct_image, analysis.lung_shunt_fraction, normal_level)
+    plan, no_plan = _plan(uptake, shunt, analysis)
+    lap("dosimetry_s")
+
+    warnings = notes + regions.notes + uptake.warnings + shunt.warnings
+    if "automatic" in regions.liver_source or "automatic" in regions.tumour_source:
+        warnings.append(f"regions found automatically (liver: {regions.liver_source}; tumours: "
+                        f"{regions.tumour_source}): review them before planning")
+    if not regions.tumours:
+        warnings.append("no tumour found: T/N undefined; activity computed for the normal liver only")
+    correlation: dict | None = None
+    if perfusion_maps:
+        if ct_image is None or not perfusion_ct:
+            correlation = {"done": False, "reason": "needs the MAA SPECT/CT CT and the perfusion CT"}
+        elif not regions.tumours:
+            correlation = {"done": False, "reason": "no tumours"}
+        elif str(perfusion_ct[0].get("PatientID", "")) != str(nm.get("PatientID", "")):
+            correlation = {"done": False, "reason": "the perfusion CT belongs to another PatientID"}
+        else:
+            try:
+                correlation = {"done": True, **correlate(spect, regions.tumours,
+                                                         {t.name: t.tn_ratio for t in uptake.tumours},
+                                                         ct_image, perfusion_ct, perfusion_maps)}
+            except AnalysisError as exc:  # the MAA results stand without the correlation
+                correlation = {"done": False, "reason": str(exc)}
+        if not correlation["done"]:
+            warnings.append(f"perfusion correlation not done: {correlation['reason']}")
+    lap("correlation_s")
+
+    objects = outputs.build_outputs(nm, spect, counts, regions, uptake, shunt, plan, ct_ordered, ct_image)
+    lap("outputs_s")
+    measurements = {
+        "analysis": ANALYSIS_NAME,
+        "spect": {"series_instance_uid": str(nm.get("SeriesInstanceUID", "")),
+                  "sop_instance_uid": str(nm.get("SOPInstanceUID", "")), "tracer": tracer_of(nm),
+                  "shape_zyx": list(counts.shape), "spacing_mm_zyx": [round(s, 3) for s in spacing_zyx(spect)],
+                  "total_counts": round(float(counts.sum()), 1)},
+        "spect_ct": ({"series_instance_uid": str(ct_ordered[0].get("SeriesInstanceUID", "")),
+                      "slices": len(ct_ordered)} if ct_ordered else None),
+        "regions": {"liver_source": regions.liver_source, "tumour_source": regions.tumour_source,
+                    "assumed_spect_fwhm_mm": SPECT_FWHM_MM, "segmentation_filter_fwhm_mm": SEGMENT_FILTER_FWHM_MM,
+                    "automatic": regions.details},
+        "uptake": uptake.as_dict(),
+        "lung_shunt": shunt.as_dict(),
+        "partition_model": plan.as_dict() if plan else {"computed": False, "reason": no_plan},
+        "correlation": correlation,
+        "warnings": warnings,
+        "timings_s": timings,
+    }
+    logger.info("MAA done: %d tumours, overall T/N %s, LSF %s (%s), activity %s GBq", len(uptake.tumours),
+                uptake.overall_tn, shunt.lsf, shunt.source, plan.activity_gbq if plan else None)
+    return AnalysisResult(name=ANALYSIS_NAME, outputs=objects, measurements=measurements)
