@@ -38,6 +38,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from node.config import Config, OutboxConfig
 from node.results import OutputObject
+from node.store import fsync_dir
 
 __all__ = ["STATES", "OutboxItem", "Outbox", "backoff_delay", "atomic_write", "database_path"]
 
@@ -85,14 +86,6 @@ def backoff_delay(attempts: int, cfg: OutboxConfig) -> float:
     return min(cfg.backoff_initial_seconds * (2.0 ** exponent), cfg.backoff_max_seconds)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write a file so that a crash leaves either the old file or the complete new one: temp file in the same
     folder, fsync, rename over `path`, fsync the folder (the rename itself must survive a power cut)."""
@@ -108,7 +101,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _encode(ds: Dataset) -> tuple[Dataset, str]:

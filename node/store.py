@@ -45,44 +45,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durable(final: Path, chunks: Iterable[bytes | memoryview], tmp_dir: Path) -> int:
-    """Write `chunks` to `final` durably (temp file in `tmp_dir`, fsync, rename, fsync dir). Returns bytes written.
-
-    `tmp_dir` must be on the same filesystem as `final`. Raises StorageError on any OS error, leaving no partial
-    file behind under the final name.
-    """
-    fd = -1
-    tmp = None
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = _mkstemp(tmp_dir)
-        tmp = Path(tmp_name)
-        size = 0
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-                size += n
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(tmp, final)
-        tmp = None
-        fsync_dir(final.parent)
-        return size
-    except OSError as exc:
-        raise StorageError(exc.errno or errno.EIO, f"cannot store {final.name}: {exc.strerror or exc}") from exc
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if tmp is not None:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-
-
 def commit_file(src: Path, final: Path) -> int:
     """Make an already-written file `src` durable under `final` (fsync, rename, fsync dir). Returns its size."""
     try:
@@ -98,12 +60,6 @@ def commit_file(src: Path, final: Path) -> int:
         return size
     except OSError as exc:
         raise StorageError(exc.errno or errno.EIO, f"cannot store {final.name}: {exc.strerror or exc}") from exc
-
-
-def _mkstemp(tmp_dir: Path) -> tuple[int, str]:
-    import tempfile
-
-    return tempfile.mkstemp(dir=tmp_dir, suffix=".part")
 
 
 class InstanceStore:
