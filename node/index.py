@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from node.header import InstanceInfo
 
@@ -94,6 +94,16 @@ def case_id_for(patient_id: str, study_uid: str) -> str:
     return patient_id if patient_id else f"STUDY-{study_uid}"
 
 
+class Arrival(NamedTuple):
+    """One durably stored instance waiting to be indexed."""
+
+    info: InstanceInfo
+    path: Path
+    size: int
+    calling_ae: str
+    received_at: float
+
+
 @dataclass(frozen=True)
 class SeriesRow:
     series_uid: str
@@ -160,43 +170,51 @@ class Index:
 
     def add_instance(self, info: InstanceInfo, path: Path, size: int, calling_ae: str, stable_seconds: float,
                      now: float | None = None) -> tuple[bool, str]:
-        """Index a durably stored instance; re-arms its study's stability timer. Returns (new, case_id)."""
-        now = time.time() if now is None else now
+        """Index one durably stored instance; re-arms its study's stability timer. Returns (new, case_id)."""
+        return self.add_instances([Arrival(info, path, size, calling_ae, time.time() if now is None else now)],
+                                  stable_seconds)[0]
+
+    def add_instances(self, arrivals: list["Arrival"], stable_seconds: float) -> list[tuple[bool, str]]:
+        """Index durably stored instances in one transaction. Returns (new, case_id) per arrival."""
+        with self._lock, self._tx() as db:
+            return [self._add(db, a, stable_seconds) for a in arrivals]
+
+    def _add(self, db: sqlite3.Connection, arrival: "Arrival", stable_seconds: float) -> tuple[bool, str]:
+        info, path, size, calling_ae, now = arrival
         case_id = case_id_for(info.patient_id, info.study_uid)
         ipp = info.image_position or (None, None, None)
-        with self._lock, self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (info.sop_instance_uid, info.sop_class_uid, info.study_uid, info.series_uid, info.patient_id,
-                 info.modality, info.frame_of_reference_uid, ipp[0], ipp[1], ipp[2],
-                 "\\".join(f"{v:g}" for v in info.image_orientation) if info.image_orientation else None,
-                 info.acquisition_time, info.temporal_position, info.number_of_frames, info.position_repeats,
-                 info.image_type,
-                 info.transfer_syntax_uid, str(path), size, calling_ae, now))
-            if cur.rowcount == 0:
-                return False, case_id
-            db.execute(
-                """INSERT INTO series VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)
-                   ON CONFLICT(series_uid) DO UPDATE SET last_received=excluded.last_received,
-                   n_instances=n_instances+1""",
-                (info.series_uid, info.study_uid, info.patient_id, info.modality, info.sop_class_uid,
-                 info.series_description, info.series_number, info.frame_of_reference_uid, info.radiopharmaceutical,
-                 info.radiopharmaceutical_code, "\\".join(info.roi_names), info.referenced_frame_of_reference,
-                 now, now))
-            db.execute(
-                """INSERT INTO studies VALUES (?,?,?,?,?,?,?,?,0)
-                   ON CONFLICT(study_uid) DO UPDATE SET last_received=excluded.last_received,
-                   stable_due=excluded.stable_due, stable=0""",
-                (info.study_uid, info.patient_id, case_id, info.study_date, info.study_description, now, now,
-                 now + stable_seconds))
-            db.execute(
-                """INSERT INTO cases(case_id, patient_id, patient_name, state, last_input_at, updated_at)
-                   VALUES (?,?,?,'receiving',?,?)
-                   ON CONFLICT(case_id) DO UPDATE SET last_input_at=excluded.last_input_at,
-                   updated_at=excluded.updated_at,
-                   state=CASE WHEN state='analysing' THEN state ELSE 'receiving' END,
-                   reason=CASE WHEN state='analysing' THEN reason ELSE '' END""",
-                (case_id, info.patient_id, info.patient_name, now, now))
+        cur = db.execute(
+            "INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (info.sop_instance_uid, info.sop_class_uid, info.study_uid, info.series_uid, info.patient_id,
+             info.modality, info.frame_of_reference_uid, ipp[0], ipp[1], ipp[2],
+             "\\".join(f"{v:g}" for v in info.image_orientation) if info.image_orientation else None,
+             info.acquisition_time, info.temporal_position, info.number_of_frames, info.position_repeats,
+             info.image_type,
+             info.transfer_syntax_uid, str(path), size, calling_ae, now))
+        if cur.rowcount == 0:
+            return False, case_id
+        db.execute(
+            """INSERT INTO series VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)
+               ON CONFLICT(series_uid) DO UPDATE SET last_received=excluded.last_received,
+               n_instances=n_instances+1""",
+            (info.series_uid, info.study_uid, info.patient_id, info.modality, info.sop_class_uid,
+             info.series_description, info.series_number, info.frame_of_reference_uid, info.radiopharmaceutical,
+             info.radiopharmaceutical_code, "\\".join(info.roi_names), info.referenced_frame_of_reference,
+             now, now))
+        db.execute(
+            """INSERT INTO studies VALUES (?,?,?,?,?,?,?,?,0)
+               ON CONFLICT(study_uid) DO UPDATE SET last_received=excluded.last_received,
+               stable_due=excluded.stable_due, stable=0""",
+            (info.study_uid, info.patient_id, case_id, info.study_date, info.study_description, now, now,
+             now + stable_seconds))
+        db.execute(
+            """INSERT INTO cases(case_id, patient_id, patient_name, state, last_input_at, updated_at)
+               VALUES (?,?,?,'receiving',?,?)
+               ON CONFLICT(case_id) DO UPDATE SET last_input_at=excluded.last_input_at,
+               updated_at=excluded.updated_at,
+               state=CASE WHEN state='analysing' THEN state ELSE 'receiving' END,
+               reason=CASE WHEN state='analysing' THEN reason ELSE '' END""",
+            (case_id, info.patient_id, info.patient_name, now, now))
         return True, case_id
 
     # ------------------------------------------------------------------ completion

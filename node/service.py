@@ -56,7 +56,7 @@ class Node:
         removed = self.store.clean_tmp()
         if removed:
             logger.warning("removed %d partial file(s) of interrupted transfers (never acknowledged)", removed)
-        self.receiver.reconcile()
+        self.receiver.start()  # re-indexes stored files after an unclean stop
         self.runner.start()
         self.completion.start()
         if self.sender is not None:
@@ -72,6 +72,7 @@ class Node:
     def stop(self) -> None:
         logger.info("stopping")
         self.scp.stop()
+        self.receiver.stop()
         self.completion.stop()
         self.runner.stop()
         if self.sender is not None:

@@ -5,8 +5,9 @@ Layout under ``data_dir``::
     instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm   received instances, as received
     tmp/                                                                     partial writes (removed at start-up)
 
-The write protocol is the classic one: write to a temp file on the same filesystem, fsync it, rename it over the
-final name (atomic), fsync the directory so the rename itself survives a power cut.
+The write protocol is the classic one: write to a temp file on the same filesystem, fsync it, move it to the
+final name atomically (a hard link plus unlink: a rename that never overwrites a stored copy), fsync the directory
+so the move itself survives a power cut.
 """
 from __future__ import annotations
 
@@ -45,19 +46,31 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def commit_file(src: Path, final: Path) -> int:
-    """Make an already-written file `src` durable under `final` (fsync, rename, fsync dir). Returns its size."""
+def sync_file(path: Path) -> int:
+    """fsync a written file (first half of a commit; may run on a worker thread). Returns its size."""
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(src, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
-            size = os.fstat(fd).st_size
+            return os.fstat(fd).st_size
         finally:
             os.close(fd)
-        os.rename(src, final)
+    except OSError as exc:
+        raise StorageError(exc.errno or errno.EIO, f"cannot sync {path.name}: {exc.strerror or exc}") from exc
+
+
+def publish(src: Path, final: Path) -> bool:
+    """Put a synced file in place and fsync its folder (second half of a commit). Returns False, leaving the
+    stored file untouched, when `final` already exists: a hard link is an atomic rename that never overwrites."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, final)
+        except FileExistsError:
+            return False
+        os.unlink(src)
         fsync_dir(final.parent)
-        return size
+        return True
     except OSError as exc:
         raise StorageError(exc.errno or errno.EIO, f"cannot store {final.name}: {exc.strerror or exc}") from exc
 

@@ -29,11 +29,13 @@ def served(node_factory, tmp_path: Path):
     node = node_factory(workflows={})
     (good,) = F.ct_series("P-GOOD", 1)
     assert _store(node.address[1], good) == 0
+    node.receiver.flush()
     path = Path(node.index.has_instance(good.SOPInstanceUID))
     before = path.read_bytes()
     yield node, path, before
     # after every bad input: echo still works, the good instance is untouched
     assert _echo(node.address[1])
+    node.receiver.flush()
     assert path.read_bytes() == before
     assert node.index.has_instance(good.SOPInstanceUID)
 
@@ -209,7 +211,7 @@ def small_disk(tmp_path: Path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_disk_full_answers_out_of_resources_and_keeps_serving(node_factory, small_disk: Path, caplog) -> None:
+def test_disk_full_answers_out_of_resources_and_keeps_serving(small_disk: Path, node_factory, caplog) -> None:
     node = node_factory(make_config(small_disk / "var"), workflows={})
     port = node.address[1]
     series = F.ct_series("P-FULL", 12, rows=512, cols=512)  # 12 x 0.5 MB > 4 MiB
@@ -223,6 +225,7 @@ def test_disk_full_answers_out_of_resources_and_keeps_serving(node_factory, smal
     assert set(statuses) <= {0, 0xA700}
     assert "out of resources" in caplog.text
     assert _echo(port)
+    node.receiver.flush()
     # everything answered success is on disk, intact, and indexed
     for ds, st in zip(series, statuses):
         stored = node.index.has_instance(ds.SOPInstanceUID)

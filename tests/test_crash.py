@@ -105,3 +105,32 @@ def test_sigkill_while_receiving_loses_nothing_acknowledged(tmp_path: Path) -> N
         node.terminate()
         node.wait(timeout=30)
     assert "stopped" in log.read_text()  # SIGTERM: clean stop
+
+
+def test_unclean_stop_reindexes_stored_files_and_arms_their_timers(tmp_path: Path) -> None:
+    """A process that died after storing (and acknowledging) but before indexing: start-up finds the files."""
+    from conftest import RecordingSink, make_config
+    from node.service import Node
+
+    cfg = make_config(tmp_path / "var", completion={"stable_seconds": 1})
+    node = Node(cfg, sink=RecordingSink())
+    node.start()
+    node.stop()
+    assert (tmp_path / "var" / "clean-shutdown").exists()
+    # files as an acknowledged-but-unindexed C-STORE leaves them; no clean-shutdown mark (the process died)
+    (tmp_path / "var" / "clean-shutdown").unlink()
+    series = F.ct_series("P-ORPHAN", 3)
+    for ds in series:
+        final = node.store.path_for(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(final, enforce_file_format=True)
+    node = Node(cfg, sink=RecordingSink())
+    node.start()
+    try:
+        assert all(node.index.has_instance(ds.SOPInstanceUID) for ds in series)
+        end = time.time() + 15
+        while time.time() < end and node.index.get_case("P-ORPHAN").state == "receiving":
+            time.sleep(0.1)
+        assert node.index.get_case("P-ORPHAN").state == "stable"  # its study timer was armed and fired
+    finally:
+        node.stop()

@@ -36,6 +36,7 @@ def _scu(port: int, contexts: list[tuple[str, list[str] | None]], ae_title: str 
 
 
 def _stored(node, sop_uid: str) -> Path:
+    node.receiver.flush()
     p = node.index.has_instance(sop_uid)
     assert p, f"{sop_uid} not indexed"
     return Path(p)
@@ -54,6 +55,7 @@ def test_pynetdicom_stores_ct_nm_rtstruct_byte_identical(node_factory, tmp_path:
         status = assoc.send_c_store(f)  # sent from file: the encoded dataset goes out unchanged
         assert status.Status == 0x0000
     assoc.release()
+    node.receiver.flush()
     for f, ds in zip(files, ct + [nm, rs]):
         stored = _stored(node, ds.SOPInstanceUID)
         assert F.dataset_bytes(stored) == F.dataset_bytes(f)
@@ -73,6 +75,7 @@ def test_index_keeps_geometry_and_time(node_factory) -> None:
     for ds in ct:
         assert assoc.send_c_store(ds).Status == 0
     assoc.release()
+    node.receiver.flush()
     (s,) = node.index.series_of_case("P-IDX")
     assert s.max_position_repeats == 3  # each slice position seen once per time point
     rows = node.index._db.execute("SELECT ipp_z, acquisition_time, image_orientation FROM instances "
@@ -143,6 +146,7 @@ def test_duplicate_sop_instance_kept_once(node_factory) -> None:
     ds.PatientName = "Changed^Name"  # a resend with other content must not overwrite what was stored
     assert assoc.send_c_store(ds).Status == 0
     assoc.release()
+    node.receiver.flush()
     assert first.read_bytes() == before
     assert node.index.counts()["instances"] == 1
     assert len(list((node.config.node.data_dir / "instances").rglob("*.dcm"))) == 1
