@@ -38,9 +38,13 @@ ROI_SYNONYMS = {
     "spleen": ("spleen", "lien", "milz", "splen", "rate"),
 }
 _LIGHT_SIGMA_MM = 1.5
+_IN_PLANE = np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool)  # thick slices: erode within the slice only
 _MIN_SPLEEN_ML = 20.0
-_MIN_VESSEL_ML = 0.1
+_MIN_AORTA_ML = 2.0  # a few cm of aorta: far more than any speck of noise or misregistration
+_MIN_VESSEL_ML = 0.5
 _MIN_AORTA_PEAK_HU = 50.0
+_BONE_HU = 250.0  # unenhanced blood and soft tissue stay far below; cortical bone far above
+_BLOOD_BASELINE_HU = (-30.0, 150.0)  # plausible pre-contrast HU of an input ROI (blood, spleen)
 
 
 def normalise_name(name: str) -> str:
@@ -116,17 +120,27 @@ class _Features:
     body: np.ndarray
 
 
-def _features(data: np.ndarray, grid: Grid) -> _Features:
+def _features(data: np.ndarray, grid: Grid, in_view: np.ndarray | None) -> _Features:
     sig = tuple(_LIGHT_SIGMA_MM / s for s in grid.spacing)
     first = ndimage.gaussian_filter(data[0], sig)
     pe = np.full(first.shape, -np.inf, dtype=np.float32)
     ttp = np.zeros(first.shape, dtype=np.int16)
+    # Not air or lung in any frame (moving body edges and padding drop out) and not near bone: a bone edge
+    # that moves by a voxel changes by hundreds of HU and would look like the brightest enhancement.
+    body = (first > -500) & ~ndimage.binary_dilation(first > _BONE_HU, iterations=2)
     for t in range(1, data.shape[0]):
-        e = ndimage.gaussian_filter(data[t], sig) - first
+        frame = ndimage.gaussian_filter(data[t], sig)
+        body &= frame > -500
+        e = frame - first
         later = e > pe
         pe[later] = e[later]
         ttp[later] = t
-    body = first > -500  # not air or lung: the pre-contrast frame
+    # Inputs are blood or spleen: unenhanced they read like soft tissue. Fat and air edges, whose small shifts
+    # change HU a lot, drop out here (with a margin from air).
+    body = ndimage.binary_erosion(body, structure=_IN_PLANE, iterations=2)
+    body &= (first >= _BLOOD_BASELINE_HU[0]) & (first <= _BLOOD_BASELINE_HU[1])
+    if in_view is not None:
+        body &= in_view  # voxels a moved frame left empty have meaningless curves
     return _Features(pe=pe, ttp=ttp, body=body)
 
 
@@ -158,7 +172,7 @@ def _core(mask: np.ndarray, f: _Features, fraction: float, erode: int) -> np.nda
     core = mask & (f.pe >= fraction * np.percentile(f.pe[mask], 95))
     for _ in range(erode):
         # In-plane erosion only: thick slices would erase thin vessels along z.
-        eroded = ndimage.binary_erosion(core, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool))
+        eroded = ndimage.binary_erosion(core, structure=_IN_PLANE)
         if eroded.sum() < 8:
             break
         core = eroded
@@ -167,11 +181,14 @@ def _core(mask: np.ndarray, f: _Features, fraction: float, erode: int) -> np.nda
 
 def detect_aorta(f: _Features, grid: Grid) -> np.ndarray:
     body_pe = f.pe[f.body]
+    if body_pe.size < 100:
+        raise InputCurveError("no arterial enhancement can be searched: the series holds almost no blood or soft "
+                              "tissue (wrong series, or a field of view outside the body?)")
     p999 = float(np.percentile(body_pe, 99.9))
     if p999 < _MIN_AORTA_PEAK_HU:
         raise InputCurveError(f"no arterial enhancement: the brightest voxels gain only {p999:.0f} HU (was "
                               "contrast injected, and does the scan cover the bolus?)")
-    comps = _components(f.body & (f.pe >= 0.5 * p999), f, grid, _MIN_VESSEL_ML)
+    comps = _components(f.body & (f.pe >= 0.5 * p999), f, grid, _MIN_AORTA_ML)
     if not comps:
         raise InputCurveError("aorta not found: no enhancing vessel in the perfusion series")
     aorta = min(comps, key=lambda c: (c.median_ttp, -c.median_pe))
@@ -216,10 +233,12 @@ def detect_spleen(f: _Features, grid: Grid, aorta: np.ndarray, portal: np.ndarra
 
 # ------------------------------------------------------------------ orchestration
 def find_inputs(data: np.ndarray, grid: Grid, analysis: AnalysisConfig,
-                rt_masks: dict[str, np.ndarray] | None = None) -> dict[str, InputRoi]:
+                rt_masks: dict[str, np.ndarray] | None = None, in_view: np.ndarray | None = None
+                ) -> dict[str, InputRoi]:
     """Aorta, portal vein and spleen ROIs with their HU curves from motion-corrected HU `data` (T, Z, Y, X).
 
-    `rt_masks` maps RTSTRUCT ROI names to boolean masks on the working grid.
+    `rt_masks` maps RTSTRUCT ROI names to boolean masks on the working grid; `in_view` marks voxels that
+    stayed in the field of view of every frame (automatic ROIs stay inside it).
     """
     overrides: dict[str, InputRoiOverride | None] = {
         "aorta": analysis.aorta, "portal_vein": analysis.portal_vein, "spleen": analysis.spleen}
@@ -233,7 +252,7 @@ def find_inputs(data: np.ndarray, grid: Grid, analysis: AnalysisConfig,
         elif name in rt_match:
             rois[name] = make_roi(name, f"rtstruct:{rt_match[name]}", rt_masks[rt_match[name]], data, grid)
     if len(rois) < len(INPUT_NAMES):
-        f = _features(data, grid)
+        f = _features(data, grid, in_view)
         if "aorta" not in rois:
             rois["aorta"] = make_roi("aorta", "automatic", detect_aorta(f, grid), data, grid)
         if "portal_vein" not in rois:
@@ -257,6 +276,12 @@ def set_enhancement(rois: dict[str, InputRoi], n_base: int) -> None:
 
 def check_inputs(rois: dict[str, InputRoi], times: np.ndarray) -> None:
     """Refuse implausible input curves (a wrong curve would scale or split every map wrongly)."""
+    for roi in rois.values():
+        base = float(roi.hu[0])
+        if not _BLOOD_BASELINE_HU[0] <= base <= _BLOOD_BASELINE_HU[1]:
+            raise InputCurveError(f"{roi.name.replace('_', ' ')} ROI ({roi.source}, centre "
+                                  f"{[round(v) for v in roi.centre_mm]} mm) reads {base:.0f} HU before contrast: "
+                                  "not blood or spleen (bone, air or fat?)")
     a, p, s = (rois[n].enhancement for n in INPUT_NAMES)
     if a.max() < _MIN_AORTA_PEAK_HU:
         raise InputCurveError(f"aortic curve peaks at only {a.max():.0f} HU ({rois['aorta'].source} ROI): no "

@@ -27,11 +27,16 @@ def _scatter(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def max_slope_set(enh: np.ndarray, mask: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
-                  smoothing_mm: float) -> MapSet:
-    """Dual-input maximum-slope maps (ALP, PVP, TLP, HPI) from smoothed enhancement (T, Z, Y, X)."""
-    maps = max_slope_maps(enh[:, mask], times, inputs)
+                  smoothing_mm: float, select: np.ndarray | None = None, select_mm: float = 0.0) -> MapSet:
+    """Dual-input maximum-slope maps (ALP, PVP, TLP, HPI) from smoothed enhancement (T, Z, Y, X).
+
+    `select` are the (T, N) curves of the mask voxels smoothed with `select_mm`, on which the steepest
+    interval is chosen (see node.perfusion.maxslope).
+    """
+    maps = max_slope_maps(enh[:, mask], times, inputs, select)
     params = {"t_spl_s": inputs.t_spl, "aorta_peak_hu": round(inputs.aorta_peak_hu, 2),
               "portal_peak_hu": round(inputs.portal_peak_hu, 2), "spatial_sigma_mm": smoothing_mm,
+              "steepest_interval_chosen_at_sigma_mm": select_mm if select is not None else smoothing_mm,
               "slope": "forward differences of consecutive samples",
               "arterial_window": "t[i+1] <= t_spl", "portal_window": "t[i] >= t_spl",
               "denominators": "ALP: aortic peak, PVP: portal venous peak (direct Blomley form)"}

@@ -10,6 +10,11 @@ Discrete convention (the phantom's max-slope truth uses exactly this one on nois
   TLP = ALP + PVP; HPI = 100 * ALP / TLP  (mL/min/100 mL and %).
 
 A tissue that does not rise in a phase has no measurable inflow in it: negative maxima (noise) are reported as 0.
+
+Noise: the maximum of noisy slopes is biased upwards (the largest of several noisy values), and spatial
+averaging of the resulting map does not remove that bias. When a more strongly smoothed copy of the curves is
+given (`select`), the steepest interval of each phase is chosen on it and the slope is read at that interval
+from the voxel's own (lightly smoothed) curve: the same convention on noiseless data, without the bias.
 """
 from __future__ import annotations
 
@@ -53,8 +58,20 @@ def forward_slopes(enh: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.diff(enh, axis=0) / dt.reshape((-1,) + (1,) * (enh.ndim - 1))
 
 
-def max_slope_maps(enh: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs) -> dict[str, np.ndarray]:
-    """ALP, PVP, TLP (mL/min/100 mL) and HPI (%) for enhancement curves `enh` of shape (T, N)."""
+def _phase_max(s: np.ndarray, window: np.ndarray, sel: np.ndarray | None) -> np.ndarray:
+    """Max over the intervals of `window` of slopes s (T-1, N), at the interval chosen on `sel` if given."""
+    if sel is None:
+        return s[window].max(axis=0)
+    idx = np.argmax(np.where(window[:, None], sel, -np.inf), axis=0)
+    return np.take_along_axis(s, idx[None], axis=0)[0]
+
+
+def max_slope_maps(enh: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
+                   select: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """ALP, PVP, TLP (mL/min/100 mL) and HPI (%) for enhancement curves `enh` of shape (T, N).
+
+    `select` (same shape, more strongly smoothed) picks the steepest interval per phase (see module doc).
+    """
     if inputs.aorta_peak_hu <= 0 or inputs.portal_peak_hu <= 0:
         raise InputCurveError("max slope: an input curve does not enhance (peak <= 0 HU)")
     arterial, portal = phase_windows(times, inputs.t_spl)
@@ -63,8 +80,9 @@ def max_slope_maps(enh: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs) -
     pvp = np.empty(n, dtype=np.float32)
     for a in range(0, n, _CHUNK):
         s = forward_slopes(enh[:, a:a + _CHUNK], times)
-        alp[a:a + _CHUNK] = s[arterial].max(axis=0)
-        pvp[a:a + _CHUNK] = s[portal].max(axis=0)
+        sel = forward_slopes(select[:, a:a + _CHUNK], times) if select is not None else None
+        alp[a:a + _CHUNK] = _phase_max(s, arterial, sel)
+        pvp[a:a + _CHUNK] = _phase_max(s, portal, sel)
     alp = np.maximum(alp, 0) * np.float32(FLOW_SCALE / inputs.aorta_peak_hu)
     pvp = np.maximum(pvp, 0) * np.float32(FLOW_SCALE / inputs.portal_peak_hu)
     tlp = alp + pvp

@@ -1,11 +1,23 @@
-"""Rigid motion correction between time frames (science.md 1c step 2), with SimpleITK.
+"""Motion correction between time frames (science.md 1c step 2), with SimpleITK.
 
-Each frame is registered to a reference frame (the arterial-peak frame: the vessels are brightest there, and it
-is the frame whose instances the maps reference). Registration runs on a copy clipped to a soft-tissue window and
-shrunk to ~4 mm voxels, with Mattes mutual information (contrast changes intensities between frames, so plain
-squared differences would pull enhancing organs into place) and a few dozen iterations: cheap, and enough for
-the few-mm whole-body shifts of breathing or table creep. Frames whose estimated motion is below a tenth of a
-voxel are not resampled, so a still patient keeps untouched (un-blurred) data.
+Every frame is registered to a reference frame, the arterial-peak frame (vessels are brightest there, and it is
+the time point whose instances the maps reference), by a rigid translation: breathing and table creep shift
+the abdomen; rotations between the frames of one breath-hold series are negligible, and three parameters keep
+the registration cheap and stable.
+
+Metric: Mattes mutual information, because contrast changes organ intensities between frames and squared
+differences would read that as misalignment. Images are clipped to a soft-tissue window, smoothed by at least
+one voxel per axis (3 mm in-plane; otherwise noise favours shifts by half a slice, where linear interpolation
+averages it away: measured 2-6 mm of spurious z shift on a still phantom) and reduced to ~6 mm voxels.
+Breathing moves organs mostly along the body axis, and slices are thick: a local optimiser started at zero
+stalls in the first slice-sized basin, so a coarse search along the slice normal comes first. It leaves zero
+only for a clear gain in the metric; otherwise the refinement is in-plane only, so that a direction without
+features does not get invented motion.
+
+Measured on the small digital phantom (its anatomy varies along z only through enhancing organs, the hardest
+case): x/y within 0.2 mm; z within ~2 mm for most frames of a +-6 mm breathing pattern, the odd frame not
+corrected; a still series is left untouched. Frames whose estimated shift is below a tenth of the smallest voxel
+size are not resampled. Voxels that leave the field of view in any frame are reported so they are not analysed.
 """
 from __future__ import annotations
 
@@ -14,33 +26,49 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from node.perfusion.volume4d import Grid
 
 logger = logging.getLogger(__name__)
 
-_REG_VOXEL_MM = 4.0
-_CLIP_HU = (-200.0, 400.0)  # air/lung saturate: the body outline and organ edges drive the metric
-_ITERATIONS = 60
-_SEED = 1234  # fixed sampling seed: the same series gives the same transforms
+_REG_VOXEL_MM = 6.0
+_CLIP_HU = (-200.0, 400.0)  # air/lung and bone saturate: organ and body edges drive the metric
+_SMOOTH_MM = 3.0
+#: A search step along the normal must improve mutual information by this fraction of its value to count as
+#: motion (on the phantom, still frames differ by < 0.1 %, moved ones by 0.2-2 %).
+_SEARCH_GAIN = 0.001
+_Z_STEPS, _Z_STEP_MM = 3, 2.0  # coarse search along the slice normal: +-3 steps of 2 mm
+_ITERATIONS = 50
+#: Voxels above this HU in the first frame (bone) and their surroundings are ignored when picking the
+#: reference frame: a moving bone edge must not look like arriving contrast.
+_BONE_HU = 300.0
 
 
 @dataclass(frozen=True)
 class FrameMotion:
-    """Estimated rigid motion of one frame relative to the reference (moving -> reference mapping)."""
+    """Estimated translation of one frame relative to the reference (content of the frame = reference content
+    moved by this vector, patient mm)."""
 
     frame: int
     translation_mm: tuple[float, float, float]
-    rotation_deg: tuple[float, float, float]
-    max_displacement_mm: float  # over the corners of the volume
+    magnitude_mm: float
     resampled: bool
 
 
 def reference_frame(data: np.ndarray) -> int:
-    """Index of the arterial-peak frame: the one whose brightest voxels gained most over the first frame."""
+    """Index of the arterial-peak frame: the one whose brightest non-bone voxels are brightest.
+
+    Voxels near bone of the first frame are excluded (dilated so that motion cannot bring a bone edge in);
+    the 99.9th percentile of the rest peaks when the aorta is fullest of contrast.
+    """
     sub = data[:, :, ::2, ::2]  # subsample: a percentile does not need every voxel
-    gain = [np.percentile(sub[t] - sub[0], 99.9) for t in range(sub.shape[0])]
-    return int(np.argmax(gain))
+    bone = ndimage.binary_dilation(sub[0] > _BONE_HU, iterations=4)
+    keep = ~bone & (sub[0] > -500)
+    if not keep.any():
+        return 0
+    level = [np.percentile(sub[t][keep], 99.9) for t in range(sub.shape[0])]
+    return int(np.argmax(level))
 
 
 def to_sitk(volume: np.ndarray, grid: Grid) -> sitk.Image:
@@ -52,68 +80,72 @@ def to_sitk(volume: np.ndarray, grid: Grid) -> sitk.Image:
     return img
 
 
-def _shrunk(img: sitk.Image) -> sitk.Image:
-    factors = [max(1, int(round(_REG_VOXEL_MM / s))) for s in img.GetSpacing()]
+def _prepared(img: sitk.Image) -> sitk.Image:
+    """Clipped, smoothed (>= one voxel per axis), reduced copy for the metric."""
     clipped = sitk.Clamp(img, sitk.sitkFloat32, *_CLIP_HU)
-    return sitk.Shrink(clipped, factors) if any(f > 1 for f in factors) else clipped
+    smooth = sitk.SmoothingRecursiveGaussian(clipped, [max(_SMOOTH_MM, sp) for sp in img.GetSpacing()])
+    factors = [max(1, int(round(_REG_VOXEL_MM / sp))) for sp in img.GetSpacing()]
+    return sitk.Shrink(smooth, factors) if any(f > 1 for f in factors) else smooth
 
 
-def _register(fixed: sitk.Image, moving: sitk.Image) -> sitk.Euler3DTransform:
+def _method() -> sitk.ImageRegistrationMethod:
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.3, _SEED)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=0.05, numberOfIterations=_ITERATIONS,
-                                                 relaxationFactor=0.6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    center = fixed.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in fixed.GetSize()])
-    init = sitk.Euler3DTransform()
-    init.SetCenter(center)
-    reg.SetInitialTransform(init, inPlace=True)
+    return reg
+
+
+def _register(fixed: sitk.Image, moving: sitk.Image, normal: np.ndarray) -> np.ndarray:
+    """Translation (patient mm) mapping fixed points to moving points: coarse search, then gradient descent."""
+    costs = {}
+    for n in range(-_Z_STEPS, _Z_STEPS + 1):
+        reg = _method()
+        offset = tuple(float(v) for v in normal * n * _Z_STEP_MM)
+        reg.SetInitialTransform(sitk.TranslationTransform(3, offset), inPlace=False)
+        costs[n] = reg.MetricEvaluate(fixed, moving)
+    best = min(costs, key=costs.get)
+    if costs[0] - costs[best] <= _SEARCH_GAIN * abs(costs[0]):
+        best = 0
+    best_offset = normal * best * _Z_STEP_MM
+    tx = sitk.TranslationTransform(3, tuple(float(v) for v in best_offset))
+    reg = _method()
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=0.02, numberOfIterations=_ITERATIONS,
+                                                 relaxationFactor=0.7)
+    if best == 0:
+        # No clear motion along the normal: refine in-plane only, so interpolation bias cannot create some.
+        scales = 1.0 + 1e6 * np.abs(np.asarray(normal, float))
+        reg.SetOptimizerScales([float(v) for v in scales])
+    reg.SetInitialTransform(tx, inPlace=True)
     reg.Execute(fixed, moving)
-    return init
-
-
-def _max_displacement(tx: sitk.Transform, img: sitk.Image) -> float:
-    size = img.GetSize()
-    worst = 0.0
-    for corner in np.ndindex(2, 2, 2):
-        p = img.TransformContinuousIndexToPhysicalPoint([c * (s - 1) for c, s in zip(corner, size)])
-        worst = max(worst, float(np.linalg.norm(np.subtract(tx.TransformPoint(p), p))))
-    return worst
+    return np.asarray(tx.GetOffset(), float)
 
 
 def correct_motion(data: np.ndarray, grid: Grid, ref: int) -> tuple[list[FrameMotion], np.ndarray]:
-    """Register every frame of `data` (T, Z, Y, X) to frame `ref` and resample it in place (linear).
+    """Align every frame of `data` (T, Z, Y, X) to frame `ref` in place (linear resampling).
 
     Returns the per-frame motion and a (Z, Y, X) mask of voxels that stayed inside the field of view in
     every frame (elsewhere a moved frame has no data and the voxel's curve is meaningless).
     """
+    spacing = np.asarray(grid.spacing, float)
     valid = np.ones(data.shape[1:], dtype=bool)
-    fixed_full = to_sitk(data[ref], grid)
-    fixed = _shrunk(fixed_full)
-    threshold = 0.1 * float(min(grid.spacing))
+    fixed = to_sitk(data[ref], grid)
+    fixed_small = _prepared(fixed)
+    threshold = 0.1 * float(spacing.min())
     report = []
     for t in range(data.shape[0]):
-        if t == ref:
-            report.append(FrameMotion(t, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.0, False))
-            continue
-        moving_full = to_sitk(data[t], grid)
-        tx = _register(fixed, _shrunk(moving_full))
-        disp = _max_displacement(tx, fixed_full)
-        resample = disp > threshold
+        vec = np.zeros(3) if t == ref else _register(fixed_small, _prepared(to_sitk(data[t], grid)), grid.normal)
+        magnitude = float(np.linalg.norm(vec))
+        resample = t != ref and magnitude > threshold
         if resample:
+            tx = sitk.TranslationTransform(3, tuple(float(v) for v in vec))
             # Voxels moved in from outside the field of view get the frame's background (its first row: air).
-            out = sitk.Resample(moving_full, fixed_full, tx, sitk.sitkLinear, float(np.median(data[t, :, 0, :])))
+            out = sitk.Resample(to_sitk(data[t], grid), fixed, tx, sitk.sitkLinear,
+                                float(np.median(data[t, :, 0, :])))
             data[t] = sitk.GetArrayViewFromImage(out)
-            ones = sitk.Resample(to_sitk(np.ones(data.shape[1:], np.float32), grid), fixed_full, tx,
-                                 sitk.sitkNearestNeighbor, 0.0)
-            valid &= sitk.GetArrayViewFromImage(ones) > 0.5
-        params = tx.GetParameters()
-        report.append(FrameMotion(t, tuple(round(float(v), 2) for v in params[3:6]),
-                                  tuple(round(float(np.degrees(v)), 2) for v in params[:3]), round(disp, 2), resample))
-    moved = [m for m in report if m.resampled]
-    logger.info("motion correction: reference frame %d, %d of %d frames moved (max %.1f mm)", ref, len(moved),
-                len(report), max((m.max_displacement_mm for m in report), default=0.0))
+            inside = sitk.Resample(to_sitk(np.ones(data.shape[1:], np.float32), grid), fixed, tx,
+                                   sitk.sitkNearestNeighbor, 0.0)
+            valid &= sitk.GetArrayViewFromImage(inside) > 0.5
+        report.append(FrameMotion(t, tuple(round(float(v), 2) for v in vec), round(magnitude, 2), resample))
+    logger.info("motion correction: reference frame %d, %d of %d frames moved (max %.1f mm)", ref,
+                sum(m.resampled for m in report), len(report), max(m.magnitude_mm for m in report))
     return report, valid

@@ -12,10 +12,10 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
+import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 
-import highdicom as hd
 from node.config import AnalysisConfig
 from node.derived import NOT_FOR_DIAGNOSIS
 from node.perfusion import outputs as out
@@ -23,7 +23,9 @@ from node.perfusion.inputs import InputRoi, check_inputs, estimate_liver, find_i
 from node.perfusion.maps import discm_set, max_slope_set
 from node.perfusion.maxslope import MaxSlopeInputs
 from node.perfusion.motion import correct_motion, reference_frame
-from node.perfusion.preprocess import SMOOTH_SIGMA_MM, baseline_count, smooth_within, subtract_baseline, tissue_masks
+from node.perfusion.preprocess import (SELECT_SIGMA_FACTOR, baseline_count, estimate_noise, smooth_within,
+                                      smoothed_curves, smoothing_sigma_mm, subtract_baseline, tissue_masks)
+from node.perfusion.errors import PerfusionInputError
 from node.perfusion.stats import read_roi_masks, regional_statistics, to_working_grid
 from node.perfusion.volume4d import Volume4D, assemble
 from node.results import AnalysisResult, OutputObject
@@ -106,13 +108,22 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
     timer = StageTimer()
     with timer("load"):
         vol = assemble(ct_datasets)
+        noise_hu = estimate_noise(vol.data)
     with timer("motion"):
         ref_t = reference_frame(vol.data)
         motion, in_view = correct_motion(vol.data, vol.grid, ref_t)
-    roi_native = read_roi_masks(rtstruct, vol, ref_t) if rtstruct is not None else {}
+    roi_native, rtstruct_note = {}, "none given"
+    if rtstruct is not None:
+        try:
+            roi_native = read_roi_masks(rtstruct, vol, ref_t)
+            rtstruct_note = f"used: {', '.join(roi_native) or 'no ROIs'}"
+        except PerfusionInputError as exc:
+            # A structure set of another CT (e.g. the planning CT) must not cost the maps: note it and go on.
+            logger.warning("%s", exc)
+            rtstruct_note = f"not used: {exc}"
     with timer("inputs"):
         roi_work = {name: to_working_grid(m, vol.factor) for name, m in roi_native.items()}
-        rois = find_inputs(vol.data, vol.grid, analysis, roi_work)
+        rois = find_inputs(vol.data, vol.grid, analysis, roi_work, in_view)
         n_base = baseline_count(rois["aorta"].hu)
         set_enhancement(rois, n_base)
         check_inputs(rois, vol.times)
@@ -120,9 +131,16 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         baseline = subtract_baseline(vol.data, n_base)
         masks = tissue_masks(baseline, vol.data, vol.grid.spacing)
         analysed = masks.tissue & in_view
+        if analysed.sum() < 100:
+            raise PerfusionInputError("CT perfusion: almost no soft tissue to analyse (after air/fat/bone/vessel "
+                                      "masking and motion); wrong series or field of view?")
         liver, liver_source = _liver_mask(roi_native, analysis, vol, analysed, rois)
         liver_curve = vol.data[:, liver].mean(axis=1) if liver.any() else np.zeros(vol.n_times)
-        smooth_within(vol.data, analysed, vol.grid.spacing, SMOOTH_SIGMA_MM)
+        sigma = smoothing_sigma_mm(noise_hu, vol.grid.spacing)
+        select_sigma = SELECT_SIGMA_FACTOR * sigma
+        select = (smoothed_curves(vol.data, analysed, vol.grid.spacing, select_sigma)
+                  if sigma > 0 and "max-slope" in analysis.perfusion_methods else None)
+        smooth_within(vol.data, analysed, vol.grid.spacing, sigma)
     aorta, portal, spleen = (rois[n].enhancement for n in ("aorta", "portal_vein", "spleen"))
     t_spl = float(vol.times[int(np.argmax(spleen))])
     with timer("maps"):
@@ -130,9 +148,9 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         if "max-slope" in analysis.perfusion_methods:
             ms_inputs = MaxSlopeInputs(t_spl=t_spl, aorta_peak_hu=float(aorta.max()),
                                        portal_peak_hu=float(portal.max()))
-            map_sets.append(max_slope_set(vol.data, analysed, vol.times, ms_inputs, SMOOTH_SIGMA_MM))
+            map_sets.append(max_slope_set(vol.data, analysed, vol.times, ms_inputs, sigma, select, select_sigma))
         if "discm" in analysis.perfusion_methods:
-            map_sets.append(discm_set(vol.data, analysed, vol.times, aorta, portal, SMOOTH_SIGMA_MM,
+            map_sets.append(discm_set(vol.data, analysed, vol.times, aorta, portal, sigma,
                                       liver_curve if liver.any() else vol.data[:, analysed].mean(axis=1)))
     regional = regional_statistics(map_sets, roi_native, analysed, vol) if roi_native else {}
     with timer("outputs"):
@@ -150,6 +168,7 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         "reference_time_point": ref_t, "reference_time_s": round(float(vol.times[ref_t]), 3),
         "motion": [m.__dict__ for m in motion],
         "baseline_frames": n_base,
+        "noise_hu": round(noise_hu, 2), "spatial_sigma_mm": sigma,
         "inputs": {name: roi.describe(vol.times) for name, roi in rois.items()},
         "t_spl_s": t_spl,
         "aorta_peak_hu": round(float(aorta.max()), 2), "aorta_peak_time_s": float(vol.times[int(np.argmax(aorta))]),
@@ -160,6 +179,7 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         "masks": masks.summary(vol.grid.voxel_volume_ml) | {
             "analysed_ml": round(float(analysed.sum()) * vol.grid.voxel_volume_ml, 1)},
         "methods": {ms.method: ms.parameters for ms in map_sets},
+        "rtstruct": rtstruct_note,
         "regional_statistics": regional,
         "stages": timer.stages,
     }

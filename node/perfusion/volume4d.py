@@ -197,7 +197,20 @@ def _require(ds: Dataset, keyword: str, where: str) -> object:
     return value
 
 
+def _nominal_time(ds: Dataset) -> _dt.datetime | None:
+    """Time from TemporalPositionIdentifier x TemporalResolution (ms) when a scanner writes no clock time."""
+    tpi, res = ds.get("TemporalPositionIdentifier"), ds.get("TemporalResolution")
+    if tpi is None or res in (None, "") or float(res) <= 0:
+        return None
+    return _dt.datetime(2000, 1, 1) + _dt.timedelta(seconds=(int(tpi) - 1) * float(res) / 1000.0)
+
+
 def _classic_frames(datasets: Sequence[Dataset]) -> list[_Frame]:
+    if all(_time_of(ds) is None for ds in datasets) and all(_nominal_time(ds) for ds in datasets):
+        logger.info("CT perfusion: no acquisition times; using TemporalPositionIdentifier x TemporalResolution")
+        timer = _nominal_time
+    else:
+        timer = _time_of
     frames = []
     for ds in datasets:
         label = f"instance {ds.get('SOPInstanceUID', '?')}"
@@ -208,7 +221,7 @@ def _classic_frames(datasets: Sequence[Dataset]) -> list[_Frame]:
             iop=np.array(_require(ds, "ImageOrientationPatient", label), dtype=float),
             spacing=np.array(_require(ds, "PixelSpacing", label), dtype=float),
             rows=int(_require(ds, "Rows", label)), cols=int(_require(ds, "Columns", label)),
-            time=_time_of(ds), slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
+            time=timer(ds), slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
             intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0), label=label, dataset=ds, frame=None))
     return frames
 
