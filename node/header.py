@@ -221,9 +221,39 @@ def _check_pixel_size(ds: Dataset, transfer_syntax_uid: str) -> None:
                     f"pixel data truncated: {length} bytes for {n} pixels of {bits} bits ({expected} needed)")
 
 
+#: single-frame image classes the fast scanner serves (the bulk of traffic): CT, PET, MR, Secondary Capture
+FAST_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.4",
+                    "1.2.840.10008.5.1.4.1.1.7"}
+
+
+def _scan_fast(path: Path) -> Any:
+    """fastheader.scan over the file's bytes (a fresh spool file: read from the page cache)."""
+    from node import fastheader
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return fastheader.scan(data)
+    except fastheader.Truncated as exc:
+        raise UndecodableDatasetError(str(exc)) from exc
+
+
 def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_instance: str | None = None,
                 transfer_syntax_uid: str = "") -> InstanceInfo:
-    """Parse a received Part 10 file's header, validate it against the request, return the index row."""
+    """Parse a received Part 10 file's header, validate it against the request, return the index row.
+
+    Single-frame images in explicit VR little endian take the fast scanner; everything else, and anything the
+    scanner declines, is read by pydicom (bulk data deferred).
+    """
+    if expected_sop_class in FAST_SOP_CLASSES and transfer_syntax_uid:
+        ts = UID(transfer_syntax_uid)
+        if ts.is_little_endian and not ts.is_implicit_VR and not ts.is_deflated:
+            from node.fastheader import Unsupported
+
+            try:
+                return _info(_scan_fast(path), expected_sop_class, expected_sop_instance, transfer_syntax_uid)
+            except Unsupported:
+                pass
     size = os.path.getsize(path)
     try:
         ds = pydicom.dcmread(path, defer_size=_DEFER, force=False)
