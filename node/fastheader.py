@@ -42,6 +42,14 @@ class Truncated(Exception):
     """A declared length runs past the end of the data (or native pixel data is short)."""
 
 
+class PixelsTruncated(Truncated):
+    """Native pixel data shorter than declared: final even when only a prefix was scanned."""
+
+
+class NeedMore(Exception):
+    """The header runs past the prefix given to scan(); call again with the whole file."""
+
+
 class ScannedHeader:
     """The wanted attributes, readable like a pydicom Dataset by node.header (get / `in`)."""
 
@@ -118,13 +126,30 @@ def _element_header(buf: memoryview, pos: int, end: int) -> tuple[int, int, byte
     return pos + 8, _US.unpack_from(buf, pos + 6)[0], vr
 
 
-def scan(data: bytes | memoryview) -> ScannedHeader:
+def scan(data: bytes | memoryview, file_size: int | None = None) -> ScannedHeader:
     """Scan the bytes of a Part 10 file (preamble, meta, explicit VR little endian dataset).
 
-    Raises Unsupported (use pydicom instead) or Truncated.
+    `data` may be a prefix of a file of `file_size` bytes: native pixel data is then checked against the file
+    size without being read. Raises Unsupported (use pydicom instead), Truncated, or NeedMore (prefix too short).
     """
     buf = memoryview(data)
     end = len(buf)
+    size = end if file_size is None else file_size
+    if size > end:
+        return _scan_prefix(buf, end, size)
+    return _scan(buf, end, size)
+
+
+def _scan_prefix(buf: memoryview, end: int, size: int) -> ScannedHeader:
+    try:
+        return _scan(buf, end, size)
+    except PixelsTruncated:
+        raise
+    except Truncated as exc:  # only the prefix ended: that is not the file ending
+        raise NeedMore(str(exc)) from exc
+
+
+def _scan(buf: memoryview, end: int, size: int) -> ScannedHeader:
     if end < 144 or bytes(buf[128:132]) != b"DICM":
         raise Unsupported("no Part 10 preamble")
     meta_len = _UL.unpack_from(buf, 140)[0]
@@ -138,9 +163,9 @@ def scan(data: bytes | memoryview) -> ScannedHeader:
             if length == _UNDEFINED:
                 _skip_undefined(buf, vpos, end)  # encapsulated: every fragment must be there
                 pixels[tag] = _UNDEFINED
-            elif vpos + length > end:
-                raise Truncated(
-                    f"dataset truncated: pixel data declares {length} bytes, only {end - vpos} received")
+            elif vpos + length > size:
+                raise PixelsTruncated(
+                    f"dataset truncated: pixel data declares {length} bytes, only {size - vpos} received")
             else:
                 pixels[tag] = length
             break  # pixel data is last in practice; trailing padding is not needed here
@@ -179,5 +204,5 @@ def _check_pixels(values: dict[str, Any], pixels: dict[int, int]) -> None:
         bits = int(values.get("BitsAllocated") or 16) if tag == 0x7FE00010 else PIXEL_TAGS[tag]
         expected = (n * bits + 7) // 8
         if length < expected:
-            raise Truncated(
+            raise PixelsTruncated(
                 f"pixel data truncated: {length} bytes for {n} pixels of {bits} bits ({expected} needed)")

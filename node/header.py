@@ -226,16 +226,23 @@ FAST_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.128", 
                     "1.2.840.10008.5.1.4.1.1.7"}
 
 
+_PREFIX = 64 * 1024  # enough for the header of a classic image; pixel data is checked by size, not read
+
+
 def _scan_fast(path: Path) -> Any:
-    """fastheader.scan over the file's bytes (a fresh spool file: read from the page cache)."""
+    """fastheader.scan over the file's first bytes (all of it if the header is longer)."""
     from node import fastheader
 
     with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return fastheader.scan(data)
-    except fastheader.Truncated as exc:
-        raise UndecodableDatasetError(str(exc)) from exc
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(_PREFIX)
+        try:
+            try:
+                return fastheader.scan(prefix, size)
+            except fastheader.NeedMore:
+                return fastheader.scan(prefix + f.read())
+        except fastheader.Truncated as exc:
+            raise UndecodableDatasetError(str(exc)) from exc
 
 
 def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_instance: str | None = None,

@@ -37,7 +37,7 @@ from node.store import InvalidUIDError, StorageError
 logger = logging.getLogger(__name__)
 
 _SOCKET_BUFFER = 4 * 1024 * 1024
-_WRITEBACK_CHUNK = 1 << 20  # start disk writeback every MiB received, so the final fsync has little left to do
+_WRITEBACK_CHUNK = 1 << 17  # start disk writeback every 128 KiB received, so the final fsync has little left to do
 
 try:  # Linux: start writeback of a range without waiting for it (no Python binding in os)
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
