@@ -27,6 +27,7 @@ from node.store import InstanceStore, publish, sync_file
 logger = logging.getLogger(__name__)
 
 _BATCH = 500
+_GATHER_SECONDS = 0.05  # group commit: let a burst of arrivals share one index transaction
 _CLEAN_MARK = "clean-shutdown"  # written by stop(): the index is complete, start-up need not rescan the files
 
 
@@ -104,6 +105,7 @@ class Receiver:
                 stop = True
             else:
                 batch.append(item)
+                time.sleep(_GATHER_SECONDS)  # off the C-STORE path: waiting here delays only the index
             while len(batch) < _BATCH:
                 try:
                     more = self._arrivals.get_nowait()
