@@ -141,7 +141,7 @@ def test_refuses_ct_of_another_frame_of_reference(phantom):
 
 def test_outputs_pass_dciodvfy_and_are_labelled(tmp_path, phantom, automatic):
     kinds = sorted(o.kind for o in automatic.outputs)
-    assert kinds == ["rtstruct", "secondary-capture"]
+    assert kinds == ["report", "secondary-capture"]  # the regions' RTSTRUCT travels with the report, not to the TPS
     for n, obj in enumerate(automatic.outputs):
         path = tmp_path / f"{n}.dcm"
         obj.dataset.save_as(path, enforce_file_format=True)
@@ -150,7 +150,8 @@ def test_outputs_pass_dciodvfy_and_are_labelled(tmp_path, phantom, automatic):
     sc = next(o.dataset for o in automatic.outputs if o.kind == "secondary-capture")
     assert "DERIVED" in sc.ImageType and "not for primary diagnosis" in sc.SeriesDescription
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == phantom["nm"].SOPInstanceUID
-    rtss = next(o.dataset for o in automatic.outputs if o.kind == "rtstruct")
+    rtss = next(o.dataset for o in automatic.outputs if o.kind == "report")
+    assert rtss.Modality == "RTSTRUCT"
     assert set(rtstruct.roi_names(rtss)) == {"Liver", *automatic.measurements["uptake"]["tumours"]}
     json.dumps(automatic.measurements)  # the case record must serialise
 

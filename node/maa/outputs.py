@@ -166,6 +166,8 @@ def build_outputs(nm: Dataset, spect: sitk.Image, counts: np.ndarray, regions: R
     logger.debug("MAA review capture %dx%d", rgb.shape[1], rgb.shape[0])
     if ct_ordered and ct_image is not None and (regions.liver_source != "RTSTRUCT"
                                                or regions.tumour_source != "RTSTRUCT"):
-        out.append(OutputObject("rtstruct", _rtstruct(spect, regions, uptake, ct_ordered, ct_image),
+        # Routed with the report (to the PACS), not as "rtstruct": the TPS takes the radiotherapy targets only,
+        # and these regions document the T/N measurement for the physicist to review or correct.
+        out.append(OutputObject("report", _rtstruct(spect, regions, uptake, ct_ordered, ct_image),
                                 "MAA regions structure set"))
     return out
