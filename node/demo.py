@@ -119,17 +119,19 @@ def _rel(measured: float | None, truth: float, tol: float) -> bool:
 
 
 def _compare_perfusion(m: dict[str, Any], truth: dict[str, Any]) -> list[Check]:
-    stats = m.get("roi_statistics") or {}
+    """Regional max-slope means (from the phantom's perfusion RTSTRUCT) vs the max-slope truth."""
+    stats = m.get("regional_statistics") or {}
     regions = truth["perfusion"]["regions"]
     out = []
-    for roi, region in (("Normal liver", "liver"), ("T1", "T1"), ("T3", "T3")):
-        s = stats.get(roi) or {}
-        ms = regions[region]["max_slope"]
+    for roi, region in (("Normal liver", "liver"), ("T1", "T1"), ("T2", "T2"), ("T3", "T3")):
+        if roi not in stats:
+            continue
+        ms, got = regions[region]["max_slope"], stats[roi].get("max-slope") or {}
         for p, key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
-            v = (s.get(f"max-slope {p}") or {}).get("mean")
+            v = (got.get(p) or {}).get("mean")
             out.append(Check(f"{roi} max-slope {p} (mL/min/100 mL)", v, ms[key], "5 %",
                              _rel(v, ms[key], PERFUSION_TOLERANCE)))
-        v = (s.get("max-slope HPI") or {}).get("mean")
+        v = (got.get("HPI") or {}).get("mean")
         out.append(Check(f"{roi} max-slope HPI (%)", v, ms["hpi_percent"], "3 pp",
                          v is not None and abs(v - ms["hpi_percent"]) <= HPI_TOLERANCE_PP))
     return out
@@ -145,25 +147,31 @@ def _compare_gsa(m: dict[str, Any], truth: dict[str, Any]) -> list[Check]:
         out.append(Check(f"{name} volume (cm3)", v, tv, "10 %", _rel(v, tv, VOLUME_TOLERANCE)))
     reg = m.get("registration") or {}
     t_true = truth["transforms"]["planning_to_spect_gsa"]
-    err_t = reg.get("translation_error_mm")
-    if err_t is None and reg.get("translation_mm") is not None:
+    if reg.get("translation_mm") is not None:
         err_t = max(abs(a - b) for a, b in zip(reg["translation_mm"], t_true["translation_mm"]))
         out.append(Check("registration translation error (mm)", err_t, 0.0, "2 mm",
                          err_t <= TRANSLATION_TOLERANCE_MM))
-    if reg.get("rotation_deg") is not None:
-        err_r = max(abs(a - b) for a, b in zip(reg["rotation_deg"], t_true["rotation_deg_xyz"]))
+    if reg.get("euler_xyz_deg") is not None:
+        err_r = max(abs(a - b) for a, b in zip(reg["euler_xyz_deg"], t_true["rotation_deg_xyz"]))
         out.append(Check("registration rotation error (deg)", err_r, 0.0, "1 deg", err_r <= ROTATION_TOLERANCE_DEG))
     return out
 
 
 def _compare_maa(m: dict[str, Any], truth: dict[str, Any]) -> list[Check]:
+    """T/N per tumour: automatic regions are matched to the truth tumours by centre (within their radius)."""
     if not m:
         return []
-    measured = {t.get("name"): t.get("tn_ratio") for t in m.get("tumours", [])}
+    found = (m.get("uptake") or {}).get("tumours") or {}
     out = []
-    for name, tn in (truth["maa"].get("tn_ratio") or {}).items():
-        v = measured.get(name)
-        out.append(Check(f"MAA T/N {name}", v, tn, "10 %", _rel(v, tn, TN_TOLERANCE)))
+    for t in truth["tumours"]:
+        centre = t["centre_mm"]["maa"]
+        best = min(found.values(), default=None,
+                   key=lambda f: sum((a - b) ** 2 for a, b in zip(f["centre_mm"], centre)))
+        near = best is not None and sum((a - b) ** 2 for a, b in zip(best["centre_mm"], centre)) ** 0.5 <= \
+            t["radius_mm"]
+        v = best["tn_ratio"] if near else None
+        out.append(Check(f"MAA T/N {t['name']}", v, t["maa_tn_ratio"], "10 %", _rel(v, t["maa_tn_ratio"],
+                                                                                    TN_TOLERANCE)))
     return out
 
 
