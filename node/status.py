@@ -43,9 +43,8 @@ def render_status(config: Config, index: Index, outbox_rows: list[dict[str, Any]
         if not outbox_rows:
             lines.append("  empty")
         else:
-            keys = ("destination", "case", "kind", "state", "sent_as", "attempts", "next_attempt", "last_error")
-            lines += table([k.upper().replace("_", " ") for k in keys],
-                           [[_fmt(r.get(k)) for k in keys] for r in outbox_rows])
+            lines += table(("DESTINATION", "CASE", "KIND", "STATE", "SENT AS", "ITEMS", "ATTEMPTS", "NEXT ATTEMPT",
+                            "LAST ERROR"), _outbox_groups(outbox_rows))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -53,3 +52,19 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return _when(v)
     return "-" if v in (None, "") else str(v)[:60]
+
+
+def _outbox_groups(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """One line per destination, case, kind, state and fallback, with counts: readable for big cases."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        key = (r.get("destination"), r.get("case"), r.get("kind"), r.get("state"), r.get("sent_as") or "")
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (dest, case, kind, state, sent_as), items in groups.items():
+        nexts = sorted(str(i["next_attempt"]) for i in items if i.get("next_attempt"))
+        errors = [i["last_error"] for i in items if i.get("last_error")]
+        out.append([_fmt(dest), _fmt(case), _fmt(kind), _fmt(state), _fmt(sent_as), str(len(items)),
+                    str(max(int(i.get("attempts") or 0) for i in items)), nexts[0] if nexts else "-",
+                    _fmt(errors[-1] if errors else None)])
+    return out

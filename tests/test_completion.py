@@ -95,6 +95,7 @@ def test_late_instance_rearms_and_reanalyses(node_factory, tmp_path: Path) -> No
     assert _wait(lambda: len(rec.calls) == 1)
     assert _wait(lambda: node.index.get_case("P-LATE").state == "done")
     _send(node.address[1], perf[-1:])  # the late instance
+    node.receiver.flush()
     assert node.index.get_case("P-LATE").state == "receiving"
     assert _wait(lambda: len(rec.calls) == 2)
     assert _wait(lambda: node.index.get_case("P-LATE").version == 2)

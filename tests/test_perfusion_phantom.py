@@ -9,9 +9,10 @@ Truth used:
   contain). With noise the rounding averages out and the unrounded truth is used.
 * DISCM: the model parameters, with the OSIPI flow tolerance 5 mL/100 mL/min + 10 %.
 Region means are taken over truth masks eroded by 4 mm (the spatial smoothing mixes lesion edges).
-What the small noisy phantom cannot support (10 HU per 3.2 x 3.2 x 5 mm voxel; lesions of 12-15 mm radius):
-tumour means and the liver's low arterial slope are checked on noiseless variants here and on the full phantom
-by bench/perfusion.py.
+Noisy variants use the phantom's physical noise (10 HU at 0.78 x 0.78 x 2.5 mm, i.e. 1.7 HU at the small
+phantom's 3.2 x 3.2 x 5 mm voxel) and are held to the issue's criteria for the liver parenchyma and the input
+ROIs. Tumours T1-T3 (radius 12-15 mm, 4-5 voxels) are held to them only on the noiseless variants: the noise-
+adaptive smoothing (sigma about 3.8 mm) mixes liver into their eroded cores (measured 10-30 % off with noise).
 """
 from __future__ import annotations
 
@@ -132,9 +133,21 @@ def noisy(tmp_path_factory) -> Case:
 
 @pytest.fixture(scope="module")
 def noisy_motion(tmp_path_factory) -> Case:
-    """Motion, analysed with the DISCM only (config [analysis] perfusion_methods = ["discm"])."""
-    return Case(write_phantom(tmp_path_factory.mktemp("motion"), "small", 0, ("motion",)),
-                analysis=AnalysisConfig(perfusion_methods=("discm",)))
+    """Smooth breathing (up to 4 mm cranio-caudal, 1 mm in-plane)."""
+    return Case(write_phantom(tmp_path_factory.mktemp("motion"), "small", 5, ("motion",)))
+
+
+@pytest.fixture(scope="module")
+def noisy_shuffled_j2k(tmp_path_factory) -> Case:
+    """Shuffled instance numbers and JPEG 2000 pixel data in one series."""
+    return Case(write_phantom(tmp_path_factory.mktemp("shj2k"), "small", 3,
+                              ("shuffled-instance-numbers", "jpeg2000")))
+
+
+@pytest.fixture(scope="module")
+def noisy_enhanced(tmp_path_factory) -> Case:
+    """Enhanced CT multi-frame."""
+    return Case(write_phantom(tmp_path_factory.mktemp("enhn"), "small", 4, ("enhanced-ct",)))
 
 
 # ------------------------------------------------------------------ noiseless: the convention, exactly
@@ -190,21 +203,36 @@ def test_rtstruct_inputs_and_regional_statistics(exact_classic: Case) -> None:
     json.dumps(m)  # the case record must be JSON
 
 
-# ------------------------------------------------------------------ noisy
-def test_noisy_liver_maps_within_tolerance(noisy: Case) -> None:
-    """At the small phantom's noise (10 HU per 51 mm^3 voxel, six times the full phantom's per volume) the
-    liver's low arterial slope (0.5 HU/s) is read high by any voxel-wise estimate; ALP, TLP and HPI are checked
-    on the noiseless variants above and on the full phantom (bench/perfusion.py)."""
-    maps = noisy.maps()
-    truth = noisy.perf["regions"]["liver"]
-    assert noisy.m["noise_hu"] == pytest.approx(10.0, rel=0.1)
-    got = noisy.region_mean(maps[("MaxSlope", "PVP")], "liver_parenchyma")
-    assert got == pytest.approx(truth["max_slope"]["pvp_ml_min_100ml"], rel=0.05)
+# ------------------------------------------------------------------ noisy: the issue's criteria
+NOISY_CASES = ["noisy", "noisy_motion", "noisy_shuffled_j2k", "noisy_enhanced"]
+
+
+@pytest.mark.parametrize("case_name", NOISY_CASES)
+def test_noisy_variants_meet_the_criteria_for_the_liver_and_inputs(case_name: str, request) -> None:
+    """Max slope ALP/PVP within 5 % of the max-slope truth, DISCM ALP/PVP within 5 mL/100 mL/min + 10 % of the
+    model, HPI within 3 percentage points, input ROI centres inside the true aorta / portal vein / spleen."""
+    case: Case = request.getfixturevalue(case_name)
+    maps = case.maps()
+    truth = case.perf["regions"]["liver"]
+    # the phantom's physical noise: 10 HU x sqrt(0.78^2 x 2.5 / (3.2^2 x 5)) = 1.73 HU (+ integer rounding)
+    assert case.perf["ct_noise_sd_hu"] == pytest.approx(1.73, abs=0.01)
+    assert 1.4 < case.m["noise_hu"] < 2.6
+    ms = truth["max_slope"]
     for param, key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
-        got = noisy.region_mean(maps[("DISCM", param)], "liver_parenchyma")
-        assert abs(got - truth["model"][key]) <= 5 + 0.1 * truth["model"][key], param
+        got = case.region_mean(maps[("MaxSlope", param)], "liver_parenchyma")
+        assert got == pytest.approx(ms[key], rel=0.05), (param, got, ms[key])
+    assert case.region_mean(maps[("MaxSlope", "HPI")], "liver_parenchyma") == pytest.approx(ms["hpi_percent"],
+                                                                                             abs=3.0)
+    for param, key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
+        got = case.region_mean(maps[("DISCM", param)], "liver_parenchyma")
+        assert abs(got - truth["model"][key]) <= 5 + 0.1 * truth["model"][key], (param, got)
+    got = case.region_mean(maps[("DISCM", "HPI")], "liver_parenchyma")
+    assert got == pytest.approx(truth["model"]["hpi_percent"], abs=3.0)
     for name in ("aorta", "portal_vein", "spleen"):
-        assert noisy.inside_truth(name), name
+        assert case.inside_truth(name), name
+
+
+def test_noisy_still_series_and_foreign_rtstruct(noisy: Case) -> None:
     # a still patient is not resampled
     assert not any(f["resampled"] for f in noisy.m["motion"])
     # a structure set of another CT is reported, not used, and costs no map
@@ -212,18 +240,12 @@ def test_noisy_liver_maps_within_tolerance(noisy: Case) -> None:
     assert noisy.m["regional_statistics"] == {}
 
 
-def test_motion_is_estimated_in_plane_and_liver_maps_hold(noisy_motion: Case) -> None:
-    m = noisy_motion.m
+def test_breathing_motion_is_estimated_in_three_directions(noisy_motion: Case) -> None:
     truth = np.asarray(noisy_motion.perf["motion_mm_per_frame"]) - noisy_motion.ref_shift
-    est = np.array([f["translation_mm"] for f in m["motion"]])
-    np.testing.assert_allclose(est[:, :2], truth[:, :2], atol=0.5)  # x, y; see motion.py for z
-    for name in ("aorta", "portal_vein", "spleen"):
-        assert noisy_motion.inside_truth(name), name
-    maps = noisy_motion.maps()
-    liver = noisy_motion.perf["regions"]["liver"]
-    for param, key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
-        got = noisy_motion.region_mean(maps[("DISCM", param)], "liver_parenchyma")
-        assert abs(got - liver["model"][key]) <= 5 + 0.1 * liver["model"][key], param
+    assert np.abs(truth[:, 2]).max() > 2.0  # the pattern really moves the patient by more than 2 mm in z
+    est = np.array([f["translation_mm"] for f in noisy_motion.m["motion"]])
+    np.testing.assert_allclose(est[:, :2], truth[:, :2], atol=0.5)
+    np.testing.assert_allclose(est[:, 2], truth[:, 2], atol=1.25)  # a quarter of the 5 mm slice
 
 
 # ------------------------------------------------------------------ DICOM outputs
@@ -275,8 +297,8 @@ def test_parametric_map_values_equal_the_maps(noisy: Case) -> None:
     np.testing.assert_allclose(tlp, alp + maps[("MaxSlope", "PVP")].array, rtol=1e-5, atol=1e-4)
 
 
-def test_only_the_configured_method_is_run(noisy_motion: Case) -> None:
-    res = noisy_motion.result
+def test_only_the_configured_method_is_run(exact_classic: Case) -> None:
+    res = run_perfusion(exact_classic.datasets, AnalysisConfig(perfusion_methods=("discm",)))
     maps = sorted(o.description for o in res.outputs if o.kind == "parametric-map")
     assert maps == sorted(f"{p} (DISCM)" for p in ("ALP", "PVP", "HPI", "DV", "MTT"))
     assert list(res.measurements["methods"]) == ["discm"]

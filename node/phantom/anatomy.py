@@ -13,9 +13,12 @@ import numpy as np
 # Labels of the CT label volume.
 AIR, FAT, SOFT_TISSUE, BONE, LUNG, SPLEEN, LIVER, PORTAL_VEIN, AORTA = range(9)
 TUMOUR_LABEL0 = 9  # tumour n (0-based) has label TUMOUR_LABEL0 + n
+DISC = 12          # intervertebral disc (after the tumours, so tumour labels keep their numbers)
+N_LABELS = 13
 
 LABEL_NAMES = {AIR: "air", FAT: "fat", SOFT_TISSUE: "soft_tissue", BONE: "bone", LUNG: "lung",
-               SPLEEN: "spleen", LIVER: "liver_parenchyma", PORTAL_VEIN: "portal_vein", AORTA: "aorta"}
+               SPLEEN: "spleen", LIVER: "liver_parenchyma", PORTAL_VEIN: "portal_vein", AORTA: "aorta",
+               DISC: "intervertebral_disc"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,36 @@ class CylinderZ:
         qx = (p[..., 0] - self.centre_xy[0]) / self.semi_axes_xy[0]
         qy = (p[..., 1] - self.centre_xy[1]) / self.semi_axes_xy[1]
         return qx * qx + qy * qy <= 1.0
+
+
+@dataclass(frozen=True)
+class Vertebrae:
+    """Vertebral bodies along z: a cylinder cut into `body_mm` of bone every `body_mm + disc_mm`.
+
+    The gaps are the intervertebral discs (painted underneath as the whole column). This gives the
+    non-enhancing anatomy structure along z, which a rigid motion correction needs to see cranio-caudal
+    breathing.
+    """
+
+    column: CylinderZ
+    body_mm: float
+    disc_mm: float
+    z0_mm: float   # lower end plate of one vertebral body
+
+    def contains(self, p: np.ndarray) -> np.ndarray:
+        phase = np.mod(p[..., 2] - self.z0_mm, self.body_mm + self.disc_mm)
+        return self.column.contains(p) & (phase < self.body_mm)
+
+    def bone_fraction(self, z_mm: np.ndarray, thickness_mm: float) -> np.ndarray:
+        """Fraction of the slab [z - t/2, z + t/2] (a rectangular slice profile) that is vertebral bone."""
+        period = self.body_mm + self.disc_mm
+
+        def bone_length(x: np.ndarray) -> np.ndarray:  # bone length between z0 and x
+            u = np.asarray(x, float) - self.z0_mm
+            return np.floor(u / period) * self.body_mm + np.minimum(np.mod(u, period), self.body_mm)
+
+        half = thickness_mm / 2.0
+        return (bone_length(z_mm + half) - bone_length(z_mm - half)) / thickness_mm
 
 
 @dataclass(frozen=True)
@@ -80,7 +113,9 @@ class Tumour:
 
 BODY_OUTER = CylinderZ((0.0, 0.0), (165.0, 115.0))     # skin surface
 BODY_INNER = CylinderZ((0.0, 0.0), (150.0, 100.0))     # inside the subcutaneous fat layer
-SPINE = CylinderZ((0.0, 68.0), (20.0, 20.0))           # vertebral bodies as one bone column
+SPINE = CylinderZ((0.0, 68.0), (20.0, 20.0))           # vertebral column (discs between the bodies)
+#: Lumbar-like vertebral bodies 25 mm high with 5 mm discs; z0 puts a disc centre near the body origin.
+VERTEBRAE = Vertebrae(SPINE, body_mm=25.0, disc_mm=5.0, z0_mm=-27.5)
 AORTA_SHAPE = CylinderZ((18.0, 28.0), (12.0, 12.0))    # descending/abdominal aorta, left-anterior of spine
 SPLEEN_SHAPE = Ellipsoid((95.0, 38.0, 15.0), (35.0, 30.0, 55.0))
 LUNGS = (Ellipsoid((-70.0, 15.0, 150.0), (60.0, 70.0, 75.0)),
@@ -115,7 +150,7 @@ def _paint_order() -> list[tuple[int, object]]:
     order = [(FAT, BODY_OUTER), (SOFT_TISSUE, BODY_INNER), (LUNG, LUNGS[0]), (LUNG, LUNGS[1]),
              (SPLEEN, SPLEEN_SHAPE), (LIVER, LIVER_LOBES[0]), (LIVER, LIVER_LOBES[1])]
     order += [(tumour_label(n), t.shape) for n, t in enumerate(TUMOURS)]
-    order += [(PORTAL_VEIN, PORTAL_VEIN_SHAPE), (AORTA, AORTA_SHAPE), (BONE, SPINE)]
+    order += [(PORTAL_VEIN, PORTAL_VEIN_SHAPE), (AORTA, AORTA_SHAPE), (DISC, SPINE), (BONE, VERTEBRAE)]
     return order
 
 

@@ -19,12 +19,20 @@ from node.phantom.ct import CtOptions, write_ct_series
 from node.phantom.curves import NONUNIFORM_TIMES_S, UNIFORM_TIMES_S, build_curves, sample
 from node.phantom.dicomio import Patient, Series, Study
 from node.phantom.enhanced import write_enhanced_ct
+from node.phantom.geometry import Grid, Rigid
 from node.phantom.rtss import PERFUSION_ROIS, write_liver_rtstruct, write_perfusion_rtstruct
 from node.phantom.variants import check_variants
 
 logger = logging.getLogger(__name__)
 
-MOTION_MAX_MM = (1.5, 1.5, 6.0)   # per-frame rigid breathing displacement bounds (x, y, z)
+#: Breathing: peak displacement bounds (x, y, z mm); mostly cranio-caudal. The patient drifts smoothly away from
+#: the breath-hold position and back over a period of MOTION_PERIOD_S (seeded within the range).
+MOTION_MAX_MM = (1.0, 1.0, 4.0)
+MOTION_PERIOD_S = (14.0, 22.0)
+#: Output folder of the CT series on each layout grid (truth.json keys).
+_SERIES_FOLDER = {"perfusion": "ct-perfusion", "planning": "planning-ct", "gsa-ct": "spect-gsa-ct",
+                  "maa-ct": "spect-maa-ct"}
+_VISIT = {"perfusion": "perfusion", "planning": "planning", "gsa-ct": "gsa", "maa-ct": "maa"}
 #: Region name of each enhancing CT label.
 ENHANCING = {A.AORTA: "aorta", A.PORTAL_VEIN: "portal_vein", A.SPLEEN: "spleen", A.LIVER: "liver",
              **{A.tumour_label(n): t.name for n, t in enumerate(A.TUMOURS)}}
@@ -44,11 +52,19 @@ class _Context:
     frames_of_reference: dict[str, str]
     rng_ct: np.random.Generator
     rng_nm: np.random.Generator
+    noise_override_hu: float | None = None
     doc: dict = field(default_factory=dict)
 
-    @property
-    def sigma(self) -> float:
-        return 0.0 if "noiseless" in self.chosen else L.CT_NOISE_HU
+    def sigma(self, series_key: str) -> float:
+        """CT noise SD (HU) of one series: physically scaled with its voxel volume unless overridden."""
+        if "noiseless" in self.chosen:
+            sd = 0.0
+        elif self.noise_override_hu is not None:
+            sd = float(self.noise_override_hu)
+        else:
+            sd = L.ct_noise_sd_hu(self.lay.grids[series_key].spacing)
+        self.doc.setdefault("ct_noise_sd_hu", {})[_SERIES_FOLDER[series_key]] = sd
+        return sd
 
     @property
     def ct_position(self) -> str:
@@ -68,14 +84,16 @@ class _Context:
         return Series(study, dicomio.new_uid(), number, description, modality, self.frames_of_reference[visit],
                       study.start() + timedelta(seconds=offset_s))
 
-    def static_ct(self, labels: np.ndarray) -> np.ndarray:
-        """Unenhanced CT (HU) of a label volume."""
-        return _noisy(_hu_table(None, {})[labels], self.rng_ct, self.sigma)
+    def static_ct(self, labels: np.ndarray, series_key: str) -> np.ndarray:
+        """Unenhanced CT (HU) of a label volume on grid `series_key`."""
+        hu = _spine_slice_profile(_hu_table(None, {})[labels], labels, self.lay.grids[series_key],
+                                  self.lay.poses[_VISIT[series_key]])
+        return _noisy(hu, self.rng_ct, self.sigma(series_key))
 
 
 def _hu_table(frame: int | None, sampled: dict[str, np.ndarray]) -> np.ndarray:
     """HU of every label at one time point (None = unenhanced)."""
-    table = np.zeros(A.TUMOUR_LABEL0 + len(A.TUMOURS), np.float32)
+    table = np.zeros(A.N_LABELS, np.float32)
     for label, hu in L.BASELINE_HU.items():
         table[label] = hu
     if frame is not None:
@@ -84,24 +102,53 @@ def _hu_table(frame: int | None, sampled: dict[str, np.ndarray]) -> np.ndarray:
     return table
 
 
+def _spine_slice_profile(hu: np.ndarray, labels: np.ndarray, grid: Grid, pose: Rigid,
+                         displacement_mm: np.ndarray | None = None) -> np.ndarray:
+    """Give the vertebral column (bone and disc voxels) the partial volume of the slice thickness along z.
+
+    Everything else takes the value at the voxel centre; the column is non-enhancing and in no truth mask,
+    and its graded end plates are what lets a motion correction see sub-slice cranio-caudal shifts.
+    """
+    column = (labels == A.BONE) | (labels == A.DISC)
+    idx = np.argwhere(column).astype(float)
+    if idx.size == 0:
+        return hu
+    shift = np.zeros(3) if displacement_mm is None else np.asarray(displacement_mm, float)
+    z_body = pose.inverse().apply(grid.to_patient(idx) - shift)[:, 2]
+    frac = A.VERTEBRAE.bone_fraction(z_body, float(grid.spacing[0]))
+    bone, disc = L.BASELINE_HU[A.BONE], L.BASELINE_HU[A.DISC]
+    hu[column] = (disc + (bone - disc) * frac).astype(hu.dtype)
+    return hu
+
+
 def _noisy(hu: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return hu
     return hu + np.float32(sigma) * rng.standard_normal(hu.shape, dtype=np.float32)
 
 
-def _motion(n_frames: int, seed: int) -> np.ndarray:
-    """Per-frame patient displacement (mm); frame 0 is the reference (zero)."""
+def _motion(times: np.ndarray, seed: int) -> np.ndarray:
+    """Per-frame patient displacement (mm) at `times` (s); frame 0 (t = 0) is the reference (zero).
+
+    Smooth breathing drift d(t) = a * (1 - cos(2 pi t / P)) / 2: the patient leaves the breath-hold position
+    and returns, mostly cranio-caudally. Amplitude a (z 3-4 mm, x/y within +-1 mm) and period P are seeded.
+    """
     rng = np.random.default_rng([seed, 7])
-    d = rng.uniform(-1.0, 1.0, (n_frames, 3)) * np.asarray(MOTION_MAX_MM)
-    d[0] = 0.0
-    return np.round(d, 1)
+    peak = np.asarray(MOTION_MAX_MM)
+    amplitude = np.array([rng.uniform(-1.0, 1.0) * peak[0], rng.uniform(-1.0, 1.0) * peak[1],
+                          rng.choice([-1.0, 1.0]) * rng.uniform(0.75, 1.0) * peak[2]])
+    period = rng.uniform(*MOTION_PERIOD_S)
+    profile = (1.0 - np.cos(2.0 * np.pi * (np.asarray(times, float) - times[0]) / period)) / 2.0
+    return np.round(profile[:, None] * amplitude[None, :], 1) + 0.0  # + 0.0: no -0.0 in truth.json
 
 
-def write_phantom(outdir: Path, size: str = "small", seed: int = 0, variants: Sequence[str] = ()) -> Path:
+def write_phantom(outdir: Path, size: str = "small", seed: int = 0, variants: Sequence[str] = (),
+                  ct_noise_sd_hu: float | None = None) -> Path:
     """Write the phantom patient PHANTOM<seed> under `outdir` and return `outdir`.
 
     `size` is 'small' (tests) or 'full' (clinical matrix sizes); `variants` are names from VARIANTS.
+    CT noise is CT_NOISE_REF_HU at the reference voxel, scaled by sqrt(V_ref / V) per CT grid, unless
+    `ct_noise_sd_hu` gives one SD for every CT series ('noiseless' wins over both).
     The seed drives image noise, Poisson counts, motion and InstanceNumber shuffling; anatomy, kinetics
     and poses are fixed. Raises PhantomError for an unknown size or variant or a contradictory combination.
     """
@@ -116,6 +163,7 @@ def write_phantom(outdir: Path, size: str = "small", seed: int = 0, variants: Se
         studies={visit: Study(dicomio.new_uid(), *values) for visit, values in L.STUDIES.items()},
         frames_of_reference={visit: dicomio.new_uid() for visit in L.STUDIES},
         rng_ct=np.random.default_rng([seed, 1]), rng_nm=np.random.default_rng([seed, 2]),
+        noise_override_hu=ct_noise_sd_hu,
     )
     _write_perfusion(ctx)
     plan_paths, planning_labels, liver = _write_planning(ctx)
@@ -151,13 +199,15 @@ def _write_perfusion(ctx: _Context) -> None:
                "spleen": sample(curves.t_fine, curves.spleen, times),
                **{n: sample(curves.t_fine, c, times) for n, c in curves.tissues.items()}}
     grid, pose = ctx.lay.grids["perfusion"], ctx.lay.poses["perfusion"]
-    motion = _motion(len(times), ctx.seed) if "motion" in ctx.chosen else np.zeros((len(times), 3))
+    motion = _motion(times, ctx.seed) if "motion" in ctx.chosen else np.zeros((len(times), 3))
     static_labels = render.label_volume(grid, pose)
+    sigma = ctx.sigma("perfusion")
 
     def volumes() -> Iterator[np.ndarray]:
         for f in range(len(times)):
             labels = static_labels if not motion[f].any() else render.label_volume(grid, pose, motion[f])
-            yield _noisy(_hu_table(f, sampled)[labels], ctx.rng_ct, ctx.sigma)
+            hu = _spine_slice_profile(_hu_table(f, sampled)[labels], labels, grid, pose, motion[f])
+            yield _noisy(hu, ctx.rng_ct, sigma)
 
     series = ctx.series("perfusion", 1, f"CT liver perfusion {len(times)} phases", "CT")
     outdir = ctx.outdir / "ct-perfusion"
@@ -179,7 +229,8 @@ def _write_perfusion(ctx: _Context) -> None:
     }
     truth.save_masks(ctx.outdir / "truth" / "perfusion_masks.npz", grid, masks, labels=static_labels)
     baseline = {name: L.BASELINE_HU[label] for label, name in ENHANCING.items()}
-    ctx.doc["perfusion"] = truthdoc.perfusion_entry(ctx.chosen, times, curves, motion, len(paths), baseline)
+    ctx.doc["perfusion"] = truthdoc.perfusion_entry(ctx.chosen, times, curves, motion, len(paths), baseline,
+                                                 sigma)
     ctx.doc.setdefault("series", {})["ct-perfusion"] = series.uid
 
 
@@ -190,7 +241,7 @@ def _write_planning(ctx: _Context) -> tuple[list[Path], np.ndarray, np.ndarray]:
     opts = CtOptions(patient_position=ctx.ct_position, compression=ctx.compression,
                      instance_numbers=ctx.instance_numbers(grid.shape[0], 1))
     labels = render.label_volume(grid, pose)
-    paths = write_ct_series(ctx.outdir / "planning-ct", ctx.patient, series, grid, [ctx.static_ct(labels)], opts)
+    paths = write_ct_series(ctx.outdir / "planning-ct", ctx.patient, series, grid, [ctx.static_ct(labels, "planning")], opts)
     ctx.doc.setdefault("series", {})["planning-ct"] = series.uid
     return paths, labels, render.sample_volume(grid, pose, A.liver_envelope, bool)
 
@@ -204,7 +255,7 @@ def _write_spect_visit(ctx: _Context, visit: str, tracer: nm.Tracer) -> np.ndarr
     opts = CtOptions(patient_position=ctx.ct_position, compression=ctx.compression,
                      instance_numbers=ctx.instance_numbers(grid_ct.shape[0], 2 if visit == "gsa" else 3))
     write_ct_series(ctx.outdir / f"spect-{visit}-ct", ctx.patient, ct_series, grid_ct,
-                    [ctx.static_ct(render.label_volume(grid_ct, pose))], opts)
+                    [ctx.static_ct(render.label_volume(grid_ct, pose), f"{visit}-ct")], opts)
     expected, info = (spect.gsa_expected if visit == "gsa" else spect.maa_expected)(grid_nm, pose)
     counts = np.rint(expected) if "noiseless" in ctx.chosen else ctx.rng_nm.poisson(expected)
     ds = nm.nm_dataset(ctx.patient, nm_series, grid_nm, counts, tracer, "negative-spacing" in ctx.chosen)

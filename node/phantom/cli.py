@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", choices=SIZES, default="small",
                         help="small: test-sized matrices (seconds); full: 512x512 CT, 128^3 SPECT")
     parser.add_argument("--seed", type=int, default=0, help="noise seed; the patient ID is PHANTOM<seed>")
+    parser.add_argument("--ct-noise", type=float, default=None, metavar="HU",
+                        help="one CT noise SD for every CT series (default: 10 HU at 0.78x0.78x2.5 mm, scaled by "
+                             "sqrt(voxel volume))")
     # No argparse `choices` here: with nargs="*" it rejects the empty default; write_phantom validates.
     # Positional variants must directly follow OUTDIR (argparse does not resume a "*" positional after an
     # option); --variant may be given anywhere, repeatedly.
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     variants = list(args.variants) + list(getattr(args, "extra_variants", []))
     try:
-        outdir = write_phantom(args.outdir, size=args.size, seed=args.seed, variants=variants)
+        outdir = write_phantom(args.outdir, size=args.size, seed=args.seed, variants=variants,
+                               ct_noise_sd_hu=getattr(args, "ct_noise", None))
     except PhantomError as exc:
         print(f"phantom: {exc}")
         return 2

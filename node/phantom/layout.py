@@ -30,8 +30,19 @@ KINETICS = {
 }
 BASELINE_HU = {A.AIR: -1000.0, A.FAT: -100.0, A.SOFT_TISSUE: 40.0, A.BONE: 700.0, A.LUNG: -850.0,
                A.SPLEEN: 50.0, A.LIVER: 55.0, A.PORTAL_VEIN: 40.0, A.AORTA: 40.0,
-               A.tumour_label(0): 40.0, A.tumour_label(1): 35.0, A.tumour_label(2): 42.0}
-CT_NOISE_HU = 10.0
+               A.tumour_label(0): 40.0, A.tumour_label(1): 35.0, A.tumour_label(2): 42.0,
+               A.DISC: 80.0}
+#: CT quantum noise: CT_NOISE_REF_HU (SD) in a voxel of CT_NOISE_REF_VOXEL_MM (the full phantom's perfusion
+#: voxel, slice x row x column). At equal dose the noise SD scales as 1/sqrt(voxel volume).
+CT_NOISE_REF_HU = 10.0
+CT_NOISE_REF_VOXEL_MM = (2.5, 0.78125, 0.78125)
+
+
+def ct_noise_sd_hu(spacing_mm: tuple[float, float, float]) -> float:
+    """Noise SD (HU) of a CT voxel of `spacing_mm`: the reference noise scaled by sqrt(V_ref / V)."""
+    ratio = float(np.prod(CT_NOISE_REF_VOXEL_MM)) / float(np.prod(spacing_mm))
+    return round(CT_NOISE_REF_HU * float(np.sqrt(ratio)), 3)
+
 
 MAA_TN_RATIO = {"T1": 8.0, "T2": 3.0, "T3": 5.0}
 MAA_LUNG_SHUNT_FRACTION = 0.08
@@ -41,7 +52,7 @@ SPECT_FWHM_MM = 13.0
 SPECT_SUPERSAMPLE = 2               # activity sampled on a 2x finer grid, then voxel-averaged
 #: GSA uptake relative to fully functioning liver, outside the liver parenchyma.
 GSA_BACKGROUND = {A.AORTA: 0.08, A.PORTAL_VEIN: 0.08, A.SPLEEN: 0.03, A.SOFT_TISSUE: 0.01, A.LUNG: 0.01,
-                  A.BONE: 0.01, A.FAT: 0.01}
+                  A.BONE: 0.01, A.FAT: 0.01, A.DISC: 0.01}
 
 STUDIES = {  # visit -> (StudyDate, StudyTime, StudyDescription, StudyID, AccessionNumber)
     "perfusion": ("20240102", "093000", "CT liver perfusion", "1", "PHA0001"),

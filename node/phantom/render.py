@@ -57,7 +57,7 @@ def occupancy(grid: Grid, pose: Rigid, factor: int, labels_of_interest: tuple[in
     fine = fine_grid(grid, factor)
     to_body = pose.inverse()
     nk, nr, nc = grid.shape
-    n_labels = A.TUMOUR_LABEL0 + len(A.TUMOURS)
+    n_labels = A.N_LABELS
     # Coarse in-plane voxel index of every fine sub-voxel of one coarse slice (factor fine slices).
     rows = np.arange(nr * factor) // factor
     cols = np.arange(nc * factor) // factor

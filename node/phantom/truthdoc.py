@@ -48,7 +48,7 @@ def tumour_entries(poses: Mapping[str, Rigid]) -> list[dict]:
 
 
 def perfusion_entry(chosen: frozenset[str], times: np.ndarray, curves: CurveSet, motion: np.ndarray,
-                    n_files: int, baseline_hu: dict[str, float]) -> dict:
+                    n_files: int, baseline_hu: dict[str, float], noise_sd_hu: float) -> dict:
     if "temporal-position" in chosen:
         encoding = "TemporalPositionIdentifier (1-based) x TemporalResolution (ms)"
     elif "enhanced-ct" in chosen:
@@ -59,10 +59,10 @@ def perfusion_entry(chosen: frozenset[str], times: np.ndarray, curves: CurveSet,
         "n_files": n_files, "n_time_points": len(times),
         "time_spacing_s": None if "nonuniform-time" in chosen else float(times[1] - times[0]),
         "time_encoding": encoding,
-        "ct_noise_sd_hu": 0.0 if "noiseless" in chosen else L.CT_NOISE_HU,
+        "ct_noise_sd_hu": noise_sd_hu,
         "motion_mm_per_frame": motion.tolist(),
         "motion_note": "patient displacement added to every point in perfusion patient coordinates; "
-                       "masks are for displacement 0 (frame 0)",
+                       "masks are for displacement 0 (frame 0); smooth breathing drift, mostly along z",
         **truth.curve_tables(curves, times, L.KINETICS, baseline_hu),
     }
 
