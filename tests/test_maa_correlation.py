@@ -79,7 +79,7 @@ def test_correlation_lists_every_tumour_with_both_measurements(case):
     for name, row in by_truth.items():
         assert row["tn_ratio"] == pytest.approx(truth["maa"]["tn_ratio"][name], rel=0.10)
         values = row["perfusion"]["maxslope"]
-        assert values["in_field_fraction"] > 0.9
+        assert values["in_field_fraction"] >= 0.9
         model = truth["perfusion"]["regions"][name]["model"]
         liver = truth["perfusion"]["regions"]["liver"]["model"]
         # the SPECT-derived region carried onto the CT grid takes in a rim of liver: its value may move at most
