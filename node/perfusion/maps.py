@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from node.perfusion.discm import discm_maps, fit_discm
-from node.perfusion.maxslope import MaxSlopeInputs, max_slope_maps
+from node.perfusion.maxslope import MaxSlopeInputs, curve_max_slope, max_slope_maps
 from node.perfusion.outputs import MapSet
 
 logger = logging.getLogger(__name__)
@@ -62,3 +62,17 @@ def discm_set(enh: np.ndarray, mask: np.ndarray, times: np.ndarray, aorta: np.nd
     summary = f"tau_a {tau_a:g} s, tau_p {tau_p:g} s, sigma {smoothing_mm:g} mm"
     logger.info("DISCM: delays tau_a %.1f s, tau_p %.1f s (from the reference tissue curve)", tau_a, tau_p)
     return MapSet("discm", {k: _scatter(v, mask) for k, v in maps.items()}, params, summary)
+
+
+def curve_parameters(curve: np.ndarray, times: np.ndarray, methods: Sequence[str], t_spl: float,
+                     aorta: np.ndarray, portal: np.ndarray, reference_curve: np.ndarray) -> dict[str, dict[str, float]]:
+    """Both methods' parameters for one tissue curve (e.g. an ROI's mean curve), as floats."""
+    out: dict[str, dict[str, float]] = {}
+    if "max-slope" in methods:
+        out["max-slope"] = curve_max_slope(curve, times, MaxSlopeInputs(
+            t_spl=t_spl, aorta_peak_hu=float(aorta.max()), portal_peak_hu=float(portal.max())))
+    if "discm" in methods:
+        tau_a, tau_p = estimate_delays(reference_curve, times, aorta, portal)
+        fit = fit_discm(np.asarray(curve, dtype=np.float32)[:, None], times, aorta, portal, (tau_a,), (tau_p,))
+        out["discm"] = {k: float(v[0]) for k, v in discm_maps(fit).items()}
+    return out

@@ -26,7 +26,9 @@ from node.perfusion.motion import correct_motion, reference_frame
 from node.perfusion.preprocess import (SELECT_SIGMA_FACTOR, baseline_count, estimate_noise, smooth_within,
                                       smoothed_curves, smoothing_sigma_mm, subtract_baseline, tissue_masks)
 from node.perfusion.errors import PerfusionInputError
-from node.perfusion.stats import read_roi_masks, regional_statistics, to_working_grid
+from node.perfusion.maps import curve_parameters
+from node.perfusion.stats import (add_roi_curve_parameters, read_roi_masks, regional_statistics, roi_mean_curves,
+                                  to_working_grid)
 from node.perfusion.volume4d import Volume4D, assemble
 from node.results import AnalysisResult, OutputObject
 
@@ -135,6 +137,7 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
             raise PerfusionInputError("CT perfusion: almost no soft tissue to analyse (after air/fat/bone/vessel "
                                       "masking and motion); wrong series or field of view?")
         liver, liver_source = _liver_mask(roi_native, analysis, vol, analysed, rois)
+        roi_curves = roi_mean_curves(vol.data, roi_native, analysed, vol)  # unsmoothed: ROI-curve analysis
         liver_curve = vol.data[:, liver].mean(axis=1) if liver.any() else np.zeros(vol.n_times)
         sigma = smoothing_sigma_mm(noise_hu, vol.grid.spacing)
         select_sigma = SELECT_SIGMA_FACTOR * sigma
@@ -153,6 +156,11 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
             map_sets.append(discm_set(vol.data, analysed, vol.times, aorta, portal, sigma,
                                       liver_curve if liver.any() else vol.data[:, analysed].mean(axis=1)))
     regional = regional_statistics(map_sets, roi_native, analysed, vol) if roi_native else {}
+    if roi_curves:
+        add_roi_curve_parameters(regional, roi_curves, {
+            name: curve_parameters(curve, vol.times, analysis.perfusion_methods, t_spl, aorta, portal,
+                                   liver_curve if liver.any() else curve)
+            for name, curve in roi_curves.items()})
     with timer("outputs"):
         curves = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
         objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), curves, t_spl)

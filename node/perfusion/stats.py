@@ -111,3 +111,27 @@ def regional_statistics(map_sets: list[MapSet], roi_masks: dict[str, np.ndarray]
             entry[ms.method] = stats
         out[name] = entry
     return out
+
+
+def roi_mean_curves(enh: np.ndarray, roi_masks: dict[str, np.ndarray], analysed: np.ndarray,
+                    vol: Volume4D) -> dict[str, np.ndarray]:
+    """Mean enhancement curve (T,) of each ROI over its analysed voxels, before any spatial smoothing."""
+    curves = {}
+    for name, native in roi_masks.items():
+        used = to_working_grid(native, vol.factor) & analysed
+        if used.any():
+            curves[name] = enh[:, used].mean(axis=1)
+    return curves
+
+
+def add_roi_curve_parameters(regional: dict[str, dict], curves: dict[str, np.ndarray],
+                             parameters: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Put each ROI's curve-based parameters (method -> parameter -> value) beside its map statistics.
+
+    ROI-curve analysis fits the region's mean curve: no spatial smoothing is needed, so small lesions are not
+    mixed with their surroundings (the map means are; both are reported).
+    """
+    for name in curves:
+        if name in regional:
+            regional[name]["roi-curve"] = {m: {k: round(v, 3) for k, v in p.items()}
+                                           for m, p in parameters[name].items()}
