@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +20,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_node_process(cfg: Path, port: int, log: Path) -> "subprocess.Popen[bytes]":
+    """`python -m node serve --config cfg` in its own process; returns once it accepts connections on `port`."""
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.Popen([sys.executable, "-m", "node", "serve", "--config", str(cfg)], cwd=root,
+                         stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+    end = time.time() + 30
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return p
+        except OSError:
+            time.sleep(0.1)
+    p.kill()
+    raise AssertionError(f"node did not start: {log.read_text()[-3000:]}")
 
 
 def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:

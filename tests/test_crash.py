@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pydicom
 import pytest
 
 import factories as F
-from conftest import free_port
+from conftest import free_port, start_node_process
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,18 +30,7 @@ def _config(tmp: Path, port: int, stable: float) -> Path:
 
 
 def _serve(cfg: Path, log: Path) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "node", "serve", "--config", str(cfg)], cwd=ROOT,
-                         stdout=subprocess.DEVNULL, stderr=open(log, "a"))
-    port = int(re.search(r"port = (\d+)", cfg.read_text()).group(1))
-    end = time.time() + 30
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return p
-        except OSError:
-            time.sleep(0.1)
-    p.kill()
-    raise AssertionError(f"node did not start: {log.read_text()[-2000:]}")
+    return start_node_process(cfg, int(re.search(r"port = (\d+)", cfg.read_text()).group(1)), log)
 
 
 def _acknowledged(storescu_log: str) -> list[Path]:
@@ -74,7 +62,8 @@ def test_sigkill_while_receiving_loses_nothing_acknowledged(tmp_path: Path) -> N
     node.wait()
     out, _ = sender.communicate(timeout=60)
     acked = _acknowledged(out)
-    assert 40 <= len(acked) < len(files), "the kill must land mid-transfer"
+    # files on disk may run ahead of acknowledgements (stored, response not yet read): that is the point
+    assert 30 <= len(acked) < len(files), "the kill must land mid-transfer"
     assert sender.returncode != 0
 
     node = _serve(cfg, log)

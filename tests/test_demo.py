@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
-from test_end_to_end import _start_node
+from conftest import free_port, start_node_process
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +31,7 @@ def test_demo_against_a_node_with_folder_destinations(tmp_path: Path) -> None:
     cfg = tmp_path / "config.toml"  # the shipped file, on a free port and a short quiet period
     cfg.write_text(shipped.replace("port = 11112", f"port = {port}").replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
                    .replace("stable_seconds = 30", "stable_seconds = 3"))
-    node = _start_node(cfg, port, tmp_path / "node.log")
+    node = start_node_process(cfg, port, tmp_path / "node.log")
     try:
         r = subprocess.run([sys.executable, "-m", "node", "demo", "--config", str(cfg), "--timeout", "900",
                             "--workdir", str(tmp_path / "phantom")], cwd=ROOT, capture_output=True, text=True,

@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 import pytest
 import rtstruct
-from conftest import free_port
+from conftest import free_port, start_node_process
 from node.demo import send_files
 from orthanc import OrthancServer, dciodvfy_errors
 from test_rtstruct_roundtrip import dice, plastimatch_masks
@@ -25,21 +25,6 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 PM, SC, RTSS = "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.481.3"
 SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34"}
-
-
-def _start_node(cfg: Path, port: int, log: Path) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "node", "serve", "--config", str(cfg)], cwd=ROOT,
-                         stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-    import socket
-    end = time.time() + 30
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return p
-        except OSError:
-            time.sleep(0.1)
-    p.kill()
-    raise AssertionError(log.read_text()[-3000:])
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +61,7 @@ port = {tps.dicom_port}
 outputs = ["rtstruct"]
 """)
     log = tmp / "node.log"
-    node = _start_node(cfg, port, log)
+    node = start_node_process(cfg, port, log)
     try:
         files = [p for p in phantom.rglob("*.dcm") if "truth" not in p.parts]
         random.Random(3).shuffle(files)  # studies interleaved, any order
