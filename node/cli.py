@@ -30,10 +30,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _open_index(config: Config):
-    from node.index import Index
-    from node.service import index_path
+    from node.index import Index, index_path
 
-    return Index(index_path(config))
+    return Index(index_path(config.node.data_dir))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import pydicom
 from pynetdicom import AE
 
 from node.config import Config
-from node.index import Index
+from node.index import Index, index_path
 from node.status import table
 
 logger = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def run_demo(config: Config, args: argparse.Namespace) -> int:
     files = sorted(p for p in workdir.rglob("*.dcm") if "truth" not in p.parts)
 
     host = args.host or ("127.0.0.1" if config.node.host in ("0.0.0.0", "::", "") else config.node.host)
-    index = Index(config.node.data_dir / "index.sqlite3")
+    index = Index(index_path(config.node.data_dir))
     from node.outbox import Outbox
 
     before = index.get_case(case_id)

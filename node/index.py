@@ -89,6 +89,11 @@ CREATE TABLE IF NOT EXISTS cases (
 """
 
 
+def index_path(data_dir: Path) -> Path:
+    """The one SQLite file of a node: received data, cases, timers and (outbox_* tables) the outbox."""
+    return Path(data_dir) / "index.sqlite3"
+
+
 def case_id_for(patient_id: str, study_uid: str) -> str:
     """Cases group a patient's studies by PatientID; without one, a study is its own case."""
     return patient_id if patient_id else f"STUDY-{study_uid}"

@@ -37,10 +37,11 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from node.config import Config, OutboxConfig
+from node.index import index_path
 from node.results import OutputObject
 from node.store import fsync_dir
 
-__all__ = ["STATES", "OutboxItem", "Outbox", "backoff_delay", "atomic_write", "database_path"]
+__all__ = ["STATES", "OutboxItem", "Outbox", "backoff_delay", "atomic_write"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,6 @@ CREATE INDEX IF NOT EXISTS outbox_items_due ON outbox_items (destination, state,
 CREATE INDEX IF NOT EXISTS outbox_items_case ON outbox_items (case_id);
 """
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def database_path(config: Config) -> Path:
-    """The node's SQLite database, shared with the receive index."""
-    return Path(config.node.data_dir) / "index.sqlite3"
 
 
 def backoff_delay(attempts: int, cfg: OutboxConfig) -> float:
@@ -143,7 +139,7 @@ class Outbox:
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
-        self._db = sqlite3.connect(database_path(config), timeout=30.0, isolation_level=None,
+        self._db = sqlite3.connect(index_path(config.node.data_dir), timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA busy_timeout = 30000")

@@ -9,16 +9,12 @@ from typing import Any
 from node.analysis import AnalysisRunner
 from node.completion import Completion
 from node.config import Config, ConfigError
-from node.index import Index
+from node.index import Index, index_path
 from node.receive import Receiver
 from node.scp import StorageSCP
 from node.store import InstanceStore
 
 logger = logging.getLogger(__name__)
-
-
-def index_path(config: Config):
-    return config.node.data_dir / "index.sqlite3"
 
 
 class Node:
@@ -27,7 +23,7 @@ class Node:
     def __init__(self, config: Config, sink: Any = None, with_outbox: bool = True) -> None:
         self.config = config
         self.store = InstanceStore(config.node.data_dir)
-        self.index = Index(index_path(config))
+        self.index = Index(index_path(config.node.data_dir))
         self.outbox = None
         self.sender = None
         if sink is None and with_outbox:
