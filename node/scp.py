@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, evt
 from pynetdicom import _config as _pynetdicom_config
 from pynetdicom import dimse_messages as _dimse_messages
@@ -216,23 +215,12 @@ class StorageSCP:
 
     def _spool(self, event: Any) -> Path:
         """The Part 10 temp file holding the dataset exactly as received (preamble + file meta + dataset)."""
-        spooled = getattr(event.request, "_dataset_path", None)
-        if spooled is not None:  # streamed by pynetdicom into a SpoolFile
-            error = SpoolFile.failed.pop(str(spooled), None)
-            if error is not None:
-                Path(spooled).unlink(missing_ok=True)
-                raise StorageError(error.errno or 28, f"cannot spool dataset: {error.strerror or error}")
-            return Path(spooled)
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")  # streaming off: write it out here
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as f:
-                f.write(b"\x00" * 128 + b"DICM")
-                write_file_meta_info(f, event.file_meta, enforce_standard=True)  # type: ignore[arg-type]
-                f.write(event.request.DataSet.getbuffer())
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        return Path(name)
+        spooled = Path(event.dataset_path)  # streamed by pynetdicom into a SpoolFile (start() turns this on)
+        error = SpoolFile.failed.pop(str(spooled), None)
+        if error is not None:
+            spooled.unlink(missing_ok=True)
+            raise StorageError(error.errno or 28, f"cannot spool dataset: {error.strerror or error}")
+        return spooled
 
     def _on_connect(self, event: Any) -> None:
         netfast.tune_association(event.assoc)
