@@ -10,7 +10,7 @@ to pydicom, which stays the reference: tests compare both on the same files.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Callable
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _UNDEFINED = 0xFFFFFFFF
@@ -188,20 +188,24 @@ def _scan(buf: memoryview, end: int, size: int) -> ScannedHeader:
     values = {WANTED[t]: _decode(vr, v, encoding) for t, (vr, v) in raw.items()}
     if int(values.get("NumberOfFrames") or 1) != 1:
         raise Unsupported("multi-frame")
-    _check_pixels(values, pixels)
+    check_pixel_lengths(values.get, pixels)
     return ScannedHeader(values, set(pixels))
 
 
-def _check_pixels(values: dict[str, Any], pixels: dict[int, int]) -> None:
-    """Native pixel data must hold every pixel the header announces (as node.header checks with pydicom)."""
+def check_pixel_lengths(get: Callable[..., Any], lengths: dict[int, int]) -> None:
+    """Native pixel data (tag -> declared length) must hold every pixel the header announces.
+
+    `get(keyword, default)` reads the header (a dict's or a pydicom Dataset's get). Raises PixelsTruncated.
+    """
     try:
-        n = int(values["Rows"]) * int(values["Columns"]) * int(values.get("SamplesPerPixel") or 1)
-    except (KeyError, TypeError, ValueError):
-        return
-    for tag, length in pixels.items():
+        n = (int(get("Rows")) * int(get("Columns")) * int(get("SamplesPerPixel") or 1)
+             * int(get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return  # missing geometry is reported elsewhere (or is an odd object)
+    for tag, length in lengths.items():
         if length == _UNDEFINED:
             continue
-        bits = int(values.get("BitsAllocated") or 16) if tag == 0x7FE00010 else PIXEL_TAGS[tag]
+        bits = int(get("BitsAllocated") or 16) if tag == 0x7FE00010 else PIXEL_TAGS[tag]
         expected = (n * bits + 7) // 8
         if length < expected:
             raise PixelsTruncated(

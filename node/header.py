@@ -21,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
+from node import fastheader
 from node.sopclasses import IMAGE_SOP_CLASSES
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -206,19 +207,15 @@ def _check_pixel_size(ds: Dataset, transfer_syntax_uid: str) -> None:
     """Native (uncompressed) pixel data must hold every pixel the header announces."""
     if transfer_syntax_uid and UID(transfer_syntax_uid).is_compressed:
         return
-    try:
-        n = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * int(ds.get("NumberOfFrames") or 1)
-    except (AttributeError, TypeError, ValueError):
-        return  # missing geometry is reported elsewhere (or is an encapsulated/odd object)
-    for tag, bits in ((Tag(0x7FE0, 0x0010), int(ds.get("BitsAllocated") or 16)), (Tag(0x7FE0, 0x0008), 32),
-                      (Tag(0x7FE0, 0x0009), 64)):
+    lengths = {}
+    for tag in _PIXEL_TAGS:
         if tag in ds:
             raw = ds.get_item(tag, keep_deferred=True)
-            length = raw.length if isinstance(raw, RawDataElement) else len(ds[tag].value or b"")
-            expected = (n * bits + 7) // 8
-            if length != 0xFFFFFFFF and length < expected:
-                raise UndecodableDatasetError(
-                    f"pixel data truncated: {length} bytes for {n} pixels of {bits} bits ({expected} needed)")
+            lengths[int(tag)] = raw.length if isinstance(raw, RawDataElement) else len(ds[tag].value or b"")
+    try:
+        fastheader.check_pixel_lengths(ds.get, lengths)
+    except fastheader.PixelsTruncated as exc:
+        raise UndecodableDatasetError(str(exc)) from exc
 
 
 #: single-frame image classes the fast scanner serves (the bulk of traffic): CT, PET, MR, Secondary Capture
@@ -231,7 +228,6 @@ _PREFIX = 64 * 1024  # enough for the header of a classic image; pixel data is c
 
 def _scan_fast(path: Path) -> Any:
     """fastheader.scan over the file's first bytes (all of it if the header is longer)."""
-    from node import fastheader
 
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -255,11 +251,9 @@ def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_
     if expected_sop_class in FAST_SOP_CLASSES and transfer_syntax_uid:
         ts = UID(transfer_syntax_uid)
         if ts.is_little_endian and not ts.is_implicit_VR and not ts.is_deflated:
-            from node.fastheader import Unsupported
-
             try:
                 return _info(_scan_fast(path), expected_sop_class, expected_sop_instance, transfer_syntax_uid)
-            except Unsupported:
+            except fastheader.Unsupported:
                 pass
     size = os.path.getsize(path)
     try:
