@@ -22,6 +22,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(predicate, timeout: float = 20.0, poll: float = 0.05) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return False
+
+
 def start_node_process(cfg: Path, port: int, log: Path) -> "subprocess.Popen[bytes]":
     """`python -m node serve --config cfg` in its own process; returns once it accepts connections on `port`."""
     root = Path(__file__).resolve().parents[1]

@@ -4,32 +4,25 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 from pynetdicom import AE
 
 import factories as F
-from conftest import make_config
+from conftest import make_config, wait_until
 from node.results import AnalysisResult, OutputObject
 from node.service import Node
 
 pytestmark = pytest.mark.network
 ROOT = Path(__file__).resolve().parents[1]
+_wait = partial(wait_until, timeout=30.0, poll=0.1)
 
 
 def _cli(*args: str, cfg: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "node", *args, "--config", str(cfg)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
-
-
-def _wait(predicate, timeout: float = 30.0) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_reprocess_and_resend(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 
 import factories as F
-from conftest import RecordingSink, make_config
+from conftest import RecordingSink, make_config, wait_until
 from node.classify import classify_series, plan_case
 from node.index import SeriesRow
 from node.results import AnalysisResult
@@ -43,15 +43,6 @@ def _send(port: int, datasets) -> None:
     assoc.release()
 
 
-def _wait(predicate, timeout: float = 20.0) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _patient_studies(pid: str):
     """Perfusion study; planning CT + liver RTSTRUCT study; GSA SPECT + its SPECT/CT study."""
     perf = F.ct_series(pid, 2, time_points=3, description="perfusion")
@@ -75,7 +66,7 @@ def test_three_studies_make_one_case_ready_once(node_factory, tmp_path: Path) ->
         last_sent = time.time()
         time.sleep(stable * 0.5)
         assert node.index.get_case("P-CASE").state == "receiving"
-    assert _wait(lambda: len(rec.calls) >= 2)
+    assert wait_until(lambda: len(rec.calls) >= 2)
     time.sleep(stable * 2)  # nothing more may fire
     assert len(rec.calls) == 2  # perfusion + gsa, from ONE ready event
     assert all(t >= last_sent + stable - 0.05 for t, *_ in rec.calls)
@@ -92,13 +83,13 @@ def test_late_instance_rearms_and_reanalyses(node_factory, tmp_path: Path) -> No
                         workflows={"perfusion": rec})
     perf = F.ct_series("P-LATE", 2, time_points=3)
     _send(node.address[1], perf[:-1])
-    assert _wait(lambda: len(rec.calls) == 1)
-    assert _wait(lambda: node.index.get_case("P-LATE").state == "done")
+    assert wait_until(lambda: len(rec.calls) == 1)
+    assert wait_until(lambda: node.index.get_case("P-LATE").state == "done")
     _send(node.address[1], perf[-1:])  # the late instance
     node.receiver.flush()
     assert node.index.get_case("P-LATE").state == "receiving"
-    assert _wait(lambda: len(rec.calls) == 2)
-    assert _wait(lambda: node.index.get_case("P-LATE").version == 2)
+    assert wait_until(lambda: len(rec.calls) == 2)
+    assert wait_until(lambda: node.index.get_case("P-LATE").version == 2)
     time.sleep(2)
     assert len(rec.calls) == 2
 
@@ -108,11 +99,11 @@ def test_case_waits_for_missing_inputs(node_factory, tmp_path: Path) -> None:
     node = node_factory(make_config(tmp_path / "var", completion={"stable_seconds": 1}), workflows={"gsa": rec})
     _, planning, spect = _patient_studies("P-WAIT")
     _send(node.address[1], spect)  # SPECT and SPECT/CT, no planning CT yet
-    assert _wait(lambda: node.index.get_case("P-WAIT").state == "stable")
+    assert wait_until(lambda: node.index.get_case("P-WAIT").state == "stable")
     assert "planning-ct" in node.index.get_case("P-WAIT").reason
     assert rec.calls == []
     _send(node.address[1], planning)
-    assert _wait(lambda: len(rec.calls) == 1)
+    assert wait_until(lambda: len(rec.calls) == 1)
 
 
 def test_restart_rearms_pending_timers(tmp_path: Path) -> None:
@@ -128,8 +119,8 @@ def test_restart_rearms_pending_timers(tmp_path: Path) -> None:
     second.runner.workflows, second.runner.report = {"perfusion": rec}, None
     second.start()
     try:
-        assert _wait(lambda: len(rec.calls) == 1, timeout=15)
-        assert _wait(lambda: second.index.get_case("P-RESTART").state == "done")
+        assert wait_until(lambda: len(rec.calls) == 1, timeout=15)
+        assert wait_until(lambda: second.index.get_case("P-RESTART").state == "done")
     finally:
         second.stop()
 
@@ -140,7 +131,7 @@ def test_interrupted_analysis_is_requeued_after_restart(tmp_path: Path) -> None:
     node.runner.workflows, node.runner.report = {"perfusion": Recorder()}, None
     node.start()
     _send(node.address[1], F.ct_series("P-ANALYSING", 2, time_points=3))
-    assert _wait(lambda: node.index.get_case("P-ANALYSING").state == "done")
+    assert wait_until(lambda: node.index.get_case("P-ANALYSING").state == "done")
     node.stop()
     # simulate a crash mid-analysis: the index says "analysing"
     from node.index import Index
@@ -152,7 +143,7 @@ def test_interrupted_analysis_is_requeued_after_restart(tmp_path: Path) -> None:
     node.runner.workflows, node.runner.report = {"perfusion": rec}, None
     node.start()
     try:
-        assert _wait(lambda: len(rec.calls) == 1)
+        assert wait_until(lambda: len(rec.calls) == 1)
     finally:
         node.stop()
 
