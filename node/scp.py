@@ -14,6 +14,7 @@ import socket
 import ssl
 import tempfile
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,68 @@ except (OSError, AttributeError):
     _sync_file_range = None
 
 
+class _SpoolPool:
+    """A few empty spool files created ahead of need by a background thread.
+
+    Creating a file is a journaled metadata write that can wait behind an fsync in progress (measured ~0.3-0.5 ms
+    per instance on the receive path); taking a ready one costs nothing. Files left in the pool at a crash are
+    partial writes like any other and are removed from tmp/ at start-up.
+    """
+
+    SIZE = 2
+
+    def __init__(self) -> None:
+        self._ready: deque[tuple[Path, int, str]] = deque()
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def take(self, directory: Path) -> tuple[int, str]:
+        """An open, empty temp file in `directory`: (fd, name)."""
+        with self._lock:
+            while self._ready:
+                folder, fd, name = self._ready.popleft()
+                if folder == directory:
+                    self._wanted.set()
+                    return fd, name
+                _discard(fd, name)  # made for another (stopped) node's folder
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._fill, name="spool-pool", daemon=True)
+                self._thread.start()
+        self._wanted.set()
+        return tempfile.mkstemp(dir=directory, suffix=".part")
+
+    def drain(self) -> None:
+        """Close and remove the files made ahead (node stop)."""
+        with self._lock:
+            while self._ready:
+                _discard(*self._ready.popleft()[1:])
+
+    def _fill(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            while True:
+                directory = SpoolFile.directory
+                with self._lock:
+                    if directory is None or len(self._ready) >= self.SIZE:
+                        break
+                try:
+                    fd, name = tempfile.mkstemp(dir=directory, suffix=".part")
+                except OSError:  # disk full or folder gone: the receive path creates its own and reports
+                    break
+                with self._lock:
+                    self._ready.append((directory, fd, name))
+
+
+def _discard(fd: int, name: str) -> None:
+    os.close(fd)
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+
+
 class SpoolFile:
     """The temp file pynetdicom streams a C-STORE dataset into (STORE_RECV_CHUNKED_DATASET).
 
@@ -59,8 +122,10 @@ class SpoolFile:
     #: spool files whose writing failed (e.g. disk full), by name: the handler answers 0xA700 for them
     failed: dict[str, OSError] = {}
 
+    pool = _SpoolPool()
+
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
-        fd, self.name = tempfile.mkstemp(dir=self.directory, suffix=".part")
+        fd, self.name = self.pool.take(Path(self.directory or tempfile.gettempdir()))
         self._fd = fd
         self._pos = 0
         self._started = 0
@@ -131,6 +196,9 @@ class StorageSCP:
 
     def _make_ae(self) -> AE:
         c = self.config
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+            # pynetdicom's standard handlers only feed its DEBUG log; unbound, every PDU and message is cheaper
+            _pynetdicom_config.LOG_HANDLER_LEVEL = "none"
         ae = AE(ae_title=c.node.ae_title)
         ae.maximum_pdu_size = c.node.max_pdu_size
         ae.maximum_associations = c.node.max_associations
@@ -174,6 +242,7 @@ class StorageSCP:
             self.server.shutdown()
             self.server = None
         self.ae.shutdown()
+        SpoolFile.pool.drain()
 
     # ------------------------------------------------------------------ handlers
     def handle_store(self, event: Any) -> int | Dataset:

@@ -90,3 +90,13 @@ def node_factory(tmp_path: Path) -> Iterator[Any]:
     yield start
     for n in started:
         n.stop()
+
+
+def leftover_partials(tmp_dir: Path) -> list[Path]:
+    """Spool files in a node's tmp folder that hold data (a partial write left behind). The SCP keeps up to
+    _SpoolPool.SIZE *empty* files made ahead there; those are not partial writes."""
+    from node.scp import _SpoolPool
+
+    files = list(Path(tmp_dir).iterdir())
+    assert len(files) <= _SpoolPool.SIZE, files
+    return [p for p in files if p.stat().st_size > 0]

@@ -18,7 +18,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification
 
 import factories as F
-from conftest import make_config
+from conftest import leftover_partials, make_config
 
 pytestmark = pytest.mark.network
 
@@ -115,7 +115,7 @@ def test_truncated_dataset_is_refused(served, cut: int, caplog) -> None:
     assert status == 0xC000
     assert "truncated" in caplog.text or "cannot decode" in caplog.text
     assert not node.index.has_instance(ds.SOPInstanceUID)
-    assert not list(node.store.tmp.iterdir())  # no partial file left behind
+    assert not leftover_partials(node.store.tmp)  # no partial file left behind
 
 
 def test_pixel_data_shorter_than_announced_is_refused(served) -> None:
@@ -232,4 +232,4 @@ def test_disk_full_answers_out_of_resources_and_keeps_serving(small_disk: Path, 
         assert bool(stored) == (st == 0)
         if stored:
             assert pydicom.dcmread(stored).SOPInstanceUID == ds.SOPInstanceUID
-    assert not list(node.store.tmp.iterdir())
+    assert not leftover_partials(node.store.tmp)
