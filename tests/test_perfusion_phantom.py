@@ -8,11 +8,14 @@ Truth used:
   per second that rounding alone moves ALP by tens of percent, so the unrounded curves are not what the images
   contain). With noise the rounding averages out and the unrounded truth is used.
 * DISCM: the model parameters, with the OSIPI flow tolerance 5 mL/100 mL/min + 10 %.
-Region means are taken over truth masks eroded by 4 mm (the spatial smoothing mixes lesion edges).
+Region means are taken over truth masks eroded by 4 mm (partial-volume voxels at lesion edges).
 Noisy variants use the phantom's physical noise (10 HU at 0.78 x 0.78 x 2.5 mm, i.e. 1.7 HU at the small
-phantom's 3.2 x 3.2 x 5 mm voxel) and are held to the issue's criteria for the liver parenchyma and the input
-ROIs. Tumours T1-T3 (radius 12-15 mm, 4-5 voxels) are held to them only on the noiseless variants: the noise-
-adaptive smoothing (sigma about 3.8 mm) mixes liver into their eroded cores (measured 10-30 % off with noise).
+phantom's 3.2 x 3.2 x 5 mm voxel) and are held to the issue's criteria for the liver parenchyma, the
+hypervascular tumour T1 and the input ROIs. For T2 (hypovascular, max slopes 0.27-0.35 HU/s) and T3 (12 mm)
+the criterion is below what the data can carry: the standard deviation of a region-mean max slope is
+sqrt(2) x noise / dt / sqrt(voxels in the region), i.e. 16-26 % for T2 and 6-8 % for T3 at this noise. They are held to the issue's criteria on the noiseless variants
+and, with noise, to DISCM within the OSIPI tolerance and max slope within 3 of those standard deviations
+(a bias from the method, e.g. liver mixed into the lesion, would exceed it).
 """
 from __future__ import annotations
 
@@ -208,28 +211,56 @@ NOISY_CASES = ["noisy", "noisy_motion", "noisy_shuffled_j2k", "noisy_enhanced"]
 
 
 @pytest.mark.parametrize("case_name", NOISY_CASES)
-def test_noisy_variants_meet_the_criteria_for_the_liver_and_inputs(case_name: str, request) -> None:
-    """Max slope ALP/PVP within 5 % of the max-slope truth, DISCM ALP/PVP within 5 mL/100 mL/min + 10 % of the
-    model, HPI within 3 percentage points, input ROI centres inside the true aorta / portal vein / spleen."""
+def test_noisy_variants_meet_the_criteria_for_the_liver_t1_and_inputs(case_name: str, request) -> None:
+    """Liver and T1: max slope ALP/PVP within 5 % of the max-slope truth and HPI within 3 percentage points,
+    DISCM ALP/PVP within 5 mL/100 mL/min + 10 % of the model (and the liver's DISCM HPI within 3 points);
+    input ROI centres inside the true aorta / portal vein / spleen."""
     case: Case = request.getfixturevalue(case_name)
     maps = case.maps()
-    truth = case.perf["regions"]["liver"]
     # the phantom's physical noise: 10 HU x sqrt(0.78^2 x 2.5 / (3.2^2 x 5)) = 1.73 HU (+ integer rounding)
     assert case.perf["ct_noise_sd_hu"] == pytest.approx(1.73, abs=0.01)
     assert 1.4 < case.m["noise_hu"] < 2.6
-    ms = truth["max_slope"]
-    for param, key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
-        got = case.region_mean(maps[("MaxSlope", param)], "liver_parenchyma")
-        assert got == pytest.approx(ms[key], rel=0.05), (param, got, ms[key])
-    assert case.region_mean(maps[("MaxSlope", "HPI")], "liver_parenchyma") == pytest.approx(ms["hpi_percent"],
-                                                                                             abs=3.0)
-    for param, key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
-        got = case.region_mean(maps[("DISCM", param)], "liver_parenchyma")
-        assert abs(got - truth["model"][key]) <= 5 + 0.1 * truth["model"][key], (param, got)
-    got = case.region_mean(maps[("DISCM", "HPI")], "liver_parenchyma")
-    assert got == pytest.approx(truth["model"]["hpi_percent"], abs=3.0)
+    for region, key in (("liver_parenchyma", "liver"), ("T1", "T1")):
+        truth = case.perf["regions"][key]
+        ms = truth["max_slope"]
+        for param, tkey in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
+            got = case.region_mean(maps[("MaxSlope", param)], region)
+            assert got == pytest.approx(ms[tkey], rel=0.05), (region, param, got, ms[tkey])
+        got = case.region_mean(maps[("MaxSlope", "HPI")], region)
+        assert got == pytest.approx(ms["hpi_percent"], abs=3.0), (region, got)
+        for param, tkey in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
+            got = case.region_mean(maps[("DISCM", param)], region)
+            assert abs(got - truth["model"][tkey]) <= 5 + 0.1 * truth["model"][tkey], (region, param, got)
+        if region == "liver_parenchyma":
+            # T1's DISCM PVP is 8 mL/100 mL/min: the OSIPI tolerance on it (5.8) alone allows its HPI to move ~6 pp
+            got = case.region_mean(maps[("DISCM", "HPI")], region)
+            assert got == pytest.approx(truth["model"]["hpi_percent"], abs=3.0), (region, got)
     for name in ("aorta", "portal_vein", "spleen"):
         assert case.inside_truth(name), name
+
+
+@pytest.mark.parametrize("case_name", ["noisy", "noisy_shuffled_j2k", "noisy_enhanced"])
+def test_noisy_small_tumours_are_within_their_noise_floor(case_name: str, request) -> None:
+    """T2 and T3: DISCM within the OSIPI tolerance; max slope within 3 standard deviations of what the noise
+    alone allows for a region of that size (see the module docstring), never a method bias beyond it."""
+    case: Case = request.getfixturevalue(case_name)
+    maps = case.maps()
+    spacing = np.linalg.norm(case.masks["affine_kij_to_patient"][:3, :3], axis=0)
+    dt = float(np.min(np.diff(case.perf["time_s"])))
+    peaks = {"ALP": case.perf["aorta_peak_sample_hu"], "PVP": case.perf["portal_peak_sample_hu"]}
+    for region in ("T2", "T3"):
+        truth = case.perf["regions"][region]
+        # voxels the region mean is taken over (the eroded core): an upper bound of the floor, as the filter
+        # also averages in the lesion's rim
+        n_voxels = int((ndimage.distance_transform_edt(case.masks[region], sampling=spacing) > ERODE_MM).sum())
+        slope_sd = np.sqrt(2.0) * case.perf["ct_noise_sd_hu"] / dt / np.sqrt(n_voxels)
+        for param, tkey in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
+            floor = 6000.0 * slope_sd / peaks[param]
+            got = case.region_mean(maps[("MaxSlope", param)], region)
+            assert abs(got - truth["max_slope"][tkey]) <= 3 * floor + 0.05 * truth["max_slope"][tkey], \
+                (region, param, got, truth["max_slope"][tkey], floor)
+            got = case.region_mean(maps[("DISCM", param)], region)
+            assert abs(got - truth["model"][tkey]) <= 5 + 0.1 * truth["model"][tkey], (region, param, got)
 
 
 def test_noisy_still_series_and_foreign_rtstruct(noisy: Case) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 from node.perfusion.discm import discm_maps, fit_discm
 from node.perfusion.maxslope import MaxSlopeInputs, curve_max_slope, max_slope_maps
 from node.perfusion.outputs import MapSet
+from node.perfusion.tissue_classes import N_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -26,21 +27,29 @@ def _scatter(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def max_slope_set(enh: np.ndarray, mask: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
-                  smoothing_mm: float, select: np.ndarray | None = None, select_mm: float = 0.0) -> MapSet:
-    """Dual-input maximum-slope maps (ALP, PVP, TLP, HPI) from smoothed enhancement (T, Z, Y, X).
+def _filter_summary(noise_reduction: dict[str, object]) -> str:
+    passes = int(noise_reduction.get("passes", 0))  # type: ignore[call-overload]
+    return f"{passes} edge-preserving filter pass{'es' if passes != 1 else ''}" if passes else "no smoothing"
 
-    `select` are the (T, N) curves of the mask voxels smoothed with `select_mm`, on which the steepest
-    interval is chosen (see node.perfusion.maxslope).
+
+def max_slope_set(enh: np.ndarray, mask: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
+                  noise_reduction: dict[str, object], select: np.ndarray | None = None) -> MapSet:
+    """Dual-input maximum-slope maps (ALP, PVP, TLP, HPI) from denoised enhancement (T, Z, Y, X).
+
+    `noise_reduction` describes what was done to the curves (node.perfusion.denoise), for the record;
+    `select` are the (T, N) mask curves, more strongly smoothed, on which the steepest interval of each phase is
+    chosen (see node.perfusion.maxslope).
     """
     maps = max_slope_maps(enh[:, mask], times, inputs, select)
     params = {"t_spl_s": inputs.t_spl, "aorta_peak_hu": round(inputs.aorta_peak_hu, 2),
-              "portal_peak_hu": round(inputs.portal_peak_hu, 2), "spatial_sigma_mm": smoothing_mm,
-              "steepest_interval_chosen_at_sigma_mm": select_mm if select is not None else smoothing_mm,
+              "portal_peak_hu": round(inputs.portal_peak_hu, 2), "noise_reduction": noise_reduction,
+              "steepest_interval": (f"chosen per tissue class (k-means of curve shapes, {N_CLASSES} classes) on the "
+                                    "class mean curve, read on each voxel's curve" if select is not None
+                                    else "chosen on each voxel's curve"),
               "slope": "forward differences of consecutive samples",
               "arterial_window": "t[i+1] <= t_spl", "portal_window": "t[i] >= t_spl",
               "denominators": "ALP: aortic peak, PVP: portal venous peak (direct Blomley form)"}
-    summary = f"t_spl {inputs.t_spl:g} s, sigma {smoothing_mm:g} mm"
+    summary = f"t_spl {inputs.t_spl:g} s, {_filter_summary(noise_reduction)}"
     return MapSet("max-slope", {k: _scatter(v, mask) for k, v in maps.items()}, params, summary)
 
 
@@ -52,14 +61,14 @@ def estimate_delays(curve: np.ndarray, times: np.ndarray, aorta: np.ndarray, por
 
 
 def discm_set(enh: np.ndarray, mask: np.ndarray, times: np.ndarray, aorta: np.ndarray, portal: np.ndarray,
-              smoothing_mm: float, reference_curve: np.ndarray) -> MapSet:
+              noise_reduction: dict[str, object], reference_curve: np.ndarray) -> MapSet:
     """DISCM maps (ALP, PVP, HPI, DV, MTT); delays fitted on `reference_curve` (e.g. mean liver curve)."""
     tau_a, tau_p = estimate_delays(reference_curve, times, aorta, portal)
     fit = fit_discm(enh[:, mask], times, aorta, portal, (tau_a,), (tau_p,))
     maps = discm_maps(fit)
     params = {"tau_a_s": tau_a, "tau_p_s": tau_p, "delay_grid_s": list(DELAY_GRID_S),
-              "fit": "linear least squares on the integrated form, per voxel", "spatial_sigma_mm": smoothing_mm}
-    summary = f"tau_a {tau_a:g} s, tau_p {tau_p:g} s, sigma {smoothing_mm:g} mm"
+              "fit": "linear least squares on the integrated form, per voxel", "noise_reduction": noise_reduction}
+    summary = f"tau_a {tau_a:g} s, tau_p {tau_p:g} s, {_filter_summary(noise_reduction)}"
     logger.info("DISCM: delays tau_a %.1f s, tau_p %.1f s (from the reference tissue curve)", tau_a, tau_p)
     return MapSet("discm", {k: _scatter(v, mask) for k, v in maps.items()}, params, summary)
 

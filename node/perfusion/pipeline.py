@@ -23,8 +23,9 @@ from node.perfusion.inputs import InputRoi, check_inputs, estimate_liver, find_i
 from node.perfusion.maps import discm_set, max_slope_set
 from node.perfusion.maxslope import MaxSlopeInputs
 from node.perfusion.motion import correct_motion, reference_frame
-from node.perfusion.preprocess import (SELECT_SIGMA_FACTOR, baseline_count, estimate_noise, smooth_within,
-                                      smoothed_curves, smoothing_sigma_mm, subtract_baseline, tissue_masks)
+from node.perfusion.denoise import CurveFilter
+from node.perfusion.tissue_classes import class_mean_curves, curve_classes
+from node.perfusion.preprocess import baseline_count, estimate_noise, subtract_baseline, tissue_masks
 from node.perfusion.errors import PerfusionInputError
 from node.perfusion.maps import curve_parameters
 from node.perfusion.stats import (add_roi_curve_parameters, read_roi_masks, regional_statistics, roi_mean_curves,
@@ -139,11 +140,15 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         liver, liver_source = _liver_mask(roi_native, analysis, vol, analysed, rois)
         roi_curves = roi_mean_curves(vol.data, roi_native, analysed, vol)  # unsmoothed: ROI-curve analysis
         liver_curve = vol.data[:, liver].mean(axis=1) if liver.any() else np.zeros(vol.n_times)
-        sigma = smoothing_sigma_mm(noise_hu, vol.grid.spacing)
-        select_sigma = SELECT_SIGMA_FACTOR * sigma
-        select = (smoothed_curves(vol.data, analysed, vol.grid.spacing, select_sigma)
-                  if sigma > 0 and "max-slope" in analysis.perfusion_methods else None)
-        smooth_within(vol.data, analysed, vol.grid.spacing, sigma)
+        curve_filter = CurveFilter(analysed, noise_hu)
+        curve_filter.run(vol.data, curve_filter.passes)
+        noise_reduction = curve_filter.report.as_dict()
+        select = None
+        if "max-slope" in analysis.perfusion_methods:
+            # the steepest interval is chosen on the mean curve of each voxel's class (node.perfusion.tissue_classes)
+            curves = vol.data[:, analysed]
+            select = class_mean_curves(curves, curve_classes(curves))
+            del curves
     aorta, portal, spleen = (rois[n].enhancement for n in ("aorta", "portal_vein", "spleen"))
     t_spl = float(vol.times[int(np.argmax(spleen))])
     with timer("maps"):
@@ -151,9 +156,9 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         if "max-slope" in analysis.perfusion_methods:
             ms_inputs = MaxSlopeInputs(t_spl=t_spl, aorta_peak_hu=float(aorta.max()),
                                        portal_peak_hu=float(portal.max()))
-            map_sets.append(max_slope_set(vol.data, analysed, vol.times, ms_inputs, sigma, select, select_sigma))
+            map_sets.append(max_slope_set(vol.data, analysed, vol.times, ms_inputs, noise_reduction, select))
         if "discm" in analysis.perfusion_methods:
-            map_sets.append(discm_set(vol.data, analysed, vol.times, aorta, portal, sigma,
+            map_sets.append(discm_set(vol.data, analysed, vol.times, aorta, portal, noise_reduction,
                                       liver_curve if liver.any() else vol.data[:, analysed].mean(axis=1)))
     regional = regional_statistics(map_sets, roi_native, analysed, vol) if roi_native else {}
     if roi_curves:
@@ -176,7 +181,7 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         "reference_time_point": ref_t, "reference_time_s": round(float(vol.times[ref_t]), 3),
         "motion": [m.__dict__ for m in motion],
         "baseline_frames": n_base,
-        "noise_hu": round(noise_hu, 2), "spatial_sigma_mm": sigma,
+        "noise_hu": round(noise_hu, 2), "noise_reduction": noise_reduction,
         "inputs": {name: roi.describe(vol.times) for name, roi in rois.items()},
         "t_spl_s": t_spl,
         "aorta_peak_hu": round(float(aorta.max()), 2), "aorta_peak_time_s": float(vol.times[int(np.argmax(aorta))]),

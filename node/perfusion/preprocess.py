@@ -1,13 +1,6 @@
-"""Baseline subtraction, air/fat/bone/vessel masks and spatial noise reduction (science.md 1c steps 3-4).
+"""Baseline subtraction, air/fat/bone/vessel masks and the noise estimate (science.md 1c steps 3-4).
 
-Noise reduction is spatial only: a Gaussian of a few mm applied as normalised convolution inside the tissue mask
-(sum of weighted tissue values / sum of weights), so that air, fat, bone and bright vessels never bleed into
-parenchyma. No temporal filter is applied: any temporal kernel changes the consecutive-sample slopes the
-maximum-slope convention is defined on.
-
-The Gaussian width follows the measured image noise: just wide enough to bring it to NOISE_TARGET_HU, at most
-SIGMA_MAX_MM. Smoothing blurs small lesions into their surroundings, so a quiet (low-dose-noise) series is
-smoothed less and a noiseless one not at all.
+The noise reduction itself (spatial, edge-preserving, inside the tissue mask) is node.perfusion.denoise.
 """
 from __future__ import annotations
 
@@ -27,11 +20,6 @@ BONE_HU = 150.0
 #: A voxel whose (lightly smoothed) enhancement ever exceeds this is a vessel lumen, not parenchyma: real liver
 #: and liver tumours stay well below it at CT perfusion doses.
 VESSEL_ENHANCEMENT_HU = 150.0
-#: Noise (HU SD) the spatial smoothing aims at, and the widest Gaussian (sigma, mm) it may use for that.
-NOISE_TARGET_HU = 0.3
-SIGMA_MAX_MM = 6.0
-#: The steepest-interval selection of the maximum slope uses curves smoothed this much wider.
-SELECT_SIGMA_FACTOR = 2.0
 #: Enhancement above this (HU) over the first frame marks the contrast arrival in the aorta.
 ARRIVAL_MIN_HU = 20.0
 
@@ -92,18 +80,6 @@ def estimate_noise(hu: np.ndarray) -> float:
     return min(values)
 
 
-def smoothing_sigma_mm(noise_hu: float, spacing: np.ndarray) -> float:
-    """Isotropic Gaussian sigma (mm) that brings white noise `noise_hu` down to NOISE_TARGET_HU (capped).
-
-    A 3D Gaussian of per-axis sigma s_i voxels divides white noise by sqrt((2 sqrt(pi))^3 prod s_i).
-    """
-    if noise_hu <= NOISE_TARGET_HU:
-        return 0.0
-    voxel_mm3 = float(np.prod(spacing))
-    sigma = (voxel_mm3 * (noise_hu / NOISE_TARGET_HU) ** 2 / (2.0 * np.sqrt(np.pi)) ** 3) ** (1.0 / 3.0)
-    return float(min(round(sigma, 2), SIGMA_MAX_MM))
-
-
 def sigma_voxels(sigma_mm: float, spacing: np.ndarray) -> tuple[float, ...]:
     """Per-axis Gaussian sigma in voxels for a sigma in mm on a grid with `spacing` (mm)."""
     return tuple(float(sigma_mm) / float(s) for s in spacing)
@@ -123,30 +99,3 @@ def tissue_masks(baseline: np.ndarray, enh: np.ndarray, spacing: np.ndarray) -> 
     vessel = ndimage.binary_dilation(peak > VESSEL_ENHANCEMENT_HU, iterations=1)
     tissue = (base >= TISSUE_HU[0]) & (base <= TISSUE_HU[1]) & ~vessel
     return Masks(air=air, fat=fat, bone=bone, vessel=vessel & ~air, tissue=tissue)
-
-
-def smooth_within(enh: np.ndarray, mask: np.ndarray, spacing: np.ndarray, sigma_mm: float) -> None:
-    """Gaussian-smooth every frame of `enh` (T, Z, Y, X) in place, using only voxels inside `mask`.
-
-    Normalised convolution: values outside the mask neither contribute nor get smoothed values (they become 0).
-    """
-    if sigma_mm <= 0:
-        return
-    sig = sigma_voxels(sigma_mm, spacing)
-    m = mask.astype(np.float32)
-    weight = ndimage.gaussian_filter(m, sig, mode="nearest")
-    inv = np.where(mask, 1.0 / np.maximum(weight, 1e-6), 0.0).astype(np.float32)
-    for t in range(enh.shape[0]):
-        frame = enh[t]
-        enh[t] = ndimage.gaussian_filter(frame * m, sig, mode="nearest") * inv
-
-
-def smoothed_curves(enh: np.ndarray, mask: np.ndarray, spacing: np.ndarray, sigma_mm: float) -> np.ndarray:
-    """(T, N) curves of the N voxels in `mask`, smoothed like smooth_within but leaving `enh` untouched."""
-    out = np.empty((enh.shape[0], int(mask.sum())), dtype=np.float32)
-    sig = sigma_voxels(sigma_mm, spacing)
-    m = mask.astype(np.float32)
-    weight = ndimage.gaussian_filter(m, sig, mode="nearest")[mask]
-    for t in range(enh.shape[0]):
-        out[t] = ndimage.gaussian_filter(enh[t] * m, sig, mode="nearest")[mask] / np.maximum(weight, 1e-6)
-    return out

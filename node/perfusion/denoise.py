@@ -1,0 +1,176 @@
+"""Edge-preserving noise reduction of enhancement curves: a curve-similarity weighted (bilateral) filter.
+
+A Gaussian blur of a few mm brings CT noise down but mixes the curves of neighbouring tissues: a 12-15 mm
+tumour takes on some of the liver's curve, and its maximum slope moves towards the liver's. Here a voxel is
+averaged only with neighbours whose *curves* look alike:
+
+1. similarity: the curves are projected onto their first GUIDE_COMPONENTS principal components (the shapes
+   perfusion curves differ by; the rest is mostly noise);
+2. weights: for every neighbour in the 3 x 3 x 3 neighbourhood, w = exp(-max(d2 - E, 0) / E), where d2 is the
+   squared distance of the two projections and E its expected value between two voxels of the *same* tissue
+   (2 x components x the noise variance the curves carry at this pass). Same tissue: w ~ 1; liver next to a
+   tumour: d2 >> E, w ~ 0;
+3. iterate: each pass replaces a voxel by the weighted mean of itself and its neighbours (inside the tissue
+   mask only), the weights recomputed from the curves as they are (an iterated bilateral filter, whose
+   similarity sharpens as the noise falls). k passes reach about as far as a Gaussian of sigma sqrt(2k/3)
+   voxels, but not across a curve edge. k is the smallest that brings the predicted noise down to
+   NOISE_TARGET_HU (at most MAX_PASSES).
+
+A lightly blurred guide was tried first and rejected: its own blur puts gradients into 4-5 voxel tumours that
+block their smoothing (measured: half the weights inside a hypovascular tumour).
+
+Spatial only: no temporal kernel touches the samples the maximum-slope convention takes differences of.
+Vectorised over voxels (one numpy operation per neighbour offset and pass).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+logger = logging.getLogger(__name__)
+
+#: Noise (HU SD) the filter aims at, and the most passes it may take for that.
+NOISE_TARGET_HU = 0.3
+MAX_PASSES = 4
+#: Principal components of the curves that the similarity is measured on.
+GUIDE_COMPONENTS = 4
+
+#: Median of a chi-square variable with k degrees of freedom.
+_CHI2_MEDIAN = {1: 0.4549, 2: 1.3863, 3: 2.3660, 4: 3.3567, 5: 4.3515, 6: 5.3481}
+# half of the 26 neighbour offsets: the other half are their mirrors, with the same weights
+_OFFSETS = [o for o in itertools.product((-1, 0, 1), repeat=3) if o > (0, 0, 0)]
+
+
+@dataclass(frozen=True)
+class DenoiseReport:
+    """What was done, for the case record."""
+
+    passes: int
+    noise_in_hu: float
+    predicted_noise_out_hu: float
+    components: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"method": "curve-similarity weighted 3x3x3 filter (edge-preserving), iterated",
+                "passes": self.passes, "noise_in_hu": round(self.noise_in_hu, 3),
+                "predicted_noise_out_hu": round(self.predicted_noise_out_hu, 3),
+                "similarity_components": self.components}
+
+
+def _kernel_energy(passes: int) -> float:
+    """Sum of squared weights of `passes` 3 x 3 x 3 box passes: the factor white-noise variance is multiplied by
+    (the similarity weights make the real filter a little weaker: a prediction, not a guarantee)."""
+    n = 2 * passes + 1
+    k = np.zeros((n, n, n))
+    k[passes, passes, passes] = 1.0
+    for _ in range(passes):
+        k = ndimage.uniform_filter(k, 3, mode="constant")
+    return float((k ** 2).sum())
+
+
+def passes_for(noise_hu: float) -> tuple[int, float]:
+    """Passes needed to bring white noise `noise_hu` to NOISE_TARGET_HU (capped), and the noise predicted."""
+    if noise_hu <= NOISE_TARGET_HU:
+        return 0, noise_hu
+    for k in range(1, MAX_PASSES + 1):
+        out = noise_hu * np.sqrt(_kernel_energy(k))
+        if out <= NOISE_TARGET_HU:
+            break
+    return k, float(out)
+
+
+def _slices(offset: tuple[int, int, int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """(here, there): voxel p in `here` has its neighbour p + offset at the same place in `there`."""
+    here, there = [], []
+    for o in offset:
+        here.append(slice(max(0, -o), -o if o > 0 else None))
+        there.append(slice(max(0, o), None if o >= 0 else o))
+    return tuple(here), tuple(there)
+
+
+class CurveFilter:
+    """The edge-preserving filter of one series, applied pass by pass; the weights of each pass come from the
+    curves as they are at that pass, compared against the noise they are predicted to carry by then."""
+
+    def __init__(self, mask: np.ndarray, noise_hu: float) -> None:
+        self.mask = mask
+        self.noise_hu = float(noise_hu)
+        self.passes, predicted = passes_for(noise_hu) if mask.any() else (0, noise_hu)
+        self.done = 0  # passes applied so far
+        self._basis: np.ndarray | None = None
+        self.report = DenoiseReport(self.passes, self.noise_hu, float(predicted), GUIDE_COMPONENTS if self.passes
+                                    else 0)
+
+    def _coefficients(self, enh: np.ndarray) -> np.ndarray:
+        """(K, Z, Y, X) coordinates of the curves in their first K principal components (fixed at first use)."""
+        if self._basis is None:
+            sample = enh[:, self.mask][:, :: max(1, int(self.mask.sum()) // 200_000)]
+            centred = sample - sample.mean(axis=1, keepdims=True)
+            _, vecs = np.linalg.eigh(centred @ centred.T)
+            self._basis = vecs[:, ::-1][:, :GUIDE_COMPONENTS].astype(np.float32)  # (T, K), largest first
+        return np.tensordot(self._basis.T, enh, axes=1)
+
+    def _weights(self, enh: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        coeff = self._coefficients(enh)
+        mask = self.mask
+        weights = []
+        norm = mask.astype(np.float32)  # the voxel itself, weight 1
+        for off in _OFFSETS:
+            here, there = _slices(off)
+            d2 = np.zeros(mask[here].shape, np.float32)
+            for c in coeff:
+                d2 += (c[here] - c[there]) ** 2
+            pair = mask[here] & mask[there]
+            expected = self._expected_d2(d2, pair)
+            w = np.exp(-np.maximum(d2 - expected, 0.0) / expected).astype(np.float32)
+            w *= pair
+            norm[here] += w
+            norm[there] += w
+            weights.append(w)
+        inv_norm = np.where(mask, 1.0 / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
+        return weights, inv_norm
+
+    def _expected_d2(self, d2: np.ndarray, pair: np.ndarray) -> float:
+        """E[d2] between two neighbours of one tissue, measured: most neighbour pairs are of one tissue, and their
+        d2 is noise, chi-square with K degrees of freedom up to scale, so E = median x K / median(chi2_K).
+
+        Measured rather than predicted because after a pass the noise of neighbours is correlated (their
+        differences shrink faster than the noise): a predicted E would be too large at first and too small later.
+        """
+        values = d2[pair][::7]
+        if values.size < 50:  # a sliver of tissue: fall back on the white-noise prediction
+            return max(2.0 * GUIDE_COMPONENTS * self.noise_hu ** 2 * _kernel_energy(self.done), 1e-6)
+        return max(float(np.median(values)) * GUIDE_COMPONENTS / _CHI2_MEDIAN[GUIDE_COMPONENTS], 1e-6)
+
+    def run(self, enh: np.ndarray, passes: int) -> None:
+        """`passes` more passes over `enh` (T, Z, Y, X) in place; outside the mask the result is 0."""
+        if passes <= 0 or self.passes == 0:
+            return
+        original, acc = enh, np.empty_like(enh)
+        all_t = (slice(None),)
+        for _ in range(passes):
+            weights, inv_norm = self._weights(enh)
+            np.multiply(enh, self.mask, out=acc)
+            for off, w in zip(_OFFSETS, weights):
+                here, there = _slices(off)
+                acc[all_t + here] += w * enh[all_t + there]
+                acc[all_t + there] += w * enh[all_t + here]
+            acc *= inv_norm
+            enh, acc = acc, enh
+            self.done += 1
+        if enh is not original:  # odd number of passes: the result is in the scratch array
+            original[...] = enh
+        logger.info("edge-preserving filter: %d passes done (noise %.2f HU, ~%.2f HU after %d)", self.done,
+                    self.noise_hu, self.report.predicted_noise_out_hu, self.passes)
+
+
+def denoise_within(enh: np.ndarray, mask: np.ndarray, noise_hu: float) -> DenoiseReport:
+    """Edge-preserving smoothing of every curve of `enh` (T, Z, Y, X) inside `mask`, in place, with the passes
+    the noise needs. Voxels outside the mask are not used and come out as 0."""
+    f = CurveFilter(mask, noise_hu)
+    f.run(enh, f.passes)
+    return f.report
