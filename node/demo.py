@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pydicom
 from pynetdicom import AE
 
@@ -118,11 +119,24 @@ def _rel(measured: float | None, truth: float, tol: float) -> bool:
     return measured is not None and abs(measured - truth) <= tol * abs(truth)
 
 
+def max_slope_noise_floor(truth: dict[str, Any], volume_ml: float) -> dict[str, float]:
+    """Standard deviation (mL/min/100 mL) of a region-mean max slope that the phantom's CT noise alone causes, for
+    a region of `volume_ml`: sqrt(2) x noise / dt / sqrt(voxels), scaled like ALP/PVP. Physics, not method."""
+    perf = truth["perfusion"]
+    spacing = truth["grids"]["perfusion"]["spacing_mm_kij"]
+    voxels = max(volume_ml * 1000.0 / float(np.prod(spacing)), 1.0)
+    dt = float(np.min(np.diff(perf["time_s"])))
+    slope_sd = np.sqrt(2.0) * float(perf["ct_noise_sd_hu"]) / dt / np.sqrt(voxels)
+    return {"ALP": 6000.0 * slope_sd / perf["aorta_peak_sample_hu"],
+            "PVP": 6000.0 * slope_sd / perf["portal_peak_sample_hu"]}
+
+
 def _compare_perfusion(m: dict[str, Any], truth: dict[str, Any]) -> list[Check]:
     """Per phantom region (the phantom's perfusion RTSTRUCT): map means and ROI-curve values vs the truth.
 
-    Max slope is compared with the max-slope truth (5 %, HPI 3 pp), DISCM with the model truth (OSIPI:
-    5 mL/100 mL/min + 10 %).
+    Max slope is compared with the max-slope truth: 5 %, widened by 3 standard deviations of what the CT noise
+    alone allows for a region of that volume (max_slope_noise_floor; negligible for the liver, 2-8 mL/min/100 mL
+    for the small tumours of the small phantom). DISCM with the model truth (OSIPI: 5 mL/100 mL/min + 10 %).
     """
     stats = m.get("regional_statistics") or {}
     regions = truth["perfusion"]["regions"]
@@ -131,13 +145,15 @@ def _compare_perfusion(m: dict[str, Any], truth: dict[str, Any]) -> list[Check]:
         if roi not in stats:
             continue
         ms, model = regions[region]["max_slope"], regions[region]["model"]
+        floor = max_slope_noise_floor(truth, float(stats[roi].get("volume_ml") or 0.0))
         for source, label in ((stats[roi].get("max-slope") or {}, "map mean"),
                               ((stats[roi].get("roi-curve") or {}).get("max-slope") or {}, "ROI curve")):
             for p, key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
                 v = source.get(p)
                 v = v.get("mean") if isinstance(v, dict) else v
-                out.append(Check(f"{roi} max-slope {p}, {label} (mL/min/100 mL)", v, ms[key], "5 %",
-                                 _rel(v, ms[key], PERFUSION_TOLERANCE)))
+                tol = PERFUSION_TOLERANCE * abs(ms[key]) + 3.0 * floor[p]
+                out.append(Check(f"{roi} max-slope {p}, {label} (mL/min/100 mL)", v, ms[key],
+                                 f"5 % + {3.0 * floor[p]:.1f}", v is not None and abs(v - ms[key]) <= tol))
         curve = (stats[roi].get("roi-curve") or {}).get("discm") or {}
         for p, key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
             v, t = curve.get(p), model[key]
