@@ -79,8 +79,14 @@ class _SpoolPool:
         self._wanted.set()
         return tempfile.mkstemp(dir=directory, suffix=".part")
 
+    def __len__(self) -> int:
+        """Files made ahead and ready."""
+        with self._lock:
+            return len(self._ready)
+
     def drain(self) -> None:
-        """Close and remove the files made ahead (node stop)."""
+        """Close and remove the files made ahead (node stop; one being made at that moment may stay behind,
+        empty, until the next start cleans tmp/)."""
         with self._lock:
             while self._ready:
                 _discard(*self._ready.popleft()[1:])

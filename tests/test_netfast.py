@@ -4,7 +4,6 @@ network test, which run with it installed.)"""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from pydicom.filebase import DicomBytesIO
@@ -12,6 +11,7 @@ from pydicom.filewriter import write_dataset
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 
+from conftest import wait_until
 from node import netfast
 from node.scp import SpoolFile, _SpoolPool
 
@@ -66,21 +66,16 @@ def test_spool_pool_serves_its_folder_discards_others_and_drains(tmp_path: Path)
         SpoolFile.directory = a
         fd, name = pool.take(a)  # first call: made on the spot, and the filler starts
         assert Path(name).parent == a
-        deadline = time.monotonic() + 5
-        while len(list(a.glob("*.part"))) < 1 + _SpoolPool.SIZE and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_until(lambda: len(pool) == _SpoolPool.SIZE)
         assert len(list(a.glob("*.part"))) == 1 + _SpoolPool.SIZE  # made ahead
         SpoolFile.directory = b  # another node took over the process: files made for `a` are not used
         fd2, name2 = pool.take(b)
         assert Path(name2).parent == b
-        deadline = time.monotonic() + 5
-        while len(list(a.glob("*.part"))) > 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert [p.name for p in a.glob("*.part")] == [Path(name).name]
-        deadline = time.monotonic() + 5
-        while len(list(b.glob("*.part"))) < 1 + _SpoolPool.SIZE and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert [p.name for p in a.glob("*.part")] == [Path(name).name]  # discarded at once
+        assert wait_until(lambda: len(pool) == _SpoolPool.SIZE)
+        assert len(list(b.glob("*.part"))) == 1 + _SpoolPool.SIZE
         pool.drain()
+        assert len(pool) == 0
         assert [p.name for p in b.glob("*.part")] == [Path(name2).name]
     finally:
         SpoolFile.directory = old

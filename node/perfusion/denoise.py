@@ -7,9 +7,9 @@ averaged only with neighbours whose *curves* look alike:
 1. similarity: the curves are projected onto their first GUIDE_COMPONENTS principal components (the shapes
    perfusion curves differ by; the rest is mostly noise);
 2. weights: for every neighbour in the 3 x 3 x 3 neighbourhood, w = exp(-max(d2 - E, 0) / E), where d2 is the
-   squared distance of the two projections and E its expected value between two voxels of the *same* tissue
-   (2 x components x the noise variance the curves carry at this pass). Same tissue: w ~ 1; liver next to a
-   tumour: d2 >> E, w ~ 0;
+   squared distance of the two projections and E its expected value between two neighbours of the *same* tissue,
+   measured at every pass from the median d2 (most neighbours are of one tissue, their d2 is noise). Same tissue:
+   w ~ 1; liver next to a tumour: d2 >> E, w ~ 0;
 3. iterate: each pass replaces a voxel by the weighted mean of itself and its neighbours (inside the tissue
    mask only), the weights recomputed from the curves as they are (an iterated bilateral filter, whose
    similarity sharpens as the noise falls). k passes reach about as far as a Gaussian of sigma sqrt(2k/3)
@@ -94,7 +94,7 @@ def _slices(offset: tuple[int, int, int]) -> tuple[tuple[slice, ...], tuple[slic
 
 class CurveFilter:
     """The edge-preserving filter of one series, applied pass by pass; the weights of each pass come from the
-    curves as they are at that pass, compared against the noise they are predicted to carry by then."""
+    curves as they are at that pass, compared against the noise they carry by then (measured)."""
 
     def __init__(self, mask: np.ndarray, noise_hu: float) -> None:
         self.mask = mask
