@@ -20,6 +20,7 @@ from pynetdicom import AE
 
 from node.config import Config
 from node.index import Index, index_path
+from node.perfusion.stats import max_slope_noise_sd
 from node.status import table
 
 logger = logging.getLogger(__name__)
@@ -121,14 +122,11 @@ def _rel(measured: float | None, truth: float, tol: float) -> bool:
 
 def max_slope_noise_floor(truth: dict[str, Any], volume_ml: float) -> dict[str, float]:
     """Standard deviation (mL/min/100 mL) of a region-mean max slope that the phantom's CT noise alone causes, for
-    a region of `volume_ml`: sqrt(2) x noise / dt / sqrt(voxels), scaled like ALP/PVP. Physics, not method."""
+    a region of `volume_ml` (node.perfusion.stats.max_slope_noise_sd with the phantom's noise and geometry)."""
     perf = truth["perfusion"]
-    spacing = truth["grids"]["perfusion"]["spacing_mm_kij"]
-    voxels = max(volume_ml * 1000.0 / float(np.prod(spacing)), 1.0)
-    dt = float(np.min(np.diff(perf["time_s"])))
-    slope_sd = np.sqrt(2.0) * float(perf["ct_noise_sd_hu"]) / dt / np.sqrt(voxels)
-    return {"ALP": 6000.0 * slope_sd / perf["aorta_peak_sample_hu"],
-            "PVP": 6000.0 * slope_sd / perf["portal_peak_sample_hu"]}
+    voxels = round(volume_ml * 1000.0 / float(np.prod(truth["grids"]["perfusion"]["spacing_mm_kij"])))
+    return max_slope_noise_sd(float(perf["ct_noise_sd_hu"]), voxels, np.asarray(perf["time_s"]),
+                              perf["aorta_peak_sample_hu"], perf["portal_peak_sample_hu"])
 
 
 def _compare_perfusion(m: dict[str, Any], truth: dict[str, Any]) -> list[Check]:

@@ -16,6 +16,7 @@ from node.perfusion.inputs import find_inputs, match_input_rois, sphere_mask
 from node.perfusion.maxslope import MaxSlopeInputs, max_slope_maps, phase_windows
 from node.perfusion.denoise import CurveFilter, denoise_within, passes_for
 from node.perfusion.preprocess import estimate_noise
+from node.perfusion.stats import max_slope_noise_sd
 from node.perfusion.tissue_classes import class_mean_curves, curve_classes
 from node.perfusion.volume4d import assemble
 
@@ -247,6 +248,19 @@ def test_curve_classes_separate_different_shapes() -> None:
     assert not t_labels & l_labels
     means = class_mean_curves(curves, labels)
     assert means.shape == curves.shape
+
+
+def test_max_slope_noise_sd_matches_a_simulation() -> None:
+    """The recorded 1-SD noise of a region's max slope equals the spread of the slope of the region's mean curve
+    over many independent noise draws (the interval fixed, as on a noiseless curve)."""
+    times = np.arange(15) * 3.0
+    n_voxels, noise = 150, 1.7
+    rng = np.random.default_rng(9)
+    draws = rng.normal(0, noise, (400, 2, n_voxels)).mean(axis=2)  # region means at two consecutive samples
+    slopes = (draws[:, 1] - draws[:, 0]) / 3.0
+    sd = max_slope_noise_sd(noise, n_voxels, times, aorta_peak_hu=270.0, portal_peak_hu=190.0)
+    assert sd["ALP"] == pytest.approx(6000 * slopes.std() / 270.0, rel=0.1)
+    assert sd["PVP"] == pytest.approx(6000 * slopes.std() / 190.0, rel=0.1)
 
 
 def test_noise_estimate() -> None:

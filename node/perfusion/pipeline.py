@@ -28,8 +28,8 @@ from node.perfusion.tissue_classes import class_mean_curves, curve_classes
 from node.perfusion.preprocess import baseline_count, estimate_noise, subtract_baseline, tissue_masks
 from node.perfusion.errors import PerfusionInputError
 from node.perfusion.maps import curve_parameters
-from node.perfusion.stats import (add_roi_curve_parameters, read_roi_masks, regional_statistics, roi_mean_curves,
-                                  to_working_grid)
+from node.perfusion.stats import (add_roi_curve_parameters, max_slope_noise_sd, read_roi_masks, regional_statistics,
+                                  roi_mean_curves, to_working_grid)
 from node.perfusion.volume4d import Volume4D, assemble
 from node.results import AnalysisResult, OutputObject
 
@@ -166,6 +166,12 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
             name: curve_parameters(curve, vol.times, analysis.perfusion_methods, t_spl, aorta, portal,
                                    liver_curve if liver.any() else curve)
             for name, curve in roi_curves.items()})
+        if "max-slope" in analysis.perfusion_methods:
+            for name in (n for n in roi_curves if "roi-curve" in regional.get(n, {})):
+                # how far image noise alone can move these values (1 SD), for the reader
+                n_used = round(regional[name]["analysed_volume_ml"] / vol.grid.voxel_volume_ml)
+                regional[name]["roi-curve"]["max-slope-noise-sd"] = max_slope_noise_sd(
+                    noise_hu, n_used, vol.times, float(aorta.max()), float(portal.max()))
     with timer("outputs"):
         curves = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
         objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), curves, t_spl)
