@@ -248,6 +248,14 @@ def test_curve_classes_separate_different_shapes() -> None:
     assert not t_labels & l_labels
     means = class_mean_curves(curves, labels)
     assert means.shape == curves.shape
+    # noiseless: two distinct shapes, far fewer than the classes asked for; one class each, and no warning
+    import warnings
+    clean, tum, liver, tumour = _two_tissues(0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        labels = curve_classes(clean.reshape(clean.shape[0], -1))
+    assert len(set(labels[tum.ravel()])) == len(set(labels[~tum.ravel()])) == 1
+    assert labels[tum.ravel()][0] != labels[~tum.ravel()][0]
 
 
 def test_max_slope_noise_sd_matches_a_simulation() -> None:

@@ -34,9 +34,12 @@ def curve_classes(curves: np.ndarray, n_classes: int = N_CLASSES, seed: int = 0)
     _, vecs = np.linalg.eigh((sample - mean) @ (sample - mean).T)
     basis = vecs[:, ::-1][:, :COMPONENTS]  # (T, K)
     coords = ((curves - mean).T @ basis).astype(np.float64)  # (N, K), in HU: major shape differences dominate
-    with warnings.catch_warnings():  # fewer distinct shapes than classes (e.g. noiseless data): some stay empty
+    fit = coords[:: max(1, n // _FIT_SAMPLE)]
+    # never more classes than distinct shapes (noiseless data): k-means++ needs a new distinct point per class
+    k = min(n_classes, len(np.unique(np.round(fit, 3), axis=0)))
+    with warnings.catch_warnings():  # a class may still come out empty; that is harmless
         warnings.simplefilter("ignore", UserWarning)
-        centroids, _ = kmeans2(coords[:: max(1, n // _FIT_SAMPLE)], n_classes, minit="++", seed=seed)
+        centroids, _ = kmeans2(fit, k, minit="++", seed=seed)
     labels, _ = vq(coords, centroids)
     return labels
 
