@@ -7,7 +7,7 @@ waits for a poll adds to every instance. The changes here keep pynetdicom's beha
 replace the polls by waits that end when there is something to do, and cut the syscall count:
 
 - read a PDU with ``recv_into`` into one preallocated buffer (one syscall per socket buffer instead of per 4 KiB);
-- an acceptor's DUL thread, when idle, waits in ``select`` on its socket *and* a wake-up pipe that is written
+- an acceptor's DUL thread, when idle, waits in ``poll`` on its socket *and* a wake-up pipe that is written
   whenever the association queues a PDU to send (the C-STORE response), instead of sleeping 1 ms;
 - an acceptor's association reactor waits on the DIMSE message queue (woken when a message is complete)
   instead of polling it every 1 ms;
@@ -76,17 +76,20 @@ class _Waiter:
         os.set_blocking(self._w, False)
         self._lock = threading.Lock()
         self._closed = False
+        self._poll = select.poll()  # not select(): no limit on descriptor numbers on a busy node
+        self._poll.register(sock, select.POLLIN | select.POLLPRI)
+        self._poll.register(self._r, select.POLLIN)
 
     def wait(self, timeout: float) -> None:
         sock = self.sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return  # decrypted bytes already buffered: select would not see them
         try:
-            readable, _, _ = select.select([sock, self._r], [], [], timeout)
+            events = self._poll.poll(max(1, int(timeout * 1000)))
         except (OSError, ValueError):  # socket closed under us: pynetdicom's next look reports it
             _time.sleep(POLL_SECONDS)
             return
-        if self._r in readable:
+        if any(fd == self._r for fd, _ in events):
             try:
                 os.read(self._r, 4096)
             except BlockingIOError:
