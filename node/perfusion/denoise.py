@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from node.perfusion.tissue_classes import principal_axes
+
 logger = logging.getLogger(__name__)
 
 #: Noise (HU SD) the filter aims at, and the most passes it may take for that.
@@ -108,10 +110,7 @@ class CurveFilter:
     def _coefficients(self, enh: np.ndarray) -> np.ndarray:
         """(K, Z, Y, X) coordinates of the curves in their first K principal components (fixed at first use)."""
         if self._basis is None:
-            sample = enh[:, self.mask][:, :: max(1, int(self.mask.sum()) // 200_000)]
-            centred = sample - sample.mean(axis=1, keepdims=True)
-            _, vecs = np.linalg.eigh(centred @ centred.T)
-            self._basis = vecs[:, ::-1][:, :GUIDE_COMPONENTS].astype(np.float32)  # (T, K), largest first
+            self._basis = principal_axes(enh[:, self.mask], GUIDE_COMPONENTS)[1].astype(np.float32)
         return np.tensordot(self._basis.T, enh, axes=1)
 
     def _weights(self, enh: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:

@@ -24,15 +24,21 @@ _FIT_SAMPLE = 200_000  # voxels the centroids are fitted on (all are assigned)
 COMPONENTS = 4
 
 
+def principal_axes(curves: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean curve (T, 1) and first `k` principal axes (T, k), largest variance first, of (T, N) curves (fitted
+    on at most _FIT_SAMPLE of them)."""
+    sample = curves[:, :: max(1, curves.shape[1] // _FIT_SAMPLE)]
+    mean = sample.mean(axis=1, keepdims=True)
+    _, vecs = np.linalg.eigh((sample - mean) @ (sample - mean).T)
+    return mean, vecs[:, ::-1][:, :k]
+
+
 def curve_classes(curves: np.ndarray, n_classes: int = N_CLASSES, seed: int = 0) -> np.ndarray:
     """Class label (N,) of each of the (T, N) curves: k-means on their first COMPONENTS principal components."""
     n = curves.shape[1]
     if n <= n_classes:
         return np.arange(n)
-    sample = curves[:, :: max(1, n // _FIT_SAMPLE)]
-    mean = sample.mean(axis=1, keepdims=True)
-    _, vecs = np.linalg.eigh((sample - mean) @ (sample - mean).T)
-    basis = vecs[:, ::-1][:, :COMPONENTS]  # (T, K)
+    mean, basis = principal_axes(curves, COMPONENTS)
     coords = ((curves - mean).T @ basis).astype(np.float64)  # (N, K), in HU: major shape differences dominate
     fit = coords[:: max(1, n // _FIT_SAMPLE)]
     # never more classes than distinct shapes (noiseless data): k-means++ needs a new distinct point per class
