@@ -37,8 +37,8 @@ def max_slope_set(enh: np.ndarray, mask: np.ndarray, times: np.ndarray, inputs: 
     """Dual-input maximum-slope maps (ALP, PVP, TLP, HPI) from denoised enhancement (T, Z, Y, X).
 
     `noise_reduction` describes what was done to the curves (node.perfusion.denoise), for the record;
-    `select` are the (T, N) mask curves, more strongly smoothed, on which the steepest interval of each phase is
-    chosen (see node.perfusion.maxslope).
+    `select` are the (T, N) mean curves of each mask voxel's tissue class (node.perfusion.tissue_classes), on
+    which the steepest interval of each phase is chosen (see node.perfusion.maxslope).
     """
     maps = max_slope_maps(enh[:, mask], times, inputs, select)
     params = {"t_spl_s": inputs.t_spl, "aorta_peak_hu": round(inputs.aorta_peak_hu, 2),

@@ -12,9 +12,10 @@ Discrete convention (the phantom's max-slope truth uses exactly this one on nois
 A tissue that does not rise in a phase has no measurable inflow in it: negative maxima (noise) are reported as 0.
 
 Noise: the maximum of noisy slopes is biased upwards (the largest of several noisy values), and spatial
-averaging of the resulting map does not remove that bias. When a more strongly smoothed copy of the curves is
-given (`select`), the steepest interval of each phase is chosen on it and the slope is read at that interval
-from the voxel's own (lightly smoothed) curve: the same convention on noiseless data, without the bias.
+averaging of the resulting map does not remove that bias. When curves to choose on are given (`select`: the
+pipeline gives each voxel's tissue-class mean curve, node.perfusion.tissue_classes), the steepest interval of
+each phase is chosen on them and the slope is read at that interval from the voxel's own (denoised) curve: the
+same convention on noiseless data, without the bias.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def max_slope_maps(enh: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
                    select: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """ALP, PVP, TLP (mL/min/100 mL) and HPI (%) for enhancement curves `enh` of shape (T, N).
 
-    `select` (same shape, more strongly smoothed) picks the steepest interval per phase (see module doc).
+    `select` (same shape, e.g. class mean curves) picks the steepest interval per phase (see module doc).
     """
     if inputs.aorta_peak_hu <= 0 or inputs.portal_peak_hu <= 0:
         raise InputCurveError("max slope: an input curve does not enhance (peak <= 0 HU)")

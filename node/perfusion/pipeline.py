@@ -23,13 +23,13 @@ from node.perfusion.inputs import InputRoi, check_inputs, estimate_liver, find_i
 from node.perfusion.maps import discm_set, max_slope_set
 from node.perfusion.maxslope import MaxSlopeInputs
 from node.perfusion.motion import correct_motion, reference_frame
-from node.perfusion.denoise import CurveFilter
-from node.perfusion.tissue_classes import class_mean_curves, curve_classes
-from node.perfusion.preprocess import baseline_count, estimate_noise, subtract_baseline, tissue_masks
+from node.perfusion.denoise import denoise_within
 from node.perfusion.errors import PerfusionInputError
 from node.perfusion.maps import curve_parameters
+from node.perfusion.preprocess import baseline_count, estimate_noise, subtract_baseline, tissue_masks
 from node.perfusion.stats import (add_roi_curve_parameters, max_slope_noise_sd, read_roi_masks, regional_statistics,
                                   roi_mean_curves, to_working_grid)
+from node.perfusion.tissue_classes import class_mean_curves, curve_classes
 from node.perfusion.volume4d import Volume4D, assemble
 from node.results import AnalysisResult, OutputObject
 
@@ -140,9 +140,7 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         liver, liver_source = _liver_mask(roi_native, analysis, vol, analysed, rois)
         roi_curves = roi_mean_curves(vol.data, roi_native, analysed, vol)  # unsmoothed: ROI-curve analysis
         liver_curve = vol.data[:, liver].mean(axis=1) if liver.any() else np.zeros(vol.n_times)
-        curve_filter = CurveFilter(analysed, noise_hu)
-        curve_filter.run(vol.data, curve_filter.passes)
-        noise_reduction = curve_filter.report.as_dict()
+        noise_reduction = denoise_within(vol.data, analysed, noise_hu).as_dict()
         select = None
         if "max-slope" in analysis.perfusion_methods:
             # the steepest interval is chosen on the mean curve of each voxel's class (node.perfusion.tissue_classes)
