@@ -120,8 +120,8 @@ class _DulTime:
     @staticmethod
     def sleep(seconds: float) -> None:
         waiter = getattr(_local, "waiter", None)
-        if waiter is None:
-            _time.sleep(min(seconds, POLL_SECONDS))
+        if waiter is None:  # not an acceptor's DUL thread (e.g. the outbox's SCU): pynetdicom's own pacing
+            _time.sleep(seconds)
         else:
             waiter.wait(IDLE_WAIT_SECONDS)
 
@@ -233,8 +233,3 @@ def install() -> None:
     DIMSEServiceProvider.get_msg = _get_msg  # type: ignore[method-assign]
     DIMSEServiceProvider.send_msg = _send_msg  # type: ignore[method-assign]
     _installed = True
-
-
-def tune_association(assoc: Any) -> None:
-    """Per association (on connection): an idle DUL thread calls its wait (sleep) after every empty look."""
-    assoc.dul._run_loop_delay = POLL_SECONDS

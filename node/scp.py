@@ -298,7 +298,6 @@ class StorageSCP:
         return spooled
 
     def _on_connect(self, event: Any) -> None:
-        netfast.tune_association(event.assoc)
         sock = getattr(event.assoc.dul.socket, "socket", None)
         if isinstance(sock, socket.socket):
             try:
