@@ -8,14 +8,15 @@ Truth used:
   per second that rounding alone moves ALP by tens of percent, so the unrounded curves are not what the images
   contain). With noise the rounding averages out and the unrounded truth is used.
 * DISCM: the model parameters, with the OSIPI flow tolerance 5 mL/100 mL/min + 10 %.
-Region means are taken over truth masks eroded by 4 mm (partial-volume voxels at lesion edges).
+Region means are taken over truth masks eroded by one voxel in every direction (5.5 mm: the 3.2 mm in-plane
+neighbours and diagonals and the 5 mm slice neighbours): those voxels are partial-volume mixtures, and with
+breathing motion every frame is resampled between 5 mm slices, mixing a lesion's first and last slice with the
+liver by a different fraction in every frame.
 Noisy variants use the phantom's physical noise (10 HU at 0.78 x 0.78 x 2.5 mm, i.e. 1.7 HU at the small
-phantom's 3.2 x 3.2 x 5 mm voxel) and are held to the issue's criteria for the liver parenchyma, the
-hypervascular tumour T1 and the input ROIs. For T2 (hypovascular, max slopes 0.27-0.35 HU/s) and T3 (12 mm)
-the criterion is below what the data can carry: the standard deviation of a region-mean max slope is
-sqrt(2) x noise / dt / sqrt(voxels in the region), i.e. 16-26 % for T2 and 6-8 % for T3 at this noise. They are held to the issue's criteria on the noiseless variants
-and, with noise, to DISCM within the OSIPI tolerance and max slope within 3 of those standard deviations
-(a bias from the method, e.g. liver mixed into the lesion, would exceed it).
+phantom's 3.2 x 3.2 x 5 mm voxel) and are held to the issue's criteria in every region: liver parenchyma and
+the three tumours. The test first checks that the criterion can discriminate there: the standard deviation
+noise alone gives a region-mean max slope (node.perfusion.stats.max_slope_noise_sd: the convention's temporal
+smoothing and difference over the region's voxels) must be at most 2 % of its value, so 5 % is >= 2.5 SD.
 """
 from __future__ import annotations
 
@@ -32,12 +33,15 @@ import rtstruct
 from node.config import AnalysisConfig
 from node.derived import NOT_FOR_DIAGNOSIS
 from node.perfusion.pipeline import run_perfusion
+from node.perfusion.stats import max_slope_noise_sd
 from node.phantom import write_phantom
 from node.phantom.curves import max_slope as phantom_max_slope
 from orthanc import dciodvfy_errors
 
 REGIONS = {"liver_parenchyma": "liver", "T1": "T1", "T2": "T2", "T3": "T3"}
-ERODE_MM = 4.0
+ERODE_MM = 5.5
+#: largest 1-SD noise of a region-mean max slope (relative) at which a 5 % criterion is meaningful (2.5 SD)
+MAX_RELATIVE_FLOOR = 0.02
 
 
 class Case:
@@ -214,17 +218,30 @@ def test_rtstruct_inputs_and_regional_statistics(exact_classic: Case) -> None:
 NOISY_CASES = ["noisy", "noisy_motion", "noisy_shuffled_j2k", "noisy_enhanced"]
 
 
+def _relative_floor(case: Case, region: str, key: str) -> dict[str, float]:
+    """1-SD noise of the region-mean max slope over the evaluated core, relative to the truth."""
+    spacing = np.linalg.norm(case.masks["affine_kij_to_patient"][:3, :3], axis=0)
+    n_voxels = int((ndimage.distance_transform_edt(case.masks[region], sampling=spacing) > ERODE_MM).sum())
+    sd = max_slope_noise_sd(case.perf["ct_noise_sd_hu"], n_voxels, np.asarray(case.perf["time_s"]),
+                            case.perf["aorta_peak_sample_hu"], case.perf["portal_peak_sample_hu"])
+    ms = case.perf["regions"][key]["max_slope"]
+    return {"ALP": sd["ALP"] / ms["alp_ml_min_100ml"], "PVP": sd["PVP"] / ms["pvp_ml_min_100ml"]}
+
+
 @pytest.mark.parametrize("case_name", NOISY_CASES)
-def test_noisy_variants_meet_the_criteria_for_the_liver_t1_and_inputs(case_name: str, request) -> None:
-    """Liver and T1: max slope ALP/PVP within 5 % of the max-slope truth and HPI within 3 percentage points,
-    DISCM ALP/PVP within 5 mL/100 mL/min + 10 % of the model (and the liver's DISCM HPI within 3 points);
-    input ROI centres inside the true aorta / portal vein / spleen."""
+def test_noisy_variants_meet_the_criteria_in_every_region(case_name: str, request) -> None:
+    """Liver parenchyma and tumours T1-T3: max slope ALP/PVP within 5 % of the max-slope truth and HPI within 3
+    percentage points, DISCM ALP/PVP within 5 mL/100 mL/min + 10 % of the model (and the liver's DISCM HPI within
+    3 points); input ROI centres inside the true aorta / portal vein / spleen."""
     case: Case = request.getfixturevalue(case_name)
     maps = case.maps()
     # the phantom's physical noise: 10 HU x sqrt(0.78^2 x 2.5 / (3.2^2 x 5)) = 1.73 HU (+ integer rounding)
     assert case.perf["ct_noise_sd_hu"] == pytest.approx(1.73, abs=0.01)
     assert 1.4 < case.m["noise_hu"] < 2.6
-    for region, key in (("liver_parenchyma", "liver"), ("T1", "T1")):
+    assert case.m["noise_reduction"]["native_image_in_similarity"] is True
+    for region, key in REGIONS.items():
+        floor = _relative_floor(case, region, key)
+        assert max(floor.values()) <= MAX_RELATIVE_FLOOR, (region, floor)  # the criterion can discriminate
         truth = case.perf["regions"][key]
         ms = truth["max_slope"]
         for param, tkey in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
@@ -235,36 +252,12 @@ def test_noisy_variants_meet_the_criteria_for_the_liver_t1_and_inputs(case_name:
         for param, tkey in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
             got = case.region_mean(maps[("DISCM", param)], region)
             assert abs(got - truth["model"][tkey]) <= 5 + 0.1 * truth["model"][tkey], (region, param, got)
-        if region == "liver_parenchyma":
+        if region != "T1":
             # T1's DISCM PVP is 8 mL/100 mL/min: the OSIPI tolerance on it (5.8) alone allows its HPI to move ~6 pp
             got = case.region_mean(maps[("DISCM", "HPI")], region)
             assert got == pytest.approx(truth["model"]["hpi_percent"], abs=3.0), (region, got)
     for name in ("aorta", "portal_vein", "spleen"):
         assert case.inside_truth(name), name
-
-
-@pytest.mark.parametrize("case_name", ["noisy", "noisy_shuffled_j2k", "noisy_enhanced"])
-def test_noisy_small_tumours_are_within_their_noise_floor(case_name: str, request) -> None:
-    """T2 and T3: DISCM within the OSIPI tolerance; max slope within 3 standard deviations of what the noise
-    alone allows for a region of that size (see the module docstring), never a method bias beyond it."""
-    case: Case = request.getfixturevalue(case_name)
-    maps = case.maps()
-    spacing = np.linalg.norm(case.masks["affine_kij_to_patient"][:3, :3], axis=0)
-    dt = float(np.min(np.diff(case.perf["time_s"])))
-    peaks = {"ALP": case.perf["aorta_peak_sample_hu"], "PVP": case.perf["portal_peak_sample_hu"]}
-    for region in ("T2", "T3"):
-        truth = case.perf["regions"][region]
-        # voxels the region mean is taken over (the eroded core): an upper bound of the floor, as the filter
-        # also averages in the lesion's rim
-        n_voxels = int((ndimage.distance_transform_edt(case.masks[region], sampling=spacing) > ERODE_MM).sum())
-        slope_sd = np.sqrt(2.0) * case.perf["ct_noise_sd_hu"] / dt / np.sqrt(n_voxels)
-        for param, tkey in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
-            floor = 6000.0 * slope_sd / peaks[param]
-            got = case.region_mean(maps[("MaxSlope", param)], region)
-            assert abs(got - truth["max_slope"][tkey]) <= 3 * floor + 0.05 * truth["max_slope"][tkey], \
-                (region, param, got, truth["max_slope"][tkey], floor)
-            got = case.region_mean(maps[("DISCM", param)], region)
-            assert abs(got - truth["model"][tkey]) <= 5 + 0.1 * truth["model"][tkey], (region, param, got)
 
 
 def test_noisy_still_series_and_foreign_rtstruct(noisy: Case) -> None:

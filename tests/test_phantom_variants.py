@@ -198,7 +198,10 @@ def test_truth_follows_the_nonuniform_times(phantom):
     t = np.array(perf["time_s"])
     c = {k: np.array(v) for k, v in perf["enhancement_hu"].items()}
     t_spl = t[np.argmax(c["spleen"])]
-    s = np.diff(c["liver"]) / np.diff(t)
+    # [1, 2, 1] / 4 per sample (not per second), renormalised at the ends
+    liver = np.convolve(np.pad(c["liver"], 1), [1, 2, 1], "valid") / np.convolve(np.pad(np.ones(t.size), 1),
+                                                                                [1, 2, 1], "valid")
+    s = np.diff(liver) / np.diff(t)
     alp = 6000 * s[t[1:] <= t_spl].max() / c["aorta"].max()
     pvp = 6000 * s[t[:-1] >= t_spl].max() / c["portal_vein"].max()
     assert perf["regions"]["liver"]["max_slope"]["alp_ml_min_100ml"] == pytest.approx(alp, rel=1e-9)

@@ -5,7 +5,11 @@ tumour takes on some of the liver's curve, and its maximum slope moves towards t
 averaged only with neighbours whose *curves* look alike:
 
 1. similarity: the curves are projected onto their first GUIDE_COMPONENTS principal components (the shapes
-   perfusion curves differ by; the rest is mostly noise);
+   perfusion curves differ by; the rest is mostly noise), plus, when given, the native (pre-contrast) HU image
+   as one more coordinate, scaled to the same noise. Enhancement alone hardly tells a mixed tumour from the
+   liver (their curves differ by ~8 HU RMS, close to the noise), but its native attenuation differs by 10-15 HU,
+   an edge the unenhanced CT shows plainly; the native image is filtered with the same weights, so its noise
+   falls with the curves';
 2. weights: for every neighbour in the 3 x 3 x 3 neighbourhood, w = exp(-max(d2 - E, 0) / E), where d2 is the
    squared distance of the two projections and E its expected value between two neighbours of the *same* tissue,
    measured at every pass from the median d2 (most neighbours are of one tissue, their d2 is noise). Same tissue:
@@ -19,7 +23,8 @@ averaged only with neighbours whose *curves* look alike:
 A lightly blurred guide was tried first and rejected: its own blur puts gradients into 4-5 voxel tumours that
 block their smoothing (measured: half the weights inside a hypovascular tumour).
 
-Spatial only: no temporal kernel touches the samples the maximum-slope convention takes differences of.
+Spatial only: the temporal smoothing belongs to the maximum-slope convention (maxslope.py, which the phantom's
+truth follows too); the DISCM fit sees the samples as filtered here.
 Vectorised over voxels (one numpy operation per neighbour offset and pass).
 """
 from __future__ import annotations
@@ -55,12 +60,13 @@ class DenoiseReport:
     noise_in_hu: float
     predicted_noise_out_hu: float
     components: int
+    native_guide: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {"method": "curve-similarity weighted 3x3x3 filter (edge-preserving), iterated",
                 "passes": self.passes, "noise_in_hu": round(self.noise_in_hu, 3),
                 "predicted_noise_out_hu": round(self.predicted_noise_out_hu, 3),
-                "similarity_components": self.components}
+                "similarity_components": self.components, "native_image_in_similarity": self.native_guide}
 
 
 def _kernel_energy(passes: int) -> float:
@@ -98,20 +104,30 @@ class CurveFilter:
     """The edge-preserving filter of one series, applied pass by pass; the weights of each pass come from the
     curves as they are at that pass, compared against the noise they carry by then (measured)."""
 
-    def __init__(self, mask: np.ndarray, noise_hu: float) -> None:
+    def __init__(self, mask: np.ndarray, noise_hu: float, native: np.ndarray | None = None,
+                 native_noise_hu: float | None = None) -> None:
+        """`native` (Z, Y, X): the pre-contrast HU image, whose noise is `native_noise_hu` (e.g. the frame noise
+        / sqrt(number of baseline frames)); it joins the similarity as one more coordinate."""
         self.mask = mask
         self.noise_hu = float(noise_hu)
         self.passes, predicted = passes_for(noise_hu) if mask.any() else (0, noise_hu)
         self.done = 0  # passes applied so far
         self._basis: np.ndarray | None = None
-        self.report = DenoiseReport(self.passes, self.noise_hu, float(predicted), GUIDE_COMPONENTS if self.passes
-                                    else 0)
+        self._native: np.ndarray | None = None
+        if native is not None and native_noise_hu and native_noise_hu > 0:
+            # scaled so that its noise equals the curves' per component: d2 stays chi-square-like
+            self._native = (native * np.float32(self.noise_hu / native_noise_hu) * mask)[None].astype(np.float32)
+        self.dof = GUIDE_COMPONENTS + (self._native is not None)
+        self.report = DenoiseReport(self.passes, self.noise_hu, float(predicted),
+                                    (GUIDE_COMPONENTS if self.passes else 0), self._native is not None)
 
     def _coefficients(self, enh: np.ndarray) -> np.ndarray:
-        """(K, Z, Y, X) coordinates of the curves in their first K principal components (fixed at first use)."""
+        """(K, Z, Y, X) coordinates of the curves in their first principal components (fixed at first use), and
+        the scaled native image if given."""
         if self._basis is None:
             self._basis = principal_axes(enh[:, self.mask], GUIDE_COMPONENTS)[1].astype(np.float32)
-        return np.tensordot(self._basis.T, enh, axes=1)
+        coeff = np.tensordot(self._basis.T, enh, axes=1)
+        return coeff if self._native is None else np.concatenate([coeff, self._native])
 
     def _weights(self, enh: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         coeff = self._coefficients(enh)
@@ -142,24 +158,32 @@ class CurveFilter:
         """
         values = d2[pair][::7]
         if values.size < 50:  # a sliver of tissue: fall back on the white-noise prediction
-            return max(2.0 * GUIDE_COMPONENTS * self.noise_hu ** 2 * _kernel_energy(self.done), 1e-6)
-        return max(float(np.median(values)) * GUIDE_COMPONENTS / _CHI2_MEDIAN[GUIDE_COMPONENTS], 1e-6)
+            return max(2.0 * self.dof * self.noise_hu ** 2 * _kernel_energy(self.done), 1e-6)
+        return max(float(np.median(values)) * self.dof / _CHI2_MEDIAN[self.dof], 1e-6)
+
+    def _apply(self, src: np.ndarray, dst: np.ndarray, weights: list[np.ndarray], inv_norm: np.ndarray) -> None:
+        """dst = the weighted mean of every voxel of src (C, Z, Y, X) and its neighbours."""
+        all_c = (slice(None),)
+        np.multiply(src, self.mask, out=dst)
+        for off, w in zip(_OFFSETS, weights):
+            here, there = _slices(off)
+            dst[all_c + here] += w * src[all_c + there]
+            dst[all_c + there] += w * src[all_c + here]
+        dst *= inv_norm
 
     def run(self, enh: np.ndarray, passes: int) -> None:
         """`passes` more passes over `enh` (T, Z, Y, X) in place; outside the mask the result is 0."""
         if passes <= 0 or self.passes == 0:
             return
         original, acc = enh, np.empty_like(enh)
-        all_t = (slice(None),)
         for _ in range(passes):
             weights, inv_norm = self._weights(enh)
-            np.multiply(enh, self.mask, out=acc)
-            for off, w in zip(_OFFSETS, weights):
-                here, there = _slices(off)
-                acc[all_t + here] += w * enh[all_t + there]
-                acc[all_t + there] += w * enh[all_t + here]
-            acc *= inv_norm
+            self._apply(enh, acc, weights, inv_norm)
             enh, acc = acc, enh
+            if self._native is not None:
+                native = np.empty_like(self._native)
+                self._apply(self._native, native, weights, inv_norm)
+                self._native = native
             self.done += 1
         if enh is not original:  # odd number of passes: the result is in the scratch array
             original[...] = enh
@@ -167,9 +191,11 @@ class CurveFilter:
                     self.noise_hu, self.report.predicted_noise_out_hu, self.passes)
 
 
-def denoise_within(enh: np.ndarray, mask: np.ndarray, noise_hu: float) -> DenoiseReport:
+def denoise_within(enh: np.ndarray, mask: np.ndarray, noise_hu: float, native: np.ndarray | None = None,
+                   native_noise_hu: float | None = None) -> DenoiseReport:
     """Edge-preserving smoothing of every curve of `enh` (T, Z, Y, X) inside `mask`, in place, with the passes
-    the noise needs. Voxels outside the mask are not used and come out as 0."""
-    f = CurveFilter(mask, noise_hu)
+    the noise needs; `native` (pre-contrast HU, noise `native_noise_hu`) joins the similarity if given. Voxels
+    outside the mask are not used and come out as 0."""
+    f = CurveFilter(mask, noise_hu, native, native_noise_hu)
     f.run(enh, f.passes)
     return f.report

@@ -3,7 +3,11 @@
 Discrete convention (the phantom's max-slope truth uses exactly this one on noiseless curves):
 
 * enhancement C(t) = HU(t) - mean HU of the pre-contrast frames;
-* slopes are forward differences of consecutive samples, s_i = (C[i+1] - C[i]) / (t[i+1] - t[i]);
+* tissue curves are smoothed in time with the binomial kernel [1, 2, 1] / 4 over neighbouring samples (the
+  first and last sample: [2, 1] / 3 and [1, 2] / 3), the temporal smoothing production software applies
+  before slopes are taken (science.md 1a); the input curves (aorta, portal vein, spleen) are region means and
+  are used as sampled;
+* slopes are forward differences of consecutive smoothed samples, s_i = (C'[i+1] - C'[i]) / (t[i+1] - t[i]);
 * t_spl = time of the maximum sample of the spleen curve;
 * interval i is arterial if t[i+1] <= t_spl, portal if t[i] >= t_spl;
 * ALP = 6000 * max(arterial s_i) / max(C_aorta); PVP = 6000 * max(portal s_i) / max(C_portal);
@@ -53,6 +57,33 @@ def phase_windows(times: np.ndarray, t_spl: float) -> tuple[np.ndarray, np.ndarr
     return arterial, portal
 
 
+def temporal_smooth(enh: np.ndarray) -> np.ndarray:
+    """Curves (T, ...) smoothed along time with [1, 2, 1] / 4; end samples [2, 1] / 3 and [1, 2] / 3.
+
+    The kernel is in samples, not seconds: with non-uniform spacing every sample still weighs its two
+    neighbours equally, which is what the phantom's max-slope truth does too.
+    """
+    c = np.asarray(enh)
+    if c.dtype.kind != "f":
+        c = c.astype(np.float64)
+    if c.shape[0] < 3:
+        return c.copy()
+    out = np.empty_like(c)
+    out[1:-1] = (c[:-2] + 2 * c[1:-1] + c[2:]) / 4
+    out[0] = (2 * c[0] + c[1]) / 3
+    out[-1] = (c[-2] + 2 * c[-1]) / 3
+    return out
+
+
+def slope_operator(times: np.ndarray) -> np.ndarray:
+    """(T-1, T) matrix taking sampled curves to the convention's slopes (smoothing, then forward differences).
+
+    Its rows' norms are how the slopes scale independent sample noise (used for the noise floor)."""
+    t = np.asarray(times, dtype=np.float64)
+    smooth = temporal_smooth(np.eye(t.size))
+    return np.diff(smooth, axis=0) / np.diff(t)[:, None]
+
+
 def forward_slopes(enh: np.ndarray, times: np.ndarray) -> np.ndarray:
     """(T-1, ...) slopes in HU/s between consecutive samples of enhancement curves (T, ...)."""
     dt = np.diff(np.asarray(times, dtype=np.float64)).astype(np.float32)
@@ -69,7 +100,8 @@ def _phase_max(s: np.ndarray, window: np.ndarray, sel: np.ndarray | None) -> np.
 
 def max_slope_maps(enh: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
                    select: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """ALP, PVP, TLP (mL/min/100 mL) and HPI (%) for enhancement curves `enh` of shape (T, N).
+    """ALP, PVP, TLP (mL/min/100 mL) and HPI (%) for enhancement curves `enh` of shape (T, N) (unsmoothed:
+    the temporal smoothing of the convention is applied here).
 
     `select` (same shape, e.g. class mean curves) picks the steepest interval per phase (see module doc).
     """
@@ -80,8 +112,8 @@ def max_slope_maps(enh: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
     alp = np.empty(n, dtype=np.float32)
     pvp = np.empty(n, dtype=np.float32)
     for a in range(0, n, _CHUNK):
-        s = forward_slopes(enh[:, a:a + _CHUNK], times)
-        sel = forward_slopes(select[:, a:a + _CHUNK], times) if select is not None else None
+        s = forward_slopes(temporal_smooth(enh[:, a:a + _CHUNK]), times)
+        sel = forward_slopes(temporal_smooth(select[:, a:a + _CHUNK]), times) if select is not None else None
         alp[a:a + _CHUNK] = _phase_max(s, arterial, sel)
         pvp[a:a + _CHUNK] = _phase_max(s, portal, sel)
     alp = np.maximum(alp, 0) * np.float32(FLOW_SCALE / inputs.aorta_peak_hu)

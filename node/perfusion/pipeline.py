@@ -140,7 +140,8 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         liver, liver_source = _liver_mask(roi_native, analysis, vol, analysed, rois)
         roi_curves = roi_mean_curves(vol.data, roi_native, analysed, vol)  # unsmoothed: ROI-curve analysis
         liver_curve = vol.data[:, liver].mean(axis=1) if liver.any() else np.zeros(vol.n_times)
-        noise_reduction = denoise_within(vol.data, analysed, noise_hu).as_dict()
+        noise_reduction = denoise_within(vol.data, analysed, noise_hu, baseline,
+                                         noise_hu / np.sqrt(n_base)).as_dict()
         select = None
         if "max-slope" in analysis.perfusion_methods:
             # the steepest interval is chosen on the mean curve of each voxel's class (node.perfusion.tissue_classes)

@@ -15,7 +15,7 @@ import rtstruct
 from pydicom import Dataset
 
 from node.perfusion.errors import PerfusionInputError
-from node.perfusion.maxslope import FLOW_SCALE
+from node.perfusion.maxslope import FLOW_SCALE, slope_operator
 from node.perfusion.outputs import MapSet
 from node.perfusion.volume4d import Volume4D, block_mean
 
@@ -128,11 +128,11 @@ def roi_mean_curves(enh: np.ndarray, roi_masks: dict[str, np.ndarray], analysed:
 def max_slope_noise_sd(noise_hu: float, n_voxels: int, times: np.ndarray, aorta_peak_hu: float,
                        portal_peak_hu: float) -> dict[str, float]:
     """Standard deviation (mL/min/100 mL) that image noise alone gives the max-slope ALP and PVP of a region's mean
-    curve: one forward difference of the mean of `n_voxels` curves with independent noise `noise_hu` over the
-    shortest sampling interval, sqrt(2) x noise / dt / sqrt(n), scaled like ALP and PVP. (The maximum over several
-    intervals adds an upward bias of the same order when their slopes are alike.)"""
-    dt = float(np.min(np.diff(np.asarray(times, dtype=float))))
-    slope_sd = np.sqrt(2.0) * float(noise_hu) / dt / np.sqrt(max(int(n_voxels), 1))
+    curve: the mean of `n_voxels` curves with independent noise `noise_hu` per sample, through the convention's
+    temporal smoothing and forward difference (the interval with the largest noise gain), scaled like ALP and PVP.
+    (The maximum over several intervals adds an upward bias of the same order when their slopes are alike.)"""
+    gain = float(np.max(np.linalg.norm(slope_operator(times), axis=1)))  # 1/s per HU of sample noise
+    slope_sd = gain * float(noise_hu) / np.sqrt(max(int(n_voxels), 1))
     return {"ALP": round(float(FLOW_SCALE * slope_sd / aorta_peak_hu), 3),
             "PVP": round(float(FLOW_SCALE * slope_sd / portal_peak_hu), 3)}
 

@@ -125,8 +125,8 @@ LIVER_LOBES = (Ellipsoid((-65.0, -5.0, 10.0), (75.0, 75.0, 80.0)),   # right lob
 PORTAL_VEIN_SHAPE = Capsule((10.0, 0.0, -20.0), (-35.0, 0.0, 5.0), 8.0)  # confluence -> porta hepatis
 TUMOURS = (
     Tumour("T1", "hypervascular", (-95.0, -20.0, 5.0), 15.0),
-    Tumour("T2", "hypovascular", (-50.0, 35.0, -10.0), 14.0),
-    Tumour("T3", "mixed", (-100.0, 30.0, 22.0), 12.0),
+    Tumour("T2", "hypovascular", (-50.0, 35.0, -10.0), 22.0),
+    Tumour("T3", "mixed", (-100.0, 30.0, 16.0), 18.0),
 )
 #: GSA: a region of reduced hepatocyte function (e.g. after prior therapy) in the superior right lobe.
 GSA_LOW_FUNCTION = Ellipsoid((-90.0, 10.0, 58.0), (45.0, 45.0, 28.0))

@@ -25,7 +25,7 @@ PLANNING_TO_MAA = {"rotation_deg": (-2.0, 2.5, -3.0), "translation_mm": (-18.0, 
 KINETICS = {
     "liver": Kinetics(12.0, 74.0, 0.30),
     "T1": Kinetics(70.0, 8.0, 0.35),   # hypervascular: high ALP, low PVP
-    "T2": Kinetics(8.0, 6.0, 0.20),    # hypovascular: low both
+    "T2": Kinetics(20.0, 30.0, 0.30),  # hypovascular: total perfusion well below the liver's
     "T3": Kinetics(30.0, 40.0, 0.30),  # mixed
 }
 BASELINE_HU = {A.AIR: -1000.0, A.FAT: -100.0, A.SOFT_TISSUE: 40.0, A.BONE: 700.0, A.LUNG: -850.0,
