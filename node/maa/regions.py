@@ -11,8 +11,10 @@ Automatic (documented threshold method):
   the median of the largest uptake component is the liver level L; the liver is the largest connected region
   >= LIVER_EDGE_FRACTION x L (the half-level edge of a large blurred uniform organ), holes filled. Tumours
   inside it are hotter than L and so are included.
-* Tumours: hot seeds = connected voxels of the smoothed SPECT >= HOT_FACTOR x the liver median, inside the
-  liver, of at least MIN_TUMOUR_ML. Each seed's region is then found by an iterative background-adapted
+* Tumours: hot seeds = voxels of the smoothed SPECT >= HOT_FACTOR x the liver median, inside the liver, of at
+  least MIN_TUMOUR_ML. Two tumours a couple of cm apart blur into one hot area, so the area is split by a
+  watershed between its maxima that stand out by at least SEPARATION_FRACTION x the liver median above the
+  saddle to a higher one (h-maxima: far above the smoothed Poisson noise, a few % of the liver level). Each seed's region is then found by an iterative background-adapted
   threshold (after Jentzen et al., J Nucl Med 2007;48:108): voxels >= n + f x (peak - n), n the normal-liver
   level, where f is the iso-level at which a uniform sphere of the region's current volume, blurred by the
   effective resolution (SPECT_FWHM_MM combined with the smoothing), crosses its true edge. f and the volume
@@ -32,6 +34,8 @@ from pydicom import Dataset
 from scipy import ndimage
 from scipy.special import erf
 from skimage.filters import threshold_otsu
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
 
 import rtstruct
 from node.gsa.liver import match_liver_roi
@@ -55,6 +59,8 @@ SEGMENT_FILTER_FWHM_MM = 9.0
 LIVER_EDGE_FRACTION = 0.5
 #: A tumour seed is at least this many times the liver median (smoothed SPECT).
 HOT_FACTOR = 1.5
+#: A second maximum in a hot area is a tumour of its own if it rises this many liver medians above the saddle.
+SEPARATION_FRACTION = 0.5
 #: Smaller hot seeds are noise or vessels, not tumours that a partition model could treat.
 MIN_TUMOUR_ML = 1.0
 #: A tumour region may extend this far (mm) beyond its seed.
@@ -168,10 +174,14 @@ def automatic_tumours(spect: np.ndarray, liver: np.ndarray, spacing: Sequence[fl
     sm = smooth(spect, spacing, SEGMENT_FILTER_FWHM_MM)
     voxel_mm3 = float(np.prod(spacing))
     median = float(np.median(sm[liver]))
-    labels, n = ndimage.label((sm >= HOT_FACTOR * median) & liver)
+    hot = (sm >= HOT_FACTOR * median) & liver
+    markers, _ = ndimage.label(h_maxima(np.where(hot, sm, 0.0), SEPARATION_FRACTION * median) & hot)
+    labels = watershed(-sm, markers, mask=hot)
+    n = int(labels.max())
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     seeds = [i for i in range(1, n + 1) if sizes[i] * voxel_mm3 / 1000.0 >= MIN_TUMOUR_ML]
     details = {"liver_median_smoothed": round(median, 3), "hot_factor": HOT_FACTOR,
+               "separation_fraction": SEPARATION_FRACTION,
                "min_tumour_ml": MIN_TUMOUR_ML, "seeds": len(seeds), "seeds_too_small": n - len(seeds)}
     if not seeds:
         return {}, details

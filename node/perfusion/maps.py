@@ -29,7 +29,7 @@ def _scatter(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _filter_summary(noise_reduction: dict[str, object]) -> str:
     passes = int(noise_reduction.get("passes", 0))  # type: ignore[call-overload]
-    return f"{passes} edge-preserving filter pass{'es' if passes != 1 else ''}" if passes else "no smoothing"
+    return f"edge-preserving x{passes}" if passes else "no spatial smoothing"
 
 
 def max_slope_set(enh: np.ndarray, mask: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
@@ -46,10 +46,12 @@ def max_slope_set(enh: np.ndarray, mask: np.ndarray, times: np.ndarray, inputs: 
               "steepest_interval": (f"chosen per tissue class (k-means of curve shapes, {N_CLASSES} classes) on the "
                                     "class mean curve, read on each voxel's curve" if select is not None
                                     else "chosen on each voxel's curve"),
-              "slope": "forward differences of consecutive samples",
+              "temporal_smoothing": "tissue curves [1, 2, 1] / 4 over the samples (ends [2, 1] / 3, [1, 2] / 3); "
+                                    "input curves unsmoothed",
+              "slope": "forward differences of consecutive smoothed samples",
               "arterial_window": "t[i+1] <= t_spl", "portal_window": "t[i] >= t_spl",
               "denominators": "ALP: aortic peak, PVP: portal venous peak (direct Blomley form)"}
-    summary = f"t_spl {inputs.t_spl:g} s, {_filter_summary(noise_reduction)}"
+    summary = f"t_spl {inputs.t_spl:g} s, {_filter_summary(noise_reduction)}, time [1 2 1]"
     return MapSet("max-slope", {k: _scatter(v, mask) for k, v in maps.items()}, params, summary)
 
 
