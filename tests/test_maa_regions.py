@@ -8,9 +8,9 @@ from scipy import ndimage
 from node.maa.regions import HOT_FACTOR, SEGMENT_FILTER_FWHM_MM, automatic_tumours, smooth
 
 
-def test_adjacent_hot_tumours_blurred_into_one_area_are_found_apart():
-    """Two hot spheres 12 mm apart (edge to edge), blurred like a SPECT: one connected hot area with two maxima -> two tumours,
-    each with about its own volume; the Poisson noise of a uniform liver gives none."""
+def test_adjacent_hot_tumours_blurred_into_one_area_are_found_apart() -> None:
+    """Two hot spheres 12 mm apart (edge to edge), blurred like a SPECT: one connected hot area with two maxima
+    -> two tumours, each with about its own volume; the Poisson noise of a uniform liver gives none."""
     spacing = (4.42, 4.42, 4.42)
     z, y, x = np.indices((40, 48, 48)) * 4.42
     liver = np.ones(z.shape, bool)

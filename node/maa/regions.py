@@ -14,11 +14,12 @@ Automatic (documented threshold method):
 * Tumours: hot seeds = voxels of the smoothed SPECT >= HOT_FACTOR x the liver median, inside the liver, of at
   least MIN_TUMOUR_ML. Two tumours a couple of cm apart blur into one hot area, so the area is split by a
   watershed between its maxima that stand out by at least SEPARATION_FRACTION x the liver median above the
-  saddle to a higher one (h-maxima: far above the smoothed Poisson noise, a few % of the liver level). Each seed's region is then found by an iterative background-adapted
-  threshold (after Jentzen et al., J Nucl Med 2007;48:108): voxels >= n + f x (peak - n), n the normal-liver
-  level, where f is the iso-level at which a uniform sphere of the region's current volume, blurred by the
-  effective resolution (SPECT_FWHM_MM combined with the smoothing), crosses its true edge. f and the volume
-  are iterated to agreement (typically 0.38-0.45 for 2-3 cm tumours). Regions do not overlap: a voxel claimed
+  saddle to a higher one (h-maxima: far above the smoothed Poisson noise, a few % of the liver level).
+  Each seed's region is then found by an iterative background-adapted threshold (after Jentzen et al.,
+  J Nucl Med 2007;48:108): voxels >= n + f x (peak - n), n the normal-liver level, where f is the iso-level
+  at which a uniform sphere of the region's current volume, blurred by the effective resolution
+  (SPECT_FWHM_MM combined with the smoothing), crosses its true edge. f and the volume are iterated to
+  agreement (typically 0.38-0.45 for 2-3 cm tumours). Regions do not overlap: a voxel claimed
   by two goes to the seed it is nearer to.
 """
 from __future__ import annotations
