@@ -1,4 +1,5 @@
-"""Shared fixtures: configs in tmp dirs, free loopback ports, an in-process node."""
+"""Shared fixtures: configs in tmp dirs, free loopback ports, an in-process node; the max-slope convention
+written out for the phantom-truth tests."""
 from __future__ import annotations
 
 import socket
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/factories.py, tests/orthanc.py
@@ -100,3 +102,19 @@ def leftover_partials(tmp_dir: Path) -> list[Path]:
     files = list(Path(tmp_dir).iterdir())
     assert len(files) <= _SpoolPool.SIZE, files
     return [p for p in files if p.stat().st_size > 0]
+
+
+def convention_max_slope(t: np.ndarray, c: np.ndarray, aorta: np.ndarray, portal: np.ndarray,
+                         spleen: np.ndarray) -> tuple[float, float, float]:
+    """(ALP, PVP, HPI) by the max-slope convention (node/phantom/README.md), written out again for the tests:
+    the truth is checked against this, not against the phantom's or the node's code."""
+    t_spl = t[np.argmax(spleen)]
+    n = len(c)
+    # [1, 2, 1] over the samples, the missing neighbour's weight dropped at either end
+    c = [(c[max(i - 1, 0)] * (i > 0) + 2 * c[i] + c[min(i + 1, n - 1)] * (i < n - 1)) / (2 + (i > 0) + (i < n - 1))
+         for i in range(n)]
+    art = [(c[i + 1] - c[i]) / (t[i + 1] - t[i]) for i in range(len(t) - 1) if t[i + 1] <= t_spl]
+    por = [(c[i + 1] - c[i]) / (t[i + 1] - t[i]) for i in range(len(t) - 1) if t[i] >= t_spl]
+    alp = 6000.0 * max(art) / max(aorta)
+    pvp = 6000.0 * max(por) / max(portal)
+    return alp, pvp, 100.0 * alp / (alp + pvp)

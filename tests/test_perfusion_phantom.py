@@ -67,12 +67,16 @@ class Case:
                 out[(method.rstrip(")"), param)] = hd.pm.ParametricMap.from_dataset(o.dataset).get_volume()
         return out
 
+    def core(self, region: str, erode_mm: float = ERODE_MM) -> np.ndarray:
+        """The truth mask of `region` eroded by `erode_mm` (physical distance), on the truth grid."""
+        spacing = np.linalg.norm(self.masks["affine_kij_to_patient"][:3, :3], axis=0)
+        return ndimage.distance_transform_edt(self.masks[region], sampling=spacing) > erode_mm
+
     def region_mean(self, volume: hd.Volume, region: str, erode_mm: float = ERODE_MM) -> float:
         """Mean of a map over the map voxels whose centre lies in the eroded truth mask (motion of the
         reference frame applied: the maps live where the reference frame saw the patient)."""
         aff = self.masks["affine_kij_to_patient"]
-        spacing = np.linalg.norm(aff[:3, :3], axis=0)
-        core = ndimage.distance_transform_edt(self.masks[region], sampling=spacing) > erode_mm
+        core = self.core(region, erode_mm)
         k, j, i = np.indices(volume.shape[:3])
         pts = np.stack([k, j, i, np.ones_like(k)], -1) @ volume.affine.T
         idx = np.rint((pts[..., :3] - self.ref_shift) @ np.linalg.inv(aff)[:3, :3].T
@@ -220,9 +224,7 @@ NOISY_CASES = ["noisy", "noisy_motion", "noisy_shuffled_j2k", "noisy_enhanced"]
 
 def _relative_floor(case: Case, region: str, key: str) -> dict[str, float]:
     """1-SD noise of the region-mean max slope over the evaluated core, relative to the truth."""
-    spacing = np.linalg.norm(case.masks["affine_kij_to_patient"][:3, :3], axis=0)
-    n_voxels = int((ndimage.distance_transform_edt(case.masks[region], sampling=spacing) > ERODE_MM).sum())
-    sd = max_slope_noise_sd(case.perf["ct_noise_sd_hu"], n_voxels, np.asarray(case.perf["time_s"]),
+    sd = max_slope_noise_sd(case.perf["ct_noise_sd_hu"], int(case.core(region).sum()), np.asarray(case.perf["time_s"]),
                             case.perf["aorta_peak_sample_hu"], case.perf["portal_peak_sample_hu"])
     ms = case.perf["regions"][key]["max_slope"]
     return {"ALP": sd["ALP"] / ms["alp_ml_min_100ml"], "PVP": sd["PVP"] / ms["pvp_ml_min_100ml"]}

@@ -14,6 +14,7 @@ from scipy.integrate import cumulative_trapezoid, solve_ivp
 from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
 
+from conftest import convention_max_slope
 from node.phantom import write_phantom
 
 SMALL_LIMIT_S = 10.0
@@ -35,20 +36,6 @@ def _read_series(directory: Path) -> list[pydicom.Dataset]:
 def _dciodvfy_errors(path: Path) -> list[str]:
     result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
     return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
-
-
-def _max_slope(t: np.ndarray, c: np.ndarray, aorta: np.ndarray, portal: np.ndarray, spleen: np.ndarray):
-    """The README convention, written out again for the test."""
-    t_spl = t[np.argmax(spleen)]
-    n = len(c)
-    # [1, 2, 1] over the samples, the missing neighbour's weight dropped at either end
-    c = [(c[max(i - 1, 0)] * (i > 0) + 2 * c[i] + c[min(i + 1, n - 1)] * (i < n - 1)) / (2 + (i > 0) + (i < n - 1))
-         for i in range(n)]
-    art = [(c[i + 1] - c[i]) / (t[i + 1] - t[i]) for i in range(len(t) - 1) if t[i + 1] <= t_spl]
-    por = [(c[i + 1] - c[i]) / (t[i + 1] - t[i]) for i in range(len(t) - 1) if t[i] >= t_spl]
-    alp = 6000.0 * max(art) / max(aorta)
-    pvp = 6000.0 * max(por) / max(portal)
-    return alp, pvp, 100.0 * alp / (alp + pvp)
 
 
 def test_small_generation_is_fast(phantom):
@@ -94,7 +81,7 @@ def test_max_slope_truth_recomputed(phantom):
     c = {k: np.array(v) for k, v in perf["enhancement_hu"].items()}
     assert perf["t_spl_s"] == t[np.argmax(c["spleen"])]
     for region in ("liver", "T1", "T2", "T3"):
-        alp, pvp, hpi = _max_slope(t, c[region], c["aorta"], c["portal_vein"], c["spleen"])
+        alp, pvp, hpi = convention_max_slope(t, c[region], c["aorta"], c["portal_vein"], c["spleen"])
         ms = perf["regions"][region]["max_slope"]
         assert ms["alp_ml_min_100ml"] == pytest.approx(alp, rel=1e-9)
         assert ms["pvp_ml_min_100ml"] == pytest.approx(pvp, rel=1e-9)
