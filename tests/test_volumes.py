@@ -32,21 +32,27 @@ def plane_points(ipp, row, col) -> np.ndarray:
     return np.asarray(ipp) + c * PS[1] * np.asarray(row) + r * PS[0] * np.asarray(col)
 
 
-def ct_slice(ipp, row=(1, 0, 0), col=(0, 1, 0), slope=1.0, intercept=-1024.0, for_uid="1.2.3") -> Dataset:
+def _image_dataset(sop_class: str, modality: str) -> Dataset:
+    """File meta, SOP identity and the 16-bit monochrome image pixel module shared by the CT and NM builders."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = "1.2.3.4"
-    ds.FrameOfReferenceUID = for_uid
-    ds.Modality = "CT"
-    ds.ImagePositionPatient = [float(v) for v in ipp]
-    ds.ImageOrientationPatient = [float(v) for v in (*row, *col)]
+    ds.Modality = modality
     ds.PixelSpacing = list(PS)
     ds.Rows, ds.Columns = ROWS, COLS
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    return ds
+
+
+def ct_slice(ipp, row=(1, 0, 0), col=(0, 1, 0), slope=1.0, intercept=-1024.0, for_uid="1.2.3") -> Dataset:
+    ds = _image_dataset("1.2.840.10008.5.1.4.1.1.2", "CT")
+    ds.SeriesInstanceUID = "1.2.3.4"
+    ds.FrameOfReferenceUID = for_uid
+    ds.ImagePositionPatient = [float(v) for v in ipp]
+    ds.ImageOrientationPatient = [float(v) for v in (*row, *col)]
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     stored = np.rint((field(plane_points(ipp, row, col)) - intercept) / slope).astype(np.uint16)
     ds.PixelData = stored.tobytes()
@@ -136,20 +142,11 @@ def nm_dataset(sbs: float, n: int = 7, slice_vector=None, slope=None) -> Dataset
     row, col = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
     origin = np.array([-20.0, -10.0, 40.0 if sbs < 0 else 40.0 - 6 * 4.0])
     frames = [field(plane_points(origin + k * sbs * np.cross(row, col), row, col)) for k in range(n)]
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.20"
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "NM"
+    ds = _image_dataset("1.2.840.10008.5.1.4.1.1.20", "NM")
     ds.ImageType = ["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"]
     ds.NumberOfFrames = n
-    ds.Rows, ds.Columns = ROWS, COLS
-    ds.PixelSpacing = list(PS)
     ds.SpacingBetweenSlices = sbs
     ds.SliceThickness = abs(sbs)
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     det = Dataset()
     det.ImagePositionPatient = [float(v) for v in origin]
     det.ImageOrientationPatient = [float(v) for v in (*row, *col)]
