@@ -40,7 +40,7 @@ def _accuracy(outdir: Path, result, shift) -> dict:
     import numpy as np
     from scipy import ndimage
 
-    from node.demo import max_slope_noise_floor
+    from node.perfusion.qa import max_slope_noise_floor
 
     full_truth = json.loads((outdir / "truth.json").read_text())
     truth = full_truth["perfusion"]["regions"]
@@ -88,7 +88,7 @@ def worker(phantom: Path, n_slices: int) -> dict:
     import numpy as np
     import pydicom
 
-    from node.config import AnalysisConfig
+    from node.perfusion.settings import PerfusionSettings
     from node.perfusion.pipeline import run_perfusion
 
     stages: dict[str, dict[str, float]] = {}
@@ -101,8 +101,8 @@ def worker(phantom: Path, n_slices: int) -> dict:
         keep = sorted({round(height(ds), 2) for ds in datasets})[:n_slices]
         datasets = [ds for ds in datasets if round(height(ds), 2) in keep]
     stages["read"] = {"wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(_peak_mb(), 1)}
-    result = run_perfusion(datasets, AnalysisConfig())
-    stages.update(result.measurements["stages"])
+    result = run_perfusion(datasets, PerfusionSettings())
+    stages.update(result.measurements.stages)
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for n, obj in enumerate(result.outputs):
@@ -110,10 +110,10 @@ def worker(phantom: Path, n_slices: int) -> dict:
     stages["write"] = {"wall_s": round(time.perf_counter() - t1, 3), "peak_rss_mb": round(_peak_mb(), 1)}
     total = round(time.perf_counter() - t0, 2)
     motion = json.loads((phantom / "truth.json").read_text())["perfusion"]["motion_mm_per_frame"]
-    shift = np.asarray(motion[result.measurements["reference_time_point"]], float)
+    shift = np.asarray(motion[result.measurements.reference_time_point], float)
     return {"slices": len({round(float(ds.ImagePositionPatient[2]), 2) for ds in datasets}),
             "files": len(datasets), "stages": stages, "total_s": total, "peak_rss_mb": round(_peak_mb(), 1),
-            "noise_hu": result.measurements["noise_hu"], "passes": result.measurements["noise_reduction"]["passes"],
+            "noise_hu": result.measurements.noise_hu, "passes": result.measurements.noise_reduction["passes"],
             "accuracy": _accuracy(phantom, result, shift), "outputs": len(result.outputs),
             "load_avg_1min": round(os.getloadavg()[0], 2)}
 

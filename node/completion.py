@@ -85,7 +85,8 @@ class Completion:
             case = self.index.get_case(case_id)
             if case is None or case.state not in ("receiving", "stable"):
                 return False
-            plan = plan_case(self.index.series_of_case(case_id), self.config.analysis.liver_roi_names)
+            plan = plan_case(self.index.series_of_case(case_id), self.config.analysis.liver_roi_names,
+                             self.config.workflows)
             waiting = "; ".join(f"{wf} waits for {', '.join(m)}" for wf, m in plan.waiting.items())
             if not plan.runnable:
                 reason = waiting or "no workflow has its inputs (" + ", ".join(sorted(set(plan.roles.values()))) + ")"

@@ -9,8 +9,8 @@ DICOM negotiation fallbacks (logged, audited, recorded in the outcome's ``sent_a
 - the stored transfer syntax is refused but the SOP class is accepted uncompressed: the object is decoded and
   sent in Explicit (or Implicit) VR Little Endian;
 - a Parametric Map is refused (at negotiation, or with status 0x0122 "SOP class not supported") and
-  ``analysis.parametric_map_fallback = "secondary-capture"``: a Secondary Capture rendition is sent instead
-  (:func:`node.fallback.pm_to_secondary_capture`);
+  ``outbox.parametric_map_fallback = "secondary-capture"`` (or the destination's own): a Secondary Capture rendition is sent instead
+  (:func:`node.pm_fallback.pm_to_secondary_capture`);
 - otherwise the item fails permanently with a message naming what the peer refused.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
 from node.audit import audit
 from node.config import Config, ConfigError, DestinationConfig
-from node.fallback import FallbackError, pm_to_secondary_capture
+from node.pm_fallback import FallbackError, pm_to_secondary_capture
 from node.outbox import OutboxItem, atomic_write
 from node.tls import TlsSetupError, client_context
 
@@ -149,7 +149,8 @@ class DicomDestination:
         self.port = config.port
         self._calling = node.node.ae_title
         self._max_pdu = node.node.max_pdu_size
-        self._pm_fallback = node.analysis.parametric_map_fallback == "secondary-capture"
+        self._pm_fallback = (config.parametric_map_fallback or node.outbox.parametric_map_fallback) == \
+            "secondary-capture"
         # Built once so a bad certificate or key stops start-up instead of failing every batch.
         try:
             self._tls = client_context(config.tls) if config.tls is not None else None

@@ -38,7 +38,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from node.config import Config, OutboxConfig
 from node.index import index_path
-from node.results import OutputObject
+from node.workflow import OutputObject
 from node.store import fsync_dir
 
 __all__ = ["STATES", "OutboxItem", "Outbox", "backoff_delay", "atomic_write"]

@@ -29,7 +29,7 @@ def render_status(config: Config, index: Index, outbox_rows: list[dict[str, Any]
         lines.append("No cases yet: nothing has been received.")
     for case in cases:
         series = index.series_of_case(case.case_id)
-        plan = plan_case(series, config.analysis.liver_roi_names)
+        plan = plan_case(series, config.analysis.liver_roi_names, config.workflows)
         lines.append(f"CASE {case.case_id}  {case.patient_name or '(no name)'}  state: {case.state.upper()}"
                      f"  analysis v{case.version}  updated {_when(case.updated_at)}")
         if case.reason:

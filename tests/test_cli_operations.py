@@ -11,8 +11,8 @@ import pytest
 from pynetdicom import AE
 
 import factories as F
-from conftest import make_config, wait_until
-from node.results import AnalysisResult, OutputObject
+from conftest import make_config, stand_ins, wait_until
+from node.workflow import OutputObject
 from node.service import Node
 
 pytestmark = pytest.mark.network
@@ -37,12 +37,12 @@ def test_reprocess_and_resend(tmp_path: Path) -> None:
     ct = F.ct_series("P-OPS", 2, time_points=3)
     runs: list[float] = []
 
-    def perfusion(inputs, _config) -> AnalysisResult:  # a stand-in analysis that produces one object
+    def perfusion(_ctx) -> list[OutputObject]:  # a stand-in analysis that produces one object
         runs.append(time.time())
-        return AnalysisResult("stand-in", [OutputObject("secondary-capture", ct[0], "stand-in output")])
+        return [OutputObject("secondary-capture", ct[0], "stand-in output")]
 
     node = Node(config)
-    node.runner.workflows, node.runner.report = {"perfusion": perfusion}, None
+    node.runner.registry, node.runner.report = stand_ins({"perfusion": perfusion}), None
     node.start()
     try:
         ae = AE(ae_title="OPS")

@@ -10,10 +10,9 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 
 import factories as F
-from conftest import RecordingSink, make_config, wait_until
+from conftest import RecordingSink, make_config, stand_ins, wait_until
 from node.classify import classify_series, plan_case
 from node.index import SeriesRow
-from node.results import AnalysisResult
 from node.service import Node
 
 pytestmark = pytest.mark.network
@@ -26,10 +25,9 @@ class Recorder:
         self.calls: list[tuple[float, str, tuple[str, ...]]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, inputs, config) -> AnalysisResult:
+    def __call__(self, ctx) -> None:
         with self.lock:
-            self.calls.append((time.time(), inputs.case_id, tuple(sorted(inputs.roles.values()))))
-        return AnalysisResult(name="recorded")
+            self.calls.append((time.time(), ctx.case_id, tuple(sorted(ctx.case.roles.values()))))
 
 
 def _send(port: int, datasets) -> None:
@@ -110,13 +108,13 @@ def test_restart_rearms_pending_timers(tmp_path: Path) -> None:
     cfg = make_config(tmp_path / "var", completion={"stable_seconds": 2})
     rec = Recorder()
     first = Node(cfg, sink=RecordingSink())
-    first.runner.workflows, first.runner.report = {"perfusion": rec}, None
+    first.runner.registry, first.runner.report = stand_ins({"perfusion": rec}), None
     first.start()
     _send(first.address[1], F.ct_series("P-RESTART", 2, time_points=3))
     first.stop()  # stopped before the study became stable: its timer must survive
     assert rec.calls == []
     second = Node(cfg, sink=RecordingSink())
-    second.runner.workflows, second.runner.report = {"perfusion": rec}, None
+    second.runner.registry, second.runner.report = stand_ins({"perfusion": rec}), None
     second.start()
     try:
         assert wait_until(lambda: len(rec.calls) == 1, timeout=15)
@@ -128,7 +126,7 @@ def test_restart_rearms_pending_timers(tmp_path: Path) -> None:
 def test_interrupted_analysis_is_requeued_after_restart(tmp_path: Path) -> None:
     cfg = make_config(tmp_path / "var", completion={"stable_seconds": 1})
     node = Node(cfg, sink=RecordingSink())
-    node.runner.workflows, node.runner.report = {"perfusion": Recorder()}, None
+    node.runner.registry, node.runner.report = stand_ins({"perfusion": Recorder()}), None
     node.start()
     _send(node.address[1], F.ct_series("P-ANALYSING", 2, time_points=3))
     assert wait_until(lambda: node.index.get_case("P-ANALYSING").state == "done")
@@ -140,7 +138,7 @@ def test_interrupted_analysis_is_requeued_after_restart(tmp_path: Path) -> None:
     idx.close()
     rec = Recorder()
     node = Node(cfg, sink=RecordingSink())
-    node.runner.workflows, node.runner.report = {"perfusion": rec}, None
+    node.runner.registry, node.runner.report = stand_ins({"perfusion": rec}), None
     node.start()
     try:
         assert wait_until(lambda: len(rec.calls) == 1)

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from node.config import ConfigError, load_config, parse_config
+from node.gsa.workflow import GSA
+from node.maa.workflow import MAA
+from node.perfusion.workflow import PERFUSION
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +21,9 @@ def test_shipped_config_is_valid_and_runs_without_a_pacs() -> None:
     assert cfg.node.data_dir == ROOT / "var"
     assert cfg.security.allowed_calling_aes == ()
     assert cfg.completion.stable_seconds == 30
-    assert cfg.analysis.fls_threshold == pytest.approx(0.60) and cfg.analysis.ptv_margin_mm == 5.0
+    gsa = cfg.analysis.settings_for(GSA)
+    assert gsa.fls_threshold == pytest.approx(0.60) and gsa.ptv_margin_mm == 5.0
+    assert cfg.notices == ()  # the shipped file uses the current layout
     # embedded default: results go to folders under data_dir, no network peer needed
     assert {d.kind for d in cfg.destinations} == {"folder"}
     assert all(str(d.folder).startswith(str(cfg.node.data_dir)) for d in cfg.destinations)
@@ -53,6 +58,16 @@ def test_issue_keys_parse() -> None:
     ({"analysis": {"fls_threshold": 1.5}}, "analysis.fls_threshold"),
     ({"analysis": {"perfusion_methods": ["deconvolution"]}}, "analysis.perfusion_methods[0]"),
     ({"analysis": {"aorta": {"center_mm": [1, 2]}}}, "analysis.aorta.center_mm"),
+    ({"analysis": {"gsa": {"fls_threshold": 1.5}}}, "analysis.gsa.fls_threshold"),
+    ({"analysis": {"gsa": {"fls_treshold": 0.5}}}, "analysis.gsa.fls_treshold"),
+    ({"analysis": {"perfusion": {"methods": ["deconvolution"]}}}, "analysis.perfusion.methods[0]"),
+    ({"analysis": {"perfusion": {"spleen": {"center_mm": [1, 2, 3], "radius_mm": 0}}}},
+     "analysis.perfusion.spleen.radius_mm"),
+    ({"analysis": {"maa": {"lung_shunt_fraction": 1.5}}}, "analysis.maa.lung_shunt_fraction"),
+    ({"analysis": {"maa": "yes"}}, "analysis.maa"),
+    ({"analysis": {"fls_threshold": 0.5, "gsa": {"fls_threshold": 0.6}}}, "analysis.fls_threshold"),
+    ({"analysis": {"parametric_map_fallback": "jpeg"}}, "analysis.parametric_map_fallback"),
+    ({"outbox": {"parametric_map_fallback": "jpeg"}}, "outbox.parametric_map_fallback"),
     ({"destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "outputs": ["report"]}}},
      "destinations.pacs.port"),
     ({"destinations": {"pacs": {"ae_title": "PACS", "host": "h", "port": 1, "outputs": ["maps"]}}},
@@ -86,3 +101,42 @@ def test_unparseable_file_is_reported(tmp_path: Path) -> None:
     cfg.write_text("[node\nport = 1\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(cfg)
+
+
+def test_workflow_tables_parse_into_each_workflows_settings() -> None:
+    cfg = parse_config({"analysis": {
+        "liver_roi_names": ["LIVER_CONTOUR"],
+        "perfusion": {"methods": ["discm"], "aorta": {"center_mm": [1, 2, 3], "radius_mm": 6}},
+        "gsa": {"fls_threshold": 0.5, "ptv_margin_mm": 3.0},
+        "maa": {"lung_shunt_fraction": 0.07, "normal_liver_dose_gy": 40.0},
+    }}, base_dir=Path("/tmp"))
+    perfusion, gsa, maa = (cfg.analysis.settings_for(w) for w in (PERFUSION, GSA, MAA))
+    assert perfusion.methods == ("discm",) and perfusion.aorta is not None and perfusion.aorta.radius_mm == 6.0
+    assert (gsa.fls_threshold, gsa.ptv_margin_mm) == (0.5, 3.0)
+    assert (maa.lung_shunt_fraction, maa.normal_liver_dose_gy, maa.lung_dose_limit_gy) == (0.07, 40.0, 30.0)
+    assert perfusion.liver_roi_names == gsa.liver_roi_names == maa.liver_roi_names == ("LIVER_CONTOUR",)
+    assert cfg.notices == ()
+
+
+def test_old_flat_analysis_keys_still_work_with_a_deprecation_notice() -> None:
+    old = parse_config({"analysis": {"fls_threshold": 0.5, "perfusion_methods": ["max-slope"],
+                                     "lung_shunt_fraction": 0.1, "parametric_map_fallback": "none"}},
+                       base_dir=Path("/tmp"))
+    assert old.analysis.settings_for(GSA).fls_threshold == 0.5
+    assert old.analysis.settings_for(PERFUSION).methods == ("max-slope",)
+    assert old.analysis.settings_for(MAA).lung_shunt_fraction == 0.1
+    assert old.outbox.parametric_map_fallback == "none"  # a delivery setting now
+    assert len(old.notices) == 4 and all("deprecated" in n for n in old.notices)
+    assert any("[analysis.gsa] fls_threshold" in n for n in old.notices)
+    assert any("[analysis.perfusion] methods" in n for n in old.notices)
+
+
+def test_parametric_map_fallback_per_destination() -> None:
+    cfg = parse_config({"outbox": {"parametric_map_fallback": "none"}, "destinations": {
+        "pacs": {"ae_title": "PACS", "host": "h", "port": 1, "outputs": ["parametric-map"],
+                 "parametric_map_fallback": "secondary-capture"},
+        "other": {"ae_title": "OTHER", "host": "h", "port": 2, "outputs": ["parametric-map"]}}},
+        base_dir=Path("/tmp"))
+    assert cfg.outbox.parametric_map_fallback == "none"
+    assert {d.name: d.parametric_map_fallback for d in cfg.destinations} == {"pacs": "secondary-capture",
+                                                                             "other": None}

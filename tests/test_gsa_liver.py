@@ -6,11 +6,11 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from node.config import AnalysisConfig
+from node.gsa.settings import GsaSettings
 from node.gsa.liver import DERIVED_SOURCE, LiverError, find_liver, liver_from_spect, match_liver_roi
-from node.results import AnalysisError
+from node.errors import AnalysisError
 
-NAMES = AnalysisConfig().liver_roi_names
+NAMES = GsaSettings().liver_roi_names
 
 
 def test_roi_name_matching_prefers_configured_order_then_ignores_case():

@@ -17,13 +17,16 @@ import SimpleITK as sitk
 from scipy.spatial import cKDTree
 
 import rtstruct
-from node.config import AnalysisConfig
-from node.gsa.pipeline import GsaInputError, run_gsa
+from node.gsa.settings import GsaSettings
+from node.record import encode
+from node.gsa.errors import GsaInputError
+from node.gsa.pipeline import run_gsa
 from node.phantom.build import write_phantom
-from node.results import AnalysisError, AnalysisResult
-from node.volumes import ct_series_image
+from node.errors import AnalysisError
+from node.workflow import WorkflowResult
+from node.imaging.volumes import ct_series_image
 
-ANALYSIS = AnalysisConfig()
+ANALYSIS = GsaSettings()
 
 
 def load(root: Path) -> dict:
@@ -41,19 +44,19 @@ def phantoms(tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def results(phantoms) -> dict[str, AnalysisResult]:
+def results(phantoms) -> dict[str, WorkflowResult]:
     out = {name: run_gsa(p["planning"], p["nm"], p["spect_ct"], p["rtss"], ANALYSIS) for name, p in phantoms.items()}
     p = phantoms["default"]
     out["no-rtstruct"] = run_gsa(p["planning"], p["nm"], p["spect_ct"], None, ANALYSIS)
     return out
 
 
-def rtss_of(result: AnalysisResult) -> pydicom.Dataset:
+def rtss_of(result: WorkflowResult) -> pydicom.Dataset:
     (rtss,) = [o.dataset for o in result.outputs if o.kind == "rtstruct"]
     return rtss
 
 
-def written_masks(result: AnalysisResult, phantom: dict) -> dict[str, np.ndarray]:
+def written_masks(result: WorkflowResult, phantom: dict) -> dict[str, np.ndarray]:
     """The written RTSTRUCT read back (rtstruct library) in truth order (sort_slices = truth k order)."""
     ordered = rtstruct.sort_slices(phantom["planning"])
     uids = [ds.SOPInstanceUID for ds in ordered]
@@ -73,8 +76,8 @@ def liver_points_mm(phantom: dict) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ["default", "negative-spacing", "feet-first"])
 def test_registration_recovers_the_phantom_transform(results, phantoms, name):
-    reg = results[name].measurements["registration"]
-    m = np.asarray(reg["matrix_4x4"])
+    reg = results[name].measurements.registration
+    m = np.asarray(reg.matrix_4x4)
     truth = phantoms[name]["truth"]["transforms"]["planning_to_spect_gsa"]
     t = np.asarray(truth["matrix"])
     assert "planning CT patient coordinates" in truth["direction"]  # same direction as ours
@@ -83,7 +86,7 @@ def test_registration_recovers_the_phantom_transform(results, phantoms, name):
     pts = liver_points_mm(phantoms[name])
     error = np.linalg.norm(pts @ (m[:3, :3] - t[:3, :3]).T + (m[:3, 3] - t[:3, 3]), axis=1)
     assert error.max() < 2.0
-    assert np.linalg.norm(np.asarray(reg["translation_mm"]) - t[:3, 3]) < 2.0
+    assert np.linalg.norm(np.asarray(reg.translation_mm) - t[:3, 3]) < 2.0
 
 
 @pytest.mark.parametrize("name", ["default", "negative-spacing", "feet-first"])
@@ -107,9 +110,9 @@ def test_targets_match_truth_masks(results, phantoms, name):
 
 def test_negative_spacing_nm_gives_the_same_result(results, phantoms):
     a, b = results["default"].measurements, results["negative-spacing"].measurements
-    assert np.allclose(a["registration"]["matrix_4x4"], b["registration"]["matrix_4x4"], atol=1e-3)
+    assert np.allclose(a.registration.matrix_4x4, b.registration.matrix_4x4, atol=1e-3)
     for roi in ("FLS", "ITV", "PTV"):
-        assert b["volumes_cm3"][roi] == pytest.approx(a["volumes_cm3"][roi], rel=0.002)
+        assert b.volumes_cm3[roi] == pytest.approx(a.volumes_cm3[roi], rel=0.002)
     ma = written_masks(results["default"], phantoms["default"])
     mb = written_masks(results["negative-spacing"], phantoms["negative-spacing"])
     assert dice(ma["FLS"], mb["FLS"]) > 0.995
@@ -117,17 +120,17 @@ def test_negative_spacing_nm_gives_the_same_result(results, phantoms):
 
 def test_measurements_record(results, phantoms):
     m = results["default"].measurements
-    json.dumps(m)  # JSON-serialisable
-    assert m["liver_source"] == "rtstruct ROI 'Liver'" and not m["liver_derived"]
-    assert m["fls_threshold_fraction"] == 0.6 and m["ptv_margin_mm"] == 5.0
-    reg = m["registration"]
+    json.dumps(encode(m))  # JSON-serialisable
+    assert m.liver_source == "rtstruct ROI 'Liver'" and not m.liver_derived
+    assert m.fls_threshold_fraction == 0.6 and m.ptv_margin_mm == 5.0
+    reg = encode(m.registration)
     assert {"final_metric_mattes_mi", "iterations", "matrix_4x4", "matrix_direction", "translation_mm",
             "rotation_deg"} <= set(reg)
     truth = phantoms["default"]["truth"]["gsa"]
     # volumes against the phantom's own truth volumes (cm3 = mL)
-    assert m["volumes_cm3"]["liver"] == pytest.approx(truth["liver_volume_ml"], rel=0.01)
+    assert m.volumes_cm3["liver"] == pytest.approx(truth["liver_volume_ml"], rel=0.01)
     for roi in ("FLS", "ITV", "PTV"):
-        assert m["volumes_cm3"][roi] == pytest.approx(truth[f"{roi.lower()}_volume_ml"], rel=0.08), roi
+        assert m.volumes_cm3[roi] == pytest.approx(truth[f"{roi.lower()}_volume_ml"], rel=0.08), roi
 
 
 def test_rtstruct_content(results, phantoms):
@@ -139,7 +142,7 @@ def test_rtstruct_content(results, phantoms):
     types = {o.ReferencedROINumber: o.RTROIInterpretedType for o in rtss.RTROIObservationsSequence}
     rois = {r.ROIName: (types[r.ROINumber], r.ROIDescription) for r in rtss.StructureSetROISequence}
     assert {k: v[0] for k, v in rois.items()} == {"FLS": "AVOIDANCE", "ITV": "CTV", "PTV": "PTV", "Liver": "ORGAN"}
-    volumes = results["default"].measurements["volumes_cm3"]
+    volumes = results["default"].measurements.volumes_cm3
     for name, (_, description) in rois.items():
         assert f"{volumes['liver' if name == 'Liver' else name]:.1f} cm3" in description
     assert "60%" in rtss.SeriesDescription and "5mm" in rtss.SeriesDescription
@@ -149,14 +152,14 @@ def test_rtstruct_content(results, phantoms):
 def test_derived_liver_when_no_rtstruct(results, phantoms):
     result = results["no-rtstruct"]
     m = result.measurements
-    assert m["liver_source"] == "derived from GSA SPECT" and m["liver_derived"]
-    assert any("derived" in w for w in m["warnings"])
+    assert m.liver_source == "derived from GSA SPECT" and m.liver_derived
+    assert any("derived" in w for w in result.warnings)
     rtss = rtss_of(result)
-    (liver_roi,) = [r for r in rtss.StructureSetROISequence if r.ROIName == m["liver_roi_name"]]
+    (liver_roi,) = [r for r in rtss.StructureSetROISequence if r.ROIName == m.liver_roi_name]
     assert "derived from GSA SPECT" in liver_roi.ROIDescription
     masks = written_masks(result, phantoms["default"])
     truth = phantoms["default"]["masks"]
-    assert dice(masks[m["liver_roi_name"]], truth["liver"]) >= 0.9  # approximate by nature
+    assert dice(masks[m.liver_roi_name], truth["liver"]) >= 0.9  # approximate by nature
     assert dice(masks["FLS"], truth["fls"]) >= 0.95  # the FLS does not depend on the liver edge
 
 
@@ -233,7 +236,7 @@ def test_refusals(phantoms, change, match):
 
 def test_liver_outside_the_spect_field_is_refused(phantoms):
     from node.gsa.pipeline import _targets
-    from node.volumes import nm_image
+    from node.imaging.volumes import nm_image
 
     p = phantoms["default"]
     planning = ct_series_image(rtstruct.sort_slices(p["planning"]))
@@ -259,6 +262,6 @@ def test_planning_ct_with_a_gap_is_handled(phantoms):
     liver_rtss = rtstruct.write_rtstruct(kept, [rtstruct.RoiMask("Liver", truth["liver"][keep])])
     result = run_gsa(kept, p["nm"], p["spect_ct"], liver_rtss, ANALYSIS)
     masks = rtstruct.read_masks(rtss_of(result), rtstruct.sort_slices(kept))
-    assert result.measurements["liver_source"] == "rtstruct ROI 'Liver'"
+    assert result.measurements.liver_source == "rtstruct ROI 'Liver'"
     for roi, key in (("FLS", "fls"), ("ITV", "itv"), ("PTV", "ptv")):
         assert dice(masks[roi], truth[key][keep]) >= 0.95, roi

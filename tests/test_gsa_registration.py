@@ -1,4 +1,4 @@
-"""node.gsa.registration on synthetic CTs: a known rigid transform is recovered; failures are refused."""
+"""node.imaging.registration on synthetic CTs: a known rigid transform is recovered; failures are refused."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from node.gsa.registration import RegistrationError, register_rigid
-from node.results import AnalysisError
+from node.imaging.registration import RegistrationError, register_rigid
+from node.record import encode
+from node.errors import AnalysisError
 
 # Synthetic abdomen in "body" coordinates (mm): (centre, semi-axes, HU). Asymmetric, with structure along z
 # (lungs, vertebrae, kidneys, gas pockets) so that a rigid pose is well defined.
@@ -80,7 +81,7 @@ def test_known_rigid_transform_recovered(fixed):
     assert np.linalg.norm(mapped - expected, axis=1).max() < 1.0
     # the matrix states the same mapping as the SimpleITK transform (fixed -> moving)
     assert np.allclose(mapped[0], reg.transform.TransformPoint(tuple(pts[0])), atol=1e-6)
-    summary = json.loads(json.dumps(reg.summary()))
+    summary = json.loads(json.dumps(encode(reg.summary())))
     assert summary["body_dice"] > 0.9 and summary["iterations"] > 0 and summary["final_metric_mattes_mi"] < 0
     assert "planning-CT patient coordinates" in summary["matrix_direction"]
     true_angle = np.degrees(np.arccos((np.trace(r_true) - 1) / 2))

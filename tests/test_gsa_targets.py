@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from node.gsa.targets import TargetError, compute_targets, expand_mm, volume_cm3
-from node.results import AnalysisError
+from node.errors import AnalysisError
 
 
 def centres_mm(shape, spacing):

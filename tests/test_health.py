@@ -12,7 +12,7 @@ from conftest import make_config
 from node.config import HealthConfig
 from node.health import HealthServer, outbox_status
 from node.outbox import Outbox
-from node.results import OutputObject
+from node.workflow import OutputObject
 from node.sender import Sender
 from orthanc import make_ct_series
 

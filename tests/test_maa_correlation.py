@@ -15,7 +15,8 @@ import pydicom
 import pytest
 from pydicom.sr.coding import Code
 
-from node.config import AnalysisConfig
+from node.maa.settings import MaaSettings
+from node.perfusion.reference import reference_from_series
 from node.maa.pipeline import run_maa
 from node.phantom import write_phantom
 
@@ -60,45 +61,46 @@ def case(tmp_path_factory):
                                     unit, 9501 + n))
     nm = pydicom.dcmread(next((out / "spect-maa").glob("*.dcm")))
     ct = [pydicom.dcmread(p) for p in sorted((out / "spect-maa-ct").glob("*.dcm"))]
-    result = run_maa(nm, ct, None, perfusion, maps, AnalysisConfig())
+    result = run_maa(nm, ct, None, reference_from_series(perfusion, maps), MaaSettings())
     return truth, result
 
 
 def test_correlation_lists_every_tumour_with_both_measurements(case):
     truth, result = case
-    corr = result.measurements["correlation"]
-    assert corr["done"] is True, corr
-    rows = corr["rows"]
-    tumours = result.measurements["uptake"]["tumours"]
-    assert {r["tumour"] for r in rows} == set(tumours) and len(rows) == len(truth["tumours"])
+    corr = result.measurements.correlation
+    assert corr is not None and corr.done is True, corr
+    rows = corr.rows
+    tumours = result.measurements.uptake.tumours
+    assert {r.tumour for r in rows} == set(tumours) and len(rows) == len(truth["tumours"])
     by_truth = {}
     for t in truth["tumours"]:
         centre = np.asarray(t["centre_mm"]["maa"])
-        name = min(tumours, key=lambda n: np.linalg.norm(np.asarray(tumours[n]["centre_mm"]) - centre))
-        by_truth[t["name"]] = next(r for r in rows if r["tumour"] == name)
+        name = min(tumours, key=lambda n: np.linalg.norm(np.asarray(tumours[n].centre_mm) - centre))
+        by_truth[t["name"]] = next(r for r in rows if r.tumour == name)
     for name, row in by_truth.items():
-        assert row["tn_ratio"] == pytest.approx(truth["maa"]["tn_ratio"][name], rel=0.10)
-        values = row["perfusion"]["maxslope"]
-        assert values["in_field_fraction"] >= 0.9
+        assert row.tn_ratio == pytest.approx(truth["maa"]["tn_ratio"][name], rel=0.10)
+        values = row.perfusion["maxslope"]
+        assert values.in_field_fraction >= 0.9
         model = truth["perfusion"]["regions"][name]["model"]
         liver = truth["perfusion"]["regions"]["liver"]["model"]
         # the SPECT-derived region carried onto the CT grid takes in a rim of liver: its value may move at most
         # 25 % of the way towards the liver's (and 2 units)
         for param, (key, _unit) in PARAMS.items():
-            assert values[param] is not None
+            value = getattr(values, param)
+            assert value is not None
             allowed = 0.25 * abs(liver[key] - model[key]) + 2.0
-            assert abs(values[param] - model[key]) <= allowed, (name, param, values[param], model[key])
+            assert abs(value - model[key]) <= allowed, (name, param, value, model[key])
     # hypervascular T1 > mixed T3 > hypovascular T2 in ALP, as in T/N: a positive correlation
-    alp = {n: r["perfusion"]["maxslope"]["ALP"] for n, r in by_truth.items()}
+    alp = {n: r.perfusion["maxslope"].ALP for n, r in by_truth.items()}
     assert alp["T1"] > alp["T3"] > alp["T2"]
-    assert corr["pearson_r_tn_vs_alp"]["maxslope"]["n"] == 3
-    assert corr["pearson_r_tn_vs_alp"]["maxslope"]["r"] > 0.9
+    assert corr.pearson_r_tn_vs_alp["maxslope"].n == 3
+    assert corr.pearson_r_tn_vs_alp["maxslope"].r > 0.9
 
 
 def test_registration_places_tumours_where_the_truth_has_them(case):
     truth, result = case
     # fixed = perfusion CT, moving = MAA SPECT/CT: the matrix maps perfusion mm to MAA mm
-    matrix = np.asarray(result.measurements["correlation"]["registration"]["matrix_4x4"])
+    matrix = np.asarray(result.measurements.correlation.registration.matrix_4x4)
     for t in truth["tumours"]:
         mapped = matrix[:3, :3] @ np.asarray(t["centre_mm"]["perfusion"]) + matrix[:3, 3]
         assert np.linalg.norm(mapped - np.asarray(t["centre_mm"]["maa"])) < 4.0, t["name"]  # SPECT voxel 4.4 mm

@@ -3,21 +3,19 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
 import rtstruct
-from node.config import AnalysisConfig
+from node.maa.settings import MaaSettings
+from node.record import encode
 from node.maa.errors import MaaInputError
 from node.maa.pipeline import run_maa
 from node.phantom import anatomy, write_phantom
 from node.phantom.layout import poses
 
-sys.path.insert(0, str(Path(__file__).parent))
 from orthanc import dciodvfy_errors  # noqa: E402
 
 
@@ -32,7 +30,7 @@ def phantom(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def automatic(phantom):
-    return run_maa(phantom["nm"], phantom["ct"], None, None, [], AnalysisConfig())
+    return run_maa(phantom["nm"], phantom["ct"], None, None, MaaSettings())
 
 
 def _match(found: dict, truth: dict) -> dict[str, dict]:
@@ -40,8 +38,8 @@ def _match(found: dict, truth: dict) -> dict[str, dict]:
     out = {}
     for t in truth["tumours"]:
         centre = np.asarray(t["centre_mm"]["maa"])
-        name, entry = min(found.items(), key=lambda kv: np.linalg.norm(np.asarray(kv[1]["centre_mm"]) - centre))
-        assert np.linalg.norm(np.asarray(entry["centre_mm"]) - centre) < 8.0, (t["name"], entry)
+        name, entry = min(found.items(), key=lambda kv: np.linalg.norm(np.asarray(kv[1].centre_mm) - centre))
+        assert np.linalg.norm(np.asarray(entry.centre_mm) - centre) < 8.0, (t["name"], entry)
         out[t["name"]] = entry
     assert len({id(v) for v in out.values()}) == len(out)
     return out
@@ -49,33 +47,33 @@ def _match(found: dict, truth: dict) -> dict[str, dict]:
 
 def test_automatic_tn_within_10_percent_of_truth(phantom, automatic):
     m = automatic.measurements
-    tumours = m["uptake"]["tumours"]
+    tumours = m.uptake.tumours
     assert len(tumours) == len(phantom["truth"]["tumours"])
     for name, entry in _match(tumours, phantom["truth"]).items():
         truth_tn = phantom["truth"]["maa"]["tn_ratio"][name]
-        assert entry["tn_ratio"] == pytest.approx(truth_tn, rel=0.10), name
+        assert entry.tn_ratio == pytest.approx(truth_tn, rel=0.10), name
         # the uncorrected ratio shows why the partial-volume correction is needed
-        assert entry["tn_ratio_uncorrected"] < 0.85 * truth_tn
-    assert "automatic" in m["regions"]["tumour_source"] and "automatic" in m["regions"]["liver_source"]
+        assert entry.tn_ratio_uncorrected < 0.85 * truth_tn
+    assert "automatic" in m.regions.tumour_source and "automatic" in m.regions.liver_source
     truth_liver = phantom["truth"]["gsa"]["liver_volume_ml"]  # same analytic liver in every visit
-    assert m["uptake"]["liver_ml"] == pytest.approx(truth_liver, rel=0.10)
+    assert m.uptake.liver_ml == pytest.approx(truth_liver, rel=0.10)
 
 
 def test_lung_shunt_measured_on_spect(phantom, automatic):
-    shunt = automatic.measurements["lung_shunt"]
-    assert shunt["source"] == "measured on SPECT"
-    assert shunt["lung_shunt_fraction"] == pytest.approx(phantom["truth"]["maa"]["lung_shunt_fraction"], rel=0.10)
+    shunt = automatic.measurements.lung_shunt
+    assert shunt.source == "measured on SPECT"
+    assert shunt.lung_shunt_fraction == pytest.approx(phantom["truth"]["maa"]["lung_shunt_fraction"], rel=0.10)
 
 
 def test_partition_model_in_record_follows_the_formula(automatic):
     m = automatic.measurements
-    plan, up, lsf = m["partition_model"], m["uptake"], m["lung_shunt"]["lung_shunt_fraction"]
-    weighted = sum(t["tn_ratio"] * t["volume_ml"] * 1.03e-3 for t in up["tumours"].values())
-    expected = 70.0 * (weighted + up["normal_liver_ml"] * 1.03e-3) / (49.67 * (1 - lsf))
-    assert plan["limited_by"] == "normal liver"
-    assert plan["activity_gbq"] == pytest.approx(expected, rel=2e-3)
-    assert plan["normal_liver_dose_gy"] == pytest.approx(70.0, rel=1e-3)
-    assert plan["lung_dose_gy"] < 30.0
+    plan, up, lsf = m.partition_model, m.uptake, m.lung_shunt.lung_shunt_fraction
+    weighted = sum(t.tn_ratio * t.volume_ml * 1.03e-3 for t in up.tumours.values())
+    expected = 70.0 * (weighted + up.normal_liver_ml * 1.03e-3) / (49.67 * (1 - lsf))
+    assert plan.limited_by == "normal liver"
+    assert plan.activity_gbq == pytest.approx(expected, rel=2e-3)
+    assert plan.normal_liver_dose_gy == pytest.approx(70.0, rel=1e-3)
+    assert plan.lung_dose_gy < 30.0
 
 
 def _ct_points(ct_sorted):
@@ -99,27 +97,27 @@ def test_rtstruct_regions_tn_within_10_percent(phantom):
         rois.append(rtstruct.RoiMask(f"Tumor {t['name']}", inside, interpreted_type="GTV"))
     rois.append(rtstruct.RoiMask("Body", np.ones(pts.shape[:3], bool), interpreted_type="EXTERNAL"))
     rtss = rtstruct.write_rtstruct(ct, rois, structure_set_label="TEST")
-    result = run_maa(phantom["nm"], phantom["ct"], rtss, None, [], AnalysisConfig())
+    result = run_maa(phantom["nm"], phantom["ct"], rtss, None, MaaSettings())
     m = result.measurements
-    assert m["regions"]["liver_source"] == "RTSTRUCT" and m["regions"]["tumour_source"] == "RTSTRUCT"
-    assert any("Body" in w for w in m["warnings"])
+    assert m.regions.liver_source == "RTSTRUCT" and m.regions.tumour_source == "RTSTRUCT"
+    assert any("Body" in w for w in result.warnings)
     for t in phantom["truth"]["tumours"]:
-        entry = m["uptake"]["tumours"][f"Tumor {t['name']}"]
-        assert entry["tn_ratio"] == pytest.approx(phantom["truth"]["maa"]["tn_ratio"][t["name"]], rel=0.10)
-        assert entry["volume_ml"] == pytest.approx(4 / 3 * np.pi * t["radius_mm"] ** 3 / 1000, rel=0.15)
+        entry = m.uptake.tumours[f"Tumor {t['name']}"]
+        assert entry.tn_ratio == pytest.approx(phantom["truth"]["maa"]["tn_ratio"][t["name"]], rel=0.10)
+        assert entry.volume_ml == pytest.approx(4 / 3 * np.pi * t["radius_mm"] ** 3 / 1000, rel=0.15)
     assert [o.kind for o in result.outputs] == ["secondary-capture"]  # nothing automatic to send back
 
 
 def test_configured_lsf_when_no_spect_ct(phantom):
-    result = run_maa(phantom["nm"], None, None, None, [], AnalysisConfig(lung_shunt_fraction=0.12))
+    result = run_maa(phantom["nm"], None, None, None, MaaSettings(lung_shunt_fraction=0.12))
     m = result.measurements
-    assert m["lung_shunt"]["source"] == "configuration"
-    assert m["lung_shunt"]["lung_shunt_fraction"] == 0.12
-    assert m["partition_model"]["lung_mass_source"].startswith("standard 1 kg")
-    assert m["partition_model"]["activity_gbq"] > 0
-    missing = run_maa(phantom["nm"], None, None, None, [], AnalysisConfig())
-    assert missing.measurements["partition_model"]["computed"] is False
-    assert any("no partition-model activity" in w for w in missing.measurements["warnings"])
+    assert m.lung_shunt.source == "configuration"
+    assert m.lung_shunt.lung_shunt_fraction == 0.12
+    assert m.partition_model.lung_mass_source.startswith("standard 1 kg")
+    assert m.partition_model.activity_gbq > 0
+    missing = run_maa(phantom["nm"], None, None, None, MaaSettings())
+    assert missing.measurements.partition_model.computed is False
+    assert any("no partition-model activity" in w for w in missing.warnings)
 
 
 def test_refuses_a_gsa_spect(phantom):
@@ -128,7 +126,7 @@ def test_refuses_a_gsa_spect(phantom):
     item.Radiopharmaceutical = "Tc-99m GSA"
     item.RadiopharmaceuticalCodeSequence[0].CodeValue = "446534003"
     with pytest.raises(MaaInputError, match="GSA"):
-        run_maa(nm, phantom["ct"], None, None, [], AnalysisConfig())
+        run_maa(nm, phantom["ct"], None, None, MaaSettings())
 
 
 def test_refuses_ct_of_another_frame_of_reference(phantom):
@@ -136,7 +134,7 @@ def test_refuses_ct_of_another_frame_of_reference(phantom):
     for ds in ct:
         ds.FrameOfReferenceUID = pydicom.uid.generate_uid()
     with pytest.raises(MaaInputError, match="FrameOfReferenceUID"):
-        run_maa(phantom["nm"], ct, None, None, [], AnalysisConfig())
+        run_maa(phantom["nm"], ct, None, None, MaaSettings())
 
 
 def test_outputs_pass_dciodvfy_and_are_labelled(tmp_path, phantom, automatic):
@@ -152,8 +150,8 @@ def test_outputs_pass_dciodvfy_and_are_labelled(tmp_path, phantom, automatic):
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == phantom["nm"].SOPInstanceUID
     rtss = next(o.dataset for o in automatic.outputs if o.kind == "report")
     assert rtss.Modality == "RTSTRUCT"
-    assert set(rtstruct.roi_names(rtss)) == {"Liver", *automatic.measurements["uptake"]["tumours"]}
-    json.dumps(automatic.measurements)  # the case record must serialise
+    assert set(rtstruct.roi_names(rtss)) == {"Liver", *automatic.measurements.uptake.tumours}
+    json.dumps(encode(automatic.measurements))  # the case record must serialise
 
 
 def test_case_report_from_the_maa_result(tmp_path, phantom, automatic):
@@ -167,11 +165,11 @@ def test_case_report_from_the_maa_result(tmp_path, phantom, automatic):
     outputs[0].dataset.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []
     groups = {g.tracking_identifier: g for g in hd.sr.srread(path).content.get_image_measurement_groups()}
-    for name, entry in automatic.measurements["uptake"]["tumours"].items():
+    for name, entry in automatic.measurements.uptake.tumours.items():
         tn = [m for m in groups[f"MAA tumour {name}"].get_measurements()
               if m.name.meaning == "Tumor to normal liver uptake ratio"]
-        assert len(tn) == 1 and float(tn[0].value) == pytest.approx(entry["tn_ratio"])
+        assert len(tn) == 1 and float(tn[0].value) == pytest.approx(entry.tn_ratio)
         assert tn[0].unit.value == "{ratio}"
     activity = groups["Y-90 activity, partition model"].get_measurements()[0]
     assert activity.unit.value == "GBq"
-    assert float(activity.value) == pytest.approx(automatic.measurements["partition_model"]["activity_gbq"])
+    assert float(activity.value) == pytest.approx(automatic.measurements.partition_model.activity_gbq)

@@ -13,7 +13,7 @@ import pytest
 from conftest import make_config
 from node.destinations import DestinationError, Outcome
 from node.outbox import Outbox, OutboxItem, backoff_delay
-from node.results import OutputObject
+from node.workflow import OutputObject
 from node.sender import Sender
 from orthanc import make_ct_series
 

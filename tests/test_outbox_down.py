@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_config
 from node.outbox import Outbox
-from node.results import OutputObject
+from node.workflow import OutputObject
 from node.sender import Sender
 from orthanc import OrthancServer, make_ct_series, make_parametric_map
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pydicom.uid import ParametricMapStorage, SecondaryCaptureImageStorage
 
-from node.fallback import FallbackError, pm_to_secondary_capture
+from node.pm_fallback import FallbackError, pm_to_secondary_capture
 from orthanc import dciodvfy_errors, make_ct_series, make_parametric_map
 
 

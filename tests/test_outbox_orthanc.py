@@ -19,7 +19,7 @@ from pydicom.uid import ParametricMapStorage, SecondaryCaptureImageStorage
 import factories
 from conftest import make_config
 from node.outbox import Outbox
-from node.results import OutputObject
+from node.workflow import OutputObject
 from node.sender import Sender
 from orthanc import (OrthancServer, StorescpServer, make_ct_series, make_parametric_map,
                      storescp_profile_without)

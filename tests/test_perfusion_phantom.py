@@ -30,7 +30,8 @@ import pytest
 from scipy import ndimage
 
 import rtstruct
-from node.config import AnalysisConfig
+from node.perfusion.settings import PerfusionSettings
+from node.record import encode
 from node.derived import NOT_FOR_DIAGNOSIS
 from node.perfusion.pipeline import run_perfusion
 from node.perfusion.stats import max_slope_noise_sd
@@ -48,15 +49,15 @@ class Case:
     """A phantom, its truth and the analysis result."""
 
     def __init__(self, outdir: Path, rtss: pydicom.Dataset | None = None,
-                 analysis: AnalysisConfig | None = None) -> None:
+                 analysis: PerfusionSettings | None = None) -> None:
         self.dir = outdir
         self.truth = json.loads((outdir / "truth.json").read_text())
         self.perf = self.truth["perfusion"]
         self.masks = np.load(outdir / "truth" / "perfusion_masks.npz")
         self.datasets = [pydicom.dcmread(p) for p in sorted((outdir / "ct-perfusion").glob("*.dcm"))]
-        self.result = run_perfusion(self.datasets, analysis or AnalysisConfig(), rtss)
+        self.result = run_perfusion(self.datasets, analysis or PerfusionSettings(), rtss)
         self.m = self.result.measurements
-        ref = self.m["reference_time_point"]
+        ref = self.m.reference_time_point
         self.ref_shift = np.asarray(self.perf["motion_mm_per_frame"][ref], float)
 
     def maps(self) -> dict[tuple[str, str], hd.Volume]:
@@ -99,7 +100,7 @@ class Case:
         return {n: phantom_max_slope(t, stored(n), *inputs) for n in REGIONS.values()}
 
     def inside_truth(self, name: str) -> bool:
-        centre = np.asarray(self.m["inputs"][name]["centre_mm"]) - self.ref_shift
+        centre = np.asarray(self.m.inputs[name].centre_mm) - self.ref_shift
         inv = np.linalg.inv(self.masks["affine_kij_to_patient"])
         idx = np.rint(inv[:3, :3] @ centre + inv[:3, 3]).astype(int)
         return bool(self.masks[name][tuple(idx)])
@@ -184,38 +185,38 @@ def test_noiseless_maps_match_the_truth_of_every_region(case_name: str, request)
 @pytest.mark.parametrize("case_name", ["exact_enhanced", "exact_classic"])
 def test_input_curves_and_phase_split(case_name: str, request) -> None:
     case: Case = request.getfixturevalue(case_name)
-    assert case.m["t_spl_s"] == case.perf["t_spl_s"]
-    assert case.m["aorta_peak_hu"] == pytest.approx(case.perf["aorta_peak_sample_hu"], rel=0.01)
-    assert case.m["portal_peak_hu"] == pytest.approx(case.perf["portal_peak_sample_hu"], rel=0.01)
+    assert case.m.t_spl_s == case.perf["t_spl_s"]
+    assert case.m.aorta_peak_hu == pytest.approx(case.perf["aorta_peak_sample_hu"], rel=0.01)
+    assert case.m.portal_peak_hu == pytest.approx(case.perf["portal_peak_sample_hu"], rel=0.01)
     for name in ("aorta", "portal_vein", "spleen"):
         assert case.inside_truth(name), name
-    np.testing.assert_allclose(case.m["series"]["times_s"], case.perf["time_s"], atol=1e-3)
+    np.testing.assert_allclose(case.m.series.times_s, case.perf["time_s"], atol=1e-3)
 
 
 def test_enhanced_ct_inputs_are_detected_automatically(exact_enhanced: Case) -> None:
-    assert exact_enhanced.m["series"]["encoding"] == "enhanced-ct"
-    assert {v["source"] for v in exact_enhanced.m["inputs"].values()} == {"automatic"}
+    assert exact_enhanced.m.series.encoding == "enhanced-ct"
+    assert {v.source for v in exact_enhanced.m.inputs.values()} == {"automatic"}
 
 
 def test_rtstruct_inputs_and_regional_statistics(exact_classic: Case) -> None:
     m = exact_classic.m
-    assert m["inputs"]["aorta"]["source"] == "rtstruct:Aorta"
-    assert m["inputs"]["portal_vein"]["source"] == "rtstruct:Portal Vein"
-    assert m["inputs"]["spleen"]["source"] == "rtstruct:Spleen"
-    stats = m["regional_statistics"]
+    assert m.inputs["aorta"].source == "rtstruct:Aorta"
+    assert m.inputs["portal_vein"].source == "rtstruct:Portal Vein"
+    assert m.inputs["spleen"].source == "rtstruct:Spleen"
+    stats = m.regional_statistics
     vox_ml = float(np.prod(np.linalg.norm(exact_classic.masks["affine_kij_to_patient"][:3, :3], axis=0))) / 1000
     for roi, region in (("Normal liver", "liver_parenchyma"), ("T1", "T1")):
-        assert stats[roi]["volume_ml"] == pytest.approx(exact_classic.masks[region].sum() * vox_ml, rel=0.02)
+        assert stats[roi].volume_ml == pytest.approx(exact_classic.masks[region].sum() * vox_ml, rel=0.02)
     truth = exact_classic.stored_max_slope_truth()
     # the whole T1 contour, edges included: no smoothing on a noiseless series, so no edge effect either
-    assert stats["T1"]["max-slope"]["ALP"]["mean"] == pytest.approx(truth["T1"]["alp"], rel=0.05)
-    assert stats["T1"]["max-slope"]["ALP"]["sd"] < 0.05 * truth["T1"]["alp"]
-    assert stats["Normal liver"]["discm"]["PVP"]["mean"] == pytest.approx(74.0, abs=5 + 7.4)
+    assert stats["T1"].maps["max-slope"]["ALP"].mean == pytest.approx(truth["T1"]["alp"], rel=0.05)
+    assert stats["T1"].maps["max-slope"]["ALP"].sd < 0.05 * truth["T1"]["alp"]
+    assert stats["Normal liver"].maps["discm"]["PVP"].mean == pytest.approx(74.0, abs=5 + 7.4)
     # the noise each ROI-curve max slope carries is recorded (here ~0: a noiseless series; the formula is checked
     # against a simulation in test_perfusion_units)
-    noise_sd = {roi: stats[roi]["roi-curve"]["max-slope-noise-sd"] for roi in ("Normal liver", "T1")}
+    noise_sd = {roi: stats[roi].max_slope_noise_sd for roi in ("Normal liver", "T1")}
     assert 0 <= noise_sd["Normal liver"]["ALP"] <= noise_sd["T1"]["ALP"] < 0.05 * truth["T1"]["alp"]
-    json.dumps(m)  # the case record must be JSON
+    json.dumps(encode(m))  # the case record must be JSON
 
 
 # ------------------------------------------------------------------ noisy: the issue's criteria
@@ -239,8 +240,8 @@ def test_noisy_variants_meet_the_criteria_in_every_region(case_name: str, reques
     maps = case.maps()
     # the phantom's physical noise: 10 HU x sqrt(0.78^2 x 2.5 / (3.2^2 x 5)) = 1.73 HU (+ integer rounding)
     assert case.perf["ct_noise_sd_hu"] == pytest.approx(1.73, abs=0.01)
-    assert 1.4 < case.m["noise_hu"] < 2.6
-    assert case.m["noise_reduction"]["native_image_in_similarity"] is True
+    assert 1.4 < case.m.noise_hu < 2.6
+    assert case.m.noise_reduction["native_image_in_similarity"] is True
     for region, key in REGIONS.items():
         floor = _relative_floor(case, region, key)
         assert max(floor.values()) <= MAX_RELATIVE_FLOOR, (region, floor)  # the criterion can discriminate
@@ -264,16 +265,16 @@ def test_noisy_variants_meet_the_criteria_in_every_region(case_name: str, reques
 
 def test_noisy_still_series_and_foreign_rtstruct(noisy: Case) -> None:
     # a still patient is not resampled
-    assert not any(f["resampled"] for f in noisy.m["motion"])
+    assert not any(f.resampled for f in noisy.m.motion)
     # a structure set of another CT is reported, not used, and costs no map
-    assert noisy.m["rtstruct"].startswith("not used") and "frame" in noisy.m["rtstruct"]
-    assert noisy.m["regional_statistics"] == {}
+    assert noisy.m.rtstruct.startswith("not used") and "frame" in noisy.m.rtstruct
+    assert noisy.m.regional_statistics == {}
 
 
 def test_breathing_motion_is_estimated_in_three_directions(noisy_motion: Case) -> None:
     truth = np.asarray(noisy_motion.perf["motion_mm_per_frame"]) - noisy_motion.ref_shift
     assert np.abs(truth[:, 2]).max() > 2.0  # the pattern really moves the patient by more than 2 mm in z
-    est = np.array([f["translation_mm"] for f in noisy_motion.m["motion"]])
+    est = np.array([f.translation_mm for f in noisy_motion.m.motion])
     np.testing.assert_allclose(est[:, :2], truth[:, :2], atol=0.5)
     np.testing.assert_allclose(est[:, 2], truth[:, 2], atol=1.25)  # a quarter of the 5 mm slice
 
@@ -284,7 +285,7 @@ def test_outputs_pass_dciodvfy_read_back_and_are_labelled(noisy: Case, tmp_path:
     assert kinds.count("parametric-map") == 9  # ALP PVP TLP HPI + ALP PVP HPI DV MTT
     assert kinds.count("secondary-capture") == 7  # 2 methods x 3 slices + curves
     ref_uids = {str(ds.SOPInstanceUID) for ds in noisy.datasets
-                if int(ds.AcquisitionNumber) == noisy.m["reference_time_point"] + 1}
+                if int(ds.AcquisitionNumber) == noisy.m.reference_time_point + 1}
     for n, obj in enumerate(noisy.result.outputs):
         path = tmp_path / f"{n:02d}.dcm"
         obj.dataset.save_as(path, enforce_file_format=True)
@@ -328,8 +329,8 @@ def test_parametric_map_values_equal_the_maps(noisy: Case) -> None:
 
 
 def test_only_the_configured_method_is_run(exact_classic: Case) -> None:
-    res = run_perfusion(exact_classic.datasets, AnalysisConfig(perfusion_methods=("discm",)))
+    res = run_perfusion(exact_classic.datasets, PerfusionSettings(methods=("discm",)))
     maps = sorted(o.description for o in res.outputs if o.kind == "parametric-map")
     assert maps == sorted(f"{p} (DISCM)" for p in ("ALP", "PVP", "HPI", "DV", "MTT"))
-    assert list(res.measurements["methods"]) == ["discm"]
+    assert list(res.measurements.methods) == ["discm"]
     assert sum(o.kind == "secondary-capture" for o in res.outputs) == 3 + 1  # 3 slices + curves

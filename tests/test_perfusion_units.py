@@ -10,7 +10,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 from scipy.integrate import solve_ivp
 
-from node.config import AnalysisConfig, InputRoiOverride
+from node.perfusion.settings import InputRoiOverride, PerfusionSettings
 from node.perfusion.discm import discm_maps, fit_discm
 from node.perfusion.errors import InputCurveError, PerfusionInputError
 from node.perfusion.inputs import find_inputs, match_input_rois, sphere_mask
@@ -328,7 +328,7 @@ def test_configured_spheres_replace_automatic_detection() -> None:
     expected = sum(1 for k in range(-2, 3) for j in range(-3, 4) for i in range(-3, 4)
                    if (5 * k) ** 2 + (3 * j) ** 2 + (3 * i) ** 2 <= 49)
     assert sphere.sum() == expected == 39
-    cfg = AnalysisConfig(aorta=InputRoiOverride(centre, 7.0), portal_vein=InputRoiOverride(centre, 4.0),
+    cfg = PerfusionSettings(aorta=InputRoiOverride(centre, 7.0), portal_vein=InputRoiOverride(centre, 4.0),
                          spleen=InputRoiOverride(centre, 1.0))
     rois = find_inputs(vol.data, vol.grid, cfg)
     assert {r.source for r in rois.values()} == {"config"}
@@ -338,10 +338,10 @@ def test_configured_spheres_replace_automatic_detection() -> None:
 
 def test_a_series_without_contrast_is_refused_not_mapped() -> None:
     from node.perfusion.pipeline import run_perfusion
-    from node.results import AnalysisError
+    from node.errors import AnalysisError
 
     rng = np.random.default_rng(4)
     data = np.full((4, 4, 24, 24), -1000.0, np.float32)
     data[:, :, 4:20, 4:20] = 40.0 + rng.normal(0, 5, (4, 4, 16, 16))  # a body that never enhances
     with pytest.raises(AnalysisError, match="no arterial enhancement"):
-        run_perfusion(_classic_series(data, [0, 3, 6, 9]), AnalysisConfig())
+        run_perfusion(_classic_series(data, [0, 3, 6, 9]), PerfusionSettings())

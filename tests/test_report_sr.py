@@ -1,67 +1,79 @@
 """The case report: SR TID 1500 with every measurement (read back with highdicom) and the summary capture."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import highdicom as hd
 import pytest
 
-from node.report.build import build_report
-from node.report.summary import summary_lines
-from node.report.items import collect_groups
-from node.results import AnalysisResult, OutputObject
-
-sys.path.insert(0, str(Path(__file__).parent))
-import factories  # noqa: E402
-from orthanc import dciodvfy_errors, make_parametric_map  # noqa: E402
+import factories
+from node.gsa.measurements import GsaMeasurements, SeriesRef
+from node.imaging.registration import RefinementRecord, RegistrationRecord
+from node.maa.measurements import (CorrelationRecord, CorrelationRegistration, CorrelationRow, MaaMeasurements,
+                                   PartitionRecord, PearsonRecord, RegionsRecord, ShuntRecord, SpectRecord,
+                                   TumourPerfusion, TumourRecord, UptakeRecord)
+from node.perfusion.measurements import (InputCurve, LiverCurve, MeanSd, PerfusionMeasurements, RegionStats,
+                                         SeriesInfo)
+from node.report.build import build_report, summary_text
+from node.workflow import OutputObject, WorkflowResult
+from orthanc import dciodvfy_errors, make_parametric_map
 
 PATIENT = "REPORT01"
 UNIT_FLOW = "mL/min/(100.mL)"
 
-PERFUSION = {
-    "inputs": {
-        "aorta": {"source": "automatic", "centre_mm": [17.6, 27.7, 5.0], "volume_ml": 18.79, "voxels": 367,
-                  "peak_enhancement_hu": 267.6, "peak_time_s": 12.0, "enhancement_hu": [0.0, 76.8, 267.6]},
-        "portal_vein": {"source": "rtstruct", "centre_mm": [-13.0, 0.0, 10.0], "volume_ml": 2.97,
-                        "peak_enhancement_hu": 187.2, "peak_time_s": 24.0},
-        "spleen": {"source": "automatic", "centre_mm": [94.9, 38.0, 0.0], "volume_ml": 101.58,
-                   "peak_enhancement_hu": 83.5, "peak_time_s": 15.0},
-    },
-    "t_spl_s": 15.0,
-    "methods": {"max-slope": {"t_spl_s": 15.0, "spatial_sigma_mm": 4.0}, "discm": {"delays_s": [0, 1]}},
-    "regional_statistics": {
-        "Liver": {"volume_ml": 1500.0, "analysed_volume_ml": 1400.5,
-                  "max-slope": {"ALP": {"mean": 11.2, "sd": 3.1}, "PVP": {"mean": 70.4, "sd": 12.2},
-                                "TLP": {"mean": 81.6, "sd": 13.0}, "HPI": {"mean": 14.0, "sd": 2.0}},
-                  "discm": {"ALP": {"mean": 12.5, "sd": 2.5}, "MTT": {"mean": 9.5, "sd": 1.5},
-                            "DV": {"mean": 25.0, "sd": 4.0}}},
-        "Tumor 1": {"volume_ml": 14.0, "analysed_volume_ml": 13.0,
-                    "max-slope": {"ALP": {"mean": 61.0, "sd": 9.0}, "HPI": {"mean": 80.0, "sd": 5.0}}},
-    },
+REGISTRATION = RegistrationRecord("rigid", -0.5, 50, "converged", 0.95, 1.0, [[1, 0, 0, 0], [0, 1, 0, 0],
+                                  [0, 0, 1, 0], [0, 0, 0, 1]], "fixed to moving", [0, 0, 0], 0.0, [0, 0, 0])
+
+
+def _input(source: str, centre: list[float], volume: float, peak: float, t_peak: float) -> InputCurve:
+    return InputCurve(source, centre, volume, 0, peak, t_peak, [])
+
+
+def perfusion_record(inputs: dict[str, InputCurve], regions: dict[str, RegionStats]) -> PerfusionMeasurements:
+    """A perfusion record with the figures the report uses (the rest neutral)."""
+    return PerfusionMeasurements(
+        series=SeriesInfo("1.2.3", "classic-ct", 3, [0.0, 3.0, 6.0], 0.0, [4, 64, 64], [4, 32, 32], [5.0, 2.0, 2.0]),
+        reference_time_point=1, reference_time_s=3.0, motion=[], baseline_frames=1, noise_hu=10.0,
+        noise_reduction={}, inputs=inputs, t_spl_s=15.0, aorta_peak_hu=267.6, aorta_peak_time_s=12.0,
+        portal_peak_hu=187.2, portal_peak_time_s=24.0, liver_curve=LiverCurve("automatic estimate", 1500.0, []),
+        masks={}, methods={"max-slope": {"t_spl_s": 15.0, "spatial_sigma_mm": 4.0}, "discm": {"delays_s": [0, 1]}},
+        rtstruct="used", regional_statistics=regions, stages={})
+
+
+INPUTS = {
+    "aorta": InputCurve("automatic", [17.6, 27.7, 5.0], 18.79, 367, 267.6, 12.0, [0.0, 76.8, 267.6]),
+    "portal_vein": _input("rtstruct", [-13.0, 0.0, 10.0], 2.97, 187.2, 24.0),
+    "spleen": _input("automatic", [94.9, 38.0, 0.0], 101.58, 83.5, 15.0),
 }
-GSA = {"volumes_cm3": {"liver": 2058.1, "FLS": 700.2, "ITV": 1357.9, "PTV": 1500.3}, "fls_threshold_fraction": 0.6,
-       "ptv_margin_mm": 5.0, "liver_source": "rtstruct ROI 'Liver'", "warnings": []}
-MAA = {
-    "uptake": {"method": "GTM", "spill_margin_mm": 13.0, "overall_tn_ratio": 5.12, "liver_ml": 2026.1,
-               "normal_liver_ml": 1992.4, "tumour_ml": 33.8,
-               "tumours": {"T1": {"volume_ml": 14.1, "tn_ratio": 8.05, "tn_ratio_uncorrected": 5.05,
-                                  "centre_mm": [0, 0, 0]},
-                           "T2": {"volume_ml": 12.5, "tn_ratio": 2.9, "tn_ratio_uncorrected": 2.07,
-                                  "centre_mm": [0, 0, 0]}}},
-    "lung_shunt": {"lung_shunt_fraction": 0.0803, "source": "measured on SPECT", "reason": "covered",
-                   "lung_volume_ml": 2502.9},
-    "partition_model": {"model": "partition", "activity_gbq": 3.431, "limited_by": "normal liver",
-                        "activity_normal_liver_limit_gbq": 3.431, "activity_lung_limit_gbq": 5.647,
-                        "normal_liver_dose_gy": 70.0, "tumour_dose_gy": 376.3, "lung_dose_gy": 18.23,
-                        "tumour_doses_gy": {"T1": 563.6, "T2": 203.0}, "normal_liver_mass_kg": 2.0521,
-                        "lung_mass_kg": 0.7509, "normal_liver_limit_gy": 70.0, "lung_limit_gy": 30.0},
-    "correlation": {"done": True, "rows": [
-        {"tumour": "T1", "tn_ratio": 8.05, "perfusion": {"maxslope": {"ALP": 63.0, "PVP": 16.0, "HPI": 80.6}}},
-        {"tumour": "T2", "tn_ratio": 2.9, "perfusion": {"maxslope": {"ALP": 8.5, "PVP": 14.8, "HPI": None}}}],
-        "pearson_r_tn_vs_alp": {"maxslope": {"r": 0.99, "n": 3}}},
-    "warnings": ["regions found automatically: review them"],
-}
+PERFUSION = perfusion_record(INPUTS, {
+    "Liver": RegionStats(1500.0, 1400.5, {
+        "max-slope": {"ALP": MeanSd(11.2, 3.1), "PVP": MeanSd(70.4, 12.2), "TLP": MeanSd(81.6, 13.0),
+                      "HPI": MeanSd(14.0, 2.0)},
+        "discm": {"ALP": MeanSd(12.5, 2.5), "MTT": MeanSd(9.5, 1.5), "DV": MeanSd(25.0, 4.0)}}),
+    "Tumor 1": RegionStats(14.0, 13.0, {"max-slope": {"ALP": MeanSd(61.0, 9.0), "HPI": MeanSd(80.0, 5.0)}}),
+})
+GSA = GsaMeasurements(
+    method="threshold", fls_threshold_fraction=0.6, ptv_margin_mm=5.0, spect_filter="", spect_max_in_liver=1.0,
+    fls_threshold_value=0.6, liver_source="rtstruct ROI 'Liver'", liver_derived=False, liver_roi_name="Liver",
+    liver_note="", volumes_cm3={"liver": 2058.1, "FLS": 700.2, "ITV": 1357.9, "PTV": 1500.3},
+    liver_in_spect_fov_fraction=1.0, hot_spect_in_liver_fraction=1.0, registration=REGISTRATION,
+    planning_ct=SeriesRef("1.2.4"), spect=SeriesRef("1.2.5"), timings_s={})
+MAA = MaaMeasurements(
+    spect=SpectRecord("1.2.6", "1.2.7", "MAA", [64, 64, 64], [4.4, 4.4, 4.4], 1e6), spect_ct=None,
+    regions=RegionsRecord("automatic", "automatic", 15.0, 10.0, {}),
+    uptake=UptakeRecord("GTM", 13.0, 5.12, 1.0, 100.0, 2026.1, 1992.4, 33.8, {
+        "T1": TumourRecord(14.1, 8.05, 5.05, 1.0, [0, 0, 0]), "T2": TumourRecord(12.5, 2.9, 2.07, 1.0, [0, 0, 0])}),
+    lung_shunt=ShuntRecord(0.0803, "measured on SPECT", "covered", None, "counts", 2502.9, None, None),
+    partition_model=PartitionRecord(
+        computed=True, model="partition", activity_gbq=3.431, limited_by="normal liver",
+        activity_normal_liver_limit_gbq=3.431, activity_lung_limit_gbq=5.647, normal_liver_dose_gy=70.0,
+        tumour_dose_gy=376.3, lung_dose_gy=18.23, tumour_doses_gy={"T1": 563.6, "T2": 203.0},
+        normal_liver_mass_kg=2.0521, lung_mass_kg=0.7509, normal_liver_limit_gy=70.0, lung_limit_gy=30.0),
+    correlation=CorrelationRecord(
+        done=True, registration=CorrelationRegistration(REGISTRATION, RefinementRecord("slab", False), [], ""),
+        rows=[CorrelationRow("T1", 8.05, {"maxslope": TumourPerfusion(10, 1.0, 63.0, 16.0, 80.6)}),
+              CorrelationRow("T2", 2.9, {"maxslope": TumourPerfusion(10, 1.0, 8.5, 14.8, None)})],
+        pearson_r_tn_vs_alp={"maxslope": PearsonRecord(0.99, 3)}),
+    timings_s={})
+MAA_WARNINGS = ["regions found automatically: review them"]
 
 # (group, concept meaning, value, UCUM unit): every figure of the three records above, written out by hand.
 EXPECTED = [
@@ -131,9 +143,9 @@ def case(tmp_path_factory):
     nm_maa = factories.nm_multiframe(PATIENT, tracer_text="Tc-99m MAA", tracer_code="85693008")
     nm_gsa = factories.nm_multiframe(PATIENT)
     results = {
-        "perfusion": AnalysisResult("ct-perfusion", [OutputObject("parametric-map", pm)], PERFUSION),
-        "gsa": AnalysisResult("gsa-targets", [], GSA),
-        "maa": AnalysisResult("maa-radioembolization", [], MAA),
+        "perfusion": WorkflowResult("perfusion", PERFUSION, [OutputObject("parametric-map", pm)]),
+        "gsa": WorkflowResult("gsa", GSA),
+        "maa": WorkflowResult("maa", MAA, warnings=MAA_WARNINGS),
     }
     sources = {"ct-perfusion": perfusion_ct, "spect-maa": [nm_maa], "spect-gsa": [nm_gsa]}
     outputs = build_report("CASE-7", results, sources)
@@ -200,7 +212,7 @@ def test_summary_page_is_a_readable_capture(case):
     assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.shape[0] > 1000
     dark = (rgb.mean(axis=2) < 128).mean()
     assert 0.005 < dark < 0.3  # black text on a white page
-    text = "\n".join(summary_lines("CASE-7", collect_groups(case["results"], case["sources"]), {}))
+    text = "\n".join(summary_text("CASE-7", case["results"], case["sources"]))
     for needle in ("Y-90 ACTIVITY 3.43 GBq (limited by normal liver)", "lung shunt fraction 8.03 % (measured on SPECT)",
                    "ITV          1358 cm3", "aorta", "8.05"):
         assert needle in text, needle
@@ -208,10 +220,10 @@ def test_summary_page_is_a_readable_capture(case):
 
 def test_subset_and_empty_results():
     assert build_report("EMPTY", {}, {}) == []
-    nothing = {"other": AnalysisResult("something-else", [], {"note": "no figures"})}
+    nothing = {"other": WorkflowResult("other", {"note": "no figures"})}
     assert build_report("NOTHING", nothing, {"planning-ct": factories.ct_series(PATIENT, n_slices=2)}) == []
     ct = factories.ct_series(PATIENT, n_slices=2, time_points=2)
-    only = {"perfusion": AnalysisResult("ct-perfusion", [], {"inputs": PERFUSION["inputs"], "t_spl_s": 15.0})}
+    only = {"perfusion": WorkflowResult("perfusion", perfusion_record(INPUTS, {}))}
     outputs = build_report("ONLY-PERFUSION", only, {"ct-perfusion": ct})
     sr = outputs[0].dataset
     assert sr.StudyInstanceUID == ct[0].StudyInstanceUID

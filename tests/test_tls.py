@@ -16,7 +16,7 @@ from pynetdicom.sop_class import Verification
 from conftest import make_config
 from node.config import TlsConfig
 from node.outbox import Outbox
-from node.results import OutputObject
+from node.workflow import OutputObject
 from node.sender import Sender
 from node.tls import TlsSetupError, client_context, server_context
 from orthanc import OrthancServer, OrthancTls, free_port, make_ct_series, make_pki

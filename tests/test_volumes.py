@@ -1,7 +1,7 @@
-"""node.volumes: CT and NM geometry checked against a known field sampled in patient coordinates.
+"""node.imaging.volumes: CT and NM geometry checked against a known field sampled in patient coordinates.
 
 Every synthetic series samples f(x, y, z) = 3x - 2y + 4z + 1000 at its voxel centres, computed here from the
-DICOM definition of the geometry (not from node.volumes); the built image must give f back at its own
+DICOM definition of the geometry (not from node.imaging.volumes); the built image must give f back at its own
 physical points. Any error in origin, direction, spacing or slice order shows as a wrong value.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from node.results import AnalysisError
-from node.volumes import VolumeError, ct_series_image, image_to_mask, mask_to_image, nm_image
+from node.errors import AnalysisError
+from node.imaging.volumes import VolumeError, ct_series_image, image_to_mask, mask_to_image, nm_image
 
 ROWS, COLS = 12, 10
 PS = (1.5, 2.0)  # between rows, between columns

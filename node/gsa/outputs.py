@@ -13,13 +13,12 @@ from typing import Sequence
 import highdicom as hd
 import numpy as np
 import SimpleITK as sitk
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from pydicom import Dataset
-from pydicom.sequence import Sequence as DicomSequence
 
 import rtstruct
+from node.imaging.capture import figure_rgb, secondary_capture
 from node.derived import MANUFACTURER, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study, equipment_kwargs
 
 logger = logging.getLogger(__name__)
@@ -161,7 +160,6 @@ def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: s
     indices = _planes(contours[0].mask, axis, (0.2, 0.5, 0.8) if plane == "axial" else (0.35, 0.65))
     n = len(indices)
     fig = Figure(figsize=(5.0 * n, 6.2), dpi=100, facecolor="black")
-    FigureCanvasAgg(fig)
     rows_axis = 1 if axis == 0 else 0  # P down (axial) or S up (coronal); columns are always L to the right
     take = (lambda a, i: a[i]) if axis == 0 else (lambda a, i: a[:, i, :])
     limits = _zoom([take(ct.array, i) for i in indices], [ct.edges(rows_axis), ct.edges(2)])
@@ -203,24 +201,12 @@ def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: s
         fig.text(0.01, 0.925 - 0.035 * k, line, color="white", fontsize=9, va="top")
     fig.legend(handles=[Patch(color=np.asarray(c.color) / 255.0, label=c.name) for c in contours],
                loc="lower center", ncol=len(contours), frameon=False, labelcolor="white", fontsize=10)
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
-    return np.ascontiguousarray(rgba[..., :3], dtype=np.uint8)
+    return figure_rgb(fig)
 
 
 def _nearest_slices(planning_ct: Sequence[Dataset], z_mm: Sequence[float]) -> list[Dataset]:
     zs = np.array([float(ds.ImagePositionPatient[2]) for ds in planning_ct])
     return [planning_ct[int(np.abs(zs - z).argmin())] for z in z_mm]
-
-
-def _source_items(datasets: Sequence[Dataset]) -> DicomSequence:
-    items = []
-    for ds in datasets:
-        item = Dataset()
-        item.ReferencedSOPClassUID = ds.SOPClassUID
-        item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-        items.append(item)
-    return DicomSequence(items)
 
 
 def build_fusion_captures(planning_ct: Sequence[Dataset], nm: Dataset, views: dict[str, np.ndarray],
@@ -231,19 +217,11 @@ def build_fusion_captures(planning_ct: Sequence[Dataset], nm: Dataset, views: di
     out = []
     orientation = {"axial": ("L", "P"), "coronal": ("L", "F")}  # row direction, column direction of the montage
     for number, (plane, pixels) in enumerate(views.items(), start=1):
-        sc = hd.sc.SCImage.from_ref_dataset(
-            ref, pixels, photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
-            series_instance_uid=series_uid, series_number=CAPTURE_SERIES_NUMBER, sop_instance_uid=hd.UID(),
-            instance_number=number, patient_orientation=orientation[plane],
-            transfer_syntax_uid="1.2.840.10008.1.2.1", **equipment_kwargs())
-        copy_patient_study(ref, sc)
-        sc.SeriesDescription = series_description[:64]
-        sc.ImageComments = f"{plane} planes; {NOT_FOR_DIAGNOSIS}"[:10240]
-        sc.DerivationDescription = derivation[:1024]
-        sc.ConversionType = "WSD"  # rendered by a workstation, not digitised film
-        sc.BurnedInAnnotation = "NO"  # method text only; no patient identification is drawn
         shown = _nearest_slices(planning_ct, axial_z_mm) if plane == "axial" else list(planning_ct)
         unique = list({ds.SOPInstanceUID: ds for ds in shown}.values())
-        sc.SourceImageSequence = _source_items(unique + [nm])
-        out.append(sc)
+        out.append(secondary_capture(
+            pixels, ref, unique + [nm], series_uid=series_uid, series_number=CAPTURE_SERIES_NUMBER,
+            instance_number=number, series_description=series_description,
+            comments=f"{plane} planes; {NOT_FOR_DIAGNOSIS}", derivation=derivation,
+            patient_orientation=orientation[plane]))
     return out

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from node.results import AnalysisError
+from node.errors import AnalysisError
 
 logger = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from pydicom import Dataset
 import rtstruct
 from node.derived import MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study
 from node.gsa.outputs import lps_view
-from node.maa.grid import as_image
+from node.imaging.grids import as_image
 from node.maa.partition import PartitionPlan
 from node.maa.regions import Regions
 from node.maa.shunt import Shunt
 from node.maa.uptake import Uptake
-from node.report.capture import figure_rgb, secondary_capture
-from node.results import OutputObject
-from node.volumes import image_to_mask
+from node.imaging.capture import figure_rgb, secondary_capture
+from node.workflow import OutputObject
+from node.imaging.volumes import image_to_mask
 
 logger = logging.getLogger(__name__)
 

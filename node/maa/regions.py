@@ -41,8 +41,8 @@ from skimage.segmentation import watershed
 import rtstruct
 from node.gsa.liver import match_liver_roi
 from node.maa.errors import MaaInputError
-from node.maa.grid import distance_mm, fraction_on, grow_mm, spacing_zyx
-from node.volumes import mask_to_image
+from node.imaging.grids import distance_mm, fraction_on, grow_mm, spacing_zyx
+from node.imaging.volumes import mask_to_image
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from node.maa.errors import MaaInputError
-from node.maa.grid import distance_mm, spacing_zyx, voxel_ml
+from node.imaging.grids import distance_mm, spacing_zyx, voxel_ml
 from node.maa.regions import SPECT_FWHM_MM, normal_liver_core
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
@@ -61,11 +61,6 @@ class TumourUptake:
     shell_in_liver_fraction: float
     centre_mm: tuple[float, float, float]  # SPECT/CT patient coordinates
 
-    def as_dict(self) -> dict:
-        return {"volume_ml": round(self.volume_ml, 2), "tn_ratio": round(self.tn_ratio, 3),
-                "tn_ratio_uncorrected": round(self.tn_ratio_uncorrected, 3),
-                "shell_in_liver_fraction": round(self.shell_in_liver_fraction, 3),
-                "centre_mm": [round(v, 1) for v in self.centre_mm]}
 
 
 @dataclass(frozen=True)
@@ -81,14 +76,6 @@ class Uptake:
     tumour_ml: float
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
-        return {"method": METHOD, "spill_margin_mm": SPILL_MARGIN_MM,
-                "overall_tn_ratio": None if self.overall_tn is None else round(self.overall_tn, 3),
-                "normal_liver_counts_per_ml": round(self.normal_counts_per_ml, 3),
-                "normal_liver_core_ml": round(self.normal_core_ml, 1),
-                "liver_ml": round(self.liver_ml, 1), "normal_liver_ml": round(self.normal_liver_ml, 1),
-                "tumour_ml": round(self.tumour_ml, 2),
-                "tumours": {t.name: t.as_dict() for t in self.tumours}}
 
 
 def _centre(fraction: np.ndarray, image: sitk.Image) -> tuple[float, float, float]:

@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from node.perfusion.volume4d import Grid
+from node.imaging.geometry import Grid
 
 logger = logging.getLogger(__name__)
 

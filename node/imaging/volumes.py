@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from pydicom import Dataset
 from pydicom.pixels import pixel_array
 
-from node.results import AnalysisError
+from node.imaging.errors import VolumeError
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ UNIFORM_TOLERANCE_FRACTION = 0.01
 SHEAR_TOLERANCE_MM = 0.05
 #: Orientation vectors of two slices that differ by more than this (unit-vector components) are "different".
 ORIENTATION_TOLERANCE = 1e-3
-
-
-class VolumeError(AnalysisError):
-    """A series cannot be turned into a 3D volume with trustworthy geometry (the message says why)."""
 
 
 class SliceGeometry:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import math
 
-import highdicom as hd
 import numpy as np
 from pydicom import Dataset
-from pydicom.sequence import Sequence
 from pydicom.uid import ParametricMapStorage, generate_uid
 
-from node.derived import NOT_FOR_DIAGNOSIS, copy_patient_study, equipment_kwargs
+from node.derived import NOT_FOR_DIAGNOSIS
+from node.imaging.capture import ImageRef, secondary_capture
 
 __all__ = ["FallbackError", "pm_to_secondary_capture", "MAX_MOSAIC_SIDE"]
 
@@ -154,23 +153,16 @@ def pm_to_secondary_capture(ds: Dataset) -> Dataset:
     if spacing is not None and "PixelSpacing" in spacing:
         pixel_spacing = (float(spacing.PixelSpacing[0]) * stride, float(spacing.PixelSpacing[1]) * stride)
     name = label or str(ds.get("ContentLabel", "MAP"))
-    eq = equipment_kwargs()
-    sc = hd.sc.SCImage(
-        pixel_array=image, photometric_interpretation="MONOCHROME2", bits_allocated=8, coordinate_system="PATIENT",
-        study_instance_uid=str(ds.StudyInstanceUID),
-        series_instance_uid=generate_uid(entropy_srcs=[pm_uid, "secondary-capture series"]),
+    sc = secondary_capture(
+        image, ds, [ImageRef(ParametricMapStorage, pm_uid)] + [ImageRef(cls, uid) for cls, uid in _sources(ds)],
+        series_uid=generate_uid(entropy_srcs=[pm_uid, "secondary-capture series"]),
         series_number=int(ds.get("SeriesNumber", 0) or 0) % 100000 + 1000,
         sop_instance_uid=generate_uid(entropy_srcs=[pm_uid, "secondary-capture"]),
         instance_number=int(ds.get("InstanceNumber", 1) or 1),
-        manufacturer=eq["manufacturer"], manufacturer_model_name=eq["manufacturer_model_name"],
-        software_versions=eq["software_versions"], device_serial_number=eq["device_serial_number"],
+        series_description=f"{name} map (grayscale), {NOT_FOR_DIAGNOSIS}",
         patient_orientation=_patient_orientation(ds), pixel_spacing=pixel_spacing,
-        series_description=f"{name} map (grayscale), {NOT_FOR_DIAGNOSIS}"[:64],
-    )
-    copy_patient_study(ds, sc)
-    sc.ConversionType = "WSD"  # workstation: rendered by software from another DICOM object
+        source_purpose=_code_item("121322", "DCM", "Source image for image processing operation"))
     sc.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
-    sc.BurnedInAnnotation = "NO"
     sc.LossyImageCompression = "01"  # 8-bit windowing discards value resolution (PS3.3 C.7.6.1.1.5)
     sc.WindowCenter, sc.WindowWidth = 127.5, 256.0
     unit_text = f" {unit}" if unit else ""
@@ -180,15 +172,6 @@ def pm_to_secondary_capture(ds: Dataset) -> Dataset:
         f"clipped; non-finite = 0). {grey.shape[0]} frames tiled {rows}x{cols}, left to right, top to bottom, "
         f"in slice order{f', subsampled by {stride}' if stride > 1 else ''}. {NOT_FOR_DIAGNOSIS}."
     )[:1024]
-    purpose = _code_item("121322", "DCM", "Source image for image processing operation")
-    refs = [(ParametricMapStorage, pm_uid)] + _sources(ds)
-    items = []
-    for cls, uid in refs:
-        item = Dataset()
-        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = cls, uid
-        item.PurposeOfReferenceCodeSequence = Sequence([purpose])
-        items.append(item)
-    sc.SourceImageSequence = Sequence(items)
     logger.info("Parametric Map %s rendered as Secondary Capture %s (%d frames, window %.4g..%.4g%s)",
                 pm_uid, sc.SOPInstanceUID, grey.shape[0], lo, hi, unit_text)
     return sc
