@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench
+.PHONY: run test lint install bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: $(STAMP)
 test: $(STAMP)
 	bash scripts/install-test-tools.sh
 	$(VENV)/bin/python -m pytest
+
+# Lint and type checks (configured in pyproject.toml; .ci/run runs them before the tests).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	bash scripts/install-test-tools.sh

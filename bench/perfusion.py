@@ -146,7 +146,8 @@ def main() -> int:
                 return 1
             rep = json.loads(run.stdout.strip().splitlines()[-1])
             print(f"\n== {rep['slices']} slices x 512 x 512, {rep['files']} files, load average "
-                  f"{rep['load_avg_1min']}; noise {rep['noise_hu']} HU -> {rep['passes']} edge-preserving filter passes")
+                  f"{rep['load_avg_1min']}; noise {rep['noise_hu']} HU -> {rep['passes']} edge-preserving filter "
+                  "passes")
             print(f"{'stage':<12}{'wall s':>9}{'peak RSS MB':>14}")
             for name, s in rep["stages"].items():
                 print(f"{name:<12}{s['wall_s']:>9.2f}{s['peak_rss_mb']:>14.0f}")

@@ -55,7 +55,7 @@ class CaseReader:
 
     def read(self, series: SeriesRow) -> list[Dataset]:
         """All instances of a series, pixel data included (remembered, under the series' role, for the report)."""
-        out = []
+        out: list[Dataset] = []
         for p in self.index.instance_paths(series.series_uid):
             try:
                 out.append(pydicom.dcmread(p))

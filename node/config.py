@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from node.configtable import ConfigError, ConfigTable
 from node.registry import DEFAULT_REGISTRY, Registry
@@ -99,7 +99,7 @@ class AnalysisConfig:
         if not isinstance(found, workflow.settings_type):
             raise TypeError(f"settings of {workflow.name!r} are a {type(found).__name__}, "
                             f"not {workflow.settings_type.__name__}")
-        return found  # type: ignore[no-any-return]
+        return cast(S, found)
 
 
 @dataclass(frozen=True)
@@ -332,9 +332,10 @@ def _pm_fallback(outbox: ConfigTable, legacy: tuple[str, str] | None) -> str:
         if value not in PM_FALLBACKS:
             raise ConfigError(key, f"must be 'secondary-capture' or 'none', got {value!r}")
         return str(value)
-    value = outbox.string("parametric_map_fallback", "secondary-capture")
+    value = outbox.required_string("parametric_map_fallback", "secondary-capture")
     if value not in PM_FALLBACKS:
-        raise ConfigError(outbox.key("parametric_map_fallback"), f"must be 'secondary-capture' or 'none', got {value!r}")
+        raise ConfigError(outbox.key("parametric_map_fallback"),
+                          f"must be 'secondary-capture' or 'none', got {value!r}")
     return str(value)
 
 

@@ -9,7 +9,8 @@ DICOM negotiation fallbacks (logged, audited, recorded in the outcome's ``sent_a
 - the stored transfer syntax is refused but the SOP class is accepted uncompressed: the object is decoded and
   sent in Explicit (or Implicit) VR Little Endian;
 - a Parametric Map is refused (at negotiation, or with status 0x0122 "SOP class not supported") and
-  ``outbox.parametric_map_fallback = "secondary-capture"`` (or the destination's own): a Secondary Capture rendition is sent instead
+  ``outbox.parametric_map_fallback = "secondary-capture"`` (or the destination's own): a Secondary Capture
+  rendition is sent instead
   (:func:`node.pm_fallback.pm_to_secondary_capture`);
 - otherwise the item fails permanently with a message naming what the peer refused.
 """
@@ -20,7 +21,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import BinaryIO, Callable, Iterator, Protocol, Sequence
 
 import pydicom
 from pydicom import Dataset
@@ -87,6 +88,15 @@ class Destination(Protocol):
 
 
 # ---------------------------------------------------------------------- folder
+
+def _writer(data: bytes) -> Callable[[BinaryIO], None]:
+    """A writer of `data` for atomic_write."""
+
+    def write(fh: BinaryIO) -> None:
+        fh.write(data)
+
+    return write
+
 class FolderDestination:
     """Writes each object durably to ``folder/<StudyInstanceUID>/<SOPInstanceUID>.dcm``."""
 
@@ -110,8 +120,7 @@ class FolderDestination:
             raise DestinationError(f"cannot create folder {self.folder}: {exc.strerror or exc}") from exc
         for item in items:
             try:
-                data = item.path.read_bytes()
-                atomic_write(self.target(item), lambda fh: fh.write(data))
+                atomic_write(self.target(item), _writer(item.path.read_bytes()))
             except OSError as exc:
                 yield item, Outcome(False, f"cannot write {self.target(item)}: {exc.strerror or exc}")
             else:
@@ -122,7 +131,9 @@ class FolderDestination:
 def _set_nodelay(event: evt.Event) -> None:
     """Disable Nagle on our side: without it small PDUs wait for delayed ACKs and loopback C-STORE crawls."""
     try:
-        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = event.assoc.dul.socket
+        if sock is not None and sock.socket is not None:
+            sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (AttributeError, OSError) as exc:
         logger.debug("TCP_NODELAY not set: %s", exc)
 
@@ -264,7 +275,8 @@ class DicomDestination:
             refused = assoc.rejected_contexts
             if assoc.is_rejected:
                 p = assoc.acceptor.primitive
-                reason = f"association rejected by {self.ae_title}: {p.result_str}, {p.source_str}, {p.reason_str}"
+                reason = (f"association rejected by {self.ae_title}: {p.result_str}, {p.source_str}, {p.reason_str}"
+                          if p is not None else f"association rejected by {self.ae_title}")
             elif refused and not assoc.accepted_contexts:
                 # The peer answered but accepted none of our SOP classes: nothing to retry until it is reconfigured.
                 audit("association", direction="out", **peer, result="no-accepted-contexts", sent=0,

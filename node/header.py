@@ -155,7 +155,7 @@ def _frame_position_repeats(ds: Dataset) -> int:
 def _check_complete(ds: Dataset, size: int) -> None:
     """Detect truncation: pydicom reads a short last value without complaint, so compare declared lengths."""
     tags = [t for t in _PIXEL_TAGS if t in ds]
-    last = next(reversed(ds.keys()), None)
+    last = next(reversed(ds.keys()), None)  # type: ignore[call-overload]  # dict key views are reversible
     if last is not None and last not in tags:
         tags.append(last)
     for tag in tags:
@@ -214,8 +214,8 @@ def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_
     scanner declines, is read by pydicom (bulk data deferred).
     """
     if expected_sop_class in FAST_SOP_CLASSES and transfer_syntax_uid:
-        ts = UID(transfer_syntax_uid)
-        if ts.is_little_endian and not ts.is_implicit_VR and not ts.is_deflated:
+        ts_uid = UID(transfer_syntax_uid)
+        if ts_uid.is_little_endian and not ts_uid.is_implicit_VR and not ts_uid.is_deflated:
             try:
                 return _info(_scan_fast(path), expected_sop_class, expected_sop_instance, transfer_syntax_uid)
             except fastheader.Unsupported:
@@ -227,7 +227,7 @@ def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_
             NotImplementedError, OverflowError, IndexError) as exc:
         raise UndecodableDatasetError(f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
     _check_complete(ds, size)
-    ts = transfer_syntax_uid or str(ds.file_meta.get("TransferSyntaxUID", ""))
+    ts = str(transfer_syntax_uid or ds.file_meta.get("TransferSyntaxUID", ""))
     try:
         _check_pixel_size(ds, ts)
     except UndecodableDatasetError:

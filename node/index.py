@@ -228,7 +228,8 @@ class Index:
     def has_instance(self, sop_instance_uid: str) -> str | None:
         """The stored path of an instance already indexed, else None."""
         with self._lock:
-            row = self._db.execute("SELECT path FROM instances WHERE sop_instance_uid=?", (sop_instance_uid,)).fetchone()
+            row = self._db.execute("SELECT path FROM instances WHERE sop_instance_uid=?",
+                                   (sop_instance_uid,)).fetchone()
         return str(self._to_path(row[0])) if row else None
 
     def add_instance(self, info: InstanceInfo, path: Path, size: int, calling_ae: str, stable_seconds: float,
@@ -387,7 +388,8 @@ class Index:
             newer = r is not None and r[1] is not None and r[0] > r[1]
             state = "done" if ok else "failed"
             if newer:
-                state, reason = "receiving", f"new input arrived during analysis ({reason or state}); re-analysis pending"
+                reason = f"new input arrived during analysis ({reason or state}); re-analysis pending"
+                state = "receiving"
             db.execute("UPDATE cases SET state=?, reason=?, updated_at=?, result=? WHERE case_id=?",
                        (state, reason, time.time(), json.dumps(result or {}, default=str), case_id))
         return state

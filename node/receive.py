@@ -135,7 +135,7 @@ class Receiver:
         else:
             return
         studies = set()
-        for arrival, (new, _case) in zip(batch, results):
+        for arrival, (new, _case) in zip(batch, results, strict=True):
             if new:
                 studies.add(arrival.info.study_uid)
             else:  # same SOP Instance UID already stored under another study/series: keep the first copy

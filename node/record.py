@@ -97,7 +97,7 @@ class CaseRecord:
     outputs: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return encode(self)  # type: ignore[no-any-return]
+        return encode(self)
 
     @classmethod
     def from_json(cls, data: Any) -> CaseRecord:

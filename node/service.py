@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.analysis import AnalysisRunner
 from node.completion import Completion
@@ -13,6 +13,9 @@ from node.index import Index, index_path
 from node.receive import Receiver
 from node.scp import StorageSCP
 from node.store import InstanceStore
+
+if TYPE_CHECKING:
+    from node.health import HealthServer
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class Node:
             except TlsSetupError as exc:
                 raise ConfigError(f"security.tls.{exc.field}", str(exc)) from exc
         self.scp = StorageSCP(config, self.receiver, ssl_context)
-        self.health = None
+        self.health: HealthServer | None = None
         self.address: tuple[str, int] | None = None
 
     def start(self) -> tuple[str, int]:

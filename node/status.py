@@ -19,7 +19,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "
     """Left-aligned text table."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
 
 
 def render_status(config: Config, index: Index, outbox_rows: list[dict[str, Any]] | None = None) -> str:

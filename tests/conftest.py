@@ -96,13 +96,13 @@ def stand_in(real: Workflow[Any, Any], run: StandInRun) -> Workflow[Any, Any]:
         depends_on, role_rules, settings_type = real.depends_on, real.role_rules, real.settings_type
         measurements_type = StandInMeasurements
 
-        def parse_settings(self, table, common):  # type: ignore[no-untyped-def]
+        def parse_settings(self, table, common):
             return real.parse_settings(table, common)
 
-        def select_inputs(self, case, settings):  # type: ignore[no-untyped-def]
+        def select_inputs(self, case, settings):
             return InputSelection()
 
-        def run(self, ctx, settings):  # type: ignore[no-untyped-def]
+        def run(self, ctx, settings):
             return WorkflowResult(real.name, StandInMeasurements(), list(run(ctx) or []))
 
     return StandIn()
@@ -153,8 +153,8 @@ def convention_max_slope(t: np.ndarray, c: np.ndarray, aorta: np.ndarray, portal
     t_spl = t[np.argmax(spleen)]
     n = len(c)
     # [1, 2, 1] over the samples, the missing neighbour's weight dropped at either end
-    c = [(c[max(i - 1, 0)] * (i > 0) + 2 * c[i] + c[min(i + 1, n - 1)] * (i < n - 1)) / (2 + (i > 0) + (i < n - 1))
-         for i in range(n)]
+    c = np.array([(c[max(i - 1, 0)] * (i > 0) + 2 * c[i] + c[min(i + 1, n - 1)] * (i < n - 1))
+                  / (2 + (i > 0) + (i < n - 1)) for i in range(n)])
     art = [(c[i + 1] - c[i]) / (t[i + 1] - t[i]) for i in range(len(t) - 1) if t[i + 1] <= t_spl]
     por = [(c[i + 1] - c[i]) / (t[i + 1] - t[i]) for i in range(len(t) - 1) if t[i] >= t_spl]
     alp = 6000.0 * max(art) / max(aorta)

@@ -15,7 +15,7 @@ import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 import factories as F
 from conftest import leftover_partials, make_config
@@ -227,7 +227,7 @@ def test_disk_full_answers_out_of_resources_and_keeps_serving(small_disk: Path, 
     assert _echo(port)
     node.receiver.flush()
     # everything answered success is on disk, intact, and indexed
-    for ds, st in zip(series, statuses):
+    for ds, st in zip(series, statuses, strict=False):
         stored = node.index.has_instance(ds.SOPInstanceUID)
         assert bool(stored) == (st == 0)
         if stored:

@@ -110,7 +110,8 @@ def test_workflow_tables_parse_into_each_workflows_settings() -> None:
         "gsa": {"fls_threshold": 0.5, "ptv_margin_mm": 3.0},
         "maa": {"lung_shunt_fraction": 0.07, "normal_liver_dose_gy": 40.0},
     }}, base_dir=Path("/tmp"))
-    perfusion, gsa, maa = (cfg.analysis.settings_for(w) for w in (PERFUSION, GSA, MAA))
+    perfusion, gsa, maa = (cfg.analysis.settings_for(PERFUSION), cfg.analysis.settings_for(GSA),
+                           cfg.analysis.settings_for(MAA))
     assert perfusion.methods == ("discm",) and perfusion.aorta is not None and perfusion.aorta.radius_mm == 6.0
     assert (gsa.fls_threshold, gsa.ptv_margin_mm) == (0.5, 3.0)
     assert (maa.lung_shunt_fraction, maa.normal_liver_dose_gy, maa.lung_dose_limit_gy) == (0.07, 40.0, 30.0)

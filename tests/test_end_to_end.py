@@ -98,7 +98,8 @@ outputs = ["rtstruct"]
 
 
 def _classes(server: OrthancServer) -> list[str]:
-    return [server.rest(f"/instances/{i['ID']}/simplified-tags")["SOPClassUID"] for i in server.rest("/instances?expand")]
+    return [server.rest(f"/instances/{i['ID']}/simplified-tags")["SOPClassUID"]
+            for i in server.rest("/instances?expand")]
 
 
 def _download(server: OrthancServer, sop_class: str, dest: Path) -> list[Path]:

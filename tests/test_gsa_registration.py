@@ -37,7 +37,7 @@ def body_image(size, spacing, origin) -> sitk.Image:
         hu[body & (((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 + ((z - cz) / c) ** 2 <= 1)] = value
     spine = (x ** 2 + (y - 65) ** 2 <= 16 ** 2) & (np.mod(z, 30.0) < 24.0)  # vertebrae with discs
     hu[spine] = 700.0
-    hu += np.random.default_rng(0).normal(0, 8, hu.shape).astype(np.float32)
+    hu += np.random.default_rng(0).normal(0, 8, hu.shape).astype(np.float32)  # type: ignore[attr-defined]
     image = sitk.GetImageFromArray(hu)
     image.SetSpacing(spacing)
     image.SetOrigin(origin)

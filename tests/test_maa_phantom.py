@@ -1,6 +1,8 @@
 """MAA workflow on the digital phantom: T/N against the phantom truth, lung shunt, refusals, DICOM outputs."""
 from __future__ import annotations
 
+from typing import Any, cast
+
 import copy
 import json
 
@@ -33,7 +35,7 @@ def automatic(phantom):
     return run_maa(phantom["nm"], phantom["ct"], None, None, MaaSettings())
 
 
-def _match(found: dict, truth: dict) -> dict[str, dict]:
+def _match(found: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
     """Truth tumour name -> the found tumour whose centre is nearest (each truth tumour matched once)."""
     out = {}
     for t in truth["tumours"]:
@@ -114,7 +116,7 @@ def test_configured_lsf_when_no_spect_ct(phantom):
     assert m.lung_shunt.source == "configuration"
     assert m.lung_shunt.lung_shunt_fraction == 0.12
     assert m.partition_model.lung_mass_source.startswith("standard 1 kg")
-    assert m.partition_model.activity_gbq > 0
+    assert (m.partition_model.activity_gbq or 0.0) > 0
     missing = run_maa(phantom["nm"], None, None, None, MaaSettings())
     assert missing.measurements.partition_model.computed is False
     assert any("no partition-model activity" in w for w in missing.warnings)
@@ -164,7 +166,7 @@ def test_case_report_from_the_maa_result(tmp_path, phantom, automatic):
     path = tmp_path / "sr.dcm"
     outputs[0].dataset.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []
-    groups = {g.tracking_identifier: g for g in hd.sr.srread(path).content.get_image_measurement_groups()}
+    groups = {g.tracking_identifier: g for g in cast(Any, hd.sr.srread(path).content).get_image_measurement_groups()}
     for name, entry in automatic.measurements.uptake.tumours.items():
         tn = [m for m in groups[f"MAA tumour {name}"].get_measurements()
               if m.name.meaning == "Tumor to normal liver uptake ratio"]

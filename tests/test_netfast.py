@@ -47,7 +47,7 @@ def test_only_plain_store_responses_take_the_fast_path() -> None:
     rsp.AffectedSOPInstanceUID = "1.2.3"
     rsp.Status = 0
     assert netfast._is_plain_store_response(rsp)
-    rsp.ErrorComment = "cannot store"
+    rsp.ErrorComment = "cannot store"  # type: ignore[assignment]
     assert not netfast._is_plain_store_response(rsp)
     req = C_STORE()
     req.MessageID = 3

@@ -1,6 +1,8 @@
 """The case report: SR TID 1500 with every measurement (read back with highdicom) and the summary capture."""
 from __future__ import annotations
 
+from typing import Any, cast
+
 import highdicom as hd
 import pytest
 
@@ -142,7 +144,7 @@ def case(tmp_path_factory):
     pm = make_parametric_map(perfusion_ct[:4])
     nm_maa = factories.nm_multiframe(PATIENT, tracer_text="Tc-99m MAA", tracer_code="85693008")
     nm_gsa = factories.nm_multiframe(PATIENT)
-    results = {
+    results: dict[str, WorkflowResult[Any]] = {
         "perfusion": WorkflowResult("perfusion", PERFUSION, [OutputObject("parametric-map", pm)]),
         "gsa": WorkflowResult("gsa", GSA),
         "maa": WorkflowResult("maa", MAA, warnings=MAA_WARNINGS),
@@ -170,7 +172,7 @@ def test_report_objects_are_routed_as_report_and_pass_dciodvfy(case):
 def _read_measurements(path):
     sr = hd.sr.srread(path)
     found = []
-    for group in sr.content.get_image_measurement_groups():
+    for group in cast(Any, sr.content).get_image_measurement_groups():
         for m in group.get_measurements():
             found.append((group.tracking_identifier, m.name.meaning, float(m.value), m.unit.value, m))
     return sr, found
@@ -197,7 +199,7 @@ def test_sr_identity_study_and_evidence(case):
     assert sr.CompletionFlag == "COMPLETE" and sr.VerificationFlag == "UNVERIFIED"
     evidence = {item[2] for item in sr.get_evidence()}  # (study, series, instance, class)
     assert nm.SOPInstanceUID in evidence and case["pm"].SOPInstanceUID in evidence
-    groups = {g.tracking_identifier: g for g in sr.content.get_image_measurement_groups()}
+    groups = {g.tracking_identifier: g for g in cast(Any, sr.content).get_image_measurement_groups()}
     aorta_refs = {s.referenced_sop_instance_uid for s in groups["CT perfusion input aorta"].source_images}
     # the aorta curve's images: its slice position (z = 5 mm) at every time point
     expected = {ds.SOPInstanceUID for ds in case["perfusion_ct"] if float(ds.ImagePositionPatient[2]) == 5.0}
@@ -227,5 +229,5 @@ def test_subset_and_empty_results():
     outputs = build_report("ONLY-PERFUSION", only, {"ct-perfusion": ct})
     sr = outputs[0].dataset
     assert sr.StudyInstanceUID == ct[0].StudyInstanceUID
-    assert len(hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_image_measurement_groups()) == 3
+    assert len(cast(Any, hd.sr.Comprehensive3DSR.from_dataset(sr).content).get_image_measurement_groups()) == 3
     assert [o.kind for o in outputs] == ["report", "report"]

@@ -23,7 +23,7 @@ def written(tmp_path_factory) -> tuple[list[Dataset], Path, dict[str, np.ndarray
     ct = make_ct(NONUNIFORM_Z, orientation=HFS, spacing=(0.8, 1.1))
     masks = phantom_masks(rtstruct.sort_slices(ct))
     rois = [rtstruct.RoiMask(name, mask, interpreted_type=kind, color=(0, 128, 255), description=f"test {name}")
-            for (name, mask), kind in zip(masks.items(), ("ORGAN", "CTV", "PTV", "AVOIDANCE"))]
+            for (name, mask), kind in zip(masks.items(), ("ORGAN", "CTV", "PTV", "AVOIDANCE"), strict=False)]
     rtss = rtstruct.write_rtstruct(ct, rois, structure_set_label="LIVER TEST", series_description="rtstruct test",
                                    operators_name="Op^Erator", software_versions="1.0")
     path = tmp_path_factory.mktemp("rtss") / "rtss.dcm"

@@ -173,9 +173,11 @@ def test_round_trip_library_and_plastimatch(case: str, tmp_path: Path) -> None:
     for name, mask in truth.items():
         assert np.array_equal(back[name], mask), f"{case}/{name}: library round trip is not exact"
 
-    independent = plastimatch_masks(path, tmp_path / "ct", tmp_path / "pm", slices, truth, spec.get("grid"))
+    independent = plastimatch_masks(path, tmp_path / "ct", tmp_path / "pm", slices, truth,
+                                    spec.get("grid"))  # type: ignore[arg-type]
     for name, mask in truth.items():
-        assert dice(independent[name], mask) >= 0.99, f"{case}/{name}: plastimatch Dice {dice(independent[name], mask):.4f}"
+        score = dice(independent[name], mask)
+        assert score >= 0.99, f"{case}/{name}: plastimatch Dice {score:.4f}"
 
 
 def fishbone(shape: tuple[int, int]) -> np.ndarray:

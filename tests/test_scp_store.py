@@ -15,7 +15,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 import factories as F
 from conftest import make_config
@@ -56,7 +56,7 @@ def test_pynetdicom_stores_ct_nm_rtstruct_byte_identical(node_factory, tmp_path:
         assert status.Status == 0x0000
     assoc.release()
     node.receiver.flush()
-    for f, ds in zip(files, ct + [nm, rs]):
+    for f, ds in zip(files, ct + [nm, rs], strict=False):
         stored = _stored(node, ds.SOPInstanceUID)
         assert F.dataset_bytes(stored) == F.dataset_bytes(f)
         assert stored.is_relative_to(node.config.node.data_dir / "instances")

@@ -3,6 +3,7 @@
 Sending: the node's sender against Orthanc with DICOM TLS. Receiving: a pynetdicom SCP using
 node.tls.server_context, called by dcmtk's echoscu (an independent TLS client) and by node.tls.client_context.
 """
+# mypy: disable-error-code="union-attr, index, arg-type"
 from __future__ import annotations
 
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from pynetdicom import AE
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from conftest import make_config
 from node.config import TlsConfig

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from node.errors import AnalysisError
 
-__all__ = ["GsaInputError", "LiverError"]
+__all__ = ["GsaInputError", "LiverError", "TargetError"]
 
 
 class GsaInputError(AnalysisError):
@@ -12,3 +12,7 @@ class GsaInputError(AnalysisError):
 
 class LiverError(AnalysisError):
     """No liver could be found: no usable RTSTRUCT ROI and no GSA uptake region on the planning CT."""
+
+
+class TargetError(AnalysisError):
+    """The target volumes cannot be defined from these inputs (e.g. no SPECT counts inside the liver)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import highdicom as hd
 import numpy as np
@@ -55,7 +55,7 @@ def build_rtstruct(planning_ct: Sequence[Dataset], masks_in_ct_order: Sequence[n
     """RTSTRUCT on the planning CT; `masks_in_ct_order[i]` is contours[i] in rtstruct.sort_slices order."""
     ordered = rtstruct.sort_slices(planning_ct)
     rois = [rtstruct.RoiMask(c.name, m, interpreted_type=c.interpreted_type, color=c.color, description=c.description)
-            for c, m in zip(contours, masks_in_ct_order)]
+            for c, m in zip(contours, masks_in_ct_order, strict=True)]
     ds = rtstruct.write_rtstruct(ordered, rois, structure_set_label="GSA TARGETS",
                                  series_description=series_description[:64], series_number=RTSTRUCT_SERIES_NUMBER,
                                  instance_number=instance_number, manufacturer=MANUFACTURER,
@@ -70,7 +70,7 @@ def build_rtstruct(planning_ct: Sequence[Dataset], masks_in_ct_order: Sequence[n
     return ds
 
 
-def lps_view(array: np.ndarray, direction: Sequence[float], spacing: Sequence[float]
+def lps_view(array: np.ndarray, direction: Sequence[float] | np.ndarray, spacing: Sequence[float]
              ) -> tuple[np.ndarray, tuple[float, float, float]]:
     """View (no copy) of a (z, y, x) image array indexed [superior, posterior, left] ascending, with its spacing.
 
@@ -148,6 +148,12 @@ def _zoom(sections: Sequence[np.ndarray], ranges: Sequence[tuple[float, float]],
     return out
 
 
+def _rgb(color: Sequence[int]) -> tuple[float, float, float]:
+    """An 8-bit RGB colour as matplotlib's 0..1 floats."""
+    r, g, b = (float(v) / 255.0 for v in color)
+    return (r, g, b)
+
+
 def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: str, spect_max: float,
                   caption: Sequence[str]) -> np.ndarray:
     """RGB uint8 montage of axial ("axial") or coronal ("coronal") planes through the first contour.
@@ -161,13 +167,15 @@ def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: s
     n = len(indices)
     fig = Figure(figsize=(5.0 * n, 6.2), dpi=100, facecolor="black")
     rows_axis = 1 if axis == 0 else 0  # P down (axial) or S up (coronal); columns are always L to the right
-    take = (lambda a, i: a[i]) if axis == 0 else (lambda a, i: a[:, i, :])
+    def take(a: np.ndarray, i: int) -> np.ndarray:
+        return a[i] if axis == 0 else a[:, i, :]
+
     limits = _zoom([take(ct.array, i) for i in indices], [ct.edges(rows_axis), ct.edges(2)])
     for p, idx in enumerate(indices):
         ax = fig.add_axes((p / n + 0.005, 0.08, 1 / n - 0.01, 0.74))
         ax.set_facecolor("black")
         mm = ct.origin[axis] + ct.spacing[axis] * idx
-        origin = "upper" if axis == 0 else "lower"
+        origin: Literal["upper", "lower"] = "upper" if axis == 0 else "lower"
 
         def extent(layer: Layer) -> tuple[float, float, float, float]:
             rows = layer.edges(rows_axis)
@@ -181,12 +189,12 @@ def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: s
                       alpha=0.4, extent=extent(spect), interpolation="bilinear", origin=origin)
         # Contours share edges (liver = FLS + ITV): draw wide to narrow so each stays visible, with a dark
         # halo so they read against the SPECT colours.
-        sections = [(take(c.mask, idx), c.color, float(w)) for c, w in zip(contours, CONTOUR_WIDTHS)]
+        sections = [(take(c.mask, idx), c.color, float(w)) for c, w in zip(contours, CONTOUR_WIDTHS, strict=False)]
         sections = [(m, colour, w) for m, colour, w in sections if m.any() and not m.all()]
         for halo in (True, False):
             for m, colour, width in sections:
                 ax.contour(m.astype(np.float32), levels=[0.5], extent=extent(ct), origin=origin,
-                           colors=["black" if halo else tuple(np.asarray(colour) / 255.0)],
+                           colors=["black" if halo else _rgb(colour)],
                            linewidths=width + 1.2 if halo else width)
         ax.set_xlim(*limits[1])
         ax.set_ylim(*(limits[0][::-1] if axis == 0 else limits[0]))
@@ -199,7 +207,7 @@ def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: s
              fontsize=12, va="top", weight="bold")
     for k, line in enumerate(caption):
         fig.text(0.01, 0.925 - 0.035 * k, line, color="white", fontsize=9, va="top")
-    fig.legend(handles=[Patch(color=np.asarray(c.color) / 255.0, label=c.name) for c in contours],
+    fig.legend(handles=[Patch(color=_rgb(c.color), label=c.name) for c in contours],
                loc="lower center", ncol=len(contours), frameon=False, labelcolor="white", fontsize=10)
     return figure_rgb(fig)
 

@@ -172,7 +172,7 @@ def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Data
     spect_display = spect_on_grid(spect, display, reg.transform, SPECT_FILTER_FWHM_MM)
     hot = spect_display >= analysis.fls_threshold * float(spect_display.max())
     hot_in_liver = float(np.count_nonzero(hot & binned_mask(liver.mask, display, factors))
-                         / max(1, np.count_nonzero(hot)))
+                         / max(1, int(np.count_nonzero(hot))))
     warnings = []
     if hot_in_liver < MIN_HOT_IN_LIVER:
         warnings.append(f"only {hot_in_liver:.0%} of the hottest SPECT region lies in the liver: check the "

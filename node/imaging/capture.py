@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from pydicom import Dataset  # noqa: E402
 from pydicom.sequence import Sequence as DicomSequence  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
+from pydicom.valuerep import DA, TM  # noqa: E402
 
 from node.derived import copy_patient_study, equipment_kwargs  # noqa: E402
 
@@ -32,8 +33,9 @@ __all__ = ["ImageRef", "figure_rgb", "secondary_capture"]
 def figure_rgb(fig: Figure) -> np.ndarray:
     """The figure rendered to an (H, W, 3) uint8 RGB array."""
     canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3], dtype=np.uint8)
+    canvas.draw()  # type: ignore[no-untyped-call]  # (matplotlib's Agg canvas is not annotated)
+    rgba = np.asarray(canvas.buffer_rgba())  # type: ignore[no-untyped-call]
+    return np.ascontiguousarray(rgba[..., :3], dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,14 @@ def secondary_capture(pixels: np.ndarray, ref: Dataset, sources: Sequence[ImageR
         photometric_interpretation="RGB" if rgb else "MONOCHROME2", bits_allocated=8, coordinate_system="PATIENT",
         patient_orientation=patient_orientation, series_instance_uid=series_uid, series_number=series_number,
         sop_instance_uid=sop_instance_uid or hd.UID(), instance_number=instance_number,
-        series_description=series_description[:64], pixel_spacing=pixel_spacing,
+        series_description=series_description[:64],
+        pixel_spacing=pixel_spacing,  # type: ignore[arg-type]  # (highdicom annotates it as ints; mm are floats)
         transfer_syntax_uid=ExplicitVRLittleEndian, **equipment_kwargs())
     copy_patient_study(ref, sc)
     if not image_plane:
-        sc.PatientOrientation = None
+        sc.PatientOrientation = []  # Type 2C, empty: the pixels show no anatomy
     now = _dt.datetime.now()
-    sc.ContentDate, sc.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    sc.ContentDate, sc.ContentTime = DA(now.strftime("%Y%m%d")), TM(now.strftime("%H%M%S"))
     sc.ConversionType = "WSD"  # rendered by software from DICOM objects, not digitised film
     sc.BurnedInAnnotation = "NO"  # labels, units and method text only: no patient identity in the pixels
     if derivation:

@@ -33,7 +33,7 @@ def bounding_grid(image: sitk.Image, mask: np.ndarray, pad_zyx: Sequence[int] = 
     the grid), and the array slices of that box."""
     ranges = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0] for axis in range(3)]
     box = tuple(slice(max(0, int(r[0]) - p), min(n, int(r[-1]) + 1 + p))
-                for r, p, n in zip(ranges, pad_zyx, mask.shape))
+                for r, p, n in zip(ranges, pad_zyx, mask.shape, strict=True))
     index = [b.start for b in box][::-1]  # SimpleITK index order is (x, y, z)
     grid = _empty_like([b.stop - b.start for b in box][::-1], image.GetSpacing(),
                        image.TransformIndexToPhysicalPoint(index), image.GetDirection())
@@ -44,8 +44,8 @@ def binned_grid(image: sitk.Image, spacing_mm: float) -> tuple[sitk.Image, tuple
     """Empty image whose voxels are blocks of about `spacing_mm` of `image`'s voxels (whole blocks only), and
     the block factors (z, y, x). Voxel centres sit at the centres of the blocks."""
     factors_xyz = [max(1, int(round(spacing_mm / s))) for s in image.GetSpacing()]
-    size = [max(1, n // f) for n, f in zip(image.GetSize(), factors_xyz)]
-    spacing = [s * f for s, f in zip(image.GetSpacing(), factors_xyz)]
+    size = [max(1, n // f) for n, f in zip(image.GetSize(), factors_xyz, strict=True)]
+    spacing = [s * f for s, f in zip(image.GetSpacing(), factors_xyz, strict=True)]
     centre = image.TransformContinuousIndexToPhysicalPoint([(f - 1) / 2.0 for f in factors_xyz])
     grid = _empty_like(size, spacing, centre, image.GetDirection())
     return grid, tuple(factors_xyz[::-1])  # type: ignore[return-value]
@@ -54,7 +54,7 @@ def binned_grid(image: sitk.Image, spacing_mm: float) -> tuple[sitk.Image, tuple
 def binned_mask(mask: np.ndarray, grid: sitk.Image, factors_zyx: Sequence[int]) -> np.ndarray:
     """`mask` (full grid) sampled at the voxel nearest each block centre of a :func:`binned_grid`."""
     shape = tuple(grid.GetSize())[::-1]
-    return mask[tuple(slice((f - 1) // 2, (f - 1) // 2 + f * n, f) for f, n in zip(factors_zyx, shape))]
+    return mask[tuple(slice((f - 1) // 2, (f - 1) // 2 + f * n, f) for f, n in zip(factors_zyx, shape, strict=True))]
 
 
 def spect_on_grid(spect: sitk.Image, grid: sitk.Image, transform: sitk.Transform, fwhm_mm: float) -> np.ndarray:
@@ -68,7 +68,7 @@ def spect_on_grid(spect: sitk.Image, grid: sitk.Image, transform: sitk.Transform
 def fraction_inside_fov(spect: sitk.Image, grid: sitk.Image, transform: sitk.Transform, mask: np.ndarray) -> float:
     """Fraction of the voxels of `mask` (on `grid`) that map inside the SPECT's field of view."""
     inside = fov_mask(spect, grid, transform)
-    return float(np.count_nonzero(inside[mask]) / max(1, np.count_nonzero(mask)))
+    return float(np.count_nonzero(inside[mask]) / max(1, int(np.count_nonzero(mask))))
 
 
 def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:

@@ -288,7 +288,7 @@ MAX_REFINE_SHIFT_MM = 40.0
 def _soft(image: sitk.Image, spacing_mm: float) -> sitk.Image:
     """The CT smoothed (sigma = spacing/2), resampled to isotropic `spacing_mm`, clamped to SOFT_WINDOW_HU."""
     smoothed = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), spacing_mm / 2.0)
-    size = [max(1, int(np.ceil(n * s / spacing_mm))) for n, s in zip(image.GetSize(), image.GetSpacing())]
+    size = [max(1, int(np.ceil(n * s / spacing_mm))) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
     grid = sitk.Image(size, sitk.sitkFloat32)
     grid.SetSpacing([spacing_mm] * 3)
     grid.SetDirection(image.GetDirection())

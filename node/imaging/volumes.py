@@ -18,6 +18,8 @@ from pydicom import Dataset
 from pydicom.pixels import pixel_array
 
 from node.imaging.errors import VolumeError
+from rtstruct.errors import RTStructError
+from rtstruct.geometry import SliceStack
 
 logger = logging.getLogger(__name__)
 
@@ -45,75 +47,35 @@ ORIENTATION_TOLERANCE = 1e-3
 
 
 class SliceGeometry:
-    """Orientation and position of a stack of parallel slices, as read from DICOM.
+    """A stack of single-frame slices read by ``rtstruct.geometry.SliceStack`` (the one slice-stack reader), with
+    exact (orthonormal) axes for SimpleITK: `row`, `col`, `normal` = row x col; `positions` are each slice's IPP
+    projected on `normal` (mm), in the order of the datasets given."""
 
-    `row` and `col` are the direction cosines of ImageOrientationPatient (row = direction along a row,
-    i.e. of increasing column index), `normal` = row x col; `positions` are each slice's IPP projected on
-    `normal` (mm), in the order of the datasets given.
-    """
-
-    def __init__(self, row: np.ndarray, col: np.ndarray, ipps: np.ndarray, pixel_spacing: tuple[float, float],
-                 rows: int, cols: int) -> None:
-        self.row = row
-        self.col = col
-        self.normal = np.cross(row, col)
-        self.ipps = ipps
-        self.positions = ipps @ self.normal
-        self.pixel_spacing = pixel_spacing  # (between rows, between columns) as in DICOM PixelSpacing
-        self.rows = rows
-        self.cols = cols
-
-
-def _unit(v: Sequence[float], what: str) -> np.ndarray:
-    a = np.asarray([float(x) for x in v], dtype=float)
-    n = np.linalg.norm(a)
-    if not np.isfinite(n) or n < 0.5:
-        raise VolumeError(f"{what} is not a direction cosine vector: {list(v)}")
-    return a / n
+    def __init__(self, stack: SliceStack) -> None:
+        self.row, self.col, self.normal = stack.orthonormal()
+        self.ipps = stack.ipps
+        self.positions = stack.ipps @ self.normal
+        self.pixel_spacing = stack.spacing  # (between rows, between columns) as in DICOM PixelSpacing
+        self.rows = stack.rows
+        self.cols = stack.cols
 
 
 def _orthonormal(row: np.ndarray, col: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Re-orthogonalise IOP (stored with a few decimals) so SimpleITK gets an exact rotation matrix."""
-    if abs(float(row @ col)) > 0.01:
-        raise VolumeError(f"{what}: ImageOrientationPatient row and column are not perpendicular")
-    normal = np.cross(row, col)
-    normal /= np.linalg.norm(normal)
-    col = np.cross(normal, row)
-    return row, col / np.linalg.norm(col)
+    stack = SliceStack(np.asarray(row, dtype=float), np.asarray(col, dtype=float), np.zeros((0, 3)), (1.0, 1.0), 1, 1)
+    try:
+        r, c, _ = stack.orthonormal()
+    except RTStructError as exc:
+        raise VolumeError(f"{what}: {exc}") from None
+    return r, c
 
 
 def slice_geometry(datasets: Sequence[Dataset], what: str = "CT series") -> SliceGeometry:
     """Check that single-frame slices form one stack (same orientation, size, pixel spacing) and read it."""
-    if not datasets:
-        raise VolumeError(f"{what}: no images")
-    first = datasets[0]
     try:
-        iop = [float(x) for x in first.ImageOrientationPatient]
-        spacing = (float(first.PixelSpacing[0]), float(first.PixelSpacing[1]))
-        rows, cols = int(first.Rows), int(first.Columns)
-        ipps = np.array([[float(x) for x in ds.ImagePositionPatient] for ds in datasets], dtype=float)
-    except (AttributeError, TypeError, ValueError, IndexError) as exc:
-        raise VolumeError(f"{what}: missing or invalid ImagePositionPatient/ImageOrientationPatient/PixelSpacing "
-                          f"({exc})") from None
-    if ipps.shape != (len(datasets), 3):
-        raise VolumeError(f"{what}: ImagePositionPatient must have 3 values")
-    row, col = _orthonormal(_unit(iop[:3], what), _unit(iop[3:], what), what)
-    for ds in datasets[1:]:
-        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-            raise VolumeError(f"{what}: multi-frame images are not supported here (expected one slice per file)")
-        other = np.asarray([float(x) for x in ds.ImageOrientationPatient], dtype=float)
-        if np.abs(other - np.asarray(iop)).max() > ORIENTATION_TOLERANCE:
-            raise VolumeError(f"{what}: slices have different ImageOrientationPatient (not one stack)")
-        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
-            raise VolumeError(f"{what}: slices have different sizes ({ds.Rows}x{ds.Columns} vs {rows}x{cols})")
-        ps = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
-        if abs(ps[0] - spacing[0]) > 1e-4 or abs(ps[1] - spacing[1]) > 1e-4:
-            raise VolumeError(f"{what}: slices have different PixelSpacing")
-    if int(getattr(first, "NumberOfFrames", 1) or 1) > 1:
-        raise VolumeError(f"{what}: multi-frame images are not supported here (expected one slice per file)")
-    if min(spacing) <= 0:
-        raise VolumeError(f"{what}: PixelSpacing must be positive, got {spacing}")
-    return SliceGeometry(row, col, ipps, spacing, rows, cols)
+        return SliceGeometry(SliceStack.read(datasets, orientation_tolerance=ORIENTATION_TOLERANCE))
+    except RTStructError as exc:
+        raise VolumeError(f"{what}: {exc}") from None
 
 
 def _direction(row: np.ndarray, col: np.ndarray, stack: np.ndarray) -> tuple[float, ...]:
@@ -165,7 +127,7 @@ def ct_series_image(datasets: Sequence[Dataset], *, nonuniform: Literal["resampl
     if np.linalg.norm(inplane - inplane[0], axis=1).max() > SHEAR_TOLERANCE_MM:
         raise VolumeError(f"{what}: slice origins shift in-plane from slice to slice (gantry tilt?); "
                           "tilted/sheared stacks are not supported")
-    volume = np.empty((len(order), geo.rows, geo.cols), dtype=dtype)
+    volume: np.ndarray = np.empty((len(order), geo.rows, geo.cols), dtype=dtype)
     limits = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
     for k, i in enumerate(order):
         if limits is None:
@@ -231,7 +193,7 @@ def nm_image(ds: Dataset) -> sitk.Image:
         raise VolumeError("NM image has no ImagePositionPatient/ImageOrientationPatient in "
                           "DetectorInformationSequence: its position in the patient is unknown")
     iop = [float(x) for x in source.ImageOrientationPatient]
-    row, col = _orthonormal(_unit(iop[:3], "NM image"), _unit(iop[3:], "NM image"), "NM image")
+    row, col = _orthonormal(np.asarray(iop[:3]), np.asarray(iop[3:]), "NM image")
     origin = np.asarray([float(x) for x in source.ImagePositionPatient], dtype=float)
     if "PixelSpacing" not in ds:
         raise VolumeError("NM image has no PixelSpacing")

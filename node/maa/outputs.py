@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Literal, Sequence
 
 import highdicom as hd
 import numpy as np
@@ -95,7 +95,7 @@ def render_review(spect: sitk.Image, counts: np.ndarray, ct_on_spect: np.ndarray
 
         aspect = sp[1] / sp[2] if plane == "axial" else sp[0] / sp[2]
         # coronal: superior at the top; contours use data coordinates (row index = y), matching either origin
-        origin = "upper" if plane == "axial" else "lower"
+        origin: Literal["upper", "lower"] = "upper" if plane == "axial" else "lower"
         if ct_view is not None:
             ax.imshow(cut(ct_view), cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], aspect=aspect, origin=origin)
         shown = np.ma.masked_less(cut(views["spect"]), 0.15 * normal)

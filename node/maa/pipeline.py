@@ -42,7 +42,8 @@ _OTHER_TRACER_WORDS = ("GSA", "GALACTOSYL", "MEBROFENIN", "SESTAMIBI", "MDP", "H
 
 def tracer_of(nm: Dataset) -> str:
     """"MAA", "unknown" (nothing declared) or the declared other radiopharmaceutical's text."""
-    texts, codes = [], set()
+    texts: list[str] = []
+    codes: set[str] = set()
     for item in nm.get("RadiopharmaceuticalInformationSequence", []):
         texts.append(str(item.get("Radiopharmaceutical", "") or ""))
         codes.update(str(c.get("CodeValue", "")) for c in item.get("RadiopharmaceuticalCodeSequence", []))
@@ -85,9 +86,11 @@ def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset |
              analysis: MaaSettings) -> Regions:
     """Liver and tumour fractions on the SPECT grid: RTSTRUCT ROIs where given, automatic otherwise."""
     spacing = spacing_zyx(spect)
-    liver, tumours, notes = None, {}, []
+    liver: np.ndarray | None = None
+    tumours: dict[str, np.ndarray] = {}
+    notes: list[str] = []
     if rtss is not None:
-        if ct_image is None:
+        if ct_image is None or ct_ordered is None:
             notes.append("RTSTRUCT not used: no SPECT/CT CT was received to place its contours on")
         elif _rtstruct_frame(rtss) != str(nm.get("FrameOfReferenceUID", "")):
             notes.append("RTSTRUCT not used: it was drawn in another frame of reference than the MAA SPECT/CT")

@@ -137,7 +137,7 @@ def lung_shunt(counts: np.ndarray, nm: sitk.Image, liver: np.ndarray, ct_image: 
     lungs = find_lungs(ct_image, liver_z)
     if not lungs.complete:
         return _configured(configured, lungs.reason, None)
-    in_fov = float(np.count_nonzero(lungs.mask & fov_mask(nm, ct_image)) / max(1, np.count_nonzero(lungs.mask)))
+    in_fov = float(np.count_nonzero(lungs.mask & fov_mask(nm, ct_image)) / max(1, int(np.count_nonzero(lungs.mask))))
     if in_fov < MIN_IN_SPECT_FOV:
         return _configured(configured, f"only {in_fov:.1%} of the lungs lie inside the SPECT field of view",
                            lungs.volume_ml)

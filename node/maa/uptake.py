@@ -82,7 +82,8 @@ def _centre(fraction: np.ndarray, image: sitk.Image) -> tuple[float, float, floa
     idx = np.argwhere(fraction > 0)
     w = fraction[fraction > 0]
     kji = (idx * w[:, None]).sum(axis=0) / w.sum()
-    return tuple(float(v) for v in image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in kji[::-1])))
+    x, y, z = (float(v) for v in image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in kji[::-1])))
+    return (x, y, z)
 
 
 def _cells(tumours: Sequence[np.ndarray], spacing: Sequence[float], margin_mm: float) -> list[np.ndarray]:
@@ -118,7 +119,7 @@ def measure_uptake(counts: np.ndarray, image: sitk.Image, liver: np.ndarray, tum
     normal_fraction = np.clip(liver - tumour_total, 0.0, 1.0)
     blurred_normal = ndimage.gaussian_filter(normal_fraction, sigma, mode="constant")
     cells = _cells(binaries, spacing, margin_mm)
-    for cell, frac in zip(cells, fractions):
+    for cell, frac in zip(cells, fractions, strict=True):
         cell |= frac > 0
     blurred = [ndimage.gaussian_filter(f, sigma, mode="constant") for f in fractions]
     transfer = np.array([[float(b[cell].sum()) for b in blurred] for cell in cells]).reshape(len(cells), len(cells))
@@ -126,10 +127,10 @@ def measure_uptake(counts: np.ndarray, image: sitk.Image, liver: np.ndarray, tum
     concentration = np.linalg.lstsq(transfer, measured, rcond=None)[0] if cells else np.zeros(0)
     results, warnings = [], []
     total_counts = total_voxels = 0.0
-    for name, frac, cell, c in zip(names, fractions, cells, concentration):
+    for name, frac, cell, c in zip(names, fractions, cells, concentration, strict=True):
         n_t = float(frac.sum())
         shell = cell & ~(frac >= 0.5)
-        in_liver = float(np.count_nonzero(shell & liver_bin) / max(1, np.count_nonzero(shell)))
+        in_liver = float(np.count_nonzero(shell & liver_bin) / max(1, int(np.count_nonzero(shell))))
         inside = frac > 0
         uncorrected = float((counts[inside] * frac[inside]).sum() / n_t) / normal
         tn = float(c) / normal

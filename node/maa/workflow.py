@@ -69,7 +69,9 @@ class MaaWorkflow(Workflow[MaaSettings, MaaMeasurements]):
                     "sharing the SPECT's frame of reference")
         if ct is not None:
             chosen.append(ct)
-        on_spect = (lambda s: s.referenced_frame_of_reference == same_frame)
+        def on_spect(s: SeriesRow) -> bool:
+            return s.referenced_frame_of_reference == same_frame
+
         rois = (newest(case, "roi-rtstruct", REGIONS, on_spect, "drawn on the SPECT/CT")
                 or newest(case, "liver-rtstruct", REGIONS, on_spect, "drawn on the SPECT/CT"))
         if rois is not None:

@@ -87,7 +87,8 @@ def sphere_mask(grid: Grid, centre_mm: tuple[float, float, float], radius_mm: fl
 
 def _centre(mask: np.ndarray, grid: Grid) -> tuple[float, float, float]:
     idx = np.argwhere(mask).mean(axis=0)
-    return tuple(float(v) for v in grid.index_to_patient(idx))
+    x, y, z = (float(v) for v in grid.index_to_patient(idx))
+    return (x, y, z)
 
 
 def roi_curve(data: np.ndarray, mask: np.ndarray) -> np.ndarray:

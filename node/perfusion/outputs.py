@@ -12,6 +12,7 @@ SeriesDescription/ContentDescription/ImageComments, and copies patient/study dat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import highdicom as hd
 import matplotlib
@@ -57,7 +58,7 @@ class MapSet:
 
     method: str  # "max-slope" or "discm"
     maps: dict[str, np.ndarray]  # parameter -> (Z, Y, X) float32
-    parameters: dict  # JSON-friendly; summarised into descriptions
+    parameters: dict[str, Any]  # JSON-friendly; summarised into descriptions
     summary: str  # <= ~40 characters of the key parameters, e.g. "t_spl 15 s, sigma 4 mm"
 
 

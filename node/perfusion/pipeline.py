@@ -177,8 +177,8 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: PerfusionSettings,
                 regional[name]["roi-curve"]["max-slope-noise-sd"] = max_slope_noise_sd(
                     noise_hu, n_used, vol.times, float(aorta.max()), float(portal.max()))
     with timer("outputs"):
-        curves = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
-        objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), curves, t_spl)
+        plotted = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
+        objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), plotted, t_spl)
     voxel_ml = vol.grid.voxel_volume_ml
     measurements = PerfusionMeasurements(
         series=SeriesInfo(

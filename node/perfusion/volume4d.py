@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pydicom.pixels
@@ -61,13 +61,16 @@ class Volume4D:
     def source_ref(self, t: int, k: int) -> tuple[Dataset, int | None]:
         """(dataset, 1-based frame number or None) holding time point t, slice k."""
         if self.multiframe is not None:
+            assert self.frame_index is not None  # set with `multiframe`
             return self.multiframe, int(self.frame_index[t, k]) + 1
         return self.sources[t][k], None
 
     def native_slice(self, t: int, k: int) -> np.ndarray:
         """Full-resolution HU image of time point t, slice k (decoded on demand, for display)."""
+        assert self.rescale is not None  # set by assemble()
         slope, intercept = self.rescale[t, k]
         if self.multiframe is not None:
+            assert self.frame_index is not None
             raw = pydicom.pixels.pixel_array(self.multiframe, index=int(self.frame_index[t, k]))
         else:
             raw = pydicom.pixels.pixel_array(self.sources[t][k])
@@ -92,7 +95,7 @@ class _Frame:
 
 
 # ------------------------------------------------------------------ frame extraction
-def _require(ds: Dataset, keyword: str, where: str) -> object:
+def _require(ds: Dataset, keyword: str, where: str) -> Any:
     value = ds.get(keyword)
     if value is None or value == "":
         raise PerfusionInputError(f"CT perfusion: {where} has no {keyword}; cannot place it in the 4D volume")
@@ -189,7 +192,7 @@ def _group_positions(frames: list[_Frame], normal: np.ndarray) -> list[list[int]
     s = np.array([f.ipp @ normal for f in frames])
     order = np.argsort(s, kind="stable")
     groups: list[list[int]] = [[int(order[0])]]
-    for a, b in zip(order[:-1], order[1:]):
+    for a, b in zip(order[:-1], order[1:], strict=True):
         if s[b] - s[a] > _POS_TOL_MM:
             groups.append([])
         groups[-1].append(int(b))
@@ -216,11 +219,12 @@ def _time_matrix(frames: list[_Frame], groups: list[list[int]]) -> tuple[np.ndar
         raise PerfusionInputError(f"CT perfusion: slice positions have different numbers of time points "
                                   f"({sorted(counts)}), e.g. the slice at {np.round(pos, 1).tolist()} mm has "
                                   f"{len(lo)}; the series is incomplete or mixed")
-    t0 = min(f.time for f in frames)
+    when = [f.time for f in frames if f.time is not None]  # all of them (checked above)
+    t0 = min(when)
     index = np.zeros((len(groups), counts.pop()), dtype=np.int64)
     secs = np.zeros(index.shape)
     for z, g in enumerate(groups):
-        tz = np.array([(frames[i].time - t0).total_seconds() for i in g])
+        tz = np.array([(when[i] - t0).total_seconds() for i in g])
         order = np.argsort(tz, kind="stable")
         if np.any(np.diff(tz[order]) <= 1e-6):
             raise PerfusionInputError(f"CT perfusion: two frames at slice position "

@@ -49,7 +49,9 @@ class PerfusionWorkflow(Workflow[PerfusionSettings, PerfusionMeasurements]):
         if ct is None:
             raise PerfusionInputError(f"no ct-perfusion series in case {case.case_id}")
         chosen = [ct]
-        same_frame = (lambda s: s.referenced_frame_of_reference == ct.series.frame_of_reference_uid)
+        def same_frame(s: SeriesRow) -> bool:
+            return s.referenced_frame_of_reference == ct.series.frame_of_reference_uid
+
         rois = (newest(case, "roi-rtstruct", REGIONS, same_frame, "drawn on the perfusion CT")
                 or newest(case, "liver-rtstruct", REGIONS, same_frame, "drawn on the perfusion CT"))
         if rois is not None:
