@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 BAR_SECONDS, BAR_MB = 60.0, 4096.0
 ERODE_MM = 6.0

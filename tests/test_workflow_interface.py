@@ -48,6 +48,9 @@ class BoneMeasurements:
     hot_fraction: float
 
 
+#: the datasets the toy's run read, to check the node released their pixel data when the run ended
+READ: list[Dataset] = []
+
 HOT_VOXELS = private("LN-TOY-HOT", "Voxels above the hot fraction of the maximum")
 COUNTING = private("LN-TOY-M", "Voxel count above a fraction of the maximum")
 
@@ -78,6 +81,7 @@ class BoneWorkflow(Workflow[BoneSettings, BoneMeasurements]):
 
     def run(self, ctx: RunContext, settings: BoneSettings) -> WorkflowResult[BoneMeasurements]:
         nm = ctx.read("bone SPECT")[0]
+        READ.append(nm)
         counts = pixel_array(nm).astype(float)
         hot = int((counts >= settings.hot_fraction * counts.max()).sum())
         rgb = np.zeros((16, 16, 3), np.uint8)
@@ -107,6 +111,7 @@ def _send(port: int, datasets: Sequence[Dataset]) -> None:
     assoc.release()
 
 
+@pytest.mark.network
 def test_a_workflow_registered_in_a_test_only_runs_end_to_end(tmp_path: Path) -> None:
     registry = DEFAULT_REGISTRY.with_workflow(BONE)
     raw: dict[str, Any] = {
@@ -138,6 +143,7 @@ def test_a_workflow_registered_in_a_test_only_runs_end_to_end(tmp_path: Path) ->
     finally:
         node.stop()
     assert "spect-mdp" in status  # classified by its own rule
+    assert READ and all("PixelData" not in ds and "PatientID" in ds for ds in READ)  # released, headers kept
     assert case is not None
     record = CaseRecord.from_json(case.result)
     assert record.workflows == ["bone"] and record.inputs["bone"][0]["input"] == "bone SPECT"
