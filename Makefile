@@ -27,6 +27,6 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	bash scripts/install-test-tools.sh
-	$(VENV)/bin/python bench/ingest.py
-	$(VENV)/bin/python bench/perfusion.py
-	$(VENV)/bin/python bench/gsa.py
+	$(VENV)/bin/python -m bench.ingest
+	$(VENV)/bin/python -m bench.perfusion
+	$(VENV)/bin/python -m bench.gsa

@@ -29,9 +29,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from orthanc import OrthancServer  # noqa: E402  (tests/orthanc.py: the project's Orthanc harness)
+from testpeers.orthanc import OrthancServer  # noqa: E402  (the project's Orthanc harness)
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 

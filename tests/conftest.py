@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/factories.py, tests/orthanc.py
-
-from node.config import Config, parse_config  # noqa: E402
-from node.errors import AnalysisError  # noqa: E402
-from node.registry import DEFAULT_REGISTRY, Registry  # noqa: E402
-from node.workflow import InputSelection, OutputObject, RunContext, Workflow, WorkflowResult  # noqa: E402
+from node.config import Config, parse_config
+from node.errors import AnalysisError
+from node.registry import DEFAULT_REGISTRY, Registry
+from node.workflow import InputSelection, OutputObject, RunContext, Workflow, WorkflowResult
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from conftest import make_config
 from node.config import ConfigError, load_config
 from node.outbox import Outbox
 from node.sender import Sender
-from orthanc import make_pki
+from testpeers.orthanc import make_pki
 
 
 def _pacs(**extra) -> dict:

@@ -16,7 +16,7 @@ from node.destinations import DestinationError, Outcome
 from node.outbox import Outbox, OutboxItem, backoff_delay
 from node.workflow import OutputObject
 from node.sender import Sender
-from orthanc import make_ct_series
+from testpeers.orthanc import make_ct_series
 
 FOLDERS = {
     "pacs": {"folder": "results/pacs", "outputs": ["parametric-map", "secondary-capture"]},

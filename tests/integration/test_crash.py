@@ -18,7 +18,7 @@ import factories as F
 from conftest import free_port, leftover_partials, start_node_process
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 

@@ -20,7 +20,7 @@ from node.outbox import Outbox
 from node.workflow import OutputObject
 from node.sender import Sender
 from node.tls import TlsSetupError, client_context, server_context
-from orthanc import OrthancServer, OrthancTls, free_port, make_ct_series, make_pki
+from testpeers.orthanc import OrthancServer, OrthancTls, free_port, make_ct_series, make_pki
 
 pytestmark = pytest.mark.network
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import free_port, start_node_process
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: comparisons the demo must make (and the node pass) on the small phantom
 MUST_PASS = [

@@ -21,11 +21,11 @@ from conftest import make_config
 from node.outbox import Outbox
 from node.workflow import OutputObject
 from node.sender import Sender
-from orthanc import (OrthancServer, StorescpServer, make_ct_series, make_parametric_map,
+from testpeers.orthanc import (OrthancServer, StorescpServer, make_ct_series, make_parametric_map,
                      storescp_profile_without)
 
 pytestmark = pytest.mark.network
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NODE_AE = "LIVERNODE"
 
 

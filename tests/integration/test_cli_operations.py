@@ -17,7 +17,7 @@ from node.workflow import OutputObject
 from node.service import Node
 
 pytestmark = pytest.mark.network
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _wait = partial(wait_until, timeout=30.0, poll=0.1)
 
 

@@ -19,7 +19,7 @@ from node.classify import plan_case
 from node.index import INDEX_SCHEMA_VERSION, Index, IndexSchemaError, index_path
 from node.service import Node
 
-V1 = Path(__file__).parent / "data" / "datadir-v1"
+V1 = Path(__file__).resolve().parents[1] / "data" / "datadir-v1"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from node.maa.pipeline import run_maa
 from node.phantom import anatomy, write_phantom
 from node.phantom.layout import poses
 
-from orthanc import dciodvfy_errors  # noqa: E402
+from testpeers.orthanc import dciodvfy_errors
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from node.perfusion.pipeline import run_perfusion
 from node.perfusion.stats import max_slope_noise_sd
 from node.phantom import write_phantom
 from node.phantom.curves import max_slope as phantom_max_slope
-from orthanc import dciodvfy_errors
+from testpeers.orthanc import dciodvfy_errors
 
 REGIONS = {"liver_parenchyma": "liver", "T1": "T1", "T2": "T2", "T3": "T3"}
 ERODE_MM = 5.5

@@ -12,7 +12,7 @@ from node.gsa.workflow import GSA
 from node.maa.workflow import MAA
 from node.perfusion.workflow import PERFUSION
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_config_is_valid_and_runs_without_a_pacs() -> None:

@@ -8,7 +8,7 @@ import pytest
 from pydicom.uid import ParametricMapStorage, SecondaryCaptureImageStorage
 
 from node.pm_fallback import FallbackError, pm_to_secondary_capture
-from orthanc import dciodvfy_errors, make_ct_series, make_parametric_map
+from testpeers.orthanc import dciodvfy_errors, make_ct_series, make_parametric_map
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from node.health import HealthServer, outbox_status
 from node.outbox import Outbox
 from node.workflow import OutputObject
 from node.sender import Sender
-from orthanc import make_ct_series
+from testpeers.orthanc import make_ct_series
 
 
 def _get(port: int, path: str) -> tuple[int, dict]:

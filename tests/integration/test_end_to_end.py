@@ -18,11 +18,11 @@ import pytest
 import rtstruct
 from conftest import free_port, start_node_process
 from node.demo import send_files
-from orthanc import OrthancServer, dciodvfy_errors
+from testpeers.orthanc import OrthancServer, dciodvfy_errors
 from test_rtstruct_roundtrip import dice, plastimatch_masks
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PM, SC, RTSS = "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.481.3"
 SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34"}
 

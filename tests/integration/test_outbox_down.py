@@ -11,7 +11,7 @@ from conftest import make_config
 from node.outbox import Outbox
 from node.workflow import OutputObject
 from node.sender import Sender
-from orthanc import OrthancServer, make_ct_series, make_parametric_map
+from testpeers.orthanc import OrthancServer, make_ct_series, make_parametric_map
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 DOWN_SECONDS = 30.0

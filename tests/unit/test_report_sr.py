@@ -16,7 +16,7 @@ from node.perfusion.measurements import (InputCurve, LiverCurve, MeanSd, Perfusi
                                          SeriesInfo)
 from node.report.build import build_report, summary_text
 from node.workflow import OutputObject, WorkflowResult
-from orthanc import dciodvfy_errors, make_parametric_map
+from testpeers.orthanc import dciodvfy_errors, make_parametric_map
 
 PATIENT = "REPORT01"
 UNIT_FLOW = "mL/min/(100.mL)"

@@ -13,7 +13,7 @@ import pytest
 
 from node.config import load_config
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNIT = DEPLOY / "liver-node.service"
 
 
