@@ -32,8 +32,8 @@ def child(phantom: Path, outdir: Path) -> None:
     t0 = time.perf_counter()
     import pydicom
 
-    from node.gsa.settings import GsaSettings
     from node.gsa.pipeline import run_gsa
+    from node.gsa.settings import GsaSettings
 
     def read(folder: str) -> list:
         return [pydicom.dcmread(p) for p in sorted((phantom / folder).glob("*.dcm"))]

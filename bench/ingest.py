@@ -11,7 +11,6 @@ processes at once into the node, nothing lost.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 import os
 import shutil
 import socket
@@ -22,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset

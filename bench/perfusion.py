@@ -87,8 +87,8 @@ def worker(phantom: Path, n_slices: int) -> dict:
     import numpy as np
     import pydicom
 
-    from node.perfusion.settings import PerfusionSettings
     from node.perfusion.pipeline import run_perfusion
+    from node.perfusion.settings import PerfusionSettings
 
     stages: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()

@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from node.phantom import write_phantom  # noqa: E402
 
 

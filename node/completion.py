@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -30,7 +30,7 @@ class Completion:
         self.index = index
         self.config = config
         self.on_ready = on_ready
-        self._scheduler = BackgroundScheduler(timezone=dt.timezone.utc,
+        self._scheduler = BackgroundScheduler(timezone=dt.UTC,
                                               job_defaults={"misfire_grace_time": None, "coalesce": True})
         self._armed: set[str] = set()
         self._lock = threading.Lock()
@@ -58,7 +58,7 @@ class Completion:
 
     def _arm(self, study_uid: str, due: float) -> None:
         self._armed.add(study_uid)
-        run_at = dt.datetime.fromtimestamp(max(due, time.time()), tz=dt.timezone.utc)
+        run_at = dt.datetime.fromtimestamp(max(due, time.time()), tz=dt.UTC)
         self._scheduler.add_job(self._fire, "date", run_date=run_at, args=[study_uid], id=f"study:{study_uid}",
                                 replace_existing=True)
 

@@ -153,7 +153,7 @@ class Config:
     def destinations_for(self, output_kind: str) -> tuple[DestinationConfig, ...]:
         return tuple(d for d in self.destinations if output_kind in d.outputs)
 
-    def with_overrides(self, **sections: Any) -> "Config":
+    def with_overrides(self, **sections: Any) -> Config:
         """A copy with whole sections replaced (used by tests and the demo)."""
         return dataclasses.replace(self, **sections)
 

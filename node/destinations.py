@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Protocol, Sequence
+from typing import BinaryIO, Protocol
 
 import pydicom
 from pydicom import Dataset
@@ -32,15 +33,16 @@ from pydicom.uid import (
     ParametricMapStorage,
     SecondaryCaptureImageStorage,
 )
-from pynetdicom import AE, _config as pynetdicom_config, build_context, evt
+from pynetdicom import AE, build_context, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
 from node.audit import audit
 from node.config import Config, ConfigError, DestinationConfig
-from node.pm_fallback import FallbackError, pm_to_secondary_capture
 from node.outbox import OutboxItem, atomic_write
+from node.pm_fallback import FallbackError, pm_to_secondary_capture
 from node.tls import TlsSetupError, client_context
 
 __all__ = ["Outcome", "DestinationError", "Destination", "FolderDestination", "DicomDestination",
@@ -254,7 +256,7 @@ class DicomDestination:
                     tls.settimeout(1.0)
                     try:
                         tls.recv(1)  # TLS 1.3 reports a refused client certificate only after the handshake
-                    except socket.timeout:
+                    except TimeoutError:
                         pass
                 return f"{where}: TLS handshake succeeded but the peer closed the association"
         except ssl.SSLError as exc:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from node.config import HealthConfig
 
@@ -25,7 +26,7 @@ __all__ = ["HealthServer", "outbox_status"]
 logger = logging.getLogger(__name__)
 
 
-def outbox_status(outbox: "Outbox", sender: "Sender | None") -> dict[str, Any]:
+def outbox_status(outbox: Outbox, sender: Sender | None) -> dict[str, Any]:
     """Status fragment for the outbox: ready when the sender runs, depths by state, the latest error."""
     last = sender.last_error if sender is not None else None
     return {

@@ -221,7 +221,7 @@ class Index:
         with self._lock:
             self._db.close()
 
-    def _tx(self) -> "_Tx":
+    def _tx(self) -> _Tx:
         return _Tx(self)
 
     # ------------------------------------------------------------------ receiving
@@ -238,12 +238,12 @@ class Index:
         return self.add_instances([Arrival(info, path, size, calling_ae, time.time() if now is None else now)],
                                   stable_seconds)[0]
 
-    def add_instances(self, arrivals: list["Arrival"], stable_seconds: float) -> list[tuple[bool, str]]:
+    def add_instances(self, arrivals: list[Arrival], stable_seconds: float) -> list[tuple[bool, str]]:
         """Index durably stored instances in one transaction. Returns (new, case_id) per arrival."""
         with self._lock, self._tx() as db:
             return [self._add(db, a, stable_seconds) for a in arrivals]
 
-    def _add(self, db: sqlite3.Connection, arrival: "Arrival", stable_seconds: float) -> tuple[bool, str]:
+    def _add(self, db: sqlite3.Connection, arrival: Arrival, stable_seconds: float) -> tuple[bool, str]:
         info, path, size, calling_ae, now = arrival
         case_id = case_id_for(info.patient_id, info.study_uid)
         ipp = info.image_position or (None, None, None)

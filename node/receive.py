@@ -40,7 +40,7 @@ class Receiver:
         self.stable_seconds = stable_seconds
         self.last_error = ""
         self._sync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
-        self._arrivals: "queue.Queue[Arrival | None]" = queue.Queue()
+        self._arrivals: queue.Queue[Arrival | None] = queue.Queue()
         self._writer: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle

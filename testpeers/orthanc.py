@@ -21,9 +21,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -155,7 +156,7 @@ class OrthancServer:
         self.config_file.write_text(json.dumps(self._cfg, indent=2))
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, timeout: float = 30.0) -> "OrthancServer":
+    def start(self, timeout: float = 30.0) -> OrthancServer:
         """Start Orthanc and wait until both its REST API and its DICOM port answer.
 
         On the first start only, a port taken meanwhile by another process (the machine is shared) makes it
@@ -171,7 +172,7 @@ class OrthancServer:
                 self._write_config()
         raise AssertionError("unreachable")
 
-    def _start(self, timeout: float) -> "OrthancServer":
+    def _start(self, timeout: float) -> OrthancServer:
         if self.running:
             return self
         log = open(self.log_file, "ab")
@@ -214,7 +215,7 @@ class OrthancServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def __enter__(self) -> "OrthancServer":
+    def __enter__(self) -> OrthancServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -265,7 +266,7 @@ class StorescpServer:
         self.log_file = self.workdir / "storescp.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15.0) -> "StorescpServer":
+    def start(self, timeout: float = 15.0) -> StorescpServer:
         """Start storescp and wait until it listens (on a fresh port if the chosen one was taken meanwhile)."""
         for _ in range(3):
             cmd = [STORESCP_BIN, "--aetitle", self.ae_title, "--output-directory", str(self.out_dir),
@@ -296,7 +297,7 @@ class StorescpServer:
                 self._proc.wait(5)
         self._proc = None
 
-    def __enter__(self) -> "StorescpServer":
+    def __enter__(self) -> StorescpServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

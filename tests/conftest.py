@@ -6,9 +6,9 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ def wait_until(predicate, timeout: float = 20.0, poll: float = 0.05) -> bool:
     return False
 
 
-def start_node_process(cfg: Path, port: int, log: Path) -> "subprocess.Popen[bytes]":
+def start_node_process(cfg: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     """`python -m node serve --config cfg` in its own process; returns once it accepts connections on `port`."""
     root = Path(__file__).resolve().parents[1]
     p = subprocess.Popen([sys.executable, "-m", "node", "serve", "--config", str(cfg)], cwd=root,

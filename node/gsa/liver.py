@@ -7,8 +7,8 @@ fallback is declared in the ROI description and the measurements.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk

@@ -7,8 +7,9 @@ liver, so the registration and the thresholding can be checked at a glance.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import highdicom as hd
 import numpy as np
@@ -18,8 +19,8 @@ from matplotlib.patches import Patch
 from pydicom import Dataset
 
 import rtstruct
-from node.imaging.capture import figure_rgb, secondary_capture
 from node.derived import MANUFACTURER, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study, equipment_kwargs
+from node.imaging.capture import figure_rgb, secondary_capture
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Layer:
     origin: tuple[float, float, float]
 
     @classmethod
-    def of(cls, array_zyx: np.ndarray, image: sitk.Image) -> "Layer":
+    def of(cls, array_zyx: np.ndarray, image: sitk.Image) -> Layer:
         """The layer of a (z, y, x) array laid out on `image`'s grid (no copy)."""
         direction = image.GetDirection()
         view, spacing = lps_view(array_zyx, direction, image.GetSpacing())

@@ -5,8 +5,8 @@ Arrays are numpy ``(z, y, x)`` (SimpleITK array order) with voxel spacing given 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage

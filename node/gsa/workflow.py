@@ -13,8 +13,19 @@ from node.gsa.measurements import GsaMeasurements
 from node.gsa.settings import GsaSettings, parse_settings
 from node.index import SeriesRow
 from node.report.groups import Group
-from node.workflow import (CaseSeries, ChosenSeries, CommonSettings, InputSelection, RoleContext, RoleRule,
-                           RunContext, TruthCheck, Workflow, WorkflowResult, newest)
+from node.workflow import (
+    CaseSeries,
+    ChosenSeries,
+    CommonSettings,
+    InputSelection,
+    RoleContext,
+    RoleRule,
+    RunContext,
+    TruthCheck,
+    Workflow,
+    WorkflowResult,
+    newest,
+)
 
 __all__ = ["GSA", "GsaWorkflow", "is_gsa_code", "names_gsa"]
 

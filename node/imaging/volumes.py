@@ -10,7 +10,8 @@ below locate every slice by its own position, so they work for any order the cal
 from __future__ import annotations
 
 import logging
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import highdicom as hd
 import numpy as np
@@ -28,8 +28,14 @@ from pydicom import Dataset
 from node.imaging.grids import as_image, image_from_affine
 from node.imaging.registration import refine_slab, register_rigid, rigid_matrix
 from node.maa.errors import MaaInputError
-from node.maa.measurements import (CorrelationRecord, CorrelationRegistration, CorrelationRow, MapRecord,
-                                   PearsonRecord, TumourPerfusion)
+from node.maa.measurements import (
+    CorrelationRecord,
+    CorrelationRegistration,
+    CorrelationRow,
+    MapRecord,
+    PearsonRecord,
+    TumourPerfusion,
+)
 from node.perfusion.reference import PerfusionReference
 
 logger = logging.getLogger(__name__)

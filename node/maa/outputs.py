@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import highdicom as hd
 import numpy as np
@@ -20,14 +21,14 @@ from pydicom import Dataset
 import rtstruct
 from node.derived import MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study
 from node.gsa.outputs import lps_view
+from node.imaging.capture import figure_rgb, secondary_capture
 from node.imaging.grids import as_image
+from node.imaging.volumes import image_to_mask
 from node.maa.partition import PartitionPlan
 from node.maa.regions import Regions
 from node.maa.shunt import Shunt
 from node.maa.uptake import Uptake
-from node.imaging.capture import figure_rgb, secondary_capture
 from node.workflow import OutputObject
-from node.imaging.volumes import image_to_mask
 
 logger = logging.getLogger(__name__)
 

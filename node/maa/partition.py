@@ -14,8 +14,8 @@ SPECT/CT a standard lung mass of STANDARD_LUNG_MASS_KG is used (stated in the re
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 __all__ = ["Y90_GY_KG_PER_GBQ", "TISSUE_DENSITY_G_PER_ML", "LUNG_DENSITY_G_PER_ML", "STANDARD_LUNG_MASS_KG",
            "PartitionPlan", "activity_for_normal_liver", "activity_for_lung", "partition_plan"]

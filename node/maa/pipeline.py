@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,11 +22,25 @@ from node.imaging.volumes import ct_series_image, nm_image
 from node.maa import outputs
 from node.maa.correlation import correlate
 from node.maa.errors import MaaInputError
-from node.maa.measurements import (CorrelationRecord, MaaMeasurements, PartitionRecord, RegionsRecord, ShuntRecord,
-                                   SpectCtRecord, SpectRecord, UptakeRecord)
+from node.maa.measurements import (
+    CorrelationRecord,
+    MaaMeasurements,
+    PartitionRecord,
+    RegionsRecord,
+    ShuntRecord,
+    SpectCtRecord,
+    SpectRecord,
+    UptakeRecord,
+)
 from node.maa.partition import PartitionPlan, partition_plan
-from node.maa.regions import (SEGMENT_FILTER_FWHM_MM, SPECT_FWHM_MM, Regions, automatic_liver, automatic_tumours,
-                              rtstruct_regions)
+from node.maa.regions import (
+    SEGMENT_FILTER_FWHM_MM,
+    SPECT_FWHM_MM,
+    Regions,
+    automatic_liver,
+    automatic_tumours,
+    rtstruct_regions,
+)
 from node.maa.settings import MaaSettings
 from node.maa.shunt import Shunt, lung_shunt
 from node.maa.uptake import SPILL_MARGIN_MM, Uptake, measure_uptake

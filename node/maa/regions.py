@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -40,9 +41,9 @@ from skimage.segmentation import watershed
 
 import rtstruct
 from node.gsa.liver import match_liver_roi
-from node.maa.errors import MaaInputError
 from node.imaging.grids import distance_mm, fraction_on, grow_mm, spacing_zyx
 from node.imaging.volumes import mask_to_image
+from node.maa.errors import MaaInputError
 
 logger = logging.getLogger(__name__)
 

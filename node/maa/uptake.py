@@ -24,15 +24,15 @@ comparison with other software.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from node.maa.errors import MaaInputError
 from node.imaging.grids import distance_mm, spacing_zyx, voxel_ml
+from node.maa.errors import MaaInputError
 from node.maa.regions import SPECT_FWHM_MM, normal_liver_core
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))

@@ -15,8 +15,18 @@ from node.maa.settings import MaaSettings, parse_settings
 from node.perfusion.reference import PerfusionResult
 from node.perfusion.workflow import PERFUSION
 from node.report.groups import Group
-from node.workflow import (CaseSeries, CommonSettings, InputSelection, RoleContext, RoleRule, RunContext,
-                           TruthCheck, Workflow, WorkflowResult, newest)
+from node.workflow import (
+    CaseSeries,
+    CommonSettings,
+    InputSelection,
+    RoleContext,
+    RoleRule,
+    RunContext,
+    TruthCheck,
+    Workflow,
+    WorkflowResult,
+    newest,
+)
 
 __all__ = ["MAA", "MaaWorkflow"]
 

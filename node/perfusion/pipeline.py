@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import highdicom as hd
 import numpy as np
@@ -30,8 +30,14 @@ from node.perfusion.motion import correct_motion, reference_frame
 from node.perfusion.preprocess import baseline_count, estimate_noise, subtract_baseline, tissue_masks
 from node.perfusion.reference import PerfusionReference, PerfusionResult, first_time_point_image
 from node.perfusion.settings import PerfusionSettings
-from node.perfusion.stats import (add_roi_curve_parameters, max_slope_noise_sd, read_roi_masks, regional_statistics,
-                                  roi_mean_curves, to_working_grid)
+from node.perfusion.stats import (
+    add_roi_curve_parameters,
+    max_slope_noise_sd,
+    read_roi_masks,
+    regional_statistics,
+    roi_mean_curves,
+    to_working_grid,
+)
 from node.perfusion.tissue_classes import class_mean_curves, curve_classes
 from node.perfusion.volume4d import Volume4D, assemble
 from node.workflow import OutputObject

@@ -13,8 +13,18 @@ from node.perfusion.errors import PerfusionInputError
 from node.perfusion.measurements import PerfusionMeasurements
 from node.perfusion.settings import PerfusionSettings, parse_settings
 from node.report.groups import Group
-from node.workflow import (CaseSeries, CommonSettings, InputSelection, RoleContext, RoleRule, RunContext,
-                           TruthCheck, Workflow, WorkflowResult, newest)
+from node.workflow import (
+    CaseSeries,
+    CommonSettings,
+    InputSelection,
+    RoleContext,
+    RoleRule,
+    RunContext,
+    TruthCheck,
+    Workflow,
+    WorkflowResult,
+    newest,
+)
 
 __all__ = ["PERFUSION", "PerfusionWorkflow", "PERFUSION_MIN_REPEATS"]
 

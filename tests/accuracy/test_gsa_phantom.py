@@ -17,14 +17,14 @@ import SimpleITK as sitk
 from scipy.spatial import cKDTree
 
 import rtstruct
-from node.gsa.settings import GsaSettings
-from node.record import encode
+from node.errors import AnalysisError
 from node.gsa.errors import GsaInputError
 from node.gsa.pipeline import run_gsa
-from node.phantom.build import write_phantom
-from node.errors import AnalysisError
-from node.workflow import WorkflowResult
+from node.gsa.settings import GsaSettings
 from node.imaging.volumes import ct_series_image
+from node.phantom.build import write_phantom
+from node.record import encode
+from node.workflow import WorkflowResult
 
 ANALYSIS = GsaSettings()
 

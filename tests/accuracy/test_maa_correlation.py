@@ -15,9 +15,9 @@ import pydicom
 import pytest
 from pydicom.sr.coding import Code
 
+from node.maa.pipeline import run_maa
 from node.maa.settings import MaaSettings
 from node.perfusion.reference import reference_from_series
-from node.maa.pipeline import run_maa
 from node.phantom import write_phantom
 
 PARAMS = {"ALP": ("alp_ml_min_100ml", "mL/min/(100.mL)"), "PVP": ("pvp_ml_min_100ml", "mL/min/(100.mL)"),

@@ -1,23 +1,21 @@
 """MAA workflow on the digital phantom: T/N against the phantom truth, lung shunt, refusals, DICOM outputs."""
 from __future__ import annotations
 
-from typing import Any, cast
-
 import copy
 import json
+from typing import Any, cast
 
 import numpy as np
 import pydicom
 import pytest
 
 import rtstruct
-from node.maa.settings import MaaSettings
-from node.record import encode
 from node.maa.errors import MaaInputError
 from node.maa.pipeline import run_maa
+from node.maa.settings import MaaSettings
 from node.phantom import anatomy, write_phantom
 from node.phantom.layout import poses
-
+from node.record import encode
 from testpeers.orthanc import dciodvfy_errors
 
 

@@ -30,13 +30,13 @@ import pytest
 from scipy import ndimage
 
 import rtstruct
-from node.perfusion.settings import PerfusionSettings
-from node.record import encode
 from node.derived import NOT_FOR_DIAGNOSIS
 from node.perfusion.pipeline import run_perfusion
+from node.perfusion.settings import PerfusionSettings
 from node.perfusion.stats import max_slope_noise_sd
 from node.phantom import write_phantom
 from node.phantom.curves import max_slope as phantom_max_slope
+from node.record import encode
 from testpeers.orthanc import dciodvfy_errors
 
 REGIONS = {"liver_parenchyma": "liver", "T1": "T1", "T2": "T2", "T3": "T3"}

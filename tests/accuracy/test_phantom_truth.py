@@ -14,8 +14,9 @@ from scipy.integrate import cumulative_trapezoid, solve_ivp
 from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
 
-from conftest import convention_max_slope
 from node.phantom import write_phantom
+
+from conftest import convention_max_slope
 
 SMALL_LIMIT_S = 10.0
 

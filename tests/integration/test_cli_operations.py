@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
+from node.service import Node
+from node.workflow import OutputObject
+
 import factories as F
 from conftest import make_config, stand_ins, wait_until
-from node.workflow import OutputObject
-from node.service import Node
 
 pytestmark = pytest.mark.network
 ROOT = Path(__file__).resolve().parents[2]

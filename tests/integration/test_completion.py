@@ -10,11 +10,12 @@ import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 
-import factories as F
-from conftest import RecordingSink, make_config, stand_ins, wait_until
 from node.classify import classify_series, plan_case
 from node.index import SeriesRow
 from node.service import Node
+
+import factories as F
+from conftest import RecordingSink, make_config, stand_ins, wait_until
 
 pytestmark = pytest.mark.network
 

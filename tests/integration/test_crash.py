@@ -99,8 +99,9 @@ def test_sigkill_while_receiving_loses_nothing_acknowledged(tmp_path: Path) -> N
 
 def test_unclean_stop_reindexes_stored_files_and_arms_their_timers(tmp_path: Path) -> None:
     """A process that died after storing (and acknowledging) but before indexing: start-up finds the files."""
-    from conftest import RecordingSink, make_config
     from node.service import Node
+
+    from conftest import RecordingSink, make_config
 
     cfg = make_config(tmp_path / "var", completion={"stable_seconds": 1})
     node = Node(cfg, sink=RecordingSink())

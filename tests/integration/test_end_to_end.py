@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from test_rtstruct_roundtrip import dice, plastimatch_masks
+
 import rtstruct
-from conftest import free_port, start_node_process
 from node.demo import send_files
 from testpeers.orthanc import OrthancServer, dciodvfy_errors
-from test_rtstruct_roundtrip import dice, plastimatch_masks
+
+from conftest import free_port, start_node_process
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_config
 from node.config import HealthConfig
 from node.health import HealthServer, outbox_status
 from node.outbox import Outbox
-from node.workflow import OutputObject
 from node.sender import Sender
+from node.workflow import OutputObject
 from testpeers.orthanc import make_ct_series
+
+from conftest import make_config
 
 
 def _get(port: int, path: str) -> tuple[int, dict]:

@@ -14,10 +14,11 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import make_config
 from node.classify import plan_case
 from node.index import INDEX_SCHEMA_VERSION, Index, IndexSchemaError, index_path
 from node.service import Node
+
+from conftest import make_config
 
 V1 = Path(__file__).resolve().parents[1] / "data" / "datadir-v1"
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_config
 from node.outbox import Outbox
-from node.workflow import OutputObject
 from node.sender import Sender
+from node.workflow import OutputObject
 from testpeers.orthanc import OrthancServer, make_ct_series, make_parametric_map
+
+from conftest import make_config
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 DOWN_SECONDS = 30.0

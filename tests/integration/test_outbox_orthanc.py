@@ -16,13 +16,19 @@ import pydicom
 import pytest
 from pydicom.uid import ParametricMapStorage, SecondaryCaptureImageStorage
 
+from node.outbox import Outbox
+from node.sender import Sender
+from node.workflow import OutputObject
+from testpeers.orthanc import (
+    OrthancServer,
+    StorescpServer,
+    make_ct_series,
+    make_parametric_map,
+    storescp_profile_without,
+)
+
 import factories
 from conftest import make_config
-from node.outbox import Outbox
-from node.workflow import OutputObject
-from node.sender import Sender
-from testpeers.orthanc import (OrthancServer, StorescpServer, make_ct_series, make_parametric_map,
-                     storescp_profile_without)
 
 pytestmark = pytest.mark.network
 REPO = Path(__file__).resolve().parents[2]

@@ -14,13 +14,14 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from conftest import make_config
 from node.config import TlsConfig
 from node.outbox import Outbox
-from node.workflow import OutputObject
 from node.sender import Sender
 from node.tls import TlsSetupError, client_context, server_context
+from node.workflow import OutputObject
 from testpeers.orthanc import OrthancServer, OrthancTls, free_port, make_ct_series, make_pki
+
+from conftest import make_config
 
 pytestmark = pytest.mark.network
 

@@ -18,8 +18,6 @@ from pydicom import Dataset
 from pydicom.pixels import pixel_array
 from pynetdicom import AE
 
-import factories as F
-from conftest import free_port, make_config, wait_until
 from node.config import ConfigError, ConfigTable, parse_config
 from node.gsa.measurements import GsaMeasurements
 from node.gsa.workflow import GSA
@@ -31,8 +29,21 @@ from node.report.build import build_report
 from node.report.groups import Group, private
 from node.service import Node
 from node.status import render_status
-from node.workflow import (CaseSeries, CommonSettings, InputSelection, OutputObject, RoleContext, RoleRule,
-                           RunContext, Workflow, WorkflowResult, newest)
+from node.workflow import (
+    CaseSeries,
+    CommonSettings,
+    InputSelection,
+    OutputObject,
+    RoleContext,
+    RoleRule,
+    RunContext,
+    Workflow,
+    WorkflowResult,
+    newest,
+)
+
+import factories as F
+from conftest import free_port, make_config, wait_until
 
 
 # ------------------------------------------------------------------------------ a workflow that lives in this test

@@ -6,9 +6,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-import factories as F
 from node import fastheader
 from node.header import InvalidInstanceError, read_header
+
+import factories as F
 
 
 def _both(path: Path):

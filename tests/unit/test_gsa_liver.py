@@ -6,9 +6,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from node.gsa.settings import GsaSettings
-from node.gsa.liver import DERIVED_SOURCE, LiverError, find_liver, liver_from_spect, match_liver_roi
 from node.errors import AnalysisError
+from node.gsa.liver import DERIVED_SOURCE, LiverError, find_liver, liver_from_spect, match_liver_roi
+from node.gsa.settings import GsaSettings
 
 NAMES = GsaSettings().liver_roi_names
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from node.errors import AnalysisError
 from node.imaging.registration import RegistrationError, register_rigid
 from node.record import encode
-from node.errors import AnalysisError
 
 # Synthetic abdomen in "body" coordinates (mm): (centre, semi-axes, HU). Asymmetric, with structure along z
 # (lungs, vertebrae, kidneys, gas pockets) so that a rigid pose is well defined.

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from node.gsa.targets import TargetError, compute_targets, expand_mm, volume_cm3
 from node.errors import AnalysisError
+from node.gsa.targets import TargetError, compute_targets, expand_mm, volume_cm3
 
 
 def centres_mm(shape, spacing):

@@ -11,9 +11,10 @@ from pydicom.filewriter import write_dataset
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 
-from conftest import wait_until
 from node import netfast
 from node.scp import SpoolFile, _SpoolPool
+
+from conftest import wait_until
 
 
 def _pynetdicom_encoding(sop_class: str, sop_inst: str, msg_id: int, status: int) -> bytes:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import pydicom
 import pytest
 
-from conftest import make_config
 from node.destinations import DestinationError, Outcome
 from node.outbox import Outbox, OutboxItem, backoff_delay
-from node.workflow import OutputObject
 from node.sender import Sender
+from node.workflow import OutputObject
 from testpeers.orthanc import make_ct_series
+
+from conftest import make_config
 
 FOLDERS = {
     "pacs": {"folder": "results/pacs", "outputs": ["parametric-map", "secondary-capture"]},

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_config
 from node.config import ConfigError, load_config
 from node.outbox import Outbox
 from node.sender import Sender
 from testpeers.orthanc import make_pki
+
+from conftest import make_config
 
 
 def _pacs(**extra) -> dict:

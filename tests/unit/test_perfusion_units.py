@@ -10,13 +10,13 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 from scipy.integrate import solve_ivp
 
-from node.perfusion.settings import InputRoiOverride, PerfusionSettings
+from node.perfusion.denoise import CurveFilter, denoise_within, passes_for
 from node.perfusion.discm import discm_maps, fit_discm
 from node.perfusion.errors import InputCurveError, PerfusionInputError
 from node.perfusion.inputs import find_inputs, match_input_rois, sphere_mask
 from node.perfusion.maxslope import MaxSlopeInputs, max_slope_maps, phase_windows
-from node.perfusion.denoise import CurveFilter, denoise_within, passes_for
 from node.perfusion.preprocess import estimate_noise
+from node.perfusion.settings import InputRoiOverride, PerfusionSettings
 from node.perfusion.stats import max_slope_noise_sd
 from node.perfusion.tissue_classes import class_mean_curves, curve_classes
 from node.perfusion.volume4d import assemble
@@ -337,8 +337,8 @@ def test_configured_spheres_replace_automatic_detection() -> None:
 
 
 def test_a_series_without_contrast_is_refused_not_mapped() -> None:
-    from node.perfusion.pipeline import run_perfusion
     from node.errors import AnalysisError
+    from node.perfusion.pipeline import run_perfusion
 
     rng = np.random.default_rng(4)
     data = np.full((4, 4, 24, 24), -1000.0, np.float32)

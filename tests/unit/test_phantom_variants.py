@@ -13,9 +13,10 @@ import pytest
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
-from conftest import convention_max_slope
 from node.phantom import write_phantom
 from node.phantom.curves import NONUNIFORM_TIMES_S
+
+from conftest import convention_max_slope
 
 VARIANTS_A = ("enhanced-ct", "feet-first", "negative-spacing", "jpeg2000", "nonuniform-time", "motion",
               "noiseless", "shuffled-instance-numbers")

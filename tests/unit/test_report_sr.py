@@ -6,17 +6,28 @@ from typing import Any, cast
 import highdicom as hd
 import pytest
 
-import factories
 from node.gsa.measurements import GsaMeasurements, SeriesRef
 from node.imaging.registration import RefinementRecord, RegistrationRecord
-from node.maa.measurements import (CorrelationRecord, CorrelationRegistration, CorrelationRow, MaaMeasurements,
-                                   PartitionRecord, PearsonRecord, RegionsRecord, ShuntRecord, SpectRecord,
-                                   TumourPerfusion, TumourRecord, UptakeRecord)
-from node.perfusion.measurements import (InputCurve, LiverCurve, MeanSd, PerfusionMeasurements, RegionStats,
-                                         SeriesInfo)
+from node.maa.measurements import (
+    CorrelationRecord,
+    CorrelationRegistration,
+    CorrelationRow,
+    MaaMeasurements,
+    PartitionRecord,
+    PearsonRecord,
+    RegionsRecord,
+    ShuntRecord,
+    SpectRecord,
+    TumourPerfusion,
+    TumourRecord,
+    UptakeRecord,
+)
+from node.perfusion.measurements import InputCurve, LiverCurve, MeanSd, PerfusionMeasurements, RegionStats, SeriesInfo
 from node.report.build import build_report, summary_text
 from node.workflow import OutputObject, WorkflowResult
 from testpeers.orthanc import dciodvfy_errors, make_parametric_map
+
+import factories
 
 PATIENT = "REPORT01"
 UNIT_FLOW = "mL/min/(100.mL)"
