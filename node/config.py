@@ -199,14 +199,20 @@ def _readable_file(sec: ConfigTable, name: str, base: Path, required: bool) -> P
     return p
 
 
+def _required_file(sec: ConfigTable, name: str, base: Path) -> Path:
+    p = _readable_file(sec, name, base, True)
+    assert p is not None  # required=True raises instead of returning None
+    return p
+
+
 def _tls(parent: ConfigTable, base: Path) -> TlsConfig | None:
     if not parent.has("tls"):
         parent.get("tls")
         return None
     sec = ConfigTable(parent.key("tls"), parent.get("tls"))
     tls = TlsConfig(
-        cert_file=_readable_file(sec, "cert_file", base, True),  # type: ignore[arg-type]
-        key_file=_readable_file(sec, "key_file", base, True),  # type: ignore[arg-type]
+        cert_file=_required_file(sec, "cert_file", base),
+        key_file=_required_file(sec, "key_file", base),
         ca_file=_readable_file(sec, "ca_file", base, False),
         require_client_cert=sec.boolean("require_client_cert", True),
     )
@@ -234,12 +240,12 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(n.key("log_level"), f"must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
     node = NodeConfig(
-        ae_title=_ae(n, "ae_title", "LIVERNODE"),  # type: ignore[arg-type]
-        host=_host(n, "host", "0.0.0.0"),  # type: ignore[arg-type]
-        port=n.integer("port", 11112, 0, 65535),  # type: ignore[arg-type]
+        ae_title=_ae(n, "ae_title", "LIVERNODE") or "LIVERNODE",
+        host=_host(n, "host", "0.0.0.0") or "0.0.0.0",
+        port=n.required_integer("port", 11112, 0, 65535),
         data_dir=data_dir,
-        max_pdu_size=n.integer("max_pdu_size", 0, 0, 2**31 - 1),  # type: ignore[arg-type]
-        max_associations=n.integer("max_associations", 10, 1, 1000),  # type: ignore[arg-type]
+        max_pdu_size=n.required_integer("max_pdu_size", 0, 0, 2**31 - 1),
+        max_associations=n.required_integer("max_associations", 10, 1, 1000),
         log_level=log_level,
     )
     n.finish()
@@ -266,10 +272,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
 
     o = ConfigTable("outbox", root.get("outbox", {}))
     outbox = OutboxConfig(
-        max_attempts=o.integer("max_attempts", 10, 1, 1000),  # type: ignore[arg-type]
+        max_attempts=o.required_integer("max_attempts", 10, 1, 1000),
         backoff_initial_seconds=o.number("backoff_initial_seconds", 5.0, lo=0.0, lo_open=True),
         backoff_max_seconds=o.number("backoff_max_seconds", 600.0, lo=0.0, lo_open=True),
-        batch_size=o.integer("batch_size", 200, 1, 100000),  # type: ignore[arg-type]
+        batch_size=o.required_integer("batch_size", 200, 1, 100000),
         parametric_map_fallback=_pm_fallback(o, legacy_fallback),
     )
     if outbox.backoff_max_seconds < outbox.backoff_initial_seconds:
@@ -279,8 +285,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     h = ConfigTable("health", root.get("health", {}))
     health = HealthConfig(
         enabled=h.boolean("enabled", False),
-        host=_host(h, "host", "127.0.0.1"),  # type: ignore[arg-type]
-        port=h.integer("port", 8080, 0, 65535),  # type: ignore[arg-type]
+        host=_host(h, "host", "127.0.0.1") or "127.0.0.1",
+        port=h.required_integer("port", 8080, 0, 65535),
     )
     h.finish()
 
