@@ -15,11 +15,11 @@ water-like composition follow: muscle ~1.05 g/mL at ~50 HU, liver 1.06 at ~60 HU
 a site replaces it with its own scanner calibration (e.g. measured with an electron-density phantom) through
 :class:`DensityCalibration`.
 
-Grid: dose is computed on the grid of the emission image (SPECT or PET), where the activity was measured.
-Each dose voxel's mass is the CT density AVERAGED over the voxel (the CT resampled onto a 2x finer copy of the
-dose grid, after block-averaging very fine CT pixels, then averaged back), times the voxel volume. Averaging
-(rather than sampling the CT at the voxel centre) gives each voxel the mass of all the tissue in it, so a voxel
-half lung and half liver is neither 0.15 nor 1.06 g/mL, and the total mass of a region is kept.
+Grid: dose is computed on the grid of the emission image (SPECT or PET), where the activity was measured
+(interpolating it onto the finer CT would add no information and would put a lung-base voxel's blurred liver
+activity into 0.15 g/mL of lung: dose spikes at every interface). Each dose voxel's mass is the CT density
+AVERAGED over the voxel (:func:`mass_on_grid`), times the voxel volume: a voxel half lung and half liver is
+neither 0.15 nor 1.06 g/mL, and the total mass of a region is kept.
 """
 from __future__ import annotations
 
@@ -29,10 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["DensityCalibration", "DEFAULT_CALIBRATION", "MassMap", "mass_on_grid", "SUPERSAMPLE"]
+__all__ = ["DensityCalibration", "DEFAULT_CALIBRATION", "MassMap", "mass_on_grid"]
 
-#: Each dose voxel is sampled at SUPERSAMPLE^3 sub-voxel centres when its mass is averaged from the CT.
-SUPERSAMPLE = 2
+#: Each dose voxel is sampled at f^3 sub-voxel centres (f = 2 x dose spacing / CT spacing, within these bounds)
+#: when its mass is averaged from the CT.
+SUPERSAMPLE_MIN = 2
+SUPERSAMPLE_MAX = 5
+#: Sub-voxels resampled at once (bounds the memory: float32, ~32 MB).
+_MAX_SUBSAMPLES = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -91,14 +95,16 @@ class MassMap:
         return ~np.isfinite(self.mass_kg)
 
 
-def _fine_grid(grid: sitk.Image, factor: int) -> sitk.Image:
-    """Empty image whose voxels split each voxel of `grid` into factor^3 sub-voxels (same corners)."""
+def _fine_grid(grid: sitk.Image, factor: int, z0: int, nz: int) -> sitk.Image:
+    """Empty image splitting slices z0 .. z0 + nz - 1 of `grid` into factor^3 sub-voxels each (same corners)."""
     direction = np.asarray(grid.GetDirection(), dtype=float).reshape(3, 3)
     spacing = np.asarray(grid.GetSpacing(), dtype=float)
     shift = spacing * (factor - 1) / (2.0 * factor)
-    fine = sitk.Image([int(n) * factor for n in grid.GetSize()], sitk.sitkUInt8)
+    corner = np.asarray(grid.TransformIndexToPhysicalPoint((0, 0, int(z0))), dtype=float) - direction @ shift
+    size = grid.GetSize()
+    fine = sitk.Image([int(size[0]) * factor, int(size[1]) * factor, int(nz) * factor], sitk.sitkUInt8)
     fine.SetSpacing(tuple(float(s) for s in spacing / factor))
-    fine.SetOrigin(tuple(float(v) for v in np.asarray(grid.GetOrigin(), dtype=float) - direction @ shift))
+    fine.SetOrigin(tuple(float(v) for v in corner))
     fine.SetDirection(grid.GetDirection())
     return fine
 
@@ -107,27 +113,38 @@ def mass_on_grid(ct: sitk.Image, grid: sitk.Image, calibration: DensityCalibrati
                  transform: sitk.Transform | None = None) -> MassMap:
     """Mass (kg) of the tissue in every voxel of `grid` from the CT `ct` (HU) through `calibration`.
 
+    The CT is taken as what it is, a set of boxes of uniform density: each grid voxel's density is the mean
+    over SUPERSAMPLE_MIN..SUPERSAMPLE_MAX^3 sub-voxel centres of the CT box that contains each (nearest
+    neighbour; fine CT pixels are first block-averaged, which keeps their mass). A grid voxel that IS a CT
+    voxel thus gets exactly its density, and a larger one the volume-weighted mix of the boxes it overlaps.
     `transform` maps `grid` patient coordinates to `ct` patient coordinates (ITK convention; identity when the
     two share a frame of reference, as a SPECT/CT or PET/CT does). Sub-voxels outside the CT do not count;
     a voxel with no sub-voxel inside the CT gets NaN (its mass is unknown, and so is its dose).
     """
     density = sitk.GetImageFromArray(calibration.density(sitk.GetArrayViewFromImage(ct)))
     density.CopyInformation(ct)
-    # Block-average CT pixels much finer than the sub-voxels first, so that sampling them does not alias.
-    sub = np.asarray(grid.GetSpacing(), dtype=float).min() / SUPERSAMPLE
-    factors = [max(1, int(sub // s)) for s in ct.GetSpacing()]
-    if max(factors) > 1:
-        density = sitk.BinShrink(density, factors)
-    fine = _fine_grid(grid, SUPERSAMPLE)
-    sampled = sitk.Resample(density, fine, transform if transform is not None else sitk.Transform(),
-                            sitk.sitkLinear, math.nan, sitk.sitkFloat32)
-    a = sitk.GetArrayViewFromImage(sampled)
-    nz, ny, nx = (n // SUPERSAMPLE for n in a.shape)
-    blocks = a.reshape(nz, SUPERSAMPLE, ny, SUPERSAMPLE, nx, SUPERSAMPLE).astype(np.float64)
-    inside = np.isfinite(blocks)
-    n_inside = inside.sum(axis=(1, 3, 5))
-    mean = np.where(inside, blocks, 0.0).sum(axis=(1, 3, 5)) / np.maximum(n_inside, 1)
-    mean[n_inside == 0] = math.nan
-    voxel_ml = float(np.prod(grid.GetSpacing())) / 1000.0
+    grid_spacing = np.asarray(grid.GetSpacing(), dtype=float)
+    factor = int(min(SUPERSAMPLE_MAX, max(SUPERSAMPLE_MIN, math.ceil(2.0 * grid_spacing.max()
+                                                                     / min(ct.GetSpacing())))))
+    # Block-average CT pixels much finer than the sub-voxels (mass-preserving), so nearest sampling sees them all.
+    sub = grid_spacing.min() / factor
+    shrink = [max(1, int(sub // s)) for s in ct.GetSpacing()]
+    if max(shrink) > 1:
+        density = sitk.BinShrink(density, shrink)
+    t = transform if transform is not None else sitk.Transform()
+    nx, ny, nz = grid.GetSize()
+    chunk = max(1, _MAX_SUBSAMPLES // (nx * ny * factor ** 3))
+    mean = np.empty((nz, ny, nx), dtype=np.float64)
+    for z0 in range(0, nz, chunk):
+        n = min(chunk, nz - z0)
+        sampled = sitk.Resample(density, _fine_grid(grid, factor, z0, n), t, sitk.sitkNearestNeighbor, math.nan,
+                                sitk.sitkFloat32)
+        blocks = sitk.GetArrayViewFromImage(sampled).reshape(n, factor, ny, factor, nx, factor)
+        inside = np.isfinite(blocks)
+        count = inside.sum(axis=(1, 3, 5))
+        part = np.where(inside, blocks, 0.0).sum(axis=(1, 3, 5), dtype=np.float64) / np.maximum(count, 1)
+        part[count == 0] = math.nan
+        mean[z0:z0 + n] = part
+    voxel_ml = float(np.prod(grid_spacing)) / 1000.0
     return MassMap(density_g_per_ml=mean, mass_kg=mean * voxel_ml / 1000.0, voxel_ml=voxel_ml,
                    calibration=calibration)

@@ -25,6 +25,7 @@ from typing import Mapping
 
 import numpy as np
 import SimpleITK as sitk
+from scipy.ndimage import map_coordinates
 
 from node.dose.errors import DoseInputError
 from node.maa.partition import Y90_GY_KG_PER_GBQ
@@ -114,27 +115,49 @@ def _box(mask: np.ndarray) -> tuple[slice, slice, slice]:
     return tuple(slice(int(a.min()), int(a.max()) + 1) for a in nz)  # type: ignore[return-value]
 
 
+def _affine(transform: sitk.Transform | None) -> tuple[np.ndarray, np.ndarray]:
+    """(R, t) with p' = R p + t for an identity or matrix-offset (rigid, affine) SimpleITK transform."""
+    if transform is None or transform.GetTransformEnum() == sitk.sitkIdentity:
+        return np.eye(3), np.zeros(3)
+    try:
+        tr = transform.Downcast()
+        r = np.asarray(tr.GetMatrix(), dtype=float).reshape(3, 3)
+        c = np.asarray(tr.GetCenter(), dtype=float)
+        t = np.asarray(tr.GetTranslation(), dtype=float)
+    except (AttributeError, RuntimeError):
+        raise ValueError(f"only rigid or affine transforms are supported here, not {transform.GetName()}") from None
+    return r, c + t - r @ c
+
+
 def sample_dose(dose: sitk.Image, grid: sitk.Image, box: tuple[slice, slice, slice] | None = None,
                 transform: sitk.Transform | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Dose (Gy) trilinearly interpolated at the voxel centres of `grid` (within the array `box`), and a mask of
-    the voxels inside the dose grid. `transform` maps `grid` patient coordinates to the dose's (identity: same
-    frame of reference)."""
+    """Dose (Gy) interpolated trilinearly at the voxel centres of `grid` (within the array `box`), and the mask
+    of the voxels inside the hull of the dose grid's voxel centres (dose 0 outside it). `transform` maps `grid`
+    patient coordinates to the dose's (None: one frame of reference)."""
     size = grid.GetSize()
     if box is None:
         box = (slice(0, size[2]), slice(0, size[1]), slice(0, size[0]))
-    start = [box[2].start, box[1].start, box[0].start]
-    ref = sitk.Image([box[2].stop - box[2].start, box[1].stop - box[1].start, box[0].stop - box[0].start],
-                     sitk.sitkUInt8)
-    ref.SetSpacing(grid.GetSpacing())
-    ref.SetDirection(grid.GetDirection())
-    ref.SetOrigin(grid.TransformIndexToPhysicalPoint([int(v) for v in start]))
-    t = transform if transform is not None else sitk.Transform()
-    values = sitk.GetArrayFromImage(sitk.Resample(sitk.Cast(dose, sitk.sitkFloat64), ref, t, sitk.sitkLinear,
-                                                  0.0, sitk.sitkFloat64))
-    ones = sitk.Image(dose.GetSize(), sitk.sitkUInt8) + 1
-    ones.CopyInformation(dose)
-    # ITK interpolates linearly only between the outermost dose-voxel centres (0 beyond): "inside" is that hull
-    inside = sitk.GetArrayFromImage(sitk.Resample(ones, ref, t, sitk.sitkLinear, 0, sitk.sitkFloat32)) > 0.5
+    r, t = _affine(transform)
+    g_axes = np.asarray(grid.GetDirection(), dtype=float).reshape(3, 3) * np.asarray(grid.GetSpacing(), dtype=float)
+    d_axes = np.asarray(dose.GetDirection(), dtype=float).reshape(3, 3) * np.asarray(dose.GetSpacing(), dtype=float)
+    to_index = np.linalg.inv(d_axes) @ r @ g_axes  # grid (x, y, z) index -> dose (x, y, z) index
+    offset = np.linalg.inv(d_axes) @ (r @ np.asarray(grid.GetOrigin(), dtype=float) + t
+                                      - np.asarray(dose.GetOrigin(), dtype=float))
+    upper = np.asarray(dose.GetSize(), dtype=float) - 1.0
+    array = sitk.GetArrayViewFromImage(dose)
+    ys, xs = np.meshgrid(np.arange(box[1].start, box[1].stop), np.arange(box[2].start, box[2].stop), indexing="ij")
+    shape = tuple(s.stop - s.start for s in box)
+    values = np.zeros(shape, dtype=np.float64)
+    inside = np.zeros(shape, dtype=bool)
+    for n, z in enumerate(range(box[0].start, box[0].stop)):
+        xyz = np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, z)], axis=1).astype(float)
+        idx = xyz @ to_index.T + offset
+        ok = np.all((idx >= -1e-6) & (idx <= upper + 1e-6), axis=1)
+        v = map_coordinates(array, np.clip(idx[ok], 0.0, upper)[:, ::-1].T, order=1, mode="nearest")
+        plane = np.zeros(xs.size)
+        plane[ok] = v
+        values[n] = plane.reshape(xs.shape)
+        inside[n] = ok.reshape(xs.shape)
     return values, inside
 
 

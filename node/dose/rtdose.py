@@ -29,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
@@ -313,7 +314,9 @@ def _frame_positions(ds: Dataset, ipp: np.ndarray, normal: np.ndarray, n_frames:
         return np.zeros(1)
     if "GridFrameOffsetVector" not in ds:
         raise DoseInputError("RT Dose: a multi-frame dose without Grid Frame Offset Vector: frame positions unknown")
-    offsets = np.asarray([float(v) for v in ds.GridFrameOffsetVector], dtype=float).ravel()
+    raw = ds.GridFrameOffsetVector
+    offsets = np.asarray([float(v) for v in (raw if isinstance(raw, (list, tuple, MultiValue)) else [raw])],
+                         dtype=float)
     if offsets.size != n_frames:
         raise DoseInputError(f"RT Dose: Grid Frame Offset Vector has {offsets.size} values for {n_frames} frames")
     if abs(offsets[0]) < 1e-6:
