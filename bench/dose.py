@@ -85,8 +85,8 @@ def main() -> None:
             delivered = delivered_dose_from_pet(pet, pet_headers, pet_ct)
             reg = register_post_therapy(ct, pet_ct)
             t_del = time.perf_counter() - t0
-            comp = compare_predicted_delivered(dose.dose, delivered_on_grid(delivered.dose, spect, reg),
-                                               {r: masks[r] for r in ("liver", "normal_liver", "T1", "T2", "T3")}, spect)
+            regions = {r: masks[r] for r in ("liver", "normal_liver", "T1", "T2", "T3")}
+            comp = compare_predicted_delivered(dose.dose, delivered_on_grid(delivered.dose, spect, reg), regions, spect)
             print(f"  delivered (PET + registration {t_del:.1f} s): " + ", ".join(
                 f"{c.name} ratio {c.mean_ratio:.3f} (truth {y['comparison'][c.name]['mean_ratio']:.3f})" for c in comp))
             planning = series(root, "planning-ct")

@@ -211,7 +211,8 @@ def test_gsa_plan_flv20_and_f20_against_hand_computed_values(cases, name) -> Non
     ct = ct_series_image(planning)
     rd = pydicom.dcmread(case.root / case.truth["tps_dose"]["file"])
     rt = read_rt_dose(rd)
-    assert rt.summation_type == "PLAN" and rt.referenced_plan_uids == (case.truth["tps_dose"]["referenced_rt_plan_uid"],)
+    assert rt.summation_type == "PLAN"
+    assert rt.referenced_plan_uids == (case.truth["tps_dose"]["referenced_rt_plan_uid"],)
     dose_on_grid(rt, ct, planning[0].FrameOfReferenceUID)  # same frame of reference: accepted
     m = np.load(case.root / "truth" / "planning_masks.npz")
     ev = evaluate_gsa_plan(rt.image, ct, m["liver"], m["fls"], m["itv"], m["ptv"], m["gsa_mapped"])

@@ -3,7 +3,6 @@ conservation, MAA scaling, partition model = voxel means for uniform compartment
 convention, safety flags, gamma index."""
 from __future__ import annotations
 
-from datetime import datetime
 
 import numpy as np
 import pytest

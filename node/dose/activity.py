@@ -240,6 +240,7 @@ def pet_decay_info(ds: Dataset) -> DecayInfo:
             raise DoseInputError("the PET does not say when the Y-90 was administered "
                                  "(RadiopharmaceuticalStartDateTime): the decay correction is impossible")
         correction = str(ds.get("DecayCorrection", "") or "").upper()
+        reference: datetime | None
         if correction == "ADMIN":
             reference, what = administered, "the administration (image already decay-corrected to it)"
         elif correction == "START":

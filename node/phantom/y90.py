@@ -279,6 +279,7 @@ def write_y90(ctx: Any) -> None:
         "study_instance_uid": study.uid, "frame_of_reference_uid": frame,
         "series": {"y90-pet": pet_series.uid, "y90-pet-ct": ct_series.uid},
         "maa_frame_of_reference_uid": str(maa_nm.FrameOfReferenceUID),
-        "pet_noise": "noiseless" if noiseless else f"Poisson, {PET_COUNTS_NORMAL_LIVER:g} counts per normal-liver voxel",
+        "pet_noise": ("noiseless" if noiseless
+                      else f"Poisson, {PET_COUNTS_NORMAL_LIVER:g} counts per normal-liver voxel"),
         "files": {"predicted": "truth/y90_maa_predicted.npz", "delivered": "truth/y90_delivered.npz"},
     }
