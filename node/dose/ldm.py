@@ -2,9 +2,9 @@
 
 Why LDM: Y-90 betas travel ~2.5 mm on average (11 mm at most), less than the resolution of the SPECT or PET the
 activity comes from; depositing each voxel's energy in its own mass is the EANM-endorsed method for Y-90
-radioembolization (Chiesa et al., EJNMMI Physics 2021) and agrees with Monte Carlo within a few percent in
-soft tissue. 49.67 Gy kg/GBq is the mean beta energy of Y-90 (0.9337 MeV) times the number of decays of 1 GBq
-(tau = T1/2 / ln 2), per kg.
+radioembolization (Chiesa et al., EJNMMI Physics 2021), close to Monte Carlo for mean doses in soft tissue.
+49.67 Gy kg/GBq is Y-90's mean beta energy (~0.93 MeV) times the decays of 1 GBq over its mean life
+(T1/2 / ln 2), per kg (Ho et al. 1996).
 
 The dose is computed on the grid of the activity (see :mod:`node.dose.density` for the mass). Voxels without
 tissue (mean density below MIN_TISSUE_DENSITY_G_PER_ML: air outside the body, where reconstruction noise and
