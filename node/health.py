@@ -186,6 +186,8 @@ class HealthServer:
         path = req.path
         if path == "/livez":
             return _json(200, {"status": "alive"})
+        if path == "/favicon.ico":
+            return Response(204)
         if path == "/readyz":
             status = self._provider()
             ready = bool(status.get("ready", True))
@@ -255,7 +257,7 @@ class HealthServer:
                 if rsp.content_type.startswith("text/html"):
                     self.send_header("Content-Security-Policy", "default-src 'self'; script-src 'none'; "
                                                                 "frame-ancestors 'none'; form-action 'self'")
-                    self.send_header("Referrer-Policy", "no-referrer")
+                    self.send_header("Referrer-Policy", "same-origin")
                 for k, v in rsp.headers.items():
                     self.send_header(k, v)
                 self.end_headers()
