@@ -67,8 +67,12 @@ def _open(config: Config) -> tuple[Any, Any]:
     from node.index import Index, index_path
     from node.outbox import Outbox
 
+    from node.manifest import write_manifests
+
     _existing_data_dir(config)
-    return Index(index_path(config.node.data_dir)), Outbox(config)
+    index, outbox = Index(index_path(config.node.data_dir)), Outbox(config)
+    outbox.on_change = lambda cases: write_manifests(config, index, outbox, cases)  # manifests follow changes
+    return index, outbox
 
 
 def cmd_status(args: argparse.Namespace) -> int:
