@@ -241,7 +241,6 @@ def _liver_roi(s: SeriesRow, liver_names: Sequence[str]) -> str | None:
 def _roles(series: Sequence[SeriesRow], liver_names: Sequence[str]) -> dict[str, tuple[str, str]]:
     """series_uid -> (role, why), the role from node.classify and the reason in words of its rules."""
     roles = plan_case(series, liver_names).roles
-    nm_fors = {s.frame_of_reference_uid for s in series if s.modality in ("NM", "PT") and s.frame_of_reference_uid}
     out: dict[str, tuple[str, str]] = {}
     for s in series:
         role = roles.get(s.series_uid, "other")
@@ -295,7 +294,8 @@ def _inputs(series: Sequence[SeriesRow], roles: dict[str, str]) -> dict[str, dic
     nm = first(_newest(series, roles, "spect-gsa"))
     if nm is not None:
         gsa["spect-gsa"] = nm.series_uid
-        sct = first([s for s in _newest(series, roles, "spect-ct") if s.frame_of_reference_uid == nm.frame_of_reference_uid])
+        sct = first([s for s in _newest(series, roles, "spect-ct")
+                     if s.frame_of_reference_uid == nm.frame_of_reference_uid])
         if sct is not None:
             gsa["spect-ct"] = sct.series_uid
     livers = _newest(series, roles, "liver-rtstruct")
@@ -311,7 +311,8 @@ def _inputs(series: Sequence[SeriesRow], roles: dict[str, str]) -> dict[str, dic
     nm = first(_newest(series, roles, "spect-maa"))
     if nm is not None:
         maa["spect-maa"] = nm.series_uid
-        sct = first([s for s in _newest(series, roles, "spect-ct") if s.frame_of_reference_uid == nm.frame_of_reference_uid])
+        sct = first([s for s in _newest(series, roles, "spect-ct")
+                     if s.frame_of_reference_uid == nm.frame_of_reference_uid])
         if sct is not None:
             maa["spect-ct"] = sct.series_uid
         rt = first([s for s in rts if s.referenced_frame_of_reference == nm.frame_of_reference_uid])

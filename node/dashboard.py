@@ -21,7 +21,7 @@ import numpy as np
 
 from node import __version__
 from node.audit import recent
-from node.casestatus import CaseStatus, NodeStatus, collect, iso
+from node.casestatus import NodeStatus, collect, iso
 from node.config import Config
 from node.health import Request, Response
 from node.index import Index
@@ -144,7 +144,7 @@ class Dashboard:
             return self._error(404, f"No case {case_id!r}.")
         series = {s.series_uid: s for s in case.series}
         pictures = {o.sop_instance_uid: o for o in case.outputs if o.is_picture}
-        events = [e for e in recent(500) if e.fields.get("case") == case_id][:30]
+        events = [e for e in recent(500) if e.fields.get("case") == case_id][:15]
         return self._page("case.html", case=case, series=series, pictures=list(pictures.values()),
                           key_values=key_values, events=events, msg=msg[:200],
                           conflicts=[c for c in status.conflicts if case_id in c.cases],

@@ -353,7 +353,8 @@ class Index:
             r = db.execute("SELECT study_uid FROM series WHERE series_uid=?", (series_uid,)).fetchone()
             n = db.execute("DELETE FROM instances WHERE series_uid=?", (series_uid,)).rowcount
             db.execute("DELETE FROM series WHERE series_uid=?", (series_uid,))
-            if r is not None and db.execute("SELECT COUNT(*) FROM series WHERE study_uid=?", (r[0],)).fetchone()[0] == 0:
+            left = db.execute("SELECT COUNT(*) FROM series WHERE study_uid=?", (r[0],)).fetchone()[0] if r else 1
+            if r is not None and left == 0:
                 db.execute("DELETE FROM studies WHERE study_uid=?", (r[0],))
         return n
 

@@ -44,8 +44,8 @@ class DataDirLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise DataDirLocked(f"data dir {self.path.parent} is in use by {self.holder()}; "
-                                "one node per data dir (stop the other one or give this one its own data_dir)") from None
+            raise DataDirLocked(f"data dir {self.path.parent} is in use by {self.holder()}; one node per data dir "
+                                "(stop the other one or give this one its own data_dir)") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": str(self._source or "-")}
         os.ftruncate(fd, 0)

@@ -154,7 +154,8 @@ class Notifier:
                            (case.case_id, case.state, case.version, stalled_input))
             alerted = {r[0]: bool(r[1]) for r in db.execute("SELECT * FROM seen_destinations")}
             for d in status.destinations:
-                failing = d.failing_since is not None and now - d.failing_since >= cfg.destination_failing_after_minutes * 60
+                threshold = cfg.destination_failing_after_minutes * 60
+                failing = d.failing_since is not None and now - d.failing_since >= threshold
                 was = alerted.get(d.name, False)
                 if failing != was and (failing or d.failing_since is None):
                     events.append(("destination-failing" if failing else "destination-recovered", {

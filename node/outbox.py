@@ -438,8 +438,8 @@ class Outbox:
         if n:
             for callback in self._listeners:
                 callback()
-            self.changed({case_id} if case_id is not None else
-                         {r[0] for r in self._query("SELECT DISTINCT case_id FROM outbox_items WHERE state = 'pending'")})
+            pending = "SELECT DISTINCT case_id FROM outbox_items WHERE state = 'pending'"
+            self.changed({case_id} if case_id is not None else {r[0] for r in self._query(pending)})
         return n
 
 

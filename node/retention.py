@@ -87,7 +87,8 @@ def plan(config: Config, index: Index, outbox: "Outbox | None", now: float | Non
                 paths = tuple(index.instance_paths(s.series_uid))
                 out.append(Deletion("received", case.case_id, f"{s.modality} {s.description or s.series_uid}",
                                     s.series_uid, paths, _size(paths),
-                                    f"done and delivered {age_days:.1f} days ago (received_days = {pol.received_days:g})"))
+                                    f"done and delivered {age_days:.1f} days ago "
+                                    f"(received_days = {pol.received_days:g})"))
         if pol.outbox_days and outbox is not None:
             by_sop: dict[str, list] = {}
             for o in case.outputs:

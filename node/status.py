@@ -36,7 +36,8 @@ def render_status(status: NodeStatus, with_outbox: bool = True) -> str:
         lines.append("No cases yet: nothing has been received.")
     for case in status.cases:
         issuer = f" (issuer {case.issuer_of_patient_id})" if case.issuer_of_patient_id else ""
-        lines.append(f"CASE {case.case_id}  patient {case.patient_id or '-'}{issuer}  {case.patient_name or '(no name)'}"
+        lines.append(f"CASE {case.case_id}  patient {case.patient_id or '-'}{issuer}"
+                     f"  {case.patient_name or '(no name)'}"
                      f"  state: {case.state.upper()}  analysis v{case.version}  updated {_when(case.updated_at)}")
         if case.reason:
             lines.append(f"  {case.reason}")

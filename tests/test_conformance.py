@@ -11,7 +11,6 @@ from pynetdicom import AE, build_context
 
 from conftest import RecordingSink
 from node.conformance import statement
-from node.service import Node
 
 pytestmark = pytest.mark.network
 DOC = Path(__file__).resolve().parents[1] / "docs" / "conformance.md"
