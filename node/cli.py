@@ -131,8 +131,12 @@ def cmd_release(args: argparse.Namespace) -> int:
     config = _config(args)
     index, outbox = _open(config)
     try:
-        # The running node evaluates a released case when its next study becomes stable, or at `reprocess`.
-        print(release(index, args.case, _operator()))
+        from node.completion import Completion
+
+        # Completion's own rule decides whether the released case can run; a queued case is picked up by the
+        # running node's analysis worker from the index within seconds (no scheduler needed here).
+        evaluate = Completion(index, config, on_ready=lambda _case: None).evaluate_case
+        print(release(index, args.case, _operator(), evaluate))
     finally:
         index.close()
         outbox.close()
@@ -235,7 +239,7 @@ def _check_destination(config: Config, dest: Any) -> tuple[str, bool]:
         ok = os.access(existing, os.W_OK | os.X_OK)
         return f"folder {p} ({'exists' if p.is_dir() else 'will be created'}{'' if ok else ', NOT WRITABLE'})", ok
     from pynetdicom import AE
-    from pynetdicom.sop_class import Verification
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
     tls = None
     if dest.tls is not None:
@@ -250,8 +254,9 @@ def _check_destination(config: Config, dest: Any) -> tuple[str, bool]:
     assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls)
     if not assoc.is_established:
         if assoc.is_rejected:
-            p = assoc.acceptor.primitive
-            return f"{where}: association rejected ({p.result_str}, {p.reason_str})", False
+            prim = assoc.acceptor.primitive
+            detail = f"{prim.result_str}, {prim.reason_str}" if prim is not None else "no detail"
+            return f"{where}: association rejected ({detail})", False
         return f"{where}: no association (unreachable, or refused our AE title {config.node.ae_title})", False
     try:
         status = assoc.send_c_echo()

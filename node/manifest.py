@@ -59,4 +59,7 @@ def write_manifests(config: Config, index: Index, outbox: "Outbox", cases: set[s
             continue
         folder = root / case_folder_name(case_id)
         body = json.dumps(manifest(case, config.node.data_dir), indent=1, ensure_ascii=False).encode()
-        atomic_write(folder / MANIFEST_NAME, lambda fh: fh.write(body))
+        def write(fh: Any, data: bytes = body) -> None:
+            fh.write(data)
+
+        atomic_write(folder / MANIFEST_NAME, write)

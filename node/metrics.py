@@ -32,6 +32,10 @@ class _StatusCollector(Collector):
     def __init__(self, provider: Callable[[], NodeStatus]) -> None:
         self._provider = provider
 
+    def describe(self) -> list:
+        """Nothing to describe up front: registering must not read the status (the node is not started yet)."""
+        return []
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         status = self._provider()
         now = time.time()

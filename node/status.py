@@ -41,9 +41,10 @@ def render_status(status: NodeStatus, with_outbox: bool = True) -> str:
                      f"  state: {case.state.upper()}  analysis v{case.version}  updated {_when(case.updated_at)}")
         if case.reason:
             lines.append(f"  {case.reason}")
-        rows = [(w.name, w.state, w.reason or "-", ", ".join(f"{r}={uid[-16:]}" for r, uid in w.inputs.items()) or "-")
-                for w in case.workflows.values()]
-        lines += table(("WORKFLOW", "STATE", "REASON", "INPUTS (role=series UID end)"), rows)
+        wf_rows = [(w.name, w.state, w.reason or "-",
+                    ", ".join(f"{r}={uid[-16:]}" for r, uid in w.inputs.items()) or "-")
+                   for w in case.workflows.values()]
+        lines += table(("WORKFLOW", "STATE", "REASON", "INPUTS (role=series UID end)"), wf_rows)
         rows = [(s.role, s.modality, (s.description or "-")[:32], s.instances, "yes" if s.stable else "no",
                  _when(s.last_received), s.series_uid[-20:], s.role_reason) for s in case.series]
         lines += table(("ROLE", "MOD", "SERIES", "INSTANCES", "STABLE", "LAST RECEIVED", "SERIES UID (end)", "WHY"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -90,7 +92,18 @@ def test_reprocess_and_release_a_held_case_are_done_and_audited(tmp_path: Path, 
         assert wait_until(lambda: node.index.get_case("P-ACT").version == 3, timeout=30)
         audit = _text(_page(node, "/ui/audit"))
         assert "action=release" in audit and "operator=dashboard:local@127.0.0.1" in audit
-        assert runs == ["P-ACT"] * 3
+        assert runs[:3] == ["P-ACT"] * 3
+        # the command line does the same for a running node: released, queued, analysed again
+        db = sqlite3.connect(node.config.node.data_dir / "index.sqlite3")
+        db.execute("UPDATE cases SET state='held', reason='identity conflict (test)' WHERE case_id='P-ACT'")
+        db.commit()
+        db.close()
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[node]\nport = {node.config.node.port}\ndata_dir = "{node.config.node.data_dir}"\n')
+        r = subprocess.run([sys.executable, "-m", "node", "release", "P-ACT", "--config", str(cfg)],
+                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "case P-ACT released and queued for analysis" in r.stdout, r.stderr
+        assert wait_until(lambda: node.index.get_case("P-ACT").version == 4, timeout=30)
         # the same form for a case that does not exist: 404, nothing done
         code, _, body = _post(node, "/ui/case/NO-SUCH/action/reprocess", csrf)
         assert code == 404 and "no case &#39;NO-SUCH&#39;" in body
