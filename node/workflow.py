@@ -116,6 +116,11 @@ class RoleRule:
     description: str  # for people and the README: "NM whose radiopharmaceutical is 99mTc-GSA"
     matches: Callable[[SeriesRow, RoleContext], bool]
     priority: int = 10
+    #: why a given series matched, in words with its own values (status, dashboard); `description` when None
+    explain: Callable[[SeriesRow, RoleContext], str] | None = None
+
+    def why(self, series: SeriesRow, ctx: RoleContext) -> str:
+        return self.explain(series, ctx) if self.explain is not None else self.description
 
 
 @dataclass(frozen=True)

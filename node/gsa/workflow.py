@@ -46,6 +46,11 @@ def names_gsa(series: SeriesRow, _ctx: RoleContext) -> bool:
     return series.modality == "NM" and ("GSA" in words or "GALACTOSYL" in text)
 
 
+
+def _why(series: SeriesRow, _ctx: RoleContext) -> str:
+    what = series.radiopharmaceutical_code or series.radiopharmaceutical or "none"
+    return f"NM whose radiopharmaceutical ({what}) is 99mTc-GSA"
+
 class GsaWorkflow(Workflow[GsaSettings, GsaMeasurements]):
     name = "gsa"
     title = "99mTc-GSA SPECT-guided liver radiotherapy targets"
@@ -54,8 +59,9 @@ class GsaWorkflow(Workflow[GsaSettings, GsaMeasurements]):
     uses = ("liver-rtstruct",)
     role_rules = (
         RoleRule("spect-gsa", "NM whose radiopharmaceutical code is 99mTc-GSA (SNOMED 446534003)", is_gsa_code,
-                 priority=5),
-        RoleRule("spect-gsa", "NM whose radiopharmaceutical text names GSA / galactosyl albumin", names_gsa),
+                 priority=5, explain=_why),
+        RoleRule("spect-gsa", "NM whose radiopharmaceutical text names GSA / galactosyl albumin", names_gsa,
+                 explain=_why),
     )
     settings_type = GsaSettings
     measurements_type = GsaMeasurements

@@ -48,6 +48,11 @@ def names_maa(series: SeriesRow, _ctx: RoleContext) -> bool:
                                         or "AGGREGATED ALBUMIN" in text)
 
 
+
+def _why(series: SeriesRow, _ctx: RoleContext) -> str:
+    what = series.radiopharmaceutical_code or series.radiopharmaceutical or "none"
+    return f"NM whose radiopharmaceutical ({what}) is 99mTc-MAA"
+
 class MaaWorkflow(Workflow[MaaSettings, MaaMeasurements]):
     name = "maa"
     title = "99mTc-MAA SPECT planning of Y-90 radioembolization"
@@ -57,8 +62,9 @@ class MaaWorkflow(Workflow[MaaSettings, MaaMeasurements]):
     depends_on = (PERFUSION.name,)  # T/N next to the perfusion maps of the same case
     role_rules = (
         RoleRule("spect-maa", "NM whose radiopharmaceutical code is 99mTc-MAA (SNOMED 85693008, 81761004)",
-                 is_maa_code, priority=5),
-        RoleRule("spect-maa", "NM whose radiopharmaceutical text names MAA / aggregated albumin", names_maa),
+                 is_maa_code, priority=5, explain=_why),
+        RoleRule("spect-maa", "NM whose radiopharmaceutical text names MAA / aggregated albumin", names_maa,
+                 explain=_why),
     )
     settings_type = MaaSettings
     measurements_type = MaaMeasurements

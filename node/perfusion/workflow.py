@@ -45,7 +45,9 @@ class PerfusionWorkflow(Workflow[PerfusionSettings, PerfusionMeasurements]):
     needs = ("ct-perfusion",)
     uses = ("roi-rtstruct", "liver-rtstruct")
     role_rules = (RoleRule("ct-perfusion", f"CT whose slice positions repeat >= {PERFUSION_MIN_REPEATS} times "
-                                           "(a time series)", is_perfusion_ct),)
+                                           "(a time series)", is_perfusion_ct,
+                           explain=lambda s, _ctx: f"CT with {s.max_position_repeats} acquisitions at the same table "
+                                                   f"position (>= {PERFUSION_MIN_REPEATS}): a dynamic series"),)
     settings_type = PerfusionSettings
     measurements_type = PerfusionMeasurements
     legacy_keys = {"perfusion_methods": "methods", "aorta": "aorta", "portal_vein": "portal_vein", "spleen": "spleen"}

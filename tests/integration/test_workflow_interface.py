@@ -149,7 +149,7 @@ def test_a_workflow_registered_in_a_test_only_runs_end_to_end(tmp_path: Path) ->
                           timeout=30)
         pacs = tmp_path / "var" / "out" / "pacs"
         assert wait_until(lambda: len(list(pacs.rglob("*.dcm"))) >= 3, timeout=30)  # capture, SR, summary page
-        status = render_status(config, node.index)
+        status = render_status(node.node_status())
         case = node.index.get_case("P-BONE")
     finally:
         node.stop()
