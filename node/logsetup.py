@@ -1,10 +1,18 @@
-"""Logging, configured once at the entry point: stderr, one line per event."""
+"""Logging, configured once at the entry point: stderr, one line per event.
+
+The node's own loggers (``node.*``, ``rtstruct.*``) log at the configured level; libraries are one step
+quieter: their INFO lines (pynetdicom narrates every PDU, highdicom every encoded object: ~90 lines per case)
+are kept below the node's level, their warnings and errors are not. At DEBUG everything shows.
+"""
 from __future__ import annotations
 
 import logging
 import sys
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Third-party loggers whose INFO lines would drown the node's own (WARNING and above still show).
+THIRD_PARTY = ("pynetdicom", "apscheduler", "highdicom", "pydicom", "matplotlib", "PIL", "numba", "urllib3",
+               "selenium", "SimpleITK")
 
 
 def configure(level: str = "INFO") -> None:
@@ -15,6 +23,6 @@ def configure(level: str = "INFO") -> None:
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
     root.setLevel(level)
-    # pynetdicom narrates every PDU at INFO; keep its warnings and errors unless debugging.
-    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    quiet = logging.DEBUG if level == "DEBUG" else max(logging.WARNING, logging.getLevelName(level))
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(quiet)

@@ -31,6 +31,23 @@ def roi_names(rtss: Dataset) -> list[str]:
     return [str(item.ROIName) for item in rtss.get("StructureSetROISequence", [])]
 
 
+def roi_generation(rtss: Dataset, name: str) -> tuple[str, str]:
+    """(ROIGenerationAlgorithm, ROIGenerationDescription) of ROI `name` ("" where absent): how it was made, for
+    a copy of the ROI to keep (KeyError when there is no such ROI)."""
+    for item in rtss.get("StructureSetROISequence", []):
+        if str(item.ROIName) == name:
+            return str(item.get("ROIGenerationAlgorithm", "") or ""), str(item.get("ROIGenerationDescription", "")
+                                                                         or "")
+    raise KeyError(name)
+
+
+def roi_interpreted_types(rtss: Dataset) -> dict[str, str]:
+    """ROI name -> RTROIInterpretedType ("" where not given)."""
+    numbers = {int(item.ROINumber): str(item.ROIName) for item in rtss.get("StructureSetROISequence", [])}
+    return {numbers[int(o.ReferencedROINumber)]: str(o.get("RTROIInterpretedType", "") or "")
+            for o in rtss.get("RTROIObservationsSequence", []) if int(o.ReferencedROINumber) in numbers}
+
+
 def _referenced_instances(rtss: Dataset, frame_uid: str, roi_items: Sequence[Dataset]) -> set[str]:
     """SOP instances listed under frame `frame_uid` and referenced by the selected ROIs' contours."""
     uids: set[str] = set()

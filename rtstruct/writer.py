@@ -51,6 +51,8 @@ _TYPE2_KEYWORDS = (
     "ReferringPhysicianName", "StudyID", "AccessionNumber",
 )
 _CS_RE = re.compile(r"^[A-Z0-9_ ]{0,16}$")
+#: ROIGenerationAlgorithm defined terms (PS3.3 C.8.8.5); Type 2, so empty is allowed (unknown).
+GENERATION_ALGORITHMS = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL", "")
 _APPROVAL_STATUSES = ("APPROVED", "UNAPPROVED", "REJECTED")
 
 
@@ -59,7 +61,10 @@ class RoiMask:
     """One structure to write: a boolean mask of shape (slices, Rows, Columns) in :func:`sort_slices` order.
 
     `interpreted_type` is the RTROIInterpretedType (ORGAN, PTV, CTV, GTV, AVOIDANCE, EXTERNAL ...),
-    `color` the ROIDisplayColor (RGB 0-255), `description` the ROIDescription.
+    `color` the ROIDisplayColor (RGB 0-255), `description` the ROIDescription. `generation_algorithm` and
+    `generation_description` say how the ROI was made: AUTOMATIC for masks a program computed; a ROI copied
+    from another structure set keeps that set's values (a MANUAL contour stays MANUAL). The description
+    defaults to how the contours were traced.
     """
 
     name: str
@@ -67,6 +72,8 @@ class RoiMask:
     interpreted_type: str = "ORGAN"
     color: tuple[int, int, int] = (255, 0, 0)
     description: str = ""
+    generation_algorithm: str = "AUTOMATIC"
+    generation_description: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -75,6 +82,11 @@ class RoiMask:
             raise ValueError(f"ROI name {self.name!r} must be at most 64 characters without backslash (LO)")
         if not _CS_RE.match(self.interpreted_type):
             raise ValueError(f"interpreted_type {self.interpreted_type!r} is not a DICOM code string (CS)")
+        if self.generation_algorithm not in GENERATION_ALGORITHMS:
+            raise ValueError(f"generation_algorithm {self.generation_algorithm!r} is not one of "
+                             f"{GENERATION_ALGORITHMS}")
+        if self.generation_description is not None:
+            _check_text(self.generation_description, "generation_description", 64)
         if len(self.color) != 3 or any(not 0 <= int(v) <= 255 for v in self.color):
             raise ValueError(f"color {self.color!r} must be three integers 0-255")
 
@@ -246,8 +258,10 @@ def write_rtstruct(
         item.ROIName = roi.name
         if roi.description:
             item.ROIDescription = roi.description
-        item.ROIGenerationAlgorithm = "AUTOMATIC"
-        item.ROIGenerationDescription = ROI_GENERATION_DESCRIPTION
+        item.ROIGenerationAlgorithm = roi.generation_algorithm
+        generation = ROI_GENERATION_DESCRIPTION if roi.generation_description is None else roi.generation_description
+        if generation:
+            item.ROIGenerationDescription = generation
         ss_rois.append(item)
 
         item = Dataset()

@@ -4,8 +4,10 @@ Every capture the node makes (perfusion colour pages and curves, GSA fusion mont
 summary pages, the Parametric Map fallback) goes through :func:`secondary_capture`, so all are alike: DERIVED /
 SECONDARY, Explicit VR Little Endian, ConversionType WSD (rendered by software from DICOM objects), patient and
 study copied from their reference dataset, the source instances named (SourceImageSequence), how they were made
-said (DerivationDescription, ImageComments). Pixels carry no patient identity (BurnedInAnnotation NO): the
-viewer shows the header.
+said (DerivationDescription, ImageComments). A :class:`~node.imaging.pages.Page` (the shared page look) burns
+the patient's name, ID and birth date into its header: its capture says BurnedInAnnotation YES, and a page whose
+identity is not the reference dataset's patient is refused (never one patient's page in another's study). Plain
+pixel arrays (e.g. the Parametric Map fallback's grey mosaic) carry no identity: BurnedInAnnotation NO.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
 from pydicom.valuerep import DA, TM  # noqa: E402
 
 from node.derived import copy_patient_study, equipment_kwargs  # noqa: E402
+from node.imaging.pages import Page  # noqa: E402
 
 __all__ = ["ImageRef", "figure_rgb", "secondary_capture"]
 
@@ -69,17 +72,26 @@ def _source_items(sources: Sequence[ImageRef | Dataset], purpose: Dataset | None
     return DicomSequence(items)
 
 
-def secondary_capture(pixels: np.ndarray, ref: Dataset, sources: Sequence[ImageRef | Dataset], *, series_uid: str,
+def secondary_capture(pixels: np.ndarray | Page, ref: Dataset, sources: Sequence[ImageRef | Dataset], *,
+                      series_uid: str,
                       series_number: int, instance_number: int, series_description: str, comments: str = "",
                       derivation: str = "", image_plane: bool = True,
                       patient_orientation: tuple[str, str] = ("L", "P"), sop_instance_uid: str | None = None,
                       pixel_spacing: tuple[float, float] | None = None,
                       source_purpose: Dataset | None = None) -> Dataset:
-    """A Secondary Capture of `pixels` ((H, W, 3) RGB or (H, W) 8-bit grey) in the study of `ref`.
+    """A Secondary Capture of `pixels` ((H, W, 3) RGB or (H, W) 8-bit grey, or a rendered Page) in the study of
+    `ref`. A Page with burned-in identity must show `ref`'s patient (ValueError otherwise).
 
     `image_plane` False (a text page) leaves PatientOrientation empty: the pixels show no anatomy. The SOP
     Instance UID is new unless given (e.g. derived deterministically, so a retry makes the same object).
     """
+    identity = None
+    if isinstance(pixels, Page):
+        identity = pixels.identity
+        if identity is not None and not identity.matches(ref):
+            raise ValueError(f"page shows patient {identity.patient_id!r}, the capture belongs to "
+                             f"{ref.get('PatientID', '')!r}: refused")
+        pixels = pixels.pixels
     rgb = pixels.ndim == 3
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref, pixel_array=np.ascontiguousarray(pixels, dtype=np.uint8),
@@ -95,7 +107,8 @@ def secondary_capture(pixels: np.ndarray, ref: Dataset, sources: Sequence[ImageR
     now = _dt.datetime.now()
     sc.ContentDate, sc.ContentTime = DA(now.strftime("%Y%m%d")), TM(now.strftime("%H%M%S"))
     sc.ConversionType = "WSD"  # rendered by software from DICOM objects, not digitised film
-    sc.BurnedInAnnotation = "NO"  # labels, units and method text only: no patient identity in the pixels
+    # YES: the page header shows name, ID, birth date; NO: labels, units and method text only
+    sc.BurnedInAnnotation = "YES" if identity is not None else "NO"
     if derivation:
         sc.DerivationDescription = derivation[:1024]
     if comments:
