@@ -45,6 +45,8 @@ class LiverMask:
     roi_name: str  # name of the ROI written back
     derived: bool
     note: str = ""  # why the SPECT fallback was used, if it was
+    #: how the ROI was made (ROIGenerationAlgorithm, ROIGenerationDescription): a received ROI keeps its own
+    generation: tuple[str, str] = ("AUTOMATIC", "")
 
 
 def match_liver_roi(names: Sequence[str], wanted: Sequence[str]) -> str | None:
@@ -76,7 +78,7 @@ def liver_from_rtstruct(rtss: Dataset, planning_ct: Sequence[Dataset], planning:
     if not mask.any():
         raise LookupError(f"the RTSTRUCT ROI {name!r} has no contours on the planning CT")
     return LiverMask(mask=mask_to_array(mask, ordered, planning), source=f"rtstruct ROI '{name}'", roi_name=name,
-                     derived=False)
+                     derived=False, generation=rtstruct.roi_generation(rtss, name))
 
 
 def liver_from_spect(spect: sitk.Image, transform: sitk.Transform, planning: sitk.Image, note: str) -> LiverMask:
@@ -110,7 +112,8 @@ def liver_from_spect(spect: sitk.Image, transform: sitk.Transform, planning: sit
     if not mask.any():
         raise LiverError(f"no liver: {note}, and the GSA uptake region lies outside the planning CT")
     logger.info("liver derived from the GSA SPECT (%s): %d voxels on the planning CT", note, int(mask.sum()))
-    return LiverMask(mask=mask, source=DERIVED_SOURCE, roi_name="Liver_SPECT", derived=True, note=note)
+    return LiverMask(mask=mask, source=DERIVED_SOURCE, roi_name="Liver_SPECT", derived=True, note=note,
+                     generation=("AUTOMATIC", "GSA SPECT uptake region, carried to the planning CT"))
 
 
 def find_liver(rtss: Dataset | None, planning_ct: Sequence[Dataset], planning: sitk.Image, spect: sitk.Image,

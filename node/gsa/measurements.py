@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from node.gsa.targets import TidyRecord
 from node.imaging.registration import RegistrationRecord
 
 __all__ = ["SeriesRef", "GsaMeasurements"]
@@ -38,3 +39,5 @@ class GsaMeasurements:
     planning_ct: SeriesRef
     spect: SeriesRef
     timings_s: dict[str, float]
+    #: what the small-part rule moved between FLS and ITV (node.gsa.targets); None in records made before it
+    small_parts: TidyRecord | None = None

@@ -14,30 +14,42 @@ from typing import Literal
 import highdicom as hd
 import numpy as np
 import SimpleITK as sitk
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.axes import Axes
 from pydicom import Dataset
 
 import rtstruct
 from node.derived import MANUFACTURER, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study, equipment_kwargs
-from node.imaging.capture import figure_rgb, secondary_capture
+from node.gsa.targets import TidyRecord
+from node.imaging.capture import secondary_capture
+from node.imaging.pages import (
+    CT_WINDOW,
+    DIM,
+    TEXT,
+    UPTAKE_CMAP,
+    Cell,
+    Identity,
+    Page,
+    PageFrame,
+    colour_bar,
+    hex_colour,
+    new_page,
+    orientation_labels,
+    pt,
+    rgb01,
+    table,
+    text_block,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Contour", "Layer", "build_rtstruct", "build_fusion_captures", "render_fusion", "lps_view"]
+__all__ = ["Contour", "Layer", "GsaFigures", "build_rtstruct", "build_fusion_captures", "render_page", "lps_view",
+           "CT_WINDOW"]
 
-#: CT display window (abdomen soft tissue): level 40 HU, width 400 HU.
-CT_WINDOW = (-160.0, 240.0)
-#: HU above which a voxel is patient (the panels are zoomed on the patient).
-BODY_HU = -500.0
 #: SPECT below this fraction of the liver maximum is left transparent in the fusion.
 SPECT_DISPLAY_FLOOR = 0.10
 #: Series numbers of the outputs (high, so they sort after the scanner's own series).
 RTSTRUCT_SERIES_NUMBER = 900
 CAPTURE_SERIES_NUMBER = 901
-#: Line widths (points) of the contours in the order drawn (liver, FLS, ITV, PTV): they share edges
-#: (liver = FLS + ITV), so each is narrower than the one below it and all stay visible.
-CONTOUR_WIDTHS = (4.2, 2.7, 1.2, 1.6)
 
 
 @dataclass(frozen=True)
@@ -49,13 +61,18 @@ class Contour:
     interpreted_type: str
     color: tuple[int, int, int]
     description: str
+    #: (ROIGenerationAlgorithm, ROIGenerationDescription): a received ROI keeps its own; "" description =
+    #: the writer's default (how the contours were traced)
+    generation: tuple[str, str] = ("AUTOMATIC", "")
+    volume_cm3: float = float("nan")
 
 
 def build_rtstruct(planning_ct: Sequence[Dataset], masks_in_ct_order: Sequence[np.ndarray],
                    contours: Sequence[Contour], series_description: str, instance_number: int = 1) -> Dataset:
     """RTSTRUCT on the planning CT; `masks_in_ct_order[i]` is contours[i] in rtstruct.sort_slices order."""
     ordered = rtstruct.sort_slices(planning_ct)
-    rois = [rtstruct.RoiMask(c.name, m, interpreted_type=c.interpreted_type, color=c.color, description=c.description)
+    rois = [rtstruct.RoiMask(c.name, m, interpreted_type=c.interpreted_type, color=c.color, description=c.description,
+                             generation_algorithm=c.generation[0], generation_description=c.generation[1] or None)
             for c, m in zip(contours, masks_in_ct_order, strict=True)]
     ds = rtstruct.write_rtstruct(ordered, rois, structure_set_label="GSA TARGETS",
                                  series_description=series_description[:64], series_number=RTSTRUCT_SERIES_NUMBER,
@@ -133,84 +150,146 @@ def _planes(mask: np.ndarray, axis: int, fractions: Sequence[float]) -> list[int
     return sorted({int(round(lo + f * (hi - lo))) for f in fractions})
 
 
-def _zoom(sections: Sequence[np.ndarray], ranges: Sequence[tuple[float, float]], margin_mm: float = 15.0
-          ) -> list[tuple[float, float]]:
-    """Display limits (mm) along the two in-plane axes: the body in any shown plane, plus a margin."""
-    body = np.logical_or.reduce([s > BODY_HU for s in sections])
-    out = []
-    for k, (lo_mm, hi_mm) in enumerate(ranges):
-        occupied = np.nonzero(body.any(axis=1 - k))[0]
-        if occupied.size == 0:
-            out.append((lo_mm, hi_mm))
-            continue
-        step = (hi_mm - lo_mm) / body.shape[k]
-        out.append((max(lo_mm, lo_mm + step * occupied[0] - margin_mm),
-                    min(hi_mm, lo_mm + step * (occupied[-1] + 1) + margin_mm)))
-    return out
+def _extent_mm(mask: np.ndarray, layer: Layer, axis: int, margin_mm: float) -> tuple[float, float]:
+    """Patient coordinates (mm) spanned by `mask` along `axis` (an LPS view axis), grown by a margin."""
+    occupied = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+    lo_mm, hi_mm = layer.edges(axis)
+    if occupied.size == 0:
+        return lo_mm, hi_mm
+    a = layer.origin[axis] + layer.spacing[axis] * (occupied[0] - 0.5) - margin_mm
+    b = layer.origin[axis] + layer.spacing[axis] * (occupied[-1] + 0.5) + margin_mm
+    return max(lo_mm, a), min(hi_mm, b)
 
 
-def _rgb(color: Sequence[int]) -> tuple[float, float, float]:
-    """An 8-bit RGB colour as matplotlib's 0..1 floats."""
-    r, g, b = (float(v) / 255.0 for v in color)
-    return (r, g, b)
+@dataclass(frozen=True)
+class GsaFigures:
+    """What a GSA page states beside its images (all in words a clinician uses)."""
+
+    threshold_fraction: float
+    margin_mm: float
+    liver_source: str  # e.g. "RTSTRUCT ROI 'Liver' (planning CT)"
+    registration: str  # one line: shift, rotation, agreement
+    method: str  # how the SPECT was prepared
+    small_parts: TidyRecord | None
+    warnings: tuple[str, ...] = ()
 
 
-def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: str, spect_max: float,
-                  caption: Sequence[str]) -> np.ndarray:
-    """RGB uint8 montage of axial ("axial") or coronal ("coronal") planes through the first contour.
+#: Rows of the image grid: (caption, what is drawn)
+_ROWS = (("GSA uptake on the planning CT", "uptake"), ("Structures", "targets"))
+_GRID_LEFT, _GRID_WIDTH, _GRID_TOP = 16.0, 1400.0, 104.0
+_ROW_HEIGHT, _CAPTION_PX = 436.0, 28.0
+_INFO_LEFT, _INFO_WIDTH = 1440.0, 460.0
+SPECT_SHOWN_FROM = SPECT_DISPLAY_FLOOR
 
-    Contour masks are LPS views on the CT layer's grid; the SPECT layer may have its own (coarser) grid.
-    Axial planes are shown in the radiological convention (patient left on image right, anterior up);
-    coronal planes with the head up.
+
+def render_page(identity: Identity, plane: str, ct: Layer, spect: Layer, liver: Contour, fls: Contour, itv: Contour,
+                ptv: Contour, spect_max: float, figures: GsaFigures, page: tuple[int, int]) -> Page:
+    """One GSA page: three axial ("axial") or coronal ("coronal") planes through the liver.
+
+    Top row: the registered SPECT (% of the liver maximum) over the planning CT with the liver outlined and the
+    FLS threshold drawn as a dashed line. Bottom row: the structures as the TPS receives them: FLS and ITV
+    filled (they split the liver, so they share edges and need no lines of their own), the liver outline, the
+    PTV as a line. Masks are LPS views on the CT layer's grid; the SPECT layer may have its own grid. Axial
+    planes are shown in the radiological convention (patient left on the right, anterior up), coronal planes
+    head up.
     """
     axis = 0 if plane == "axial" else 1
-    indices = _planes(contours[0].mask, axis, (0.2, 0.5, 0.8) if plane == "axial" else (0.35, 0.65))
-    n = len(indices)
-    fig = Figure(figsize=(5.0 * n, 6.2), dpi=100, facecolor="black")
     rows_axis = 1 if axis == 0 else 0  # P down (axial) or S up (coronal); columns are always L to the right
+    indices = _planes(liver.mask, axis, (0.2, 0.5, 0.8))
+    origin: Literal["upper", "lower"] = "upper" if axis == 0 else "lower"
+    union = liver.mask | ptv.mask
+    limits = (_extent_mm(union, ct, rows_axis, 25.0), _extent_mm(union, ct, 2, 25.0))
+    pct = figures.threshold_fraction * 100.0
+    frame = new_page(
+        identity, f"GSA SPECT functional liver and radiotherapy targets: {plane}",
+        f"99mTc-GSA SPECT/CT registered to the planning CT;  FLS = uptake >= {pct:g} % of the liver maximum;  "
+        f"ITV = liver - FLS;  PTV = ITV + {figures.margin_mm:g} mm", page_number=page)
+
     def take(a: np.ndarray, i: int) -> np.ndarray:
         return a[i] if axis == 0 else a[:, i, :]
 
-    limits = _zoom([take(ct.array, i) for i in indices], [ct.edges(rows_axis), ct.edges(2)])
-    for p, idx in enumerate(indices):
-        ax = fig.add_axes((p / n + 0.005, 0.08, 1 / n - 0.01, 0.74))
-        ax.set_facecolor("black")
-        mm = ct.origin[axis] + ct.spacing[axis] * idx
-        origin: Literal["upper", "lower"] = "upper" if axis == 0 else "lower"
+    def extent(layer: Layer) -> tuple[float, float, float, float]:
+        rows = layer.edges(rows_axis)
+        return (*layer.edges(2), *(rows[::-1] if axis == 0 else rows))
 
-        def extent(layer: Layer) -> tuple[float, float, float, float]:
-            rows = layer.edges(rows_axis)
-            return (*layer.edges(2), *(rows[::-1] if axis == 0 else rows))
+    def outline(ax: Axes, mask: np.ndarray, colour: str, width_px: float, style: str = "solid") -> None:
+        if mask.any() and not mask.all():
+            ax.contour(mask.astype(np.float32), levels=[0.5], extent=extent(ct), origin=origin, colors=[colour],
+                       linewidths=pt(width_px), linestyles=style)
 
-        ax.imshow(take(ct.array, idx), cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], extent=extent(ct),
-                  interpolation="nearest", origin=origin)
-        uptake = spect.section(axis, mm)
-        if uptake is not None:
-            ax.imshow(np.ma.masked_less(uptake / spect_max, SPECT_DISPLAY_FLOOR), cmap="hot", vmin=0.0, vmax=1.0,
-                      alpha=0.4, extent=extent(spect), interpolation="bilinear", origin=origin)
-        # Contours share edges (liver = FLS + ITV): draw wide to narrow so each stays visible, with a dark
-        # halo so they read against the SPECT colours.
-        sections = [(take(c.mask, idx), c.color, float(w)) for c, w in zip(contours, CONTOUR_WIDTHS, strict=False)]
-        sections = [(m, colour, w) for m, colour, w in sections if m.any() and not m.all()]
-        for halo in (True, False):
-            for m, colour, width in sections:
-                ax.contour(m.astype(np.float32), levels=[0.5], extent=extent(ct), origin=origin,
-                           colors=["black" if halo else _rgb(colour)],
-                           linewidths=width + 1.2 if halo else width)
-        ax.set_xlim(*limits[1])
-        ax.set_ylim(*(limits[0][::-1] if axis == 0 else limits[0]))
-        ax.set_aspect("equal")
-        ax.set_axis_off()
-        ax.set_title(f"{plane} {'z' if axis == 0 else 'y'} = {mm:.1f} mm", color="white", fontsize=10)
-        ax.text(0.02, 0.02, "R", color="white", transform=ax.transAxes, fontsize=11)
-        ax.text(0.96, 0.02, "L", color="white", transform=ax.transAxes, fontsize=11)
-    fig.text(0.01, 0.97, f"{NOT_FOR_DIAGNOSIS.upper()}  -  GSA SPECT fused on planning CT", color="yellow",
-             fontsize=12, va="top", weight="bold")
-    for k, line in enumerate(caption):
-        fig.text(0.01, 0.925 - 0.035 * k, line, color="white", fontsize=9, va="top")
-    fig.legend(handles=[Patch(color=_rgb(c.color), label=c.name) for c in contours],
-               loc="lower center", ncol=len(contours), frameon=False, labelcolor="white", fontsize=10)
-    return figure_rgb(fig)
+    n = len(indices)
+    col_width = _GRID_WIDTH / 3.0
+    for r, (caption, what) in enumerate(_ROWS):
+        top = _GRID_TOP + r * (_ROW_HEIGHT + _CAPTION_PX)
+        for c, idx in enumerate(indices):
+            left = _GRID_LEFT + (c + (3 - n) / 2.0) * col_width
+            mm = ct.origin[axis] + ct.spacing[axis] * idx
+            where = f"{'z' if axis == 0 else 'y'} = {mm:.1f} mm"
+            frame.text(left + 6, top, f"{caption},  {where}", size="small", color=DIM)
+            ax = frame.axes(left + 4, top + _CAPTION_PX, col_width - 8, _ROW_HEIGHT - 8)
+            ax.imshow(take(ct.array, idx), cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], extent=extent(ct),
+                      interpolation="nearest", origin=origin)
+            if what == "uptake":
+                uptake = spect.section(axis, mm)
+                if uptake is not None:
+                    percent = 100.0 * uptake / spect_max
+                    ax.imshow(np.ma.masked_less(percent, 100.0 * SPECT_SHOWN_FROM), cmap=UPTAKE_CMAP, vmin=0.0,
+                              vmax=100.0, alpha=0.85, extent=extent(spect), interpolation="bilinear", origin=origin)
+                outline(ax, take(liver.mask, idx), hex_colour(liver.color), 2.0)
+                outline(ax, take(fls.mask, idx), hex_colour(fls.color), 1.6, "dashed")
+            else:
+                for contour, alpha in ((fls, 0.38), (itv, 0.45)):
+                    m = take(contour.mask, idx)
+                    fill = np.zeros((*m.shape, 4), dtype=np.float32)
+                    fill[m] = (*rgb01(contour.color), alpha)
+                    ax.imshow(fill, extent=extent(ct), interpolation="nearest", origin=origin)
+                outline(ax, take(liver.mask, idx), hex_colour(liver.color), 1.6)
+                section = take(ptv.mask, idx)
+                if section.any():
+                    ax.contour(section.astype(np.float32), levels=[0.5], extent=extent(ct), origin=origin,
+                               colors=["black"], linewidths=pt(4.5))
+                outline(ax, section, hex_colour(ptv.color), 2.4)
+            ax.set_xlim(*limits[1])
+            ax.set_ylim(*(limits[0][::-1] if axis == 0 else limits[0]))
+            ax.set_aspect("equal")
+            ax.set_axis_off()
+            orientation_labels(ax, plane)
+    _info_column(frame, liver, fls, itv, ptv, figures)
+    return frame.render()
+
+
+def _info_column(frame: PageFrame, liver: Contour, fls: Contour, itv: Contour, ptv: Contour,
+                 figures: GsaFigures) -> None:
+    x, w = _INFO_LEFT, _INFO_WIDTH
+    pct = figures.threshold_fraction * 100.0
+    y = text_block(frame, x, 112, [("heading", "Structures sent to the planning system")], w)
+    rows: list[list[Cell]] = []
+    for c, what in ((liver, f"whole liver: {figures.liver_source}"),
+                    (fls, f"functional liver: uptake >= {pct:g} % of max"),
+                    (itv, "liver - FLS (to treat)"),
+                    (ptv, f"ITV + {figures.margin_mm:g} mm margin")):
+        rows.append([(c.name, hex_colour(c.color)), what, f"{c.volume_cm3:.1f}"])
+    y = table(frame, x, y + 4, [("", 84, "l"), ("", 276, "l"), ("cm\u00b3", 100, "r")], rows, size="body")
+    y = text_block(frame, x, y + 6, [
+        ("body", f"PTV margin {figures.margin_mm:g} mm, isotropic (measured in mm on the CT grid)."),
+        ("small", "Top row: FLS edge dashed. Bottom row: FLS and ITV filled, PTV outlined."),
+    ], w)
+    colour_bar(frame, (x, y + 40, w - 20, 22), UPTAKE_CMAP, 0.0, 100.0, "GSA uptake, % of the liver maximum",
+               ticks=[0, 20, 40, 60, 80, 100], marks=[(pct, "")])
+    frame.text(x + (w - 20) * pct / 100.0, y + 92, f"FLS threshold {pct:g} %", size="small", color=TEXT, ha="center")
+    lines: list[tuple[str, str]] = [("heading", "Method"), ("body", figures.method),
+                                    ("body", f"Registration: {figures.registration}")]
+    tidy = figures.small_parts
+    if tidy is not None:
+        lines.append(("body", f"Small parts: FLS/ITV parts under {tidy.min_part_cm3:g} cm\u00b3, and contours under "
+                              f"{tidy.min_contour_mm2:g} mm\u00b2 on a slice, join the neighbouring structure "
+                              f"(ITV {100 * tidy.itv_change_fraction:+.1f} %, PTV "
+                              f"{100 * tidy.ptv_change_fraction:+.1f} %)."))
+    lines.append(("body", "Structure set UNAPPROVED: review and approve it in the planning system."))
+    if figures.warnings:
+        lines.append(("heading", "Check"))
+        lines += [("warn", w_) for w_ in figures.warnings]
+    text_block(frame, x, y + 124, lines, w)
 
 
 def _nearest_slices(planning_ct: Sequence[Dataset], z_mm: Sequence[float]) -> list[Dataset]:
@@ -218,11 +297,12 @@ def _nearest_slices(planning_ct: Sequence[Dataset], z_mm: Sequence[float]) -> li
     return [planning_ct[int(np.abs(zs - z).argmin())] for z in z_mm]
 
 
-def build_fusion_captures(planning_ct: Sequence[Dataset], nm: Dataset, views: dict[str, np.ndarray],
-                          axial_z_mm: Sequence[float], series_description: str, derivation: str) -> list[Dataset]:
-    """Secondary Capture images (one per montage in `views`: "axial", "coronal") in one new series."""
+def build_fusion_captures(planning_ct: Sequence[Dataset], nm: Dataset, views: dict[str, Page],
+                          axial_z_mm: Sequence[float], series_description: str, derivation: str,
+                          series_uid: str | None = None) -> list[Dataset]:
+    """Secondary Capture images (one per page in `views`: "axial", "coronal") in one new series."""
     ref = planning_ct[0]
-    series_uid = hd.UID()
+    series_uid = series_uid or hd.UID()
     out = []
     orientation = {"axial": ("L", "P"), "coronal": ("L", "F")}  # row direction, column direction of the montage
     for number, (plane, pixels) in enumerate(views.items(), start=1):

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+import highdicom as hd
 import numpy as np
 import SimpleITK as sitk
 from pydicom import Dataset
@@ -17,10 +18,11 @@ from node.derived import NOT_FOR_DIAGNOSIS
 from node.gsa.errors import GsaInputError
 from node.gsa.liver import LiverMask, find_liver
 from node.gsa.measurements import GsaMeasurements, SeriesRef
-from node.gsa.outputs import Contour, Layer, build_fusion_captures, build_rtstruct, render_fusion
+from node.gsa.outputs import Contour, GsaFigures, Layer, build_fusion_captures, build_rtstruct, render_page
 from node.gsa.settings import GsaSettings
 from node.gsa.targets import Targets, compute_targets, volume_cm3
 from node.imaging.grids import binned_grid, binned_mask, bounding_grid, fraction_inside_fov, spect_on_grid
+from node.imaging.pages import Identity
 from node.imaging.registration import RigidRegistration, register_rigid
 from node.imaging.volumes import array_to_mask, ct_series_image, nm_image
 from node.workflow import OutputObject, WorkflowResult
@@ -43,8 +45,9 @@ REFERENCE_FILTER_FWHM_MM = 10.0
 #: Voxel size (mm) of the SPECT layer of the fusion images and of the whole-field sanity check.
 DISPLAY_SPACING_MM = 4.0
 
-# ROI colours (RGB): functional liver green (spare it), ITV red, PTV cyan, liver yellow.
-_COLORS = {"FLS": (0, 200, 0), "ITV": (230, 30, 30), "PTV": (0, 200, 255), "liver": (255, 215, 0)}
+# ROI colours (RGB): functional liver green (spare it), ITV red, PTV magenta, liver yellow; none of them is in
+# the uptake colour scale of the pages (node.imaging.pages.UPTAKE_CMAP, blue to white).
+_COLORS = {"FLS": (0, 190, 140), "ITV": (240, 64, 40), "PTV": (255, 60, 255), "liver": (255, 215, 0)}
 
 
 def _check_inputs(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Dataset]) -> None:
@@ -102,42 +105,58 @@ def _contours(liver: LiverMask, targets: Targets, analysis: GsaSettings,
          (("liver", liver.mask), ("FLS", targets.fls), ("ITV", targets.itv), ("PTV", targets.ptv))}
     liver_desc = (f"liver derived from GSA SPECT uptake; {v['liver']:.1f} cm3" if liver.derived
                   else f"liver from received RTSTRUCT; {v['liver']:.1f} cm3")
+    algorithm, how = liver.generation
+    if not liver.derived:  # the received ROI keeps how it was made; the contours are traced again from its mask
+        how = (f"{how}; " if how else "") + "copied from the received structure set"
     return [
         Contour("FLS", targets.fls, "AVOIDANCE", _COLORS["FLS"],
-                f"functional liver: GSA >= {pct} of liver max; {v['FLS']:.1f} cm3"),
-        Contour("ITV", targets.itv, "CTV", _COLORS["ITV"], f"ITV = liver minus FLS; {v['ITV']:.1f} cm3"),
+                f"functional liver: GSA >= {pct} of liver max; {v['FLS']:.1f} cm3", volume_cm3=v["FLS"]),
+        Contour("ITV", targets.itv, "CTV", _COLORS["ITV"], f"ITV = liver minus FLS; {v['ITV']:.1f} cm3",
+                volume_cm3=v["ITV"]),
         Contour("PTV", targets.ptv, "PTV", _COLORS["PTV"],
-                f"PTV = ITV + {analysis.ptv_margin_mm:g} mm; {v['PTV']:.1f} cm3"),
-        Contour(liver.roi_name, liver.mask, "ORGAN", _COLORS["liver"], liver_desc),
+                f"PTV = ITV + {analysis.ptv_margin_mm:g} mm; {v['PTV']:.1f} cm3", volume_cm3=v["PTV"]),
+        Contour(liver.roi_name, liver.mask, "ORGAN", _COLORS["liver"], liver_desc, generation=(algorithm, how[:64]),
+                volume_cm3=v["liver"]),
     ]
+
+
+def registration_words(reg: RigidRegistration) -> str:
+    """The registration's result for people: how far the SPECT/CT moved, and how well the bodies agree."""
+    summary = reg.summary()
+    shift = float(np.linalg.norm(summary.translation_mm))
+    return (f"SPECT/CT moved {shift:.1f} mm and turned {summary.rotation_deg:.1f}\u00b0 onto the planning CT "
+            f"(rigid, CT to CT); body outlines agree to Dice {summary.body_dice:.3f}")
 
 
 def _captures(planning_ct: Sequence[Dataset], nm: Dataset, planning: sitk.Image, spect: Layer,
               contours: list[Contour], targets: Targets, reg: RigidRegistration, liver: LiverMask,
-              description: str) -> list[Dataset]:
-    """Axial and coronal fusion montages through the liver, as Secondary Capture datasets."""
+              analysis: GsaSettings, description: str, warnings: Sequence[str]) -> list[Dataset]:
+    """Axial and coronal pages through the liver, as Secondary Capture datasets of one series."""
     ct = Layer.of(sitk.GetArrayViewFromImage(planning), planning)  # `planning` outlives this view
-    # liver first: the planes are placed through the first contour
-    shown = [Contour(c.name, Layer.of(c.mask, planning).array, c.interpreted_type, c.color, c.description)
-             for c in [contours[-1]] + contours[:-1]]
-    summary = reg.summary()
-    caption = [
-        f"FLS (green) = SPECT >= {targets.threshold_value / targets.spect_max_in_liver:.0%} of liver max;  "
-        f"ITV (red) = liver - FLS;  PTV (cyan) = ITV + margin;  liver (yellow): {liver.source}",
-        f"registration SPECT/CT -> planning CT: translation {summary.translation_mm} mm, rotation "
-        f"{summary.rotation_deg:.2f} deg, Mattes MI {summary.final_metric_mattes_mi:.3f}, "
-        f"body Dice {summary.body_dice:.3f}",
-    ]
-    images = {plane: render_fusion(ct, spect, shown, plane, targets.spect_max_in_liver, caption)
-              for plane in ("axial", "coronal")}
-    occupied = np.nonzero(shown[0].mask.any(axis=(1, 2)))[0]
+    shown = {c.name: Contour(c.name, Layer.of(c.mask, planning).array, c.interpreted_type, c.color, c.description,
+                             c.generation, c.volume_cm3) for c in contours}
+    liver_shown = shown[liver.roi_name]
+    source = ("derived from the GSA SPECT uptake (review it)" if liver.derived
+              else f"RTSTRUCT '{liver.roi_name}'")
+    figures = GsaFigures(
+        threshold_fraction=analysis.fls_threshold, margin_mm=analysis.ptv_margin_mm, liver_source=source,
+        registration=registration_words(reg),
+        method=(f"SPECT smoothed to {SPECT_FILTER_FWHM_MM:g} mm before the threshold; its liver maximum is taken "
+                f"on the SPECT smoothed to {REFERENCE_FILTER_FWHM_MM:g} mm (robust to noise)."),
+        small_parts=targets.tidy, warnings=tuple(warnings))
+    series_uid = hd.UID()
+    identity = Identity.of(planning_ct[0], description)
+    images = {plane: render_page(identity, plane, ct, spect, liver_shown, shown["FLS"], shown["ITV"], shown["PTV"],
+                                 targets.spect_max_in_liver, figures, (n, 2))
+              for n, plane in enumerate(("axial", "coronal"), start=1)}
+    occupied = np.nonzero(liver_shown.mask.any(axis=(1, 2)))[0]
     axial_z = []
     if occupied.size:
         lo, hi = int(occupied[0]), int(occupied[-1])
         axial_z = [ct.origin[0] + ct.spacing[0] * round(lo + f * (hi - lo)) for f in (0.2, 0.5, 0.8)]
     derivation = ("GSA SPECT rigidly registered (CT-CT mutual information) onto the planning CT and fused; "
                   "contours: " + "; ".join(c.description for c in contours))
-    return build_fusion_captures(planning_ct, nm, images, axial_z, description, derivation)
+    return build_fusion_captures(planning_ct, nm, images, axial_z, description, derivation, series_uid)
 
 
 def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Dataset],
@@ -189,7 +208,7 @@ def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Data
                           description)
     lap("rtstruct_s")
     captures = _captures(ordered, nm, planning, Layer.of(spect_display, display), contours, targets, reg, liver,
-                         description)
+                         analysis, description, warnings)
     lap("captures_s")
 
     measurements = _measurements(analysis, reg, liver, targets, contours, spacing_zyx, in_fov, hot_in_liver,
@@ -228,4 +247,5 @@ def _measurements(analysis: GsaSettings, reg: RigidRegistration, liver: LiverMas
                               slices=len(planning_ct), voxel_mm_zyx=[round(s, 4) for s in spacing_zyx]),
         spect=SeriesRef(series_instance_uid=str(nm.SeriesInstanceUID), sop_instance_uid=str(nm.SOPInstanceUID)),
         timings_s=timings,
+        small_parts=targets.tidy,
     )

@@ -13,6 +13,7 @@ from node.gsa.measurements import GsaMeasurements
 from node.gsa.settings import GsaSettings, parse_settings
 from node.index import SeriesRow
 from node.report.groups import Group
+from node.report.summary import SummaryBlock
 from node.workflow import (
     CaseSeries,
     ChosenSeries,
@@ -106,7 +107,7 @@ class GsaWorkflow(Workflow[GsaSettings, GsaMeasurements]):
                       sources: Mapping[str, Sequence[Dataset]]) -> list[Group]:
         return report.report_groups(result, sources)
 
-    def summary_section(self, groups: Sequence[Group]) -> list[str]:
+    def summary_section(self, groups: Sequence[Group]) -> Sequence[SummaryBlock]:
         return report.summary_section(groups)
 
     def phantom_checks(self, measurements: GsaMeasurements, truth: Mapping[str, Any]) -> list[TruthCheck]:

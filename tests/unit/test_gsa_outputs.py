@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from node.gsa.outputs import Contour, Layer, lps_view, render_fusion
+from node.gsa.outputs import Contour, GsaFigures, Layer, lps_view, render_page
+from node.imaging.pages import UPTAKE_CMAP, Identity
 
 ORIENTATIONS = {
     "head-first axial": (1, 0, 0, 0, 1, 0, 0, 0, 1),
@@ -34,7 +35,7 @@ def test_lps_view_orders_voxels_superior_posterior_left(name):
     assert sp == pytest.approx((np.diff(z, axis=0).max(), np.diff(y, axis=1).max(), np.diff(x, axis=2).max()))
 
 
-def test_render_fusion_draws_the_contours():
+def test_render_page_draws_structures_uptake_and_its_colour_bar():
     shape = (20, 40, 40)
     ct = np.full(shape, 40.0, dtype=np.float32)
     spect = np.zeros(shape, dtype=np.float32)
@@ -43,15 +44,32 @@ def test_render_fusion_draws_the_contours():
     spect[liver] = 100.0
     fls = liver.copy()
     fls[:, :, 20:] = False
-    contours = [Contour("Liver", liver, "ORGAN", (255, 215, 0), ""), Contour("FLS", fls, "AVOIDANCE", (0, 200, 0), ""),
-                Contour("ITV", liver & ~fls, "CTV", (230, 30, 30), "")]
+    ptv = np.zeros(shape, dtype=bool)
+    ptv[4:16, 8:32, 18:32] = True
+    colours = {"Liver": (255, 215, 0), "FLS": (0, 190, 140), "ITV": (240, 64, 40), "PTV": (255, 60, 255)}
+    liver_c, fls_c, itv_c, ptv_c = (Contour(n, m, t, colours[n], "", volume_cm3=v) for n, m, t, v in (
+        ("Liver", liver, "ORGAN", 12.0), ("FLS", fls, "AVOIDANCE", 6.0), ("ITV", liver & ~fls, "CTV", 6.0),
+        ("PTV", ptv, "PTV", 9.0)))
     ct_layer = Layer(ct, (3.0, 2.0, 2.0), (0.0, 0.0, 0.0))
     spect_layer = Layer(spect[:, ::2, ::2], (3.0, 4.0, 4.0), (0.0, 1.0, 1.0))  # coarser SPECT grid
-    for plane, panels in (("axial", 3), ("coronal", 2)):
-        rgb = render_fusion(ct_layer, spect_layer, contours, plane, 100.0, ["caption"])
-        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
-        assert rgb.shape[1] == 500 * panels
-        panels_only = rgb[int(0.2 * rgb.shape[0]):int(0.9 * rgb.shape[0])]  # not the legend or caption
-        for colour in ((255, 215, 0), (0, 200, 0), (230, 30, 30)):
-            close = np.abs(panels_only.astype(int) - np.asarray(colour)).sum(axis=2) < 30
-            assert close.sum() > 20, f"{plane}: no pixels in contour colour {colour}"
+    identity = Identity("DOE, Jane", "P1", "1950-01-01", "F", "2024-01-01", "", "GSA targets")
+    figures = GsaFigures(0.6, 5.0, "RTSTRUCT 'Liver'", "moved 1 mm", "smoothed", None, ("check the liver",))
+    for plane in ("axial", "coronal"):
+        page = render_page(identity, plane, ct_layer, spect_layer, liver_c, fls_c, itv_c, ptv_c, 100.0, figures,
+                           (1, 2))
+        rgb = page.pixels
+        assert page.identity == identity
+        assert rgb.dtype == np.uint8 and rgb.shape == (1080, 1920, 3)
+        panels = rgb[100:1040, :1420].astype(int)
+        for name in ("Liver", "PTV"):  # outlines, drawn in the ROI's own colour
+            close = np.abs(panels - np.asarray(colours[name])).sum(axis=2) < 40
+            assert close.sum() > 20, f"{plane}: no pixels in the {name} colour"
+        r, g = panels[..., 0], panels[..., 1]
+        assert ((g - r) > 60).sum() > 200, "no FLS fill (green over the CT)"
+        assert ((r - g) > 60).sum() > 200, "no ITV fill (red over the CT)"
+        # uptake is drawn in the blue scale (over the CT) and the colour bar shows the scale up to its top colour
+        blue = panels[..., 2].astype(int) - panels[..., 0].astype(int) > 60
+        assert blue.sum() > 200
+        top = np.asarray(UPTAKE_CMAP(1.0)[:3]) * 255
+        near_top = np.abs(rgb[100:1040, 1420:].astype(int) - top).sum(axis=2) < 30
+        assert near_top.sum() > 50

@@ -6,7 +6,15 @@ import pytest
 from scipy.spatial import cKDTree
 
 from node.errors import AnalysisError
-from node.gsa.targets import TargetError, compute_targets, expand_mm, volume_cm3
+from node.gsa.targets import (
+    MIN_CONTOUR_MM2,
+    MIN_PART_CM3,
+    TargetError,
+    compute_targets,
+    expand_mm,
+    tidy_partition,
+    volume_cm3,
+)
 
 
 def centres_mm(shape, spacing):
@@ -32,7 +40,8 @@ def test_threshold_regions_by_construction():
     spect[3, 4:6, 4:6] = 60.0     # exactly 60 % of the maximum: in the FLS (>=)
     spect[1, 5, 5] = 59.9         # just below: not in the FLS
     spect[0, 0, 0] = 1000.0       # outside the liver (e.g. bladder): must not set the reference
-    t = compute_targets(spect, liver, (2.0, 1.0, 1.0), fls_threshold=0.6, ptv_margin_mm=0.0)
+    # the definition itself, without the small-part rule (tested below): these structures are single voxels
+    t = compute_targets(spect, liver, (2.0, 1.0, 1.0), fls_threshold=0.6, ptv_margin_mm=0.0, tidy=False)
     expected_fls = np.zeros(shape, dtype=bool)
     expected_fls[2, 2:4, 2:4] = True
     expected_fls[3, 4:6, 4:6] = True
@@ -46,7 +55,8 @@ def test_reference_maximum_overrides_the_noisy_peak():
     spect = np.full((3, 3, 3), 50.0, dtype=np.float32)
     spect[1, 1, 1] = 120.0  # a noise spike
     liver = np.ones((3, 3, 3), dtype=bool)
-    t = compute_targets(spect, liver, (1, 1, 1), fls_threshold=0.6, ptv_margin_mm=0.0, reference_max=100.0)
+    t = compute_targets(spect, liver, (1, 1, 1), fls_threshold=0.6, ptv_margin_mm=0.0, reference_max=100.0,
+                        tidy=False)
     assert t.threshold_value == pytest.approx(60.0)
     assert t.fls.sum() == 1  # only the spike reaches 60; 50 does not
 
@@ -87,3 +97,46 @@ def test_refusals(case, match):
     with pytest.raises(TargetError, match=match) as info:
         compute_targets(spect, liver, (1, 1, 1), fls_threshold=0.6, ptv_margin_mm=5.0)
     assert isinstance(info.value, AnalysisError)
+
+
+def _parts(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=structure)
+    return np.bincount(labels.ravel())[1:]
+
+
+def test_small_parts_join_the_neighbouring_structure():
+    """FLS specks and ITV slivers below the documented sizes change sides; larger parts and the liver do not."""
+    spacing = (2.5, 1.0, 1.0)  # a clinical planning-CT grid (mm)
+    z, y, x = np.indices((24, 80, 80))
+    liver = ((z - 12) * 2.5) ** 2 / 28.0 ** 2 + ((y - 40) ** 2 + (x - 40) ** 2) / 36.0 ** 2 <= 1.0
+    fls = liver & (x < 40)  # the functional half
+    rng = np.random.default_rng(3)
+    speckle = liver & (rng.random(liver.shape) < 0.002)
+    fls_noisy = fls ^ speckle  # single-voxel FLS specks in the ITV and ITV specks in the FLS
+    fls_noisy[10, 20:30:2, 39] = False  # a diagonal chain of ITV slivers along the FLS edge
+    fls_noisy[10, 21:31:2, 38] = False
+    tidy = tidy_partition(liver, fls_noisy, spacing)
+    itv = liver & ~tidy
+    np.testing.assert_array_equal(tidy | itv, liver)  # still a partition of the liver
+    voxel_mm3, pixel_mm2 = 2.5, 1.0
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+    for mask in (tidy, itv):
+        assert _parts(mask).min() * voxel_mm3 >= MIN_PART_CM3 * 1000.0
+        assert _parts(mask, in_plane).min() * pixel_mm2 >= MIN_CONTOUR_MM2
+    # the large halves are kept: the rule only moved the specks back
+    assert np.count_nonzero(tidy ^ fls) < 0.01 * np.count_nonzero(fls)
+
+
+def test_the_rule_is_applied_and_recorded_by_compute_targets():
+    spacing = (2.5, 1.0, 1.0)
+    z, y, x = np.indices((16, 50, 50))
+    liver = ((z - 8) * 2.5) ** 2 / 15.0 ** 2 + ((y - 25) ** 2 + (x - 25) ** 2) / 20.0 ** 2 <= 1.0
+    spect = np.where(x < 25, 100.0, 30.0).astype(np.float32)
+    spect[8, 30, 35] = 100.0  # one hot voxel in the ITV: a speck of "function"
+    t = compute_targets(spect, liver, spacing, fls_threshold=0.6, ptv_margin_mm=5.0)
+    assert not t.fls[8, 30, 35] and t.itv[8, 30, 35]
+    assert t.tidy is not None and t.tidy.fls_to_itv_cm3 == pytest.approx(2.5 / 1000.0, abs=1e-3)  # one voxel
+    assert abs(t.tidy.itv_change_fraction) < 0.01 and abs(t.tidy.ptv_change_fraction) < 0.01
