@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -40,12 +40,19 @@ from node.perfusion.reference import PerfusionReference
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PARAMETERS", "MIN_IN_FIELD", "PerfusionMap", "read_maps", "correlate"]
+__all__ = ["PARAMETERS", "MIN_IN_FIELD", "MIN_POINTS", "MIN_NAME_DICE", "PerfusionMap", "PerfusionAlignment",
+           "read_maps", "align_to_perfusion", "lesion_names", "correlate"]
 
 PARAMETERS = ("ALP", "PVP", "HPI")
 PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
 #: A tumour whose region lies less than this much inside the perfusion maps gets no perfusion values.
 MIN_IN_FIELD = 0.5
+#: A correlation coefficient is computed from at least this many tumours: with fewer, r is mostly chance
+#: (n = 3 leaves one degree of freedom; even r = 0.95 is not significant at 5 %).
+MIN_POINTS = 5
+#: An automatically found hot region takes the name of the perfusion-RTSTRUCT lesion it overlaps best when
+#: their Dice coefficient (on the perfusion grid, after registration) reaches this.
+MIN_NAME_DICE = 0.3
 
 
 @dataclass(frozen=True)
@@ -99,18 +106,74 @@ def _mean_or_none(values: np.ndarray) -> float | None:
     return round(float(values.mean()), 2) if values.size else None
 
 
-def correlate(nm: sitk.Image, tumours: Mapping[str, np.ndarray], tn: Mapping[str, float],
-              spect_ct: sitk.Image, perfusion: PerfusionReference) -> CorrelationRecord:
-    """Per-tumour ALP/PVP/HPI next to T/N; `tumours` are fractions on `nm`'s grid, `spect_ct` its CT.
+@dataclass(frozen=True)
+class PerfusionAlignment:
+    """The MAA SPECT/CT's CT registered to the perfusion CT: `transform` maps perfusion-CT patient mm to MAA
+    SPECT/CT patient mm (ITK's fixed-to-moving direction; the NM shares the SPECT/CT's frame)."""
 
-    Raises an AnalysisError subclass when the perfusion CT cannot be registered or its maps read.
+    transform: sitk.Transform
+    record: CorrelationRegistration
+
+
+def align_to_perfusion(spect_ct: sitk.Image, perfusion: PerfusionReference) -> PerfusionAlignment:
+    """Register the SPECT/CT's CT (moving) to the perfusion CT's unenhanced time point (fixed).
+
+    Raises an AnalysisError subclass (RegistrationError) when it fails.
+    """
+    fixed = perfusion.ct
+    reg = register_rigid(fixed, spect_ct)
+    transform, refinement = refine_slab(fixed, spect_ct, reg.transform)
+    return PerfusionAlignment(transform, CorrelationRegistration(
+        initial=reg.summary(), refinement=refinement,
+        matrix_4x4=[[round(float(v), 6) for v in row] for row in rigid_matrix(transform)],
+        matrix_direction="maps perfusion-CT patient mm to MAA SPECT/CT patient mm"))
+
+
+def lesion_names(nm: sitk.Image, tumours: Mapping[str, np.ndarray], alignment: PerfusionAlignment,
+                 perfusion: PerfusionReference, is_lesion: Callable[[str], bool]) -> dict[str, str]:
+    """{found name: perfusion ROI name} for the tumours that overlap a lesion ROI of the perfusion RTSTRUCT.
+
+    Each tumour region (fraction on `nm`'s grid) is carried onto the ROI's grid; pairs are taken best Dice
+    first, each ROI and tumour once, down to MIN_NAME_DICE. So "H1" found on the MAA SPECT is called "T3"
+    when it is the lesion the perfusion RTSTRUCT calls T3, in every output of the case.
+    """
+    rois = {name: image for name, image in perfusion.regions.items() if is_lesion(name)}
+    if not rois or not tumours:
+        return {}
+    pairs = []
+    for name, frac in tumours.items():
+        src = as_image(frac.astype(np.float32), nm)
+        moved_on: dict[tuple[object, ...], np.ndarray] = {}  # the ROIs of one RTSTRUCT share one grid
+        for roi, image in rois.items():
+            grid = (image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+            if grid not in moved_on:
+                moved_on[grid] = sitk.GetArrayFromImage(sitk.Resample(src, image, alignment.transform,
+                                                                      sitk.sitkLinear, 0.0, sitk.sitkFloat32)) >= 0.5
+            moved = moved_on[grid]
+            target = sitk.GetArrayViewFromImage(image) > 0
+            total = int(moved.sum()) + int(target.sum())
+            dice = 2.0 * float(np.count_nonzero(moved & target)) / total if total else 0.0
+            pairs.append((dice, name, roi))
+    names: dict[str, str] = {}
+    for dice, name, roi in sorted(pairs, reverse=True):
+        if dice < MIN_NAME_DICE:
+            break
+        if name not in names and roi not in names.values() and roi not in tumours:
+            names[name] = roi
+            logger.info("MAA hot region %s is perfusion ROI %s (Dice %.2f)", name, roi, dice)
+    return names
+
+
+def correlate(nm: sitk.Image, tumours: Mapping[str, np.ndarray], tn: Mapping[str, float],
+              alignment: PerfusionAlignment, perfusion: PerfusionReference) -> CorrelationRecord:
+    """Per-tumour ALP/PVP/HPI next to T/N; `tumours` are fractions on `nm`'s grid.
+
+    Raises an AnalysisError subclass when the perfusion maps cannot be read.
     """
     perfusion_maps = read_maps(perfusion.maps)
     if not perfusion_maps:
         raise MaaInputError("the perfusion result holds no readable ALP/PVP/HPI Parametric Maps")
-    fixed = perfusion.ct
-    reg = register_rigid(fixed, spect_ct)
-    transform, refinement = refine_slab(fixed, spect_ct, reg.transform)
+    transform = alignment.transform
     by_method: dict[str, list[PerfusionMap]] = defaultdict(list)
     for m in perfusion_maps:
         by_method[m.method].append(m)
@@ -138,18 +201,17 @@ def correlate(nm: sitk.Image, tumours: Mapping[str, np.ndarray], tn: Mapping[str
     pearson = {}
     for method in sorted(by_method):
         pairs = [(r.tn_ratio, r.perfusion[method].ALP) for r in rows if r.perfusion[method].ALP is not None]
-        if len(pairs) >= 3:
+        r_value = None
+        if len(pairs) >= MIN_POINTS:
             x, y = np.asarray(pairs, dtype=float).T
             r_value = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else None
+        if pairs:  # r only from MIN_POINTS tumours on; n always, so the report can say why there is none
             pearson[method] = PearsonRecord(None if r_value is None else round(r_value, 3), len(pairs))
     logger.info("MAA-perfusion correlation: %d tumours, methods %s", len(rows), sorted(by_method))
     return CorrelationRecord(
         done=True,
         method="SPECT/CT CT rigidly registered to the perfusion CT (first time point); tumour regions carried to "
                "the map grids; mean over analysed voxels",
-        registration=CorrelationRegistration(
-            initial=reg.summary(), refinement=refinement,
-            matrix_4x4=[[round(float(v), 6) for v in row] for row in rigid_matrix(transform)],
-            matrix_direction="maps perfusion-CT patient mm to MAA SPECT/CT patient mm"),
+        registration=alignment.record,
         rows=rows, pearson_r_tn_vs_alp=pearson,
         maps=[MapRecord(m.method, m.parameter, m.unit, m.sop_instance_uid) for m in perfusion_maps])

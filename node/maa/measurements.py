@@ -98,9 +98,10 @@ class PartitionRecord:
     normal_liver_limit_gy: float | None = None
     lung_limit_gy: float | None = None
     densities_g_per_ml: dict[str, float] = field(default_factory=dict)
+    sphere_type: str = ""  # the Y-90 microspheres the limits are meant for ("glass", "resin"; stated only)
 
     @classmethod
-    def of(cls, p: PartitionPlan) -> PartitionRecord:
+    def of(cls, p: PartitionPlan, sphere_type: str = "") -> PartitionRecord:
         return cls(
             computed=True, model="partition model (Ho 1996), Y-90 complete decay, 49.67 Gy kg/GBq",
             activity_gbq=_r(p.activity_gbq, 3), limited_by=p.limited_by,
@@ -112,7 +113,8 @@ class PartitionRecord:
             lung_mass_kg=_r(p.lung_mass_kg, 4), lung_mass_source=p.lung_mass_source,
             lung_shunt_fraction=_r(p.lsf, 4), normal_liver_limit_gy=p.normal_liver_limit_gy,
             lung_limit_gy=p.lung_limit_gy,
-            densities_g_per_ml={"liver_and_tumour": TISSUE_DENSITY_G_PER_ML, "lung": LUNG_DENSITY_G_PER_ML})
+            densities_g_per_ml={"liver_and_tumour": TISSUE_DENSITY_G_PER_ML, "lung": LUNG_DENSITY_G_PER_ML},
+            sphere_type=sphere_type)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from node.errors import AnalysisError
 from node.imaging.grids import spacing_zyx, voxel_ml
 from node.imaging.volumes import ct_series_image, nm_image
 from node.maa import outputs
-from node.maa.correlation import correlate
+from node.maa.correlation import PerfusionAlignment, align_to_perfusion, correlate, lesion_names
 from node.maa.errors import MaaInputError
 from node.maa.measurements import (
     CorrelationRecord,
@@ -36,6 +36,7 @@ from node.maa.partition import PartitionPlan, partition_plan
 from node.maa.regions import (
     SEGMENT_FILTER_FWHM_MM,
     SPECT_FWHM_MM,
+    TUMOR_NAME_PATTERN,
     Regions,
     automatic_liver,
     automatic_tumours,
@@ -141,6 +142,21 @@ def _plan(uptake: Uptake, shunt: Shunt, analysis: MaaSettings) -> tuple[Partitio
                           analysis.lung_dose_limit_gy, shunt.lung_volume_ml), ""
 
 
+def _align(perfusion: PerfusionReference | None, ct_image: sitk.Image | None,
+           nm: Dataset) -> tuple[PerfusionAlignment | None, str]:
+    """The MAA SPECT/CT registered to this case's perfusion CT, or None and why not."""
+    if perfusion is None:
+        return None, "no perfusion analysis in this case"
+    if ct_image is None:
+        return None, "needs the MAA SPECT/CT CT and the perfusion CT"
+    if perfusion.patient_id != str(nm.get("PatientID", "")):
+        return None, "the perfusion CT belongs to another PatientID"
+    try:
+        return align_to_perfusion(ct_image, perfusion), ""
+    except AnalysisError as exc:  # the MAA results stand without the perfusion CT
+        return None, f"registration to the perfusion CT failed: {exc}"
+
+
 def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset | None,
             perfusion: PerfusionReference | None, analysis: MaaSettings) -> WorkflowResult[MaaMeasurements]:
     """Uptake ratios, lung shunt, partition-model activity and perfusion correlation of one MAA SPECT.
@@ -169,6 +185,14 @@ def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset |
 
     regions = _regions(counts, spect, nm, rtstruct, ct_ordered, ct_image, analysis)
     lap("regions_s")
+    alignment, no_alignment = _align(perfusion, ct_image, nm)
+    if alignment is not None and perfusion is not None and regions.tumour_source != "RTSTRUCT":
+        # one name per lesion: a hot region that is a lesion of the perfusion RTSTRUCT takes that lesion's name
+        names = lesion_names(spect, regions.tumours, alignment, perfusion,
+                             lambda roi: TUMOR_NAME_PATTERN.search(roi) is not None)
+        if names:
+            regions = regions.renamed(names)
+    lap("alignment_s")
     uptake = measure_uptake(counts, spect, regions.liver, regions.tumours)
     normal_level = uptake.normal_counts_per_ml * voxel_ml(spect)
     shunt = lung_shunt(counts, spect, regions.liver, ct_image, analysis.lung_shunt_fraction, normal_level)
@@ -183,23 +207,22 @@ def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset |
         warnings.append("no tumour found: T/N undefined; activity computed for the normal liver only")
     correlation: CorrelationRecord | None = None
     if perfusion is not None and perfusion.maps:
-        if ct_image is None:
-            correlation = CorrelationRecord(False, "needs the MAA SPECT/CT CT and the perfusion CT")
+        if alignment is None:
+            correlation = CorrelationRecord(False, no_alignment)
         elif not regions.tumours:
             correlation = CorrelationRecord(False, "no tumours")
-        elif perfusion.patient_id != str(nm.get("PatientID", "")):
-            correlation = CorrelationRecord(False, "the perfusion CT belongs to another PatientID")
         else:
             try:
                 correlation = correlate(spect, regions.tumours, {t.name: t.tn_ratio for t in uptake.tumours},
-                                        ct_image, perfusion)
+                                        alignment, perfusion)
             except AnalysisError as exc:  # the MAA results stand without the correlation
                 correlation = CorrelationRecord(False, str(exc))
         if not correlation.done:
             warnings.append(f"perfusion correlation not done: {correlation.reason}")
     lap("correlation_s")
 
-    objects = outputs.build_outputs(nm, spect, counts, regions, uptake, shunt, plan, ct_ordered, ct_image)
+    objects = outputs.build_outputs(nm, spect, counts, regions, uptake, shunt, plan, ct_ordered, ct_image,
+                                    rtstruct, analysis)
     lap("outputs_s")
     measurements = MaaMeasurements(
         spect=SpectRecord(series_instance_uid=str(nm.get("SeriesInstanceUID", "")),
@@ -213,10 +236,14 @@ def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset |
                               regions.details),
         uptake=UptakeRecord.of(uptake),
         lung_shunt=ShuntRecord.of(shunt),
-        partition_model=PartitionRecord.of(plan) if plan else PartitionRecord(computed=False, reason=no_plan),
+        partition_model=(PartitionRecord.of(plan, analysis.sphere_type) if plan
+                         else PartitionRecord(computed=False, reason=no_plan, sphere_type=analysis.sphere_type)),
         correlation=correlation,
         timings_s=timings,
     )
-    logger.info("MAA done: %d tumours, overall T/N %s, LSF %s (%s), activity %s GBq", len(uptake.tumours),
-                uptake.overall_tn, shunt.lsf, shunt.source, plan.activity_gbq if plan else None)
+    logger.info("MAA done: %d tumours (%s), overall T/N %s, LSF %s (%s), maximum activity %s GBq",
+                len(uptake.tumours), ", ".join(t.name for t in uptake.tumours) or "none",
+                "n/a" if uptake.overall_tn is None else f"{uptake.overall_tn:.2f}",
+                "n/a" if shunt.lsf is None else f"{shunt.lsf:.1%}", shunt.source,
+                f"{plan.activity_gbq:.2f}" if plan else "n/a")
     return WorkflowResult("maa", measurements, objects, warnings)

@@ -84,6 +84,28 @@ class Regions:
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # thresholds and levels of the automatic method
 
+    def renamed(self, names: dict[str, str]) -> Regions:
+        """The regions with tumours renamed (`names`: old -> new; others keep theirs); renamed ones first, in
+        the order of their new names, so "T1, T2, T3" read in order on every page."""
+        order = sorted((n for n in self.tumours if n in names), key=lambda n: _natural(names[n]))
+        order += [n for n in self.tumours if n not in names]
+        tumours = {names.get(n, n): self.tumours[n] for n in order}
+        details = dict(self.details)
+        auto = dict(details.get("tumours", {}))
+        for key in ("threshold_fraction", "peak_to_normal_smoothed"):
+            if isinstance(auto.get(key), dict):
+                auto[key] = {names.get(k, k): v for k, v in auto[key].items()}
+        if auto:
+            details["tumours"] = auto
+        details["names"] = {old: new for old, new in names.items()}
+        return Regions(self.liver, tumours, self.liver_source, self.tumour_source, list(self.notes), details)
+
+
+def _natural(name: str) -> tuple[str, int, str]:
+    """Sort key: "T2" before "T10"."""
+    match = re.match(r"^(\D*)(\d+)(.*)$", name)
+    return (match.group(1), int(match.group(2)), match.group(3)) if match else (name, 0, "")
+
 
 def smooth(array: np.ndarray, spacing: Sequence[float], fwhm_mm: float) -> np.ndarray:
     """Gaussian filter with a physical FWHM (mm) on an array with `spacing` (z, y, x)."""

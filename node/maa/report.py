@@ -1,15 +1,22 @@
-"""The MAA workflow's part of the case report: tumours, normal and whole liver, lungs, activity, correlation."""
+"""The MAA workflow's part of the case report: tumours, normal and whole liver, lungs, activity, correlation.
+
+Region names are those of every other output: a tumour found on the MAA SPECT that is a lesion of the
+perfusion RTSTRUCT carries that lesion's name (node.maa.correlation.lesion_names), so its perfusion group and
+its MAA group in the SR share one Tracking UID.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from pydicom import Dataset
 
+from node.maa.correlation import MIN_POINTS
 from node.maa.measurements import MaaMeasurements
 from node.maa.partition import TISSUE_DENSITY_G_PER_ML
 from node.perfusion.report import MAX_SLOPE, METHOD_CODES, PARAMETER_CONCEPTS, PERFUSION_UNITS
 from node.report.codes import ABSORBED_DOSE, LIVER, LUNG, MASS, REGION_VOLUME, TUMOUR, VOLUME
-from node.report.groups import Group, fmt, private
+from node.report.groups import Coded, Group, private
+from node.report.summary import CM3, Column, Note, SummaryBlock, Table, number
 from node.workflow import WorkflowResult
 
 __all__ = ["PROCEDURE", "report_groups", "summary_section"]
@@ -19,7 +26,9 @@ PROCEDURE = private("LN-P-MAA", "MAA SPECT planning of Y-90 radioembolization")
 TN_RATIO = private("LN-TNR", "Tumor to normal liver uptake ratio")
 TN_RATIO_UNCORRECTED = private("LN-TNR-U", "Tumor to normal liver uptake ratio, uncorrected")
 LSF = private("LN-LSF", "Lung shunt fraction")
-ACTIVITY = private("LN-Y90-A", "Planned Y-90 activity")
+#: The partition model's result is the largest activity within the dose limits, not an administered or
+#: prescribed activity (DCM "Administered activity" would say otherwise): its own concept.
+ACTIVITY = private("LN-Y90-A", "Maximum Y-90 activity within the dose limits")
 ACTIVITY_NORMAL_LIMIT = private("LN-Y90-AN", "Y-90 activity at the normal liver dose limit")
 ACTIVITY_LUNG_LIMIT = private("LN-Y90-AL", "Y-90 activity at the lung dose limit")
 PEARSON_R = private("LN-R-TN-ALP", "Correlation coefficient T/N vs ALP")
@@ -32,9 +41,15 @@ LSF_SPECT = private("LN-M-LSFS", "SPECT/CT lung and liver counts")
 LSF_CONFIG = private("LN-M-LSFC", "Configured value (e.g. from planar imaging)")
 PEARSON = private("LN-M-PEARSON", "Pearson correlation over tumours")
 
-TUMOUR_PREFIX = "MAA tumour "
-NORMAL_LIVER, WHOLE_LIVER, LUNGS = "MAA normal liver", "MAA whole liver", "MAA lungs"
-ACTIVITY_GROUP, CORRELATION_GROUP = "Y-90 activity, partition model", "MAA T/N vs tumour ALP"
+SUFFIX = " (MAA SPECT)"
+ACTIVITY_GROUP, CORRELATION_GROUP = "Y-90 activity (partition model)", "T/N vs ALP (MAA SPECT, CT perfusion)"
+
+
+def _tumour_source(m: MaaMeasurements) -> str:
+    if m.regions.tumour_source == "RTSTRUCT":
+        return "MAA SPECT/CT: RTSTRUCT"
+    named = m.regions.automatic.get("names") if isinstance(m.regions.automatic, dict) else None
+    return "MAA SPECT: hot region" + (", named after the perfusion RTSTRUCT lesion" if named else "")
 
 
 def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str, Sequence[Dataset]]) -> list[Group]:
@@ -43,19 +58,22 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
     up, plan, shunt, corr = m.uptake, m.partition_model, m.lung_shunt, m.correlation
     uptake_params = [f"method = {up.method}", f"spill margin (mm) = {up.spill_margin_mm}",
                      f"regions = {m.regions.liver_source} / {m.regions.tumour_source}"]
-    plan_params = [f"model = {plan.model}", f"normal liver limit (Gy) = {plan.normal_liver_limit_gy}",
+    plan_params = [f"model = {plan.model}", f"sphere type = {plan.sphere_type or None}",
+                   f"normal liver limit (Gy) = {plan.normal_liver_limit_gy}",
                    f"lung limit (Gy) = {plan.lung_limit_gy}", f"limited by = {plan.limited_by or None}",
                    f"lung mass = {plan.lung_mass_source or None}",
-                   f"densities (g/mL) = {plan.densities_g_per_ml or None}"]
+                   f"densities (g/mL) = {plan.densities_g_per_ml or None}",
+                   "the activity is the largest within the limits: a model figure, not a prescription"]
     rows = {r.tumour: r for r in corr.rows} if corr is not None else {}
     groups = []
     for name, t in up.tumours.items():
-        g = Group("maa", f"{TUMOUR_PREFIX}{name}", LIVER, TUMOUR, sources=nm, parameters=uptake_params + plan_params)
-        g.add(TN_RATIO, t.tn_ratio, "{ratio}", TN_GTM, "T/N")
-        g.add(TN_RATIO_UNCORRECTED, t.tn_ratio_uncorrected, "{ratio}", TN_PLAIN, "T/N uncorrected")
+        g = Group("maa", f"{name}{SUFFIX}", LIVER, TUMOUR, sources=nm, parameters=uptake_params + plan_params,
+                  region=name, region_source=_tumour_source(m))
+        g.add(TN_RATIO, t.tn_ratio, "{ratio}", TN_GTM, "T/N", decimals=1)
+        g.add(TN_RATIO_UNCORRECTED, t.tn_ratio_uncorrected, "{ratio}", TN_PLAIN, "T/N uncorrected", decimals=1)
         g.add(VOLUME, t.volume_ml, "mL", REGION_VOLUME, "volume")
         g.add(MASS, t.volume_ml, "g", MASS_DENSITY, "mass", scale=TISSUE_DENSITY_G_PER_ML)
-        g.add(ABSORBED_DOSE, plan.tumour_doses_gy.get(name), "Gy", PARTITION_MODEL, "dose")
+        g.add(ABSORBED_DOSE, plan.tumour_doses_gy.get(name), "Gy", PARTITION_MODEL, "dose", decimals=0)
         row = rows.get(name)
         for map_method, values in (row.perfusion.items() if row is not None else ()):
             method = METHOD_CODES.get(map_method.lower(), MAX_SLOPE)
@@ -64,80 +82,132 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
                 g.add(PARAMETER_CONCEPTS[param], value, PERFUSION_UNITS[param], method, f"{param} mean ({label})",
                       "mean")
         groups.append(g)
-    g = Group("maa", NORMAL_LIVER, LIVER, None, sources=nm, parameters=uptake_params + plan_params)
+    g = Group("maa", f"normal liver{SUFFIX}", LIVER, None, sources=nm, parameters=uptake_params + plan_params,
+              region="Normal liver", region_source="MAA SPECT: liver minus tumours")
     g.add(VOLUME, up.normal_liver_ml, "mL", REGION_VOLUME, "volume")
     g.add(MASS, plan.normal_liver_mass_kg, "g", MASS_DENSITY, "mass", scale=1000.0)
-    g.add(ABSORBED_DOSE, plan.normal_liver_dose_gy, "Gy", PARTITION_MODEL, "dose")
+    g.add(ABSORBED_DOSE, plan.normal_liver_dose_gy, "Gy", PARTITION_MODEL, "dose", decimals=0)
     groups.append(g)
-    g = Group("maa", WHOLE_LIVER, LIVER, None, sources=nm, parameters=uptake_params)
-    g.add(VOLUME, up.liver_ml, "mL", REGION_VOLUME, "volume")
-    g.add(TN_RATIO, up.overall_tn_ratio, "{ratio}", TN_GTM, "overall T/N")
-    groups.append(g)
-    g = Group("maa", LUNGS, LUNG, None, sources=nm,
+    liver_source = ("MAA SPECT/CT: RTSTRUCT" if m.regions.liver_source == "RTSTRUCT"
+                    else "MAA SPECT: automatic from the uptake")
+    whole = Group("maa", f"Liver{SUFFIX}", LIVER, None, sources=nm, parameters=list(uptake_params), region="Liver",
+                  region_source=liver_source)
+    whole.add(VOLUME, up.liver_ml, "mL", REGION_VOLUME, "volume")
+    whole.add(TN_RATIO, up.overall_tn_ratio, "{ratio}", TN_GTM, "overall T/N", decimals=1)
+    groups.append(whole)
+    g = Group("maa", f"Lungs{SUFFIX}", LUNG, None, sources=nm,
               parameters=[f"LSF source = {shunt.source}", f"reason = {shunt.reason}",
-                          f"method = {shunt.method}"] + plan_params)
+                          f"method = {shunt.method}"] + plan_params, region="Lungs",
+              region_source="MAA SPECT/CT CT: lungs")
     g.add(LSF, shunt.lung_shunt_fraction, "%", LSF_SPECT if shunt.source == "measured on SPECT" else LSF_CONFIG,
           f"LSF ({shunt.source})", scale=100.0)
-    g.add(VOLUME, shunt.lung_volume_ml, "mL", REGION_VOLUME, "CT lung volume")
+    g.add(VOLUME, shunt.lung_volume_ml, "mL", REGION_VOLUME, "CT lung volume", decimals=0)
     g.add(MASS, plan.lung_mass_kg, "g", MASS_DENSITY, "mass", scale=1000.0)
     g.add(ABSORBED_DOSE, plan.lung_dose_gy, "Gy", PARTITION_MODEL, "dose")
     groups.append(g)
     g = Group("maa", ACTIVITY_GROUP, LIVER, None, sources=nm, parameters=plan_params)
-    g.add(ACTIVITY, plan.activity_gbq, "GBq", PARTITION_MODEL, f"activity (limited by {plan.limited_by or None})")
+    g.add(ACTIVITY, plan.activity_gbq, "GBq", PARTITION_MODEL,
+          f"maximum activity (limited by {plan.limited_by or None})")
     g.add(ACTIVITY_NORMAL_LIMIT, plan.activity_normal_liver_limit_gbq, "GBq", PARTITION_MODEL,
           "activity at normal-liver limit")
     g.add(ACTIVITY_LUNG_LIMIT, plan.activity_lung_limit_gbq, "GBq", PARTITION_MODEL, "activity at lung limit")
     groups.append(g)
     pearson = corr.pearson_r_tn_vs_alp if corr is not None else {}
     if pearson:
+        # r only from MIN_POINTS tumours on (node.maa.correlation); the summary says so when there is none
         g = Group("maa", CORRELATION_GROUP, LIVER, TUMOUR, sources=nm,
-                  parameters=[f"{k}: n = {v.n}" for k, v in pearson.items()])
+                  parameters=[f"{k}: n = {v.n}" + ("" if v.r is not None and v.n >= MIN_POINTS else
+                                                    f" tumours, below {MIN_POINTS}: no coefficient")
+                              for k, v in pearson.items()])
         for map_method, v in pearson.items():
-            g.add(PEARSON_R, v.r, "1", PEARSON, f"r T/N vs ALP ({map_method})")
-        groups.append(g)
+            g.add(PEARSON_R, v.r if v.n >= MIN_POINTS else None, "1", PEARSON, f"r T/N vs ALP ({map_method})")
+        if g.items:
+            groups.append(g)
+        else:
+            whole.parameters += [f"T/N vs ALP correlation: {p}" for p in g.parameters]
     return groups
 
 
-def summary_section(groups: Sequence[Group]) -> list[str]:
-    out = ["99mTc-MAA SPECT: uptake, lung shunt, partition model (Y-90)", ""]
-    tumours = [g for g in groups if g.identifier.startswith(TUMOUR_PREFIX)]
-    alp = PARAMETER_CONCEPTS["ALP"]
+def _g(text: str | None) -> str:
+    """A number recorded as text ("70.0") as people write it ("70")."""
+    try:
+        return f"{float(text or ''):g}"
+    except ValueError:
+        return text or "?"
+
+
+def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
+    blocks: list[SummaryBlock] = []
+    tumours = [g for g in groups if g.finding == TUMOUR and g.region]
+    alp, pvp, hpi = (PARAMETER_CONCEPTS[p] for p in ("ALP", "PVP", "HPI"))
     if tumours:
-        out.append(f"{'tumour':<10}{'vol mL':>8}{'T/N':>8}{'T/N raw':>8}{'dose Gy':>8}"
-                   f"{'ALP':>8}{'PVP':>8}{'HPI %':>8}")
+        rows: list[tuple[str, ...]] = []
         for g in tumours:
             methods = [i.method for i in g.items if i.concept == alp]
             method = MAX_SLOPE if MAX_SLOPE in methods else (methods[0] if methods else None)
-            name = g.identifier[len(TUMOUR_PREFIX):][:10]
-            out.append(f"{name:<10}{fmt(g.get(VOLUME))}{fmt(g.get(TN_RATIO))}"
-                       f"{fmt(g.get(TN_RATIO_UNCORRECTED))}{fmt(g.get(ABSORBED_DOSE))}"
-                       f"{fmt(g.get(alp, method))}{fmt(g.get(PARAMETER_CONCEPTS['PVP'], method))}"
-                       f"{fmt(g.get(PARAMETER_CONCEPTS['HPI'], method))}")
-        out.append("  (T/N partial-volume corrected, T/N raw = plain ratio of means; ALP/PVP in mL/min/100 mL from "
-                   "the CT perfusion maps, max slope when available)")
+            vol, tn, raw, dose = (g.item(c) for c in (VOLUME, TN_RATIO, TN_RATIO_UNCORRECTED, ABSORBED_DOSE))
+
+            def cell(concept: Coded, g: Group = g, method: Coded | None = method) -> str:
+                item = g.item(concept, method) if method is not None else None
+                return "-" if item is None else number(item.value, item.unit)
+
+            rows.append((g.region, number(vol.value if vol else None, "cm3"),
+                         number(tn.value if tn else None, "{ratio}", 1),
+                         number(raw.value if raw else None, "{ratio}", 1),
+                         number(dose.value if dose else None, "Gy", 0), cell(alp), cell(pvp), cell(hpi)))
+        blocks.append(Table(
+            (Column("tumour", align="l"), Column("volume", CM3), Column("T/N"), Column("T/N uncorr."),
+             Column("dose", "Gy"), Column("ALP", "mL/min/100 mL", width=1.3), Column("PVP", "mL/min/100 mL", width=1.3),
+             Column("HPI", "%")), tuple(rows), title="Tumours",
+            notes=("T/N corrected for partial volume (uncorrected: plain ratio of means); dose at the maximum activity "
+                   "below; ALP/PVP/HPI: mean of the CT perfusion maps in the tumour (max slope where available).",)))
     else:
-        out.append("no tumour found")
-    by_id = {g.identifier: g for g in groups}
-    whole, normal = by_id.get(WHOLE_LIVER), by_id.get(NORMAL_LIVER)
-    lungs, act = by_id.get(LUNGS), by_id.get(ACTIVITY_GROUP)
-    out.append("")
-    if whole:
-        out.append(f"whole liver {fmt(whole.get(VOLUME), 0)} mL, overall T/N {fmt(whole.get(TN_RATIO), 0)}")
-    if normal:
-        out.append(f"normal liver {fmt(normal.get(VOLUME), 0)} mL, dose {fmt(normal.get(ABSORBED_DOSE), 0)} Gy")
-    if lungs:
-        lsf = next((i for i in lungs.items if i.concept == LSF), None)
-        out.append(f"lung shunt fraction {fmt(lsf.value if lsf else None, 0)} %"
-                   f" ({lsf.label[5:-1] if lsf else 'not available'})")
-        out.append(f"lungs {fmt(lungs.get(MASS), 0)} g, dose {fmt(lungs.get(ABSORBED_DOSE), 0)} Gy")
-    if act and act.get(ACTIVITY) is not None:
-        label = next(i.label for i in act.items if i.concept == ACTIVITY)
-        out.append(f"Y-90 ACTIVITY {fmt(act.get(ACTIVITY), 0)} GBq {label[len('activity '):]}")
-        out.append(f"  at normal-liver limit {fmt(act.get(ACTIVITY_NORMAL_LIMIT), 0)} GBq, "
-                   f"at lung limit {fmt(act.get(ACTIVITY_LUNG_LIMIT), 0)} GBq")
+        blocks.append(Note("No tumour found on the MAA SPECT."))
+    by_region = {g.region: g for g in groups if g.region}
+    rows = []
+    for region in ("Normal liver", "Lungs"):
+        found = by_region.get(region)
+        if found is None:
+            continue
+        vol, mass, dose = found.item(VOLUME), found.item(MASS), found.item(ABSORBED_DOSE)
+        rows.append((region, number(vol.value if vol else None, "cm3", 0), number(mass.value if mass else None, "g"),
+                     number(dose.value if dose else None, "Gy", dose.decimals if dose else None)))
+    if rows:
+        blocks.append(Table((Column("region", align="l", width=1.6), Column("volume", CM3), Column("mass", "g"),
+                             Column("dose", "Gy")), tuple(rows), title="Normal liver and lungs"))
+    lungs = by_region.get("Lungs")
+    lsf = next((i for i in lungs.items if i.concept == LSF), None) if lungs else None
+    if lsf is not None:
+        blocks.append(Note(f"Lung shunt fraction {number(lsf.value, '%')} % ({lsf.label[5:-1]})."))
     else:
-        out.append("Y-90 activity: NOT COMPUTED (no lung shunt fraction)")
-    corr = by_id.get(CORRELATION_GROUP)
-    if corr:
-        out.append("; ".join(i.label + " = " + fmt(i.value, 0) for i in corr.items))
-    return out
+        blocks.append(Note("Lung shunt fraction not available.", flag=True))
+    act = next((g for g in groups if g.identifier == ACTIVITY_GROUP), None)
+    params = {p.split(" = ")[0]: p.split(" = ", 1)[1] for p in (act.parameters if act else []) if " = " in p}
+    activity = act.item(ACTIVITY) if act else None
+    if act is not None and activity is not None:
+        sphere = params.get("sphere type", "None")
+        limited = params.get("limited by", "None")
+        limits = [f"{what} \u2264 {_g(params.get(key))} Gy" for what, key in
+                  (("normal liver", "normal liver limit (Gy)"), ("lungs", "lung limit (Gy)"))]
+        blocks.append(Note(f"Partition model ({'Y-90 ' + sphere + ' microspheres' if sphere != 'None' else 'Y-90'}; "
+                           f"{', '.join(limits)}):"))
+        blocks.append(Note(f"maximum activity within these limits {number(activity.value, 'GBq')} GBq", key=True))
+        at_lung = act.item(ACTIVITY_LUNG_LIMIT)
+        lung_alone = f"; the lung limit alone would allow {number(at_lung.value, 'GBq')} GBq" if at_lung else ""
+        blocks.append(Note(f"reached first: {limited} limit{lung_alone}. A model maximum for the physicist's "
+                           "plan, not a prescription."))
+    else:
+        blocks.append(Note("Partition model not computed (no lung shunt fraction).", flag=True))
+    corr = next((g for g in groups if g.identifier == CORRELATION_GROUP), None)
+    texts = []
+    recorded = (corr.parameters if corr is not None else
+                [p.split(": ", 1)[1] for g in groups for p in g.parameters if p.startswith("T/N vs ALP correlation: ")])
+    for text in recorded:
+        map_method, _, rest = text.partition(": n = ")
+        n = rest.split()[0] if rest else "?"
+        r = next((i for i in corr.items if i.label.endswith(f"({map_method})")), None) if corr is not None else None
+        texts.append(f"{map_method}: r = {number(r.value, '1')} (n = {n})" if r is not None
+                     else f"{map_method}: n = {n} tumours, too few for a correlation coefficient (needs {MIN_POINTS})")
+    if texts:
+        blocks.append(Note("T/N vs tumour ALP: " + "; ".join(texts) + "."))
+    return blocks

@@ -15,6 +15,7 @@ the lung voxels of that band. Activity elsewhere in that band (stomach, kidney) 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -72,6 +73,9 @@ class Shunt:
     lung_core_ml: float | None = None
     lung_to_liver_concentration: float | None = None
     warnings: list[str] = field(default_factory=list)
+    #: the lungs found on the SPECT/CT's CT (uint8 0/1 image on the in-plane-binned CT grid), for the review
+    #: page and structure set; None when there was no CT or no lung in it
+    lung_mask: sitk.Image | None = None
 
 
 
@@ -135,6 +139,13 @@ def lung_shunt(counts: np.ndarray, nm: sitk.Image, liver: np.ndarray, ct_image: 
     factor = [max(1, int(LUNG_PIXEL_MM / s)) for s in ct_image.GetSpacing()[:2]] + [1]
     ct_image = sitk.BinShrink(ct_image, factor) if max(factor) > 1 else ct_image
     lungs = find_lungs(ct_image, liver_z)
+    shown = as_image(lungs.mask.astype(np.uint8), ct_image) if lungs.mask.any() else None
+    shunt = _measured(counts, nm, liver_bin, ct_image, lungs, configured, normal_level)
+    return dataclasses.replace(shunt, lung_mask=shown)
+
+
+def _measured(counts: np.ndarray, nm: sitk.Image, liver_bin: np.ndarray, ct_image: sitk.Image, lungs: LungMask,
+              configured: float | None, normal_level: float | None) -> Shunt:
     if not lungs.complete:
         return _configured(configured, lungs.reason, None)
     in_fov = float(np.count_nonzero(lungs.mask & fov_mask(nm, ct_image)) / max(1, int(np.count_nonzero(lungs.mask))))

@@ -15,6 +15,7 @@ from node.maa.settings import MaaSettings, parse_settings
 from node.perfusion.reference import PerfusionResult
 from node.perfusion.workflow import PERFUSION
 from node.report.groups import Group
+from node.report.summary import SummaryBlock
 from node.workflow import (
     CaseSeries,
     CommonSettings,
@@ -107,7 +108,7 @@ class MaaWorkflow(Workflow[MaaSettings, MaaMeasurements]):
                       sources: Mapping[str, Sequence[Dataset]]) -> list[Group]:
         return report.report_groups(result, sources)
 
-    def summary_section(self, groups: Sequence[Group]) -> list[str]:
+    def summary_section(self, groups: Sequence[Group]) -> Sequence[SummaryBlock]:
         return report.summary_section(groups)
 
     def phantom_checks(self, measurements: MaaMeasurements, truth: Mapping[str, Any]) -> list[TruthCheck]:

@@ -215,7 +215,9 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: PerfusionSettings,
     ct = (image_from_affine(first_frame, vol.grid.affine()) if first_frame is not None
           else first_time_point_image(ct_datasets))
     reference = PerfusionReference(ct, str(ct_datasets[0].get("PatientID", "")),
-                                   tuple(o.dataset for o in objects if o.kind == "parametric-map"))
+                                   tuple(o.dataset for o in objects if o.kind == "parametric-map"),
+                                   {name: image_from_affine(mask.astype(np.uint8), vol.native_grid.affine())
+                                    for name, mask in roi_native.items()})
     logger.info("CT perfusion done: %d outputs, t_spl %.1f s, aorta peak %.0f HU, portal peak %.0f HU",
                 len(objects), t_spl, aorta.max(), portal.max())
     return PerfusionResult("perfusion", measurements, objects, reference=reference)

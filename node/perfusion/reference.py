@@ -8,8 +8,8 @@ perfusion analysis ends).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import SimpleITK as sitk
 from pydicom import Dataset
@@ -25,11 +25,14 @@ __all__ = ["PerfusionReference", "PerfusionResult", "first_time_point_image", "r
 
 @dataclass(frozen=True)
 class PerfusionReference:
-    """The unenhanced CT of a perfusion series and the maps computed from it."""
+    """The unenhanced CT of a perfusion series, the maps computed from it, and the regions drawn on it."""
 
     ct: sitk.Image  # earliest time point, HU, patient geometry
     patient_id: str
     maps: tuple[Dataset, ...]  # Parametric Maps (the perfusion result's outputs)
+    #: ROI name -> mask (uint8 0/1 image with patient geometry) of the RTSTRUCT the perfusion analysis used:
+    #: other workflows name the lesions they find after these, so one lesion has one name in every output
+    regions: Mapping[str, sitk.Image] = field(default_factory=dict)
 
 
 @dataclass
