@@ -38,6 +38,7 @@ from node.configtable import ConfigTable
 from node.errors import AnalysisError
 from node.index import SeriesRow
 from node.report.groups import Coded, Group
+from node.report.summary import Column, SummaryBlock, Table, number
 
 __all__ = [
     "CORE_OUTPUT_KINDS", "OutputObject", "WorkflowResult", "RoleRule", "RoleContext", "CaseSeries", "ChosenSeries",
@@ -262,12 +263,13 @@ class Workflow(ABC, Generic[S, M]):
         """Its measurements as report groups; `sources` are the case's input headers by role."""
         return []
 
-    def summary_section(self, groups: Sequence[Group]) -> list[str]:
-        """Its lines of the summary page (default: each group's items, one per line)."""
-        lines = [self.title, ""]
-        for g in groups:
-            lines += [f"{g.identifier}: {i.label} = {i.value:.4g} {i.unit}" for i in g.items]
-        return lines
+    def summary_section(self, groups: Sequence[Group]) -> Sequence[SummaryBlock]:
+        """Its part of the summary page under its title: tables (node.report.summary.Table), notes, or plain
+        strings (one paragraph each). Default: one table of every item."""
+        rows = tuple((g.identifier, i.label, number(i.value, i.unit, i.decimals), i.unit)
+                     for g in groups for i in g.items)
+        return [Table((Column("region", align="l", width=2.0), Column("measurement", align="l", width=2.0),
+                       Column("value"), Column("unit", align="l")), rows)]
 
     def phantom_checks(self, measurements: M, truth: Mapping[str, Any]) -> list[TruthCheck]:
         """Its figures against the digital phantom's truth (node/phantom); none by default."""

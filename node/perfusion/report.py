@@ -12,14 +12,26 @@ from typing import Any
 from pydicom import Dataset
 
 from node.perfusion.measurements import PerfusionMeasurements
-from node.report.codes import AORTA, LIVER, MEAN_TRANSIT_TIME, PORTAL_VEIN, REGION_VOLUME, SPLEEN, TUMOUR, VOLUME
-from node.report.groups import Coded, Group, fmt, nearest_position, private
+from node.report.codes import (
+    AORTA,
+    LIVER,
+    MEAN_TRANSIT_TIME,
+    PORTAL_VEIN,
+    REGION_VOLUME,
+    SPLEEN,
+    TIME_TO_PEAK,
+    TUMOUR,
+    VOLUME,
+)
+from node.report.groups import Coded, Group, nearest_position, private
+from node.report.summary import CM3, Column, Note, SummaryBlock, Table, number, value_text
 from node.workflow import WorkflowResult
 
 __all__ = ["PROCEDURE", "PARAMETER_CONCEPTS", "PERFUSION_UNITS", "MAX_SLOPE", "DISCM", "METHOD_CODES",
            "report_groups", "summary_section"]
 
-PROCEDURE = private("LN-P-CTP", "Liver CT perfusion")
+#: LOINC "CT Liver W contrast IV": the imaging procedure reported (no LOINC code names liver CT perfusion).
+PROCEDURE = Coded("24815-3", "LN", "CT Liver W contrast IV")
 
 #: Units of the perfusion parameters (as the Parametric Maps declare them).
 PERFUSION_UNITS = {"ALP": "mL/min/(100.mL)", "PVP": "mL/min/(100.mL)", "TLP": "mL/min/(100.mL)", "HPI": "%",
@@ -27,25 +39,26 @@ PERFUSION_UNITS = {"ALP": "mL/min/(100.mL)", "PVP": "mL/min/(100.mL)", "TLP": "m
 PARAMETER_CONCEPTS: dict[str, Coded] = {
     "ALP": private("LN-ALP", "Arterial liver perfusion"),
     "PVP": private("LN-PVP", "Portal venous perfusion"),
-    "TLP": private("LN-TLP", "Total liver perfusion"),
+    # total blood flow per volume of tissue: DICOM's "Absolute Regional Blood Flow" (CID 4108)
+    "TLP": Coded("126390", "DCM", "Absolute Regional Blood Flow"),
     "HPI": private("LN-HPI", "Hepatic perfusion index"),
     "DV": private("LN-DV", "Distribution volume"),
     "MTT": MEAN_TRANSIT_TIME,
 }
-MAX_SLOPE = private("LN-M-MAXSL", "Dual-input maximum slope (Blomley, direct)")
+#: DICOM's "Maximum Slope" (CID 4109); the dual input (aorta and portal vein) is said in the parameters
+MAX_SLOPE = Coded("126375", "DCM", "Maximum Slope")
 DISCM = private("LN-M-DISCM", "Dual-input single-compartment model (Materne)")
 #: Method names as the perfusion records and Parametric Maps spell them -> method code.
 METHOD_CODES: dict[str, Coded] = {"max-slope": MAX_SLOPE, "maxslope": MAX_SLOPE, "discm": DISCM}
 
 ANALYSED_VOLUME = private("LN-VOLA", "Analysed volume")
 PEAK_ENHANCEMENT = private("LN-PEAK", "Peak contrast enhancement")
-TIME_TO_PEAK = private("LN-TTP", "Time to peak enhancement")
 T_SPL = private("LN-TSPL", "Arterial/portal phase split time")
 CURVE_PEAK = private("LN-M-PEAK", "Peak of the ROI mean time-attenuation curve")
 
 _INPUT_SITES = {"aorta": AORTA, "portal_vein": PORTAL_VEIN, "spleen": SPLEEN}
 _TUMOUR_NAME = re.compile(r"tum|lesion|gtv|hcc|met|nodul|^t\d+$|^h\d+$", re.IGNORECASE)
-INPUT_PREFIX, ROI_PREFIX = "CT perfusion input ", "CT perfusion ROI "
+INPUT_SUFFIX, ROI_SUFFIX = " (CT perfusion input)", " (CT perfusion)"
 
 
 def _params(prefix: str, values: Mapping[str, Any]) -> list[str]:
@@ -60,9 +73,11 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
     method_params = [p for name, params in m.methods.items() for p in _params(f"{name}: ", params)]
     groups = []
     for name, roi in m.inputs.items():
-        g = Group("perfusion", f"{INPUT_PREFIX}{name.replace('_', ' ')}", _INPUT_SITES.get(name), None,
+        label = name.replace("_", " ")
+        g = Group("perfusion", f"{label}{INPUT_SUFFIX}", _INPUT_SITES.get(name), None,
                   sources=nearest_position(ct, roi.centre_mm),
-                  parameters=[f"ROI source = {roi.source}", f"ROI centre (mm) = {roi.centre_mm}"])
+                  parameters=[f"ROI source = {roi.source}", f"ROI centre (mm) = {roi.centre_mm}"],
+                  region=label, region_source=f"perfusion CT: {roi.source}")
         g.add(PEAK_ENHANCEMENT, roi.peak_enhancement_hu, "[hnsf'U]", CURVE_PEAK, "peak enhancement")
         g.add(TIME_TO_PEAK, roi.peak_time_s, "s", CURVE_PEAK, "time to peak")
         g.add(VOLUME, roi.volume_ml, "mL", REGION_VOLUME, "ROI volume")
@@ -70,8 +85,9 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
             g.add(T_SPL, m.t_spl_s, "s", CURVE_PEAK, "phase split t_spl")
         groups.append(g)
     for roi_name, stats in m.regional_statistics.items():
-        g = Group("perfusion", f"{ROI_PREFIX}{roi_name}", LIVER,
-                  TUMOUR if _TUMOUR_NAME.search(roi_name) else None, sources=maps, parameters=method_params)
+        g = Group("perfusion", f"{roi_name}{ROI_SUFFIX}", LIVER,
+                  TUMOUR if _TUMOUR_NAME.search(roi_name) else None, sources=maps, parameters=method_params,
+                  region=roi_name, region_source="perfusion CT: RTSTRUCT")
         g.add(VOLUME, stats.volume_ml, "mL", REGION_VOLUME, "contoured volume")
         g.add(ANALYSED_VOLUME, stats.analysed_volume_ml, "mL", REGION_VOLUME, "analysed volume")
         for method in ("max-slope", "discm"):
@@ -85,29 +101,54 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
     return groups
 
 
-def summary_section(groups: Sequence[Group]) -> list[str]:
-    out = ["CT perfusion", ""]
-    inputs = [g for g in groups if g.identifier.startswith(INPUT_PREFIX)]
+def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
+    blocks: list[SummaryBlock] = []
+    inputs = [g for g in groups if g.identifier.endswith(INPUT_SUFFIX)]
     if inputs:
-        out.append(f"{'input':<16}{'peak HU':>9}{'t peak s':>9}{'vol mL':>9}")
+        rows: list[tuple[str, ...]] = []
         for g in inputs:
-            out.append(f"{g.identifier[len(INPUT_PREFIX):][:16]:<16}{fmt(g.get(PEAK_ENHANCEMENT), 9)}"
-                       f"{fmt(g.get(TIME_TO_PEAK), 9)}{fmt(g.get(VOLUME), 9)}")
-        t_spl = next((g.get(T_SPL) for g in inputs if g.get(T_SPL) is not None), None)
-        if t_spl is not None:
-            out.append(f"arterial/portal split t_spl = {fmt(t_spl, 0)} s")
-    rois = [g for g in groups if g.identifier.startswith(ROI_PREFIX)]
+            peak, ttp, vol = g.item(PEAK_ENHANCEMENT), g.item(TIME_TO_PEAK), g.item(VOLUME)
+            rows.append((g.region, number(peak.value if peak else None, "[hnsf'U]", 0),
+                         number(ttp.value if ttp else None, "s"), number(vol.value if vol else None, "cm3")))
+        t_spl = next((i for g in inputs if (i := g.item(T_SPL)) is not None), None)
+        blocks.append(Table((Column("input curve", align="l", width=1.4), Column("peak enhancement", "HU"),
+                             Column("time to peak", "s"), Column("ROI volume", CM3)), tuple(rows),
+                            title="Input curves",
+                            notes=(f"Arterial and portal phases split at the spleen's peak, {number(t_spl.value, 's')} "
+                                   "s.",) if t_spl else ()))
+    rois = [g for g in groups if g.identifier.endswith(ROI_SUFFIX)]
     if rois:
-        out += ["", f"{'ROI':<14}{'method':<10}" + "".join(f"{p:>13}" for p in ("ALP", "PVP", "TLP", "HPI %")),
-                "  mean +- SD; ALP/PVP/TLP in mL/min/100 mL"]
+        roi_rows: list[tuple[str, ...]] = []
+        flagged: list[str] = []
+        spreads: set[str] = set()
         for g in rois:
             for method in ("max-slope", "discm"):
+                code = METHOD_CODES[method]
                 cells = []
                 for p in ("ALP", "PVP", "TLP", "HPI"):
-                    code = METHOD_CODES[method]
-                    mean = g.get(PARAMETER_CONCEPTS[p], code, "mean")
-                    sd = g.get(PARAMETER_CONCEPTS[p], code, "sd")
-                    cells.append(("-" if mean is None else f"{fmt(mean, 0)}+-{fmt(sd, 0)}").rjust(13))
-                if any(c.strip() != "-" for c in cells):
-                    out.append(f"{g.identifier[len(ROI_PREFIX):][:14]:<14}{method:<10}" + "".join(cells))
-    return out
+                    concept = PARAMETER_CONCEPTS[p]
+                    value = g.item(concept, code, None) or g.item(concept, code, "mean")
+                    sd = g.item(concept, code, "sd") if value is not None and value.derivation == "mean" else None
+                    cells.append(value_text(value, sd))
+                    if value is not None:
+                        spreads.add("noise" if value.derivation is None else "voxels")
+                    if value is not None and value.not_measurable:
+                        flagged.append(f"{g.region} {p} ({method}): {value.not_measurable}")
+                if any(c != "-" for c in cells):
+                    roi_rows.append((g.region, "max slope" if method == "max-slope" else "DISCM", *cells))
+        unit = "mL/min/100 mL"
+        notes = []
+        if "noise" in spreads:
+            notes.append("Value of the region's mean curve \u00b1 1 SD from image noise; n.m. = not measurable "
+                         "(reasons below and in the SR).")
+        if "voxels" in spreads:
+            notes.append("Mean of the map over the region \u00b1 SD over its voxels.")
+        notes += flagged
+        blocks.append(Table((Column("region", align="l", width=1.2), Column("method", align="l"),
+                             Column("ALP", unit, width=1.3), Column("PVP", unit, width=1.3),
+                             Column("TLP", unit, width=1.3), Column("HPI", "%", width=1.2)), tuple(roi_rows),
+                            title="Regions of the perfusion RTSTRUCT",
+                            notes=tuple(notes)))
+    if not blocks:
+        blocks.append(Note("No perfusion values."))
+    return blocks

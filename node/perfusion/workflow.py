@@ -13,6 +13,7 @@ from node.perfusion.errors import PerfusionInputError
 from node.perfusion.measurements import PerfusionMeasurements
 from node.perfusion.settings import PerfusionSettings, parse_settings
 from node.report.groups import Group
+from node.report.summary import SummaryBlock
 from node.workflow import (
     CaseSeries,
     CommonSettings,
@@ -80,7 +81,7 @@ class PerfusionWorkflow(Workflow[PerfusionSettings, PerfusionMeasurements]):
                       sources: Mapping[str, Sequence[Dataset]]) -> list[Group]:
         return report.report_groups(result, sources)
 
-    def summary_section(self, groups: Sequence[Group]) -> list[str]:
+    def summary_section(self, groups: Sequence[Group]) -> Sequence[SummaryBlock]:
         return report.summary_section(groups)
 
     def phantom_checks(self, measurements: PerfusionMeasurements, truth: Mapping[str, Any]) -> list[TruthCheck]:

@@ -10,11 +10,12 @@ from pydicom import Dataset
 
 from node.derived import NOT_FOR_DIAGNOSIS
 from node.imaging.capture import secondary_capture
+from node.imaging.pages import Identity
 from node.registry import DEFAULT_REGISTRY, Registry
 from node.report.errors import ReportError
 from node.report.groups import Group, referenced
 from node.report.sr import build_sr
-from node.report.summary import render_pages, summary_lines
+from node.report.summary import Section, SummaryBlock, liver_volumes, render_pages, summary_lines
 from node.workflow import OutputObject, Workflow, WorkflowResult
 
 logger = logging.getLogger(__name__)
@@ -59,21 +60,26 @@ def _primary(reporting: Sequence[tuple[Workflow[Any, Any], WorkflowResult[Any]]]
     raise ReportError("no source dataset or output identifies the patient and study of the case report")
 
 
-def _summary(case_id: str, reporting: Sequence[tuple[Workflow[Any, Any], WorkflowResult[Any]]],
-             groups: Sequence[Group]) -> list[str]:
+def summary_sections(reporting: Sequence[tuple[Workflow[Any, Any], WorkflowResult[Any]]],
+                     groups: Sequence[Group]) -> list[Section]:
+    """The summary's sections: the case-wide liver volumes, then each reporting workflow's tables and warnings."""
     sections = []
+    volumes = liver_volumes(groups)
+    if volumes is not None:
+        sections.append(Section("Liver", [volumes]))
     for wf, result in reporting:
         mine = [g for g in groups if g.workflow == wf.name]
         if mine or result.warnings:
-            sections.append((wf.summary_section(mine) if mine else [f"{wf.name}: no measurements"],
-                             list(result.warnings)))
-    return summary_lines(case_id, sections)
+            blocks: list[SummaryBlock] = list(wf.summary_section(mine)) if mine else ["no measurements"]
+            sections.append(Section(wf.title, blocks, list(result.warnings)))
+    return sections
 
 
 def summary_text(case_id: str, results: Mapping[str, WorkflowResult[Any]],
                  sources: Mapping[str, Sequence[Dataset]], registry: Registry = DEFAULT_REGISTRY) -> list[str]:
-    """The lines of the case's summary page(s)."""
-    return _summary(case_id, _reporting(results, registry), collect_groups(results, sources, registry))
+    """What the case's summary page(s) show, as text lines."""
+    reporting = _reporting(results, registry)
+    return summary_lines(case_id, summary_sections(reporting, collect_groups(results, sources, registry)))
 
 
 def build_report(case_id: str, results: Mapping[str, WorkflowResult[Any]],
@@ -94,17 +100,20 @@ def build_report(case_id: str, results: Mapping[str, WorkflowResult[Any]],
     refs = referenced(groups)
     evidence = [primary] + [ds for ds in refs if str(ds.SOPInstanceUID) != str(primary.SOPInstanceUID)]
     sr = build_sr(case_id, groups, evidence, sorted((wf for wf, _ in reporting), key=lambda wf: wf.name))
-    pages = render_pages(_summary(case_id, reporting, groups))
+    description = f"Case summary - {NOT_FOR_DIAGNOSIS}"
+    sections = summary_sections(reporting, groups)
+    names = ", ".join(wf.title for wf, _ in reporting)
+    pages = render_pages(Identity.of(primary, description), sections, "Case summary",
+                         "measured values with their units;  \u00b1 = 1 SD;  n.m. = not measurable (why: see notes)")
     series_uid = hd.UID()
-    names = ", ".join(sorted(wf.name for wf, _ in reporting))
     out = [OutputObject("report", sr, "case measurements (SR TID 1500)")]
     for n, rgb in enumerate(pages, start=1):
         sc = secondary_capture(
             rgb, primary, refs, series_uid=series_uid, series_number=SUMMARY_SERIES_NUMBER, instance_number=n,
-            series_description=f"Case summary - {NOT_FOR_DIAGNOSIS}",
+            series_description=description,
             comments=f"{NOT_FOR_DIAGNOSIS}. Case {case_id}: summary page {n} of {len(pages)} of the structured "
                      f"report {sr.SOPInstanceUID}.",
-            derivation=f"text summary of the case measurements ({names})", image_plane=False)
+            derivation=f"summary of the case measurements ({names})", image_plane=False)
         out.append(OutputObject("report", sc, f"case summary page {n}/{len(pages)}"))
     logger.info("case %s: report with %d groups and %d summary page(s)", case_id, len(groups), len(pages))
     return out

@@ -1,18 +1,21 @@
 """Coded concepts shared by every workflow's report groups, and their conversion to highdicom concepts.
 
-Standard codes (SNOMED CT, DICOM) where one exists; otherwise this software's private scheme
-(``node.report.groups.PRIVATE_SCHEME``). Concepts and methods that only one workflow uses live in that
-workflow's ``report.py``; only what several share is here.
+Standard codes where one exists: DICOM (DCM, PS3.16), SNOMED CT (SCT), LOINC (LN) for procedures, UCUM for
+units; otherwise this software's private scheme (``node.report.groups.PRIVATE_SCHEME``), used only for
+concepts no standard names (T/N ratio, lung shunt fraction, the arterial/portal perfusion split, ...).
+Concepts and methods that only one workflow uses live in that workflow's ``report.py``; only what several
+share is here. Each unit has a default precision (:data:`DECIMALS`): the SR states values rounded to it.
 """
 from __future__ import annotations
 
 from highdicom.sr import CodedConcept
 
-from node.report.groups import Coded, private
+from node.report.groups import Coded
 
 __all__ = [
-    "VOLUME", "MASS", "ABSORBED_DOSE", "MEAN_TRANSIT_TIME", "REGION_VOLUME", "LIVER", "LUNG", "AORTA",
-    "PORTAL_VEIN", "SPLEEN", "TUMOUR", "concept", "unit", "derivation",
+    "VOLUME", "MASS", "ABSORBED_DOSE", "MEAN_TRANSIT_TIME", "TIME_TO_PEAK", "REGION_VOLUME", "LIVER", "LUNG",
+    "AORTA", "PORTAL_VEIN", "SPLEEN", "TUMOUR", "NOT_MEASURABLE", "DECIMALS", "concept", "unit", "derivation",
+    "rounded", "decimals_of",
 ]
 
 # ----------------------------------------------------------------- measurement names used by several workflows
@@ -20,9 +23,13 @@ VOLUME = Coded("118565006", "SCT", "Volume")
 MASS = Coded("118538004", "SCT", "Mass")
 ABSORBED_DOSE = Coded("128513", "DCM", "Absorbed Dose")
 MEAN_TRANSIT_TIME = Coded("113052", "DCM", "Mean Transit Time")
+TIME_TO_PEAK = Coded("113069", "DCM", "Time To Peak")
 
 # ----------------------------------------------------------------- methods used by several workflows
-REGION_VOLUME = private("LN-M-VOL", "Sum of voxel (partial) volumes of the region")
+REGION_VOLUME = Coded("126030", "DCM", "Sum of segmented voxel method for volume")
+
+#: Numeric value qualifier (CID 42) of a value reported as not measurable (e.g. at this image noise)
+NOT_MEASURABLE = Coded("114011", "DCM", "Value indeterminate")
 
 # ----------------------------------------------------------------- anatomy (finding sites and types)
 LIVER = Coded("10200004", "SCT", "Liver")
@@ -39,6 +46,24 @@ _UNIT_MEANINGS = {
     "g": "gram", "GBq": "gigabecquerel", "Gy": "gray", "s": "second", "[hnsf'U]": "Hounsfield unit",
     "mL/min/(100.mL)": "mL/min/100 mL",
 }
+
+
+#: Default precision (decimal places) of a value by its UCUM unit: what the measurement can support, and what
+#: the SR states (no "25.3483000000000"). An item may set its own (``Item.decimals``).
+DECIMALS: dict[str, int] = {
+    "{ratio}": 2, "1": 2, "%": 1, "mL": 1, "cm3": 1, "g": 0, "GBq": 2, "Gy": 1, "s": 1, "[hnsf'U]": 1,
+    "mL/min/(100.mL)": 1,
+}
+
+
+def decimals_of(unit_code: str, decimals: int | None = None) -> int:
+    """The precision of a value in `unit_code` (3 decimals for a unit without a default)."""
+    return decimals if decimals is not None else DECIMALS.get(unit_code, 3)
+
+
+def rounded(value: float, unit_code: str, decimals: int | None = None) -> float:
+    """`value` rounded to its precision (-0.0 becomes 0.0)."""
+    return round(float(value), decimals_of(unit_code, decimals)) + 0.0
 
 
 def concept(code: Coded) -> CodedConcept:

@@ -45,6 +45,9 @@ class Item:
     method: Coded
     label: str  # for people: e.g. "T/N", "ALP mean (max slope)"
     derivation: str | None = None  # "mean" or "sd"
+    uncertainty: float | None = None  # 1-SD of the value from image noise (same unit)
+    not_measurable: str | None = None  # why the value cannot be trusted (then it carries a qualifier)
+    decimals: int | None = None  # the value's precision (decimal places); None: the unit's default (codes)
 
 
 @dataclass
@@ -58,20 +61,39 @@ class Group:
     items: list[Item] = field(default_factory=list)
     sources: list[Dataset] = field(default_factory=list)
     parameters: list[str] = field(default_factory=list)  # method details (algorithm parameters)
+    #: the region's name as every output of the case writes it (RTSTRUCT ROI, page label, summary row):
+    #: "T1", "Liver", "Lungs"; "" for a topic that is no region (an activity, a correlation). Groups of one
+    #: region share its tracking UID in the SR: one finding, measured by several workflows.
+    region: str = ""
+    region_source: str = ""  # where the region comes from, in words ("planning CT, RTSTRUCT 'Liver'")
 
     def add(self, concept: Coded, value: float | None, unit: str, method: Coded, label: str,
-            derivation: str | None = None, scale: float = 1.0) -> None:
+            derivation: str | None = None, scale: float = 1.0, uncertainty: float | None = None,
+            not_measurable: str | None = None, decimals: int | None = None) -> None:
         """Append an item when `value` is a finite number; None (not measured) and NaN are not reported.
 
         The value comes from a typed field, so a renamed field fails type checking; None is a value the
-        workflow recorded on purpose ("not measurable"), never a missing key.
+        workflow recorded on purpose ("not measurable"), never a missing key. `uncertainty` is its 1-SD
+        (scaled like the value); `not_measurable` says why the value must not be trusted; `decimals` its
+        precision when the unit's default (node.report.codes.DECIMALS) does not fit.
         """
         if value is None:
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"{self.identifier}: {label} is {type(value).__name__}, not a number")
         if math.isfinite(float(value)):
-            self.items.append(Item(concept, float(value) * scale, unit, method, label, derivation))
+            sd = (float(uncertainty) * scale if uncertainty is not None and math.isfinite(float(uncertainty))
+                  else None)
+            self.items.append(Item(concept, float(value) * scale, unit, method, label, derivation, sd,
+                                   not_measurable, decimals))
+
+    def item(self, concept: Coded, method: Coded | None = None, derivation: str | None = None) -> Item | None:
+        """The first item of `concept` (and `method`, `derivation` when given), else None."""
+        for i in self.items:
+            if i.concept == concept and (method is None or i.method == method) and \
+                    (derivation is None or i.derivation == derivation):
+                return i
+        return None
 
     def get(self, concept: Coded, method: Coded | None = None, derivation: str | None = None) -> float | None:
         """The value of the first item of `concept` (and `method`, `derivation` when given), else None."""

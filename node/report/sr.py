@@ -3,8 +3,10 @@
 One TID 1501 group ("Measurements and qualitative evaluations", no geometry) per region or topic, with its
 tracking identifier, finding site, the images it was measured on (Source images for measurement group),
 the algorithm (name, version, method details as parameters) and its measurements (TID 300: coded name,
-value, UCUM unit, method, derivation for means and SDs). Referenced images are the SR's evidence; the SR
-joins the study of the first evidence item (the MAA SPECT study when present).
+value rounded to its precision, UCUM unit, method, derivation for means and SDs; a value's 1-SD noise as its
+measurement uncertainty (TID 310) and, where it is not measurable, the qualifier "Value indeterminate").
+Groups of one region (a lesion measured by the perfusion and the MAA workflows) share one Tracking UID: one
+finding, one name. Referenced images are the SR's evidence; the SR joins the study of the first evidence item.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pydicom.uid import generate_uid
 from node import __version__
 from node.derived import MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSIS, equipment_kwargs
 from node.report import codes as C
-from node.report.groups import Group
+from node.report.groups import Group, Item
 from node.workflow import Workflow
 
 logger = logging.getLogger(__name__)
@@ -32,22 +34,44 @@ SR_SERIES_NUMBER = 9700
 DEVICE_UID = generate_uid(entropy_srcs=["liver-node", "observer-device"])
 
 
-def _group(g: Group) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _measurement(i: Item) -> hd.sr.Measurement:
+    sd = C.rounded(i.uncertainty, i.unit, i.decimals) if i.uncertainty is not None else None
+    return hd.sr.Measurement(
+        name=C.concept(i.concept), value=C.rounded(i.value, i.unit, i.decimals), unit=C.unit(i.unit),
+        method=C.concept(i.method), derivation=C.derivation(i.derivation) if i.derivation else None,
+        # TID 310: the value's 1-SD noise as its measurement uncertainty
+        properties=hd.sr.MeasurementProperties(upper_measurement_uncertainty=sd, lower_measurement_uncertainty=sd)
+        if sd is not None else None,
+        # a value that cannot be trusted is qualified (CID 42 "Value indeterminate"), not bare
+        qualifier=C.concept(C.NOT_MEASURABLE) if i.not_measurable else None)
+
+
+def _group(g: Group, tracking_uid: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    parameters = [p for p in g.parameters if p]
+    parameters += [f"{i.label}: not measurable: {i.not_measurable}" for i in g.items if i.not_measurable]
     algorithm = hd.sr.AlgorithmIdentification(name=f"liver-node {g.workflow}", version=__version__,
-                                              parameters=[p[:1024] for p in g.parameters if p] or None)
-    measurements = [
-        hd.sr.Measurement(name=C.concept(i.concept), value=i.value, unit=C.unit(i.unit), method=C.concept(i.method),
-                          derivation=C.derivation(i.derivation) if i.derivation else None)
-        for i in g.items
-    ]
+                                              parameters=[p[:1024] for p in parameters] or None)
+    measurements = [_measurement(i) for i in g.items]
     sources = [hd.sr.SourceImageForMeasurementGroup(referenced_sop_class_uid=ds.SOPClassUID,
                                                     referenced_sop_instance_uid=ds.SOPInstanceUID)
                for ds in g.sources]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=g.identifier[:64]),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=g.identifier[:64]),
         finding_type=C.concept(g.finding) if g.finding else None,
         finding_sites=[hd.sr.FindingSite(anatomic_location=C.concept(g.site))] if g.site else None,
         algorithm_id=algorithm, measurements=measurements, source_images=sources or None)
+
+
+def tracking_uids(groups: Sequence[Group]) -> list[str]:
+    """A Tracking UID per group: groups of the same region share one (new for every report)."""
+    by_region: dict[str, str] = {}
+    out = []
+    for g in groups:
+        if g.region:
+            out.append(by_region.setdefault(g.region, hd.UID()))
+        else:
+            out.append(hd.UID())
+    return out
 
 
 def build_sr(case_id: str, groups: Sequence[Group], evidence: Sequence[Dataset],
@@ -61,7 +85,7 @@ def build_sr(case_id: str, groups: Sequence[Group], evidence: Sequence[Dataset],
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=[C.concept(wf.procedure) for wf in workflows],
-        imaging_measurements=[_group(g) for g in groups])
+        imaging_measurements=[_group(g, uid) for g, uid in zip(groups, tracking_uids(groups), strict=True)])
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(evidence), content=report, series_instance_uid=hd.UID(), series_number=SR_SERIES_NUMBER,
         sop_instance_uid=hd.UID(), instance_number=1, is_complete=True, is_final=False, is_verified=False,

@@ -1,58 +1,278 @@
-"""The case summary as pages a person reads on any PACS viewer: monospaced tables rendered to RGB.
+"""The case summary as pages a person reads on any PACS viewer: the shared page look (node.imaging.pages) with
+sections per workflow, each a few tables with units in their headers, values with their uncertainty (±) and
+flags for values that are not measurable, and the analyses' warnings.
 
-The content is the same report groups the SR holds, pivoted into tables by each workflow
-(``Workflow.summary_section``), plus the analyses' warnings. Long cases continue on further pages of the same
-series.
+The content is the same report groups the SR holds, laid out by each workflow (``Workflow.summary_section``
+returns blocks: :class:`Table`, :class:`Note` or plain strings); the case-wide "Liver volume" table (one row
+per source of a liver contour) comes first. Sections flow down two columns; a long case continues on further
+pages of the same series.
 """
 from __future__ import annotations
 
-import datetime as _dt
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-import numpy as np
-from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from node.derived import NOT_FOR_DIAGNOSIS
-from node.imaging.capture import figure_rgb
+from node.imaging.pages import (
+    ACCENT,
+    DIM,
+    PAGE_PX,
+    TEXT,
+    WARN,
+    Identity,
+    Page,
+    PageFrame,
+    new_page,
+)
+from node.report import codes as C
+from node.report.groups import Group, Item
 
-__all__ = ["summary_lines", "render_pages", "LINES_PER_PAGE"]
+__all__ = ["Column", "Table", "Note", "SummaryBlock", "Section", "render_pages", "summary_lines", "number",
+           "value_text", "liver_volumes", "CM3", "PLUS_MINUS", "NOT_MEASURABLE_TEXT"]
 
-LINES_PER_PAGE = 64
-_PAGE_INCHES = (8.27, 11.69)  # A4 portrait
-_DPI = 110
+CM3 = "cm\u00b3"
+PLUS_MINUS = "\u00b1"
+#: What a table shows for a value flagged not measurable (the reason is in the notes and the SR).
+NOT_MEASURABLE_TEXT = "n.m."
 
 
-def summary_lines(case_id: str, sections: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[str]:
-    """The text of the summary (one string per line): each workflow's (section lines, warnings), in order."""
-    lines = [f"liver-node case report   case {case_id}",
-             f"created {_dt.datetime.now():%Y-%m-%d %H:%M}   {NOT_FOR_DIAGNOSIS}", "=" * 78]
-    for section, warnings in sections:
-        lines += [""] + list(section)
-        lines += [f"! {w}" for w in warnings]
-    lines += ["", "All values with methods and units: see the structured report (SR) of this case."]
+@dataclass(frozen=True)
+class Column:
+    """A table column: heading, unit (shown under it), alignment ("l"/"r"), relative width."""
+
+    heading: str
+    unit: str = ""
+    align: str = "r"
+    width: float = 1.0
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of text cells (a cell starting with "!" is a flag: drawn in the flag colour)."""
+
+    columns: tuple[Column, ...]
+    rows: tuple[tuple[str, ...], ...]
+    title: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Note:
+    """A line of text: `key` results are large, `flag` ones in the flag colour."""
+
+    text: str
+    flag: bool = False
+    key: bool = False
+
+
+SummaryBlock = str | Table | Note
+
+
+@dataclass
+class Section:
+    """One workflow's part of the summary."""
+
+    title: str
+    blocks: list[SummaryBlock] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def number(value: float | None, unit: str, decimals: int | None = None) -> str:
+    """A value at its unit's precision (node.report.codes.DECIMALS); "-" when not measured."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{C.rounded(value, unit, decimals):.{C.decimals_of(unit, decimals)}f}"
+
+
+def value_text(item: Item | None, sd: Item | None = None) -> str:
+    """An item as "12.3 ± 0.4" (its uncertainty, else the SD item given), "!n.m." when not measurable, "-"
+    when absent."""
+    if item is None:
+        return "-"
+    if item.not_measurable:
+        return "!" + NOT_MEASURABLE_TEXT
+    spread = item.uncertainty if item.uncertainty is not None else (sd.value if sd is not None else None)
+    text = number(item.value, item.unit, item.decimals)
+    if spread is not None:
+        text += f" {PLUS_MINUS} {number(spread, item.unit, item.decimals)}"
+    return text
+
+
+def liver_volumes(groups: Sequence[Group]) -> Table | None:
+    """One row per source of a whole-liver contour (region "Liver" with a volume), in cm3."""
+    rows = []
+    for g in groups:
+        item = g.item(C.VOLUME)
+        if g.region == "Liver" and item is not None:
+            cm3 = item.value  # mL and cm3 are the same volume
+            rows.append((g.region_source or g.identifier, number(cm3, "cm3")))
+    if not rows:
+        return None
+    return Table((Column("source of the liver contour", align="l", width=3.0), Column("volume", CM3)),
+                 tuple(rows), title="Liver volume",
+                 notes=("Each analysis uses its own liver contour; they differ by source and image.",))
+
+
+# ------------------------------------------------------------------------------------------------ layout
+_TOP, _BOTTOM = 112.0, PAGE_PX[1] - 56.0
+_COLUMNS_X = (28.0, 988.0)
+_COLUMN_W = 904.0
+_ROW = 27.0
+_LINE = 24.0
+
+
+@dataclass
+class _Placed:
+    block: SummaryBlock | tuple[str, str]  # a block, or ("heading"/"warning", text)
+    x: float
+    y: float
+    page: int
+
+
+def _wrap(text: str, width_px: float, size_px: float) -> list[str]:
+    chars = max(20, int(width_px / (size_px * 0.56)))
+    out, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > chars:
+            out.append(line)
+            line = "  " + word
+        else:
+            line = f"{line} {word}" if line else word
+    return out + [line] if line else out
+
+
+def _height(block: SummaryBlock | tuple[str, str]) -> float:
+    if isinstance(block, tuple):
+        kind, text = block
+        return 40.0 if kind == "heading" else _LINE * len(_wrap("! " + text, _COLUMN_W, 16)) + 4
+    if isinstance(block, Table):
+        title = 28.0 if block.title else 0.0
+        units = 20.0 if any(c.unit for c in block.columns) else 0.0
+        notes = sum(_LINE * len(_wrap(n, _COLUMN_W, 15)) for n in block.notes)
+        return title + _ROW + units + 6 + _ROW * len(block.rows) + notes + 14
+    note = block if isinstance(block, Note) else Note(block)
+    size = 22 if note.key else 16
+    return (_LINE * size / 16) * len(_wrap(note.text, _COLUMN_W, size)) + 6
+
+
+def _layout(sections: Sequence[Section]) -> list[_Placed]:
+    placed: list[_Placed] = []
+    page, column, y = 0, 0, _TOP
+
+    def place(item: SummaryBlock | tuple[str, str], keep_with: float = 0.0) -> None:
+        nonlocal page, column, y
+        h = _height(item)
+        if y + h + keep_with > _BOTTOM and y > _TOP:
+            column += 1
+            if column == len(_COLUMNS_X):
+                page, column = page + 1, 0
+            y = _TOP
+        placed.append(_Placed(item, _COLUMNS_X[column], y, page))
+        y += h
+
+    for section in sections:
+        first = section.blocks[0] if section.blocks else None
+        place(("heading", section.title), keep_with=_height(first) if first is not None else 0.0)
+        for block in section.blocks:
+            place(block)
+        for warning in section.warnings:
+            place(("warning", warning))
+        y += 12
+    return placed
+
+
+def _draw_table(frame: PageFrame, table: Table, x: float, y: float) -> None:
+    if table.title:
+        frame.text(x, y, table.title, size="body", color=TEXT, weight="bold")
+        y += 28
+    total = sum(c.width for c in table.columns)
+    widths = [_COLUMN_W * c.width / total for c in table.columns]
+    cx = x
+    for col, w in zip(table.columns, widths, strict=True):
+        right = col.align == "r"
+        frame.text(cx + w - 10 if right else cx, y, col.heading, size="small", color=DIM,
+                   ha="right" if right else "left")
+        if col.unit:
+            frame.text(cx + w - 10 if right else cx, y + 20, col.unit, size="small", color=DIM,
+                       ha="right" if right else "left")
+        cx += w
+    y += _ROW + (20 if any(c.unit for c in table.columns) else 0)
+    frame.figure.add_artist(_line(x, x + _COLUMN_W, y - 3))
+    for row in table.rows:
+        cx = x
+        for col, w, cell in zip(table.columns, widths, row, strict=False):
+            colour = TEXT
+            if cell.startswith("!"):
+                cell, colour = cell[1:], WARN
+            right = col.align == "r"
+            frame.text(cx + w - 10 if right else cx, y, cell, size="body", color=colour,
+                       ha="right" if right else "left")
+            cx += w
+        y += _ROW
+    for note in table.notes:
+        for piece in _wrap(note, _COLUMN_W, 15):
+            frame.text(x, y + 2, piece, size="small", color=DIM)
+            y += _LINE
+
+
+def _line(x0: float, x1: float, y: float) -> Line2D:
+    w, h = PAGE_PX
+    return Line2D([x0 / w, x1 / w], [1 - y / h, 1 - y / h], color="#3a3f45", linewidth=1.0)
+
+
+def _draw(frame: PageFrame, p: _Placed) -> None:
+    block = p.block
+    if isinstance(block, tuple):
+        kind, text = block
+        if kind == "heading":
+            frame.text(p.x, p.y, text, size="heading", color=ACCENT, weight="bold")
+        else:
+            for n, piece in enumerate(_wrap("! " + text, _COLUMN_W, 16)):
+                frame.text(p.x, p.y + n * _LINE, piece, size="body", color=WARN)
+        return
+    if isinstance(block, Table):
+        _draw_table(frame, block, p.x, p.y)
+        return
+    note = block if isinstance(block, Note) else Note(block)
+    size = 22 if note.key else 16
+    colour = WARN if note.flag else (ACCENT if note.key else TEXT)
+    for n, piece in enumerate(_wrap(note.text, _COLUMN_W, size)):
+        frame.text(p.x, p.y + n * _LINE * size / 16, piece, size="key" if note.key else "body", color=colour,
+                   weight="bold" if note.key else "normal")
+
+
+def render_pages(identity: Identity, sections: Sequence[Section], title: str = "Case summary",
+                 subtitle: str = "") -> list[Page]:
+    """The summary pages (1920 x 1080, the shared look): sections flow down two columns, then onto new pages."""
+    placed = _layout(sections)
+    n_pages = max((p.page for p in placed), default=0) + 1
+    pages = []
+    for number_ in range(n_pages):
+        frame = new_page(identity, title, subtitle, page_number=(number_ + 1, n_pages),
+                         footer="all values with methods and codes: the structured report (SR) of this case")
+        for p in placed:
+            if p.page == number_:
+                _draw(frame, p)
+        pages.append(frame.render())
+    return pages
+
+
+def summary_lines(case_id: str, sections: Sequence[Section]) -> list[str]:
+    """The summary as plain text lines (for logs, tests and the PDF's text layer): what the pages show."""
+    lines = [f"liver-node case summary, case {case_id}"]
+    for section in sections:
+        lines += ["", section.title]
+        for block in section.blocks:
+            if isinstance(block, Table):
+                if block.title:
+                    lines.append(block.title)
+                lines.append(" | ".join(f"{c.heading} ({c.unit})" if c.unit else c.heading for c in block.columns))
+                lines += [" | ".join(cell.lstrip("!") for cell in row) for row in block.rows]
+                lines += list(block.notes)
+            else:
+                lines.append(block.text if isinstance(block, Note) else block)
+        lines += [f"! {w}" for w in section.warnings]
     return lines
 
-
-def _wrap(lines: Sequence[str], width: int = 96) -> list[str]:
-    out = []
-    for line in lines:
-        while len(line) > width:
-            cut = line.rfind(" ", 0, width)
-            cut = cut if cut > 20 else width
-            out.append(line[:cut])
-            line = "    " + line[cut:].lstrip()
-        out.append(line)
-    return out
-
-
-def render_pages(lines: Sequence[str]) -> list[np.ndarray]:
-    """RGB pages (A4 portrait, white) of the monospaced lines, LINES_PER_PAGE per page, numbered."""
-    wrapped = _wrap(lines)
-    chunks = [wrapped[i:i + LINES_PER_PAGE] for i in range(0, len(wrapped), LINES_PER_PAGE)] or [[]]
-    pages = []
-    for n, chunk in enumerate(chunks, start=1):
-        fig = Figure(figsize=_PAGE_INCHES, dpi=_DPI, facecolor="white")
-        fig.text(0.05, 0.97, "\n".join(chunk), family="monospace", fontsize=8.2, va="top", ha="left")
-        fig.text(0.95, 0.015, f"page {n}/{len(chunks)}", fontsize=8, ha="right", color="dimgray")
-        pages.append(figure_rgb(fig))
-    return pages

@@ -88,64 +88,65 @@ MAA = MaaMeasurements(
     timings_s={})
 MAA_WARNINGS = ["regions found automatically: review them"]
 
-# (group, concept meaning, value, UCUM unit): every figure of the three records above, written out by hand.
+# (group, concept meaning, value, UCUM unit): every figure of the three records above, written out by hand,
+# rounded as the SR states them (each unit's precision; T/N 1 decimal, doses in whole Gy, lung volume in mL).
 EXPECTED = [
-    ("CT perfusion input aorta", "Peak contrast enhancement", 267.6, "[hnsf'U]"),
-    ("CT perfusion input aorta", "Time to peak enhancement", 12.0, "s"),
-    ("CT perfusion input aorta", "Volume", 18.79, "mL"),
-    ("CT perfusion input portal vein", "Peak contrast enhancement", 187.2, "[hnsf'U]"),
-    ("CT perfusion input portal vein", "Time to peak enhancement", 24.0, "s"),
-    ("CT perfusion input portal vein", "Volume", 2.97, "mL"),
-    ("CT perfusion input spleen", "Peak contrast enhancement", 83.5, "[hnsf'U]"),
-    ("CT perfusion input spleen", "Time to peak enhancement", 15.0, "s"),
-    ("CT perfusion input spleen", "Volume", 101.58, "mL"),
-    ("CT perfusion input spleen", "Arterial/portal phase split time", 15.0, "s"),
-    ("CT perfusion ROI Liver", "Volume", 1500.0, "mL"),
-    ("CT perfusion ROI Liver", "Analysed volume", 1400.5, "mL"),
-    *[("CT perfusion ROI Liver", name, v, unit) for name, v, unit in [
+    ("aorta (CT perfusion input)", "Peak contrast enhancement", 267.6, "[hnsf'U]"),
+    ("aorta (CT perfusion input)", "Time To Peak", 12.0, "s"),
+    ("aorta (CT perfusion input)", "Volume", 18.8, "mL"),
+    ("portal vein (CT perfusion input)", "Peak contrast enhancement", 187.2, "[hnsf'U]"),
+    ("portal vein (CT perfusion input)", "Time To Peak", 24.0, "s"),
+    ("portal vein (CT perfusion input)", "Volume", 3.0, "mL"),
+    ("spleen (CT perfusion input)", "Peak contrast enhancement", 83.5, "[hnsf'U]"),
+    ("spleen (CT perfusion input)", "Time To Peak", 15.0, "s"),
+    ("spleen (CT perfusion input)", "Volume", 101.6, "mL"),
+    ("spleen (CT perfusion input)", "Arterial/portal phase split time", 15.0, "s"),
+    ("Liver (CT perfusion)", "Volume", 1500.0, "mL"),
+    ("Liver (CT perfusion)", "Analysed volume", 1400.5, "mL"),
+    *[("Liver (CT perfusion)", name, v, unit) for name, v, unit in [
         ("Arterial liver perfusion", 11.2, UNIT_FLOW), ("Arterial liver perfusion", 3.1, UNIT_FLOW),
         ("Portal venous perfusion", 70.4, UNIT_FLOW), ("Portal venous perfusion", 12.2, UNIT_FLOW),
-        ("Total liver perfusion", 81.6, UNIT_FLOW), ("Total liver perfusion", 13.0, UNIT_FLOW),
+        ("Absolute Regional Blood Flow", 81.6, UNIT_FLOW), ("Absolute Regional Blood Flow", 13.0, UNIT_FLOW),
         ("Hepatic perfusion index", 14.0, "%"), ("Hepatic perfusion index", 2.0, "%"),
         ("Arterial liver perfusion", 12.5, UNIT_FLOW), ("Arterial liver perfusion", 2.5, UNIT_FLOW),
         ("Mean Transit Time", 9.5, "s"), ("Mean Transit Time", 1.5, "s"),
         ("Distribution volume", 25.0, "%"), ("Distribution volume", 4.0, "%")]],
-    ("CT perfusion ROI Tumor 1", "Volume", 14.0, "mL"),
-    ("CT perfusion ROI Tumor 1", "Analysed volume", 13.0, "mL"),
-    ("CT perfusion ROI Tumor 1", "Arterial liver perfusion", 61.0, UNIT_FLOW),
-    ("CT perfusion ROI Tumor 1", "Arterial liver perfusion", 9.0, UNIT_FLOW),
-    ("CT perfusion ROI Tumor 1", "Hepatic perfusion index", 80.0, "%"),
-    ("CT perfusion ROI Tumor 1", "Hepatic perfusion index", 5.0, "%"),
-    ("GSA liver", "Volume", 2058.1, "cm3"), ("GSA FLS", "Volume", 700.2, "cm3"),
-    ("GSA ITV", "Volume", 1357.9, "cm3"), ("GSA PTV", "Volume", 1500.3, "cm3"),
-    ("MAA tumour T1", "Tumor to normal liver uptake ratio", 8.05, "{ratio}"),
-    ("MAA tumour T1", "Tumor to normal liver uptake ratio, uncorrected", 5.05, "{ratio}"),
-    ("MAA tumour T1", "Volume", 14.1, "mL"),
-    ("MAA tumour T1", "Mass", 14.1 * 1.03, "g"),
-    ("MAA tumour T1", "Absorbed Dose", 563.6, "Gy"),
-    ("MAA tumour T1", "Arterial liver perfusion", 63.0, UNIT_FLOW),
-    ("MAA tumour T1", "Portal venous perfusion", 16.0, UNIT_FLOW),
-    ("MAA tumour T1", "Hepatic perfusion index", 80.6, "%"),
-    ("MAA tumour T2", "Tumor to normal liver uptake ratio", 2.9, "{ratio}"),
-    ("MAA tumour T2", "Tumor to normal liver uptake ratio, uncorrected", 2.07, "{ratio}"),
-    ("MAA tumour T2", "Volume", 12.5, "mL"),
-    ("MAA tumour T2", "Mass", 12.5 * 1.03, "g"),
-    ("MAA tumour T2", "Absorbed Dose", 203.0, "Gy"),
-    ("MAA tumour T2", "Arterial liver perfusion", 8.5, UNIT_FLOW),
-    ("MAA tumour T2", "Portal venous perfusion", 14.8, UNIT_FLOW),
-    ("MAA normal liver", "Volume", 1992.4, "mL"),
-    ("MAA normal liver", "Mass", 2052.1, "g"),
-    ("MAA normal liver", "Absorbed Dose", 70.0, "Gy"),
-    ("MAA whole liver", "Volume", 2026.1, "mL"),
-    ("MAA whole liver", "Tumor to normal liver uptake ratio", 5.12, "{ratio}"),
-    ("MAA lungs", "Lung shunt fraction", 8.03, "%"),
-    ("MAA lungs", "Volume", 2502.9, "mL"),
-    ("MAA lungs", "Mass", 750.9, "g"),
-    ("MAA lungs", "Absorbed Dose", 18.23, "Gy"),
-    ("Y-90 activity, partition model", "Planned Y-90 activity", 3.431, "GBq"),
-    ("Y-90 activity, partition model", "Y-90 activity at the normal liver dose limit", 3.431, "GBq"),
-    ("Y-90 activity, partition model", "Y-90 activity at the lung dose limit", 5.647, "GBq"),
-    ("MAA T/N vs tumour ALP", "Correlation coefficient T/N vs ALP", 0.99, "1"),
+    ("Tumor 1 (CT perfusion)", "Volume", 14.0, "mL"),
+    ("Tumor 1 (CT perfusion)", "Analysed volume", 13.0, "mL"),
+    ("Tumor 1 (CT perfusion)", "Arterial liver perfusion", 61.0, UNIT_FLOW),
+    ("Tumor 1 (CT perfusion)", "Arterial liver perfusion", 9.0, UNIT_FLOW),
+    ("Tumor 1 (CT perfusion)", "Hepatic perfusion index", 80.0, "%"),
+    ("Tumor 1 (CT perfusion)", "Hepatic perfusion index", 5.0, "%"),
+    ("Liver (GSA, planning CT)", "Volume", 2058.1, "cm3"), ("FLS (GSA, planning CT)", "Volume", 700.2, "cm3"),
+    ("ITV (GSA, planning CT)", "Volume", 1357.9, "cm3"), ("PTV (GSA, planning CT)", "Volume", 1500.3, "cm3"),
+    ("T1 (MAA SPECT)", "Tumor to normal liver uptake ratio", 8.1, "{ratio}"),
+    ("T1 (MAA SPECT)", "Tumor to normal liver uptake ratio, uncorrected", 5.0, "{ratio}"),
+    ("T1 (MAA SPECT)", "Volume", 14.1, "mL"),
+    ("T1 (MAA SPECT)", "Mass", 15.0, "g"),  # 14.1 mL x 1.03 g/mL = 14.52 g, in whole grams
+    ("T1 (MAA SPECT)", "Absorbed Dose", 564.0, "Gy"),
+    ("T1 (MAA SPECT)", "Arterial liver perfusion", 63.0, UNIT_FLOW),
+    ("T1 (MAA SPECT)", "Portal venous perfusion", 16.0, UNIT_FLOW),
+    ("T1 (MAA SPECT)", "Hepatic perfusion index", 80.6, "%"),
+    ("T2 (MAA SPECT)", "Tumor to normal liver uptake ratio", 2.9, "{ratio}"),
+    ("T2 (MAA SPECT)", "Tumor to normal liver uptake ratio, uncorrected", 2.1, "{ratio}"),
+    ("T2 (MAA SPECT)", "Volume", 12.5, "mL"),
+    ("T2 (MAA SPECT)", "Mass", 13.0, "g"),  # 12.875 g
+    ("T2 (MAA SPECT)", "Absorbed Dose", 203.0, "Gy"),
+    ("T2 (MAA SPECT)", "Arterial liver perfusion", 8.5, UNIT_FLOW),
+    ("T2 (MAA SPECT)", "Portal venous perfusion", 14.8, UNIT_FLOW),
+    ("normal liver (MAA SPECT)", "Volume", 1992.4, "mL"),
+    ("normal liver (MAA SPECT)", "Mass", 2052.0, "g"),
+    ("normal liver (MAA SPECT)", "Absorbed Dose", 70.0, "Gy"),
+    ("Liver (MAA SPECT)", "Volume", 2026.1, "mL"),
+    ("Liver (MAA SPECT)", "Tumor to normal liver uptake ratio", 5.1, "{ratio}"),
+    ("Lungs (MAA SPECT)", "Lung shunt fraction", 8.0, "%"),
+    ("Lungs (MAA SPECT)", "Volume", 2503.0, "mL"),
+    ("Lungs (MAA SPECT)", "Mass", 751.0, "g"),
+    ("Lungs (MAA SPECT)", "Absorbed Dose", 18.2, "Gy"),
+    ("Y-90 activity (partition model)", "Maximum Y-90 activity within the dose limits", 3.43, "GBq"),
+    ("Y-90 activity (partition model)", "Y-90 activity at the normal liver dose limit", 3.43, "GBq"),
+    ("Y-90 activity (partition model)", "Y-90 activity at the lung dose limit", 5.65, "GBq"),
+    # no correlation coefficient: 3 tumours are fewer than MIN_POINTS (the summary says so)
 ]
 
 
@@ -193,14 +194,29 @@ def test_sr_holds_every_measurement_with_its_unit_and_method(case):
     sr, found = _read_measurements(case["paths"][0])
     for group, meaning, value, unit in EXPECTED:
         hits = [f for f in found if f[0] == group and f[1] == meaning and f[3] == unit
-                and f[2] == pytest.approx(value, rel=1e-6, abs=1e-9)]
+                and f[2] == pytest.approx(value, rel=1e-9, abs=1e-9)]
         assert hits, (group, meaning, value, unit)
     assert len(found) == len(EXPECTED)  # nothing else, nothing twice
     for _g, _n, _v, _u, m in found:
         assert m.method is not None and m.method.meaning
     flows = [m for *_, m in found if m.unit.value == UNIT_FLOW and m.name.meaning == "Arterial liver perfusion"]
-    assert {m.method.meaning for m in flows} >= {"Dual-input maximum slope (Blomley, direct)",
-                                                 "Dual-input single-compartment model (Materne)"}
+    assert {m.method.meaning for m in flows} >= {"Maximum Slope", "Dual-input single-compartment model (Materne)"}
+
+
+def test_sr_states_values_at_their_precision_with_standard_codes(case):
+    """NumericValue strings are short (no "25.3483000000000"); standard codes wherever one exists."""
+    sr, found = _read_measurements(case["paths"][0])
+    for group, _meaning, _value, _unit, m in found:
+        text = str(m[0].MeasuredValueSequence[0].NumericValue)  # the NUM content item's DS
+        assert len(text) <= 7 and len(text.partition(".")[2]) <= 2, (group, text)
+    schemes = {(m.name.scheme_designator, m.name.meaning) for *_, m in found}
+    assert ("SCT", "Volume") in schemes and ("DCM", "Time To Peak") in schemes
+    assert ("DCM", "Absolute Regional Blood Flow") in schemes and ("DCM", "Absorbed Dose") in schemes
+    methods = {(m.method.scheme_designator, m.method.meaning) for *_, m in found}
+    assert ("DCM", "Sum of segmented voxel method for volume") in methods and ("DCM", "Maximum Slope") in methods
+    procedures = {(str(item.ConceptCodeSequence[0].CodingSchemeDesignator), str(item.ConceptCodeSequence[0].CodeValue))
+                  for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "121058"}
+    assert {("LN", "24815-3"), ("LN", "24817-9")} <= procedures  # "Procedure reported": LOINC
 
 
 def test_sr_identity_study_and_evidence(case):
@@ -211,7 +227,7 @@ def test_sr_identity_study_and_evidence(case):
     evidence = {item[2] for item in sr.get_evidence()}  # (study, series, instance, class)
     assert nm.SOPInstanceUID in evidence and case["pm"].SOPInstanceUID in evidence
     groups = {g.tracking_identifier: g for g in cast(Any, sr.content).get_image_measurement_groups()}
-    aorta_refs = {s.referenced_sop_instance_uid for s in groups["CT perfusion input aorta"].source_images}
+    aorta_refs = {s.referenced_sop_instance_uid for s in groups["aorta (CT perfusion input)"].source_images}
     # the aorta curve's images: its slice position (z = 5 mm) at every time point
     expected = {ds.SOPInstanceUID for ds in case["perfusion_ct"] if float(ds.ImagePositionPatient[2]) == 5.0}
     assert aorta_refs == expected and len(expected) == 3
@@ -219,16 +235,22 @@ def test_sr_identity_study_and_evidence(case):
 
 def test_summary_page_is_a_readable_capture(case):
     page = case["outputs"][1].dataset
-    assert "DERIVED" in page.ImageType and page.BurnedInAnnotation == "NO"
+    # the page header burns in the patient's name, ID and birth date: the capture says so
+    assert "DERIVED" in page.ImageType and page.BurnedInAnnotation == "YES"
     assert page.PatientID == PATIENT and page.StudyInstanceUID == case["nm_maa"].StudyInstanceUID
     rgb = page.pixel_array
-    assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.shape[0] > 1000
-    dark = (rgb.mean(axis=2) < 128).mean()
-    assert 0.005 < dark < 0.3  # black text on a white page
+    assert rgb.shape == (1080, 1920, 3)
+    bright = (rgb.mean(axis=2) > 128).mean()
+    assert 0.005 < bright < 0.2  # light text on a dark page
     text = "\n".join(summary_text("CASE-7", case["results"], case["sources"]))
-    for needle in ("Y-90 ACTIVITY 3.43 GBq (limited by normal liver)", "lung shunt fraction 8.03 % (measured on SPECT)",
-                   "ITV          1358 cm3", "aorta", "8.05"):
+    for needle in ("maximum activity within these limits 3.43 GBq", "reached first: normal liver limit",
+                   "not a prescription", "Lung shunt fraction 8.0 % (measured on SPECT)",
+                   "ITV | liver - FLS (to treat) | 1357.9", "aorta | 268 | 12.0 | 18.8", "T1 | 14.1 | 8.1 | 5.0 | 564",
+                   "n = 3 tumours, too few for a correlation coefficient (needs 5)",
+                   "MAA SPECT: automatic from the uptake | 2026.1", "planning CT: RTSTRUCT 'Liver' | 2058.1",
+                   "Tumor 1 | max slope | 61.0 \u00b1 9.0"):
         assert needle in text, needle
+    assert "+-" not in text
 
 
 def test_subset_and_empty_results():

@@ -1,0 +1,117 @@
+"""Render every page the node makes for the phantom patient: run the case in-process and write its outputs.
+
+    .venv/bin/python scripts/case_pages.py OUT [--dicom] [--readme]
+
+Writes OUT/<n>-<what>.png for each Secondary Capture (and with --dicom every output object as .dcm). With
+--readme the PNGs go to docs/pages/ (the pictures of the README's "What you get"), so they stay current.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from node.config import parse_config
+from node.demo import send_files
+from node.phantom import write_phantom
+from node.service import Node
+from node.workflow import OutputObject
+
+ROOT = Path(__file__).resolve().parents[1]
+SC = "1.2.840.10008.5.1.4.1.1.7"
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.items: list[OutputObject] = []
+
+    def produce(self, case_id: str, obj: OutputObject) -> list[int]:
+        self.items.append(obj)
+        return [len(self.items)]
+
+
+def run_phantom_case(work: Path, seed: int = 0, timeout: float = 900.0) -> list[OutputObject]:
+    """Every output object the node makes for the small phantom patient (in-process node, loopback)."""
+    import socket
+
+    phantom = write_phantom(work / "phantom", size="small", seed=seed)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = parse_config({"node": {"ae_title": "LIVERNODE", "host": "127.0.0.1", "port": port,
+                                    "data_dir": str(work / "var")},
+                           "completion": {"stable_seconds": 1}}, base_dir=work)
+    sink = _Sink()
+    node = Node(config, sink=sink)
+    node.start()
+    try:
+        files = sorted(p for p in phantom.rglob("*.dcm") if "truth" not in p.parts)
+        stored, refused = send_files("127.0.0.1", port, "LIVERNODE", files)
+        if refused:
+            raise RuntimeError(f"{refused} phantom files refused")
+        end = time.time() + timeout
+        while time.time() < end:
+            cases = node.index.cases()
+            states = {c.state for c in cases}
+            if cases and states <= {"done", "failed"}:
+                break
+            time.sleep(1.0)
+        else:
+            raise RuntimeError("the phantom case did not finish")
+    finally:
+        node.stop()
+    return sink.items
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
+
+
+def sc_pixels(ds: Any) -> np.ndarray:
+    arr = ds.pixel_array
+    return np.stack([arr] * 3, axis=-1) if arr.ndim == 2 else arr
+
+
+def write_pages(objects: list[OutputObject], out: Path, dicom: bool) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n, obj in enumerate(objects, start=1):
+        ds = obj.dataset
+        if dicom:
+            ds.save_as(out / f"{n:02d}-{_slug(obj.description)}.dcm", enforce_file_format=True)
+        if str(ds.SOPClassUID) == SC:
+            path = out / f"{n:02d}-{_slug(obj.description)}.png"
+            Image.fromarray(sc_pixels(ds)).save(path, optimize=True)
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", nargs="?", type=Path)
+    p.add_argument("--dicom", action="store_true", help="also write every output object as .dcm")
+    p.add_argument("--readme", action="store_true", help="write the README's pictures to docs/pages/")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    out = ROOT / "docs" / "pages" if args.readme else args.out
+    if out is None:
+        p.error("give OUT or --readme")
+    with tempfile.TemporaryDirectory(prefix="liver-node-pages-") as tmp:
+        objects = run_phantom_case(Path(tmp), seed=args.seed)
+    if args.readme and out.exists():
+        shutil.rmtree(out)
+    for path in write_pages(objects, out, args.dicom):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
