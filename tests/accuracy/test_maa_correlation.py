@@ -93,8 +93,9 @@ def test_correlation_lists_every_tumour_with_both_measurements(case):
     # hypervascular T1 > mixed T3 > hypovascular T2 in ALP, as in T/N: a positive correlation
     alp = {n: r.perfusion["maxslope"].ALP for n, r in by_truth.items()}
     assert alp["T1"] > alp["T3"] > alp["T2"]
+    # three tumours: no correlation coefficient (it needs MIN_POINTS = 5), the count is recorded
     assert corr.pearson_r_tn_vs_alp["maxslope"].n == 3
-    assert corr.pearson_r_tn_vs_alp["maxslope"].r > 0.9
+    assert corr.pearson_r_tn_vs_alp["maxslope"].r is None
 
 
 def test_registration_places_tumours_where_the_truth_has_them(case):

@@ -150,7 +150,12 @@ def test_outputs_pass_dciodvfy_and_are_labelled(tmp_path, phantom, automatic):
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == phantom["nm"].SOPInstanceUID
     rtss = next(o.dataset for o in automatic.outputs if o.kind == "report")
     assert rtss.Modality == "RTSTRUCT"
-    assert set(rtstruct.roi_names(rtss)) == {"Liver", *automatic.measurements.uptake.tumours}
+    assert set(rtstruct.roi_names(rtss)) == {"Liver", "Lungs", *automatic.measurements.uptake.tumours}
+    # measurement regions, never targets: a planning system must not take them as GTV/CTV/PTV
+    types = rtstruct.roi_interpreted_types(rtss)
+    assert {types[n] for n in automatic.measurements.uptake.tumours} == {"CONTROL"}
+    assert types["Liver"] == types["Lungs"] == "ORGAN"
+    assert {item.ROIGenerationAlgorithm for item in rtss.StructureSetROISequence} == {"AUTOMATIC"}
     json.dumps(encode(automatic.measurements))  # the case record must serialise
 
 
@@ -166,10 +171,10 @@ def test_case_report_from_the_maa_result(tmp_path, phantom, automatic):
     assert dciodvfy_errors(path) == []
     groups = {g.tracking_identifier: g for g in cast(Any, hd.sr.srread(path).content).get_image_measurement_groups()}
     for name, entry in automatic.measurements.uptake.tumours.items():
-        tn = [m for m in groups[f"MAA tumour {name}"].get_measurements()
+        tn = [m for m in groups[f"{name} (MAA SPECT)"].get_measurements()
               if m.name.meaning == "Tumor to normal liver uptake ratio"]
-        assert len(tn) == 1 and float(tn[0].value) == pytest.approx(entry.tn_ratio)
+        assert len(tn) == 1 and float(tn[0].value) == pytest.approx(entry.tn_ratio, abs=0.05)  # 1 decimal
         assert tn[0].unit.value == "{ratio}"
-    activity = groups["Y-90 activity, partition model"].get_measurements()[0]
-    assert activity.unit.value == "GBq"
-    assert float(activity.value) == pytest.approx(automatic.measurements.partition_model.activity_gbq)
+    activity = groups["Y-90 activity (partition model)"].get_measurements()[0]
+    assert activity.unit.value == "GBq" and activity.name.meaning == "Maximum Y-90 activity within the dose limits"
+    assert float(activity.value) == pytest.approx(automatic.measurements.partition_model.activity_gbq, abs=0.005)

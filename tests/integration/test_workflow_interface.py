@@ -189,7 +189,7 @@ def test_a_renamed_measurement_field_fails_instead_of_shortening_the_report() ->
     nm = F.nm_multiframe("P-RENAME")
     good = decode(_gsa_record(), GsaMeasurements)
     groups = GSA.report_groups(WorkflowResult("gsa", good), {"spect-gsa": [nm]})
-    assert {g.identifier for g in groups} == {"GSA liver", "GSA FLS", "GSA ITV", "GSA PTV"}
+    assert {g.identifier for g in groups} == {f"{n} (GSA, planning CT)" for n in ("Liver", "FLS", "ITV", "PTV")}
     renamed = _renamed(good)
     with pytest.raises(AttributeError, match="volumes_cm3"):  # the report reads the field, it does not skip it
         build_report("P-RENAME", {"gsa": WorkflowResult("gsa", renamed)}, {"spect-gsa": [nm]})
