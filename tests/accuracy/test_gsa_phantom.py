@@ -108,6 +108,26 @@ def test_targets_match_truth_masks(results, phantoms, name):
     assert distance.max() >= 5.0 - voxel_diagonal
 
 
+def test_no_one_voxel_slivers_reach_the_planning_system(results, phantoms):
+    """Read back from the RTSTRUCT, FLS and ITV have no part below the small-part sizes (node.gsa.targets);
+    on this coarse test grid (3.2 mm pixels) the rule moves about 1 % of the ITV, which is recorded."""
+    from scipy import ndimage
+
+    from node.gsa.targets import MIN_CONTOUR_MM2, MIN_PART_CM3
+
+    masks = written_masks(results["default"], phantoms["default"])
+    spacing = results["default"].measurements.planning_ct.voxel_mm_zyx
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+    for roi in ("FLS", "ITV"):
+        parts = np.bincount(ndimage.label(masks[roi])[0].ravel())[1:]
+        contours = np.bincount(ndimage.label(masks[roi], structure=in_plane)[0].ravel())[1:]
+        assert parts.min() * float(np.prod(spacing)) / 1000.0 >= MIN_PART_CM3, roi
+        assert contours.min() * spacing[1] * spacing[2] >= MIN_CONTOUR_MM2, roi
+    tidy = results["default"].measurements.small_parts
+    assert tidy is not None and abs(tidy.itv_change_fraction) < 0.03
+
+
 def test_negative_spacing_nm_gives_the_same_result(results, phantoms):
     a, b = results["default"].measurements, results["negative-spacing"].measurements
     assert np.allclose(a.registration.matrix_4x4, b.registration.matrix_4x4, atol=1e-3)
@@ -140,6 +160,11 @@ def test_rtstruct_content(results, phantoms):
     assert rtss.StudyInstanceUID == ct.StudyInstanceUID and rtss.PatientID == ct.PatientID
     assert rtss.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == ct.FrameOfReferenceUID
     types = {o.ReferencedROINumber: o.RTROIInterpretedType for o in rtss.RTROIObservationsSequence}
+    # the liver copied from the received RTSTRUCT keeps how it was made there (the phantom writes AUTOMATIC)
+    source = phantoms["default"]["rtss"]
+    received = {r.ROIName: r.ROIGenerationAlgorithm for r in source.StructureSetROISequence}
+    written = {r.ROIName: r.ROIGenerationAlgorithm for r in rtss.StructureSetROISequence}
+    assert written["Liver"] == received["Liver"]
     rois = {r.ROIName: (types[r.ROINumber], r.ROIDescription) for r in rtss.StructureSetROISequence}
     assert {k: v[0] for k, v in rois.items()} == {"FLS": "AVOIDANCE", "ITV": "CTV", "PTV": "PTV", "Liver": "ORGAN"}
     volumes = results["default"].measurements.volumes_cm3
@@ -161,6 +186,26 @@ def test_derived_liver_when_no_rtstruct(results, phantoms):
     truth = phantoms["default"]["masks"]
     assert dice(masks[m.liver_roi_name], truth["liver"]) >= 0.9  # approximate by nature
     assert dice(masks["FLS"], truth["fls"]) >= 0.95  # the FLS does not depend on the liver edge
+
+
+def test_a_copied_liver_keeps_its_generation_algorithm(phantoms):
+    """A MANUAL liver contour stays MANUAL in the structure set the node writes (it is re-traced, not made)."""
+    from node.gsa.liver import find_liver
+    from node.gsa.pipeline import _contours
+    from node.gsa.targets import Targets
+
+    p = phantoms["default"]
+    rtss = copy.deepcopy(p["rtss"])
+    for item in rtss.StructureSetROISequence:
+        item.ROIGenerationAlgorithm, item.ROIGenerationDescription = "MANUAL", "drawn by Dr. A"
+    planning = ct_series_image(rtstruct.sort_slices(p["planning"]))
+    liver = find_liver(rtss, p["planning"], planning, sitk.Image((4, 4, 4), sitk.sitkFloat32),
+                       sitk.Transform(3, sitk.sitkIdentity), ANALYSIS.liver_roi_names)
+    assert liver.generation == ("MANUAL", "drawn by Dr. A")
+    empty = np.zeros_like(liver.mask)
+    contours = _contours(liver, Targets(empty, liver.mask, liver.mask, 1.0, 0.6), ANALYSIS, (5.0, 3.2, 3.2))
+    (written,) = [c for c in contours if c.name == liver.roi_name]
+    assert written.generation[0] == "MANUAL" and "drawn by Dr. A" in written.generation[1]
 
 
 def test_unusable_rtstruct_falls_back_with_the_reason(phantoms):

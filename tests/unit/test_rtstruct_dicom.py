@@ -202,3 +202,22 @@ def test_writer_rejects_bad_input() -> None:
         rtstruct.write_rtstruct(ct, [rtstruct.RoiMask("Liver", good * 0.5)])
     with pytest.raises(ValueError, match="no ROIs"):
         rtstruct.write_rtstruct(ct, [])
+
+
+def test_generation_algorithm_is_the_roi_s_own():
+    """AUTOMATIC with the tracing description by default; a copied ROI keeps its source's (MANUAL) values;
+    roi_generation reads them back; unknown terms are refused."""
+    ct = make_ct(NONUNIFORM_Z, orientation=HFS, spacing=(0.8, 1.1))
+    masks = phantom_masks(rtstruct.sort_slices(ct))
+    (name_a, mask_a), (name_b, mask_b) = list(masks.items())[:2]
+    rtss = rtstruct.write_rtstruct(ct, [
+        rtstruct.RoiMask(name_a, mask_a),
+        rtstruct.RoiMask(name_b, mask_b, generation_algorithm="MANUAL", generation_description="drawn by Dr. A"),
+    ])
+    assert rtstruct.roi_generation(rtss, name_a) == ("AUTOMATIC", "voxel-edge contours traced from a binary mask")
+    assert rtstruct.roi_generation(rtss, name_b) == ("MANUAL", "drawn by Dr. A")
+    assert rtstruct.roi_interpreted_types(rtss) == {name_a: "ORGAN", name_b: "ORGAN"}
+    with pytest.raises(KeyError):
+        rtstruct.roi_generation(rtss, "no such ROI")
+    with pytest.raises(ValueError, match="generation_algorithm"):
+        rtstruct.RoiMask(name_a, mask_a, generation_algorithm="GUESSED")
