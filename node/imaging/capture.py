@@ -115,4 +115,9 @@ def secondary_capture(pixels: np.ndarray | Page, ref: Dataset, sources: Sequence
         sc.ImageComments = comments[:10240]
     if sources:
         sc.SourceImageSequence = _source_items(sources, source_purpose)
+    texts = [str(v) for v in (sc.get("ImageComments"), sc.get("DerivationDescription"), sc.get("SeriesDescription"),
+                              sc.get("PatientName"), sc.get("StudyDescription")) if v]
+    if not all(t.isascii() for t in texts):
+        # UTF-8 holds the units (cm\u00b3, \u2264), \u00b1 and names in any script; every value is decoded text
+        sc.SpecificCharacterSet = "ISO_IR 192"
     return sc

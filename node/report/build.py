@@ -106,13 +106,14 @@ def build_report(case_id: str, results: Mapping[str, WorkflowResult[Any]],
     pages = render_pages(Identity.of(primary, description), sections, "Case summary",
                          "measured values with their units;  \u00b1 = 1 SD;  n.m. = not measurable (why: see notes)")
     series_uid = hd.UID()
+    text = "\n".join(summary_lines(case_id, sections))  # the pages' text, searchable (ImageComments)
     out = [OutputObject("report", sr, "case measurements (SR TID 1500)")]
     for n, rgb in enumerate(pages, start=1):
         sc = secondary_capture(
             rgb, primary, refs, series_uid=series_uid, series_number=SUMMARY_SERIES_NUMBER, instance_number=n,
             series_description=description,
             comments=f"{NOT_FOR_DIAGNOSIS}. Case {case_id}: summary page {n} of {len(pages)} of the structured "
-                     f"report {sr.SOPInstanceUID}.",
+                     f"report {sr.SOPInstanceUID}. Text of the summary:\n{text}",
             derivation=f"summary of the case measurements ({names})", image_plane=False)
         out.append(OutputObject("report", sc, f"case summary page {n}/{len(pages)}"))
     logger.info("case %s: report with %d groups and %d summary page(s)", case_id, len(groups), len(pages))

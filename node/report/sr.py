@@ -16,13 +16,14 @@ from typing import Any
 
 import highdicom as hd
 from pydicom import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from node import __version__
 from node.derived import MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSIS, equipment_kwargs
 from node.report import codes as C
-from node.report.groups import Group, Item
+from node.report.groups import PRIVATE_SCHEME, Group, Item
 from node.workflow import Workflow
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ __all__ = ["SR_SERIES_NUMBER", "build_sr", "DEVICE_UID"]
 SR_SERIES_NUMBER = 9700
 #: Stable observer-device UID of this software (same in every report).
 DEVICE_UID = generate_uid(entropy_srcs=["liver-node", "observer-device"])
+#: Stable UID of this software's private coding scheme (node.report.groups.PRIVATE_SCHEME).
+CODING_SCHEME_UID = generate_uid(entropy_srcs=["liver-node", "coding scheme 99LIVERNODE"])
 
 
 def _measurement(i: Item) -> hd.sr.Measurement:
@@ -74,6 +77,20 @@ def tracking_uids(groups: Sequence[Group]) -> list[str]:
     return out
 
 
+def _identify_private_scheme(sr: Dataset, groups: Sequence[Group]) -> None:
+    """Name this software's coding scheme in the SOP Common module (PS3.3 C.12.1.1.8) when the SR uses it."""
+    used = any(c.scheme == PRIVATE_SCHEME for g in groups for i in g.items for c in (i.concept, i.method))
+    if not used:
+        return
+    item = Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeUID = CODING_SCHEME_UID
+    item.CodingSchemeName = "liver-node concepts"
+    item.CodingSchemeResponsibleOrganization = MANUFACTURER
+    item.CodingSchemeVersion = __version__
+    sr.CodingSchemeIdentificationSequence = DicomSequence([item])
+
+
 def build_sr(case_id: str, groups: Sequence[Group], evidence: Sequence[Dataset],
              workflows: Sequence[Workflow[Any, Any]]) -> Dataset:
     """The Comprehensive 3D SR holding `groups`; `evidence` must include every group source (first = study);
@@ -90,5 +107,6 @@ def build_sr(case_id: str, groups: Sequence[Group], evidence: Sequence[Dataset],
         evidence=list(evidence), content=report, series_instance_uid=hd.UID(), series_number=SR_SERIES_NUMBER,
         sop_instance_uid=hd.UID(), instance_number=1, is_complete=True, is_final=False, is_verified=False,
         series_description=f"Case measurements - {NOT_FOR_DIAGNOSIS}"[:64], **equipment_kwargs())
+    _identify_private_scheme(sr, groups)
     logger.info("case %s: SR with %d groups, %d measurements", case_id, len(groups), sum(len(g.items) for g in groups))
     return sr
