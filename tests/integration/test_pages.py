@@ -55,7 +55,7 @@ def test_every_page_is_full_hd_with_the_identity_it_declares(delivered) -> None:
         assert ds.BurnedInAnnotation == "YES"
         assert "DERIVED" in ds.ImageType and "not for primary diagnosis" in ds.SeriesDescription.lower()
         # dark pages: the background is black
-        assert (rgb.mean(axis=2) < 20).mean() > 0.5, ds.SeriesDescription
+        assert (rgb.mean(axis=2) < 20).mean() > 0.35, ds.SeriesDescription
 
 
 def _has_scale(region: np.ndarray, cmap: Any, steps: int = 9, tolerance: float = 18.0) -> bool:
