@@ -24,6 +24,7 @@ __all__ = [
     "DestinationConfig",
     "OutboxConfig",
     "HealthConfig",
+    "ReceiveConfig",
     "Config",
     "OUTPUT_KINDS",
     "load_config",
@@ -61,7 +62,7 @@ class NodeConfig:
     host: str = "0.0.0.0"
     port: int = 11112
     data_dir: Path = Path("var")
-    max_pdu_size: int = 0  # 0 = unlimited: fewer, larger P-DATA PDUs on the hot path
+    max_pdu_size: int = 4 * 1024 * 1024  # largest PDU a peer may send us (bounds memory per association)
     max_associations: int = 10
     log_level: str = "INFO"
 
@@ -133,6 +134,17 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class ReceiveConfig:
+    """The receive edge: what is accepted, and how long a connection may take to ask for an association."""
+
+    strict: bool = False  # True: refuse what the tolerant default stores as "unusable" (see node/header.py)
+    negotiation_timeout_seconds: float = 5.0  # connect (TLS handshake included) to A-ASSOCIATE-RQ received
+    max_negotiating: int = 32  # connections not yet associated, all peers together
+    max_negotiating_per_address: int = 8  # ... from one address
+    fast_path: bool = True  # node/netfast.py's tuned pynetdicom receive path; False = stock pynetdicom
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
@@ -141,6 +153,7 @@ class Config:
     destinations: tuple[DestinationConfig, ...] = ()
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    receive: ReceiveConfig = field(default_factory=ReceiveConfig)
     source: Path | None = None  # the file it came from, for messages
 
     def destinations_for(self, output_kind: str) -> tuple[DestinationConfig, ...]:
@@ -304,7 +317,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
         host=_host(n, "host", "0.0.0.0"),  # type: ignore[arg-type]
         port=n.integer("port", 11112, 0, 65535),  # type: ignore[arg-type]
         data_dir=data_dir,
-        max_pdu_size=n.integer("max_pdu_size", 0, 0, 2**31 - 1),  # type: ignore[arg-type]
+        max_pdu_size=_max_pdu(n),
         max_associations=n.integer("max_associations", 10, 1, 1000),  # type: ignore[arg-type]
         log_level=log_level,
     )
@@ -371,9 +384,34 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     )
     h.finish()
 
+    r = _Section("receive", root.get("receive", {}))
+    receive = ReceiveConfig(
+        strict=r.boolean("strict", False),
+        negotiation_timeout_seconds=r.number("negotiation_timeout_seconds", 5.0, lo=0.1, hi=120.0),
+        max_negotiating=r.integer("max_negotiating", 32, 1, 10000),  # type: ignore[arg-type]
+        max_negotiating_per_address=r.integer("max_negotiating_per_address", 8, 1, 10000),  # type: ignore[arg-type]
+        fast_path=r.boolean("fast_path", True),
+    )
+    r.finish()
+
     root.finish()
     return Config(node=node, security=security, completion=completion, analysis=analysis,
-                  destinations=tuple(dests), outbox=outbox, health=health, source=source)
+                  destinations=tuple(dests), outbox=outbox, health=health, receive=receive, source=source)
+
+
+MIN_PDU = 4096
+MAX_PDU = 64 * 1024 * 1024
+
+
+def _max_pdu(n: _Section) -> int:
+    """node.max_pdu_size. 0 used to mean "unlimited"; the node no longer offers that (one connection could claim
+    gigabytes), so 0 reads as the default, and the SCP says so at start."""
+    v = n.integer("max_pdu_size", NodeConfig.max_pdu_size, 0, MAX_PDU)
+    if v == 0:
+        return 0
+    if v is None or v < MIN_PDU:
+        raise ConfigError(n.key("max_pdu_size"), f"must be between {MIN_PDU} and {MAX_PDU} bytes, got {v}")
+    return v
 
 
 def _destination(parent: _Section, name: str, base: Path, data_dir: Path) -> DestinationConfig:

@@ -19,8 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
+from typing import NamedTuple
+
 from node.completion import Completion
-from node.header import read_header
+from node.header import InstanceInfo, read_header
 from node.index import Arrival, Index
 from node.store import InstanceStore, publish, sync_file
 
@@ -31,10 +33,19 @@ _GATHER_SECONDS = 0.05  # group commit: let a burst of arrivals share one index 
 _CLEAN_MARK = "clean-shutdown"  # written by stop(): the index is complete, start-up need not rescan the files
 
 
+class Accepted(NamedTuple):
+    """A received instance made durable: where it is, whether it is new, and its header."""
+
+    path: Path
+    new: bool
+    info: InstanceInfo
+
+
 class Receiver:
     def __init__(self, store: InstanceStore, index: Index, completion: Completion | None,
-                 stable_seconds: float) -> None:
+                 stable_seconds: float, strict: bool = False) -> None:
         self.store = store
+        self.strict = strict  # [receive] strict: refuse what the tolerant policy accepts as unusable
         self.index = index
         self.completion = completion
         self.stable_seconds = stable_seconds
@@ -73,8 +84,8 @@ class Receiver:
 
     # ------------------------------------------------------------------ hot path
     def accept(self, spooled: Path, sop_class_uid: str, sop_instance_uid: str, calling_ae: str,
-               transfer_syntax_uid: str = "") -> tuple[Path, bool]:
-        """Validate and durably store a spooled Part 10 file. Returns (stored path, newly stored?).
+               transfer_syntax_uid: str = "") -> Accepted:
+        """Validate and durably store a spooled Part 10 file. Returns (stored path, newly stored?, header).
 
         The spooled file is consumed (linked into place or removed) in every case. A second copy of an instance
         keeps the first (the link into place never overwrites).
@@ -82,7 +93,7 @@ class Receiver:
         # fsync releases the GIL: let it run while the header is checked (measured: bench/ingest.py)
         syncing = self._sync_pool.submit(sync_file, spooled)
         try:
-            info = read_header(spooled, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+            info = read_header(spooled, sop_class_uid, sop_instance_uid, transfer_syntax_uid, self.strict)
             final = self.store.path_for(info.study_uid, info.series_uid, info.sop_instance_uid)
             size = syncing.result()
             new = publish(spooled, final)
@@ -93,7 +104,7 @@ class Receiver:
             self._arrivals.put(Arrival(info, final, size, calling_ae, time.time()))
         else:
             logger.info("duplicate SOP Instance %s from %s: kept the stored copy", info.sop_instance_uid, calling_ae)
-        return final, new
+        return Accepted(final, new, info)
 
     # ------------------------------------------------------------------ indexing
     def _index_loop(self) -> None:
@@ -154,7 +165,7 @@ class Receiver:
             if str(path) in known:
                 continue
             try:
-                info = read_header(path)
+                info = read_header(path)  # already stored: index it whatever the policy
                 new, _ = self.index.add_instance(info, path, path.stat().st_size, "(recovered)",
                                                  self.stable_seconds)
                 if new and self.completion is not None:

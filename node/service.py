@@ -6,6 +6,7 @@ import signal
 import threading
 from typing import Any
 
+from node import netfast
 from node.analysis import AnalysisRunner
 from node.completion import Completion
 from node.config import Config, ConfigError
@@ -35,7 +36,8 @@ class Node:
             sink = self.outbox
         self.runner = AnalysisRunner(config, self.index, sink)
         self.completion = Completion(self.index, config, on_ready=self.runner.submit)
-        self.receiver = Receiver(self.store, self.index, self.completion, config.completion.stable_seconds)
+        self.receiver = Receiver(self.store, self.index, self.completion, config.completion.stable_seconds,
+                                 strict=config.receive.strict)
         ssl_context = None
         if config.security.tls is not None:
             from node.tls import TlsSetupError, server_context
@@ -49,9 +51,13 @@ class Node:
         self.address: tuple[str, int] | None = None
 
     def start(self) -> tuple[str, int]:
-        removed = self.store.clean_tmp()
-        if removed:
-            logger.warning("removed %d partial file(s) of interrupted transfers (never acknowledged)", removed)
+        netfast.configure_process()  # pynetdicom's process-wide settings, once (the acceptor's own in scp.start)
+        left = self.store.clean_tmp()
+        if left.partial:
+            logger.warning("removed %d partial spool file(s) of interrupted transfers (%d bytes, never acknowledged)",
+                           left.partial, left.partial_bytes)
+        if left.empty:
+            logger.info("removed %d empty spool file(s) made ahead by the last run", left.empty)
         self.receiver.start()  # re-indexes stored files after an unclean stop
         self.runner.start()
         self.completion.start()
