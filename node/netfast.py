@@ -142,9 +142,10 @@ def configure_process() -> None:
         if _process_configured:
             return
         _pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
-        names = [n for n in list(logging.Logger.manager.loggerDict) if n == "pynetdicom" or
-                 n.startswith("pynetdicom.")]
-        for name in names:
+        # pydicom's warnings about what a peer sent (UIDs in an A-ASSOCIATE-RQ, values in a data set) come from
+        # the same threads; py.warnings carries Python warnings once logging.captureWarnings is on (logsetup)
+        names = [n for n in list(logging.Logger.manager.loggerDict) if n.split(".")[0] in ("pynetdicom", "pydicom")]
+        for name in {*names, "pynetdicom", "pydicom", "py.warnings"}:
             logging.getLogger(name).addFilter(_LOG_FILTER)
         previous = threading.excepthook
 
@@ -439,8 +440,9 @@ def _acceptor_of_current_thread() -> Any:
 
 
 class _AcceptorLogFilter(logging.Filter):
-    """pynetdicom's warnings and errors about our acceptor associations (tracebacks included) become one
-    WARNING line per association, naming the peer; records about anything else pass unchanged."""
+    """pynetdicom's (and pydicom's) warnings and errors on the threads of our acceptor associations (tracebacks
+    included) become one WARNING line per association, naming the peer; records from any other thread pass
+    unchanged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
@@ -455,7 +457,7 @@ class _AcceptorLogFilter(logging.Filter):
                 f"{text} ({type(exc).__name__}: {exc})"
         server = _edge_server_of(assoc)
         if server is not None:
-            server.report(assoc, f"pynetdicom: {text}"[:400])
+            server.report(assoc, f"{record.name.split('.')[0]}: {text}"[:400])
         return False
 
 
@@ -722,8 +724,12 @@ class _FastDUL(DULServiceProvider):
         if sock is None:
             self.event_queue.put("Evt17")
             return
-        if self._broken:  # after an A-ABORT for bad input: close instead of parsing what else it sent
-            self.socket.close()  # type: ignore[union-attr]
+        if self._broken:  # bad input seen: what else the peer sends is dropped unread until the A-ABORT is out
+            try:  # and the ARTIM timer (acse_timeout) closes the connection
+                if not sock.recv(65536):
+                    self.event_queue.put("Evt17")
+            except (OSError, ValueError):
+                self.event_queue.put("Evt17")
             return
         try:
             header = _recv_exact(sock, 6)

@@ -277,9 +277,9 @@ class StorageSCP:
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server = None
-        self.ae.shutdown()
+            self.server.shutdown()  # no new connections
+        self.ae.shutdown()  # ends the running associations (their events still see the server)
+        self.server = None
         SpoolFile.pool.drain()
 
     @property
