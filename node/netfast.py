@@ -37,9 +37,12 @@ used only for the edge server's associations:
 
 Every wait has a short limit (IDLE_WAIT_SECONDS), so timers, release and abort are noticed as before.
 
-The one process-wide setting, :func:`configure_process` (documented pynetdicom option, set by the service at
-start): ``STORE_SEND_CHUNKED_DATASET``, so the outbox sends stored files as their bytes instead of decoding
-and re-encoding them. It changes only C-STORE requests made from a file path, which only the outbox makes.
+The process-wide pieces, :func:`configure_process` (set once by the service at start, documented pynetdicom
+options): ``STORE_SEND_CHUNKED_DATASET``, so the outbox sends stored files as their bytes instead of decoding
+and re-encoding them (it changes only C-STORE requests made from a file path, which only the outbox makes); and
+``VALIDATORS["UI"]`` wrapped so that, on an acceptor thread of ours only, a UID that is digits and dots but
+longer than 64 characters is let through to the node's own check (which stores it and marks it unusable)
+instead of aborting the association; everywhere else the original validator answers.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ import errno
 import logging
 import os
 import queue
+import re
 import select
 import socket
 import socketserver
@@ -142,6 +146,7 @@ def configure_process() -> None:
         if _process_configured:
             return
         _pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+        _pynetdicom_config.VALIDATORS["UI"] = _tolerant_uid_validator(_pynetdicom_config.VALIDATORS["UI"])
         # pydicom's warnings about what a peer sent (UIDs in an A-ASSOCIATE-RQ, values in a data set) come from
         # the same threads; py.warnings carries Python warnings once logging.captureWarnings is on (logsetup)
         names = [n for n in list(logging.Logger.manager.loggerDict) if n.split(".")[0] in ("pynetdicom", "pydicom")]
@@ -155,6 +160,23 @@ def configure_process() -> None:
 
         threading.excepthook = hook
         _process_configured = True
+
+
+_UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_MAX_UID = 256
+
+
+def _tolerant_uid_validator(original: Callable[[Any], tuple[bool, str]]) -> Callable[[Any], tuple[bool, str]]:
+    def validate(value: Any) -> tuple[bool, str]:
+        ok, reason = original(value)
+        if ok or not isinstance(value, str) or _acceptor_of_current_thread() is None:
+            return ok, reason
+        if len(value) <= _MAX_UID and _UID_SYNTAX.match(value):
+            return True, ""  # non-conformant but parseable: the node's header check decides (node/header.py)
+        return ok, reason
+
+    validate.wrapped = original  # type: ignore[attr-defined]
+    return validate
 
 
 def start_server(ae: Any, address: tuple[str, int], settings: EdgeSettings, evt_handlers: list[Any],
@@ -451,6 +473,8 @@ class _AcceptorLogFilter(logging.Filter):
         if assoc is None:
             return True
         text = record.getMessage().strip()
+        if text.startswith("Non-conformant"):  # a UID's conformance: the node's own check reports it per instance
+            return False
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             text = f"{type(exc).__name__}: {exc}" if not text or text == str(exc) else \

@@ -385,11 +385,21 @@ def hostile_cases(seed: int = 17, n_random: int = 60) -> list[tuple[str, Case]]:
 
 
 # ---------------------------------------------------------------------- a recording proxy
+@dataclass(frozen=True)
+class Stored:
+    """One C-STORE-RQ as it went over the wire."""
+
+    sop_class: str
+    sop_instance: str
+    dataset: bytes  # the data set fragments of the message, concatenated: exactly what was sent
+    transfer_syntax: str  # of the presentation context it was sent on (from the A-ASSOCIATE-AC)
+
+
 @dataclass
 class Recording:
     """What went over one proxied connection: C-STORE data sets as sent, responses as answered."""
 
-    stores: list[tuple[str, str, bytes]] = field(default_factory=list)  # (SOP class, SOP instance, data set)
+    stores: list["Stored"] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     transfer_syntaxes: dict[int, str] = field(default_factory=dict)  # accepted context ID -> TS
 
@@ -471,11 +481,12 @@ class RecordingProxy:
                         rec.transfer_syntaxes = {k: ts for k, (r, ts) in parse_associate_ac(body).items() if r == 0}
                     if pdu_type != P_DATA_TF:
                         continue
-                    for command, data, _cid in dimse.feed(body):
+                    for command, data, cid in dimse.feed(body):
                         field_ = struct.unpack("<H", command.get(0x0100, b"\0\0")[:2])[0]
                         if upstream and field_ == 0x0001 and data is not None:
-                            rec.stores.append((command[0x0002].decode().rstrip("\0"),
-                                               command[0x1000].decode().rstrip("\0"), data))
+                            rec.stores.append(Stored(command[0x0002].decode().rstrip("\0 "),
+                                                     command[0x1000].decode().rstrip("\0 "), data,
+                                                     rec.transfer_syntaxes.get(cid, "")))
                         elif not upstream and field_ == 0x8001:
                             rec.statuses.append(struct.unpack("<H", command[0x0900][:2])[0])
         except OSError:
@@ -487,7 +498,7 @@ class RecordingProxy:
                 except OSError:
                     pass
 
-    def stores(self) -> list[tuple[str, str, bytes]]:
+    def stores(self) -> list[Stored]:
         with self._lock:
             return [s for r in self.recordings for s in r.stores]
 
