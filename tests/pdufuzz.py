@@ -469,26 +469,9 @@ class RecordingProxy:
                 chunk = src.recv(1 << 16)
                 if not chunk:
                     break
-                dst.sendall(chunk)
                 buf += chunk
-                while len(buf) >= 6:
-                    pdu_type, _, length = struct.unpack_from(">BBL", buf)
-                    if len(buf) < 6 + length:
-                        break
-                    body = bytes(buf[6:6 + length])
-                    del buf[:6 + length]
-                    if pdu_type == A_ASSOCIATE_AC and not upstream:
-                        rec.transfer_syntaxes = {k: ts for k, (r, ts) in parse_associate_ac(body).items() if r == 0}
-                    if pdu_type != P_DATA_TF:
-                        continue
-                    for command, data, cid in dimse.feed(body):
-                        field_ = struct.unpack("<H", command.get(0x0100, b"\0\0")[:2])[0]
-                        if upstream and field_ == 0x0001 and data is not None:
-                            rec.stores.append(Stored(command[0x0002].decode().rstrip("\0 "),
-                                                     command[0x1000].decode().rstrip("\0 "), data,
-                                                     rec.transfer_syntaxes.get(cid, "")))
-                        elif not upstream and field_ == 0x8001:
-                            rec.statuses.append(struct.unpack("<H", command[0x0900][:2])[0])
+                self._record(buf, dimse, rec, upstream)  # before forwarding: the peer reacts only afterwards
+                dst.sendall(chunk)
         except OSError:
             pass
         finally:
@@ -497,6 +480,27 @@ class RecordingProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    @staticmethod
+    def _record(buf: bytearray, dimse: _Dimse, rec: Recording, upstream: bool) -> None:
+        while len(buf) >= 6:
+            pdu_type, _, length = struct.unpack_from(">BBL", buf)
+            if len(buf) < 6 + length:
+                return
+            body = bytes(buf[6:6 + length])
+            del buf[:6 + length]
+            if pdu_type == A_ASSOCIATE_AC and not upstream:
+                rec.transfer_syntaxes = {k: ts for k, (r, ts) in parse_associate_ac(body).items() if r == 0}
+            if pdu_type != P_DATA_TF:
+                continue
+            for command, data, cid in dimse.feed(body):
+                field_ = struct.unpack("<H", command.get(0x0100, b"\0\0")[:2])[0]
+                if upstream and field_ == 0x0001 and data is not None:
+                    rec.stores.append(Stored(command[0x0002].decode().rstrip("\0 "),
+                                             command[0x1000].decode().rstrip("\0 "), data,
+                                             rec.transfer_syntaxes.get(cid, "")))
+                elif not upstream and field_ == 0x8001:
+                    rec.statuses.append(struct.unpack("<H", command[0x0900][:2])[0])
 
     def stores(self) -> list[Stored]:
         with self._lock:
