@@ -113,6 +113,10 @@ class Admission:
                 c.state = CLOSED
         return late
 
+    def associated(self) -> list[Connection]:
+        with self._lock:
+            return list(self._associated.values())
+
     def find(self, sock: Any) -> Connection | None:
         """The connection of an accepted socket."""
         with self._lock:

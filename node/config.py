@@ -139,6 +139,7 @@ class ReceiveConfig:
 
     strict: bool = False  # True: refuse what the tolerant default stores as "unusable" (see node/header.py)
     negotiation_timeout_seconds: float = 5.0  # connect (TLS handshake included) to A-ASSOCIATE-RQ received
+    network_timeout_seconds: float = 60.0  # an association whose peer sends nothing this long is closed
     max_negotiating: int = 32  # connections not yet associated, all peers together
     max_negotiating_per_address: int = 8  # ... from one address
     fast_path: bool = True  # node/netfast.py's tuned pynetdicom receive path; False = stock pynetdicom
@@ -388,6 +389,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     receive = ReceiveConfig(
         strict=r.boolean("strict", False),
         negotiation_timeout_seconds=r.number("negotiation_timeout_seconds", 5.0, lo=0.1, hi=120.0),
+        network_timeout_seconds=r.number("network_timeout_seconds", 60.0, lo=0.1, hi=3600.0),
         max_negotiating=r.integer("max_negotiating", 32, 1, 10000),  # type: ignore[arg-type]
         max_negotiating_per_address=r.integer("max_negotiating_per_address", 8, 1, 10000),  # type: ignore[arg-type]
         fast_path=r.boolean("fast_path", True),

@@ -121,7 +121,7 @@ class EdgeSettings:
 
     limits: Limits
     max_pdu_size: int  # the largest P-DATA-TF PDU we accept (and advertise)
-    network_timeout: float  # an established connection silent this long (inside a PDU too) is dropped
+    network_timeout: float  # an association whose peer is silent this long (inside a PDU too) is closed
     fast_path: bool = True
     #: abstract syntaxes outside the supported list to accept as storage (tolerant policy); None = none
     extra_storage: Callable[[str], bool] | None = None
@@ -269,7 +269,6 @@ class EdgeServer(ThreadedAssociationServer):
         try:
             if isinstance(request, ssl.SSLSocket) and not self._handshake(request, conn):
                 return
-            request.settimeout(self.edge.network_timeout)  # a silent peer, even inside a PDU, is dropped
             self.finish_request(request, client_address)
         except Exception as exc:  # never a traceback from an accepted connection
             self.reports.log(logging.WARNING, ("error", client_address[0]), "connection from %s:%s failed: %s: %s",
@@ -283,6 +282,7 @@ class EdgeServer(ThreadedAssociationServer):
         try:
             sock.settimeout(max(left, 0.05))
             sock.do_handshake()
+            sock.settimeout(None)  # blocking again, as pynetdicom expects (no per-call poll on the hot path)
             return True
         except (OSError, ValueError) as exc:
             what = "timed out" if isinstance(exc, TimeoutError) else \
@@ -304,13 +304,20 @@ class EdgeServer(ThreadedAssociationServer):
                          client_address, type(exc).__name__, exc)
 
     def service_actions(self) -> None:
-        """Every poll of the accept loop (0.5 s): close connections past the negotiation time limit."""
+        """Every poll of the accept loop (0.5 s): close connections past the negotiation time limit, and
+        associations whose peer sent nothing for network_timeout seconds, even in the middle of a PDU (pynetdicom
+        would abort them but wait forever for a reader blocked on a socket that stays silent)."""
         super().service_actions()
         for conn in self.admission.overdue():
             self.reports.log(logging.WARNING, ("timeout", conn.address),
                              "closed connection from %s: no association request within %.1f s "
                              "(receive.negotiation_timeout_seconds)", conn.peer, self.edge.limits.negotiation_timeout)
             _close(conn.sock)
+        for conn in self.admission.associated():
+            assoc = conn.association() if conn.association is not None else None
+            if assoc is not None and assoc.dul.idle_timer_expired():
+                self.report(assoc, f"no data for {self.edge.network_timeout:.0f} s (network timeout): closed")
+                _close(conn.sock)
         self.admission.sweep(lambda c: _fileno(c.sock) < 0)
 
     def shutdown(self) -> None:
@@ -716,6 +723,7 @@ class _FastAssociation(Association):
                 return
             if self.dul.idle_timer_expired():
                 self.report(f"no data for {self.network_timeout} s (network timeout)")
+                _close(getattr(self.dul.socket, "socket", None))  # wakes a reader blocked inside a PDU
                 self.abort()
                 self.kill()
                 return

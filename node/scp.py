@@ -225,7 +225,7 @@ class StorageSCP:
         ae.maximum_associations = 100_000
         ae.require_called_aet = True
         ae.require_calling_aet = list(c.security.allowed_calling_aes)
-        ae.network_timeout = 60
+        ae.network_timeout = c.receive.network_timeout_seconds
         ae.acse_timeout = c.receive.negotiation_timeout_seconds
         ae.dimse_timeout = 60
         ae.add_supported_context(Verification)

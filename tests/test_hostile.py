@@ -175,6 +175,27 @@ def test_silent_connection_is_closed_after_the_negotiation_timeout(node_factory,
     assert "no association request within 1.0 s (receive.negotiation_timeout_seconds)" in caplog.text
 
 
+def test_peer_silent_inside_a_pdu_is_closed_after_the_network_timeout(node_factory, tmp_path: Path) -> None:
+    """A slow sender that stops in the middle of a P-DATA-TF PDU does not hold its association slot forever."""
+    node = node_factory(make_config(tmp_path / "var", receive={"network_timeout_seconds": 1.0},
+                                    node={"max_associations": 1}), workflows={})
+    with Z.Client("127.0.0.1", node.address[1]) as c:
+        assert c.associate() == Z.A_ASSOCIATE_AC
+        c.send(Z.p_data(Z.pdv(1, 3, Z.c_echo_rq()))[:20])  # 20 of 82 bytes, then silence
+        t0 = time.monotonic()
+        c.sock.settimeout(10)
+        while True:
+            try:
+                if not c.sock.recv(100):
+                    break
+            except OSError:
+                break
+        waited = time.monotonic() - t0
+    assert waited < 4
+    with Z.Client("127.0.0.1", node.address[1]) as c:  # the only slot is free again
+        assert c.associate() == Z.A_ASSOCIATE_AC and c.echo() == 0
+
+
 def test_association_limit_rejects_as_local_limit_and_says_so(node_factory, tmp_path: Path, caplog) -> None:
     node = node_factory(make_config(tmp_path / "var", node={"max_associations": 2}), workflows={})
     port = node.address[1]
