@@ -236,3 +236,47 @@ def test_disk_full_answers_out_of_resources_and_keeps_serving(small_disk: Path, 
         if stored:
             assert pydicom.dcmread(stored).SOPInstanceUID == ds.SOPInstanceUID
     assert not leftover_partials(node.store.tmp)
+
+
+def _deflated_dataset(ds) -> bytes:
+    """The data set of `ds` in Deflated Explicit VR Little Endian (PS3.5 A.5: raw deflate)."""
+    import zlib
+
+    explicit = _dataset_part(ds)
+    packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(explicit) + packer.flush()
+
+
+@pytest.mark.parametrize("cut", [0, 1, 500])
+def test_deflated_data_set_is_checked_after_inflating(node_factory, cut: int, caplog) -> None:
+    """Complete: stored (its declared lengths are measured in the inflated stream). Cut short: 0xC000."""
+    node = node_factory(workflows={})
+    (ds,) = F.ct_series("P-DEFLATE", 1)
+    deflated = _deflated_dataset(ds)
+    data = deflated[:len(deflated) - cut] if cut else deflated
+    ae = AE(ae_title="BADSCU")
+    ae.add_requested_context(F.CT, ["1.2.840.10008.1.2.1.99"])
+    assoc = ae.associate("127.0.0.1", node.address[1], ae_title="LIVERNODE")
+    try:
+        req = C_STORE()
+        req.MessageID, req.AffectedSOPClassUID, req.AffectedSOPInstanceUID, req.Priority = 1, F.CT, \
+            ds.SOPInstanceUID, 2
+        req.DataSet = BytesIO(data)
+        assoc._reactor_checkpoint.clear()
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        with caplog.at_level(logging.ERROR, logger="node.scp"):
+            assoc.dimse.send_msg(req, assoc.accepted_contexts[0].context_id)
+            _, rsp = assoc.dimse.get_msg(block=True)
+        assoc._reactor_checkpoint.set()
+    finally:
+        assoc.release()
+    node.receiver.flush()
+    if not cut:
+        assert rsp.Status == 0
+        stored = Path(node.index.has_instance(ds.SOPInstanceUID)).read_bytes()
+        assert stored.endswith(deflated)  # stored as received: still deflated
+    else:
+        assert rsp.Status == 0xC000 and "truncated" in str(rsp.ErrorComment)
+        assert "deflated stream ends before its end marker" in caplog.text
+        assert not node.index.has_instance(ds.SOPInstanceUID)

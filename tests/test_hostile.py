@@ -352,3 +352,14 @@ def test_tls_handshake_never_blocks_the_port(node_factory, tmp_path: Path) -> No
     finally:
         for s in idle:
             s.close()
+
+
+def test_max_pdu_size_zero_no_longer_means_unlimited(node_factory, tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="node.scp"):
+        node = node_factory(make_config(tmp_path / "var", node={"max_pdu_size": 0}), workflows={})
+    assert "node.max_pdu_size = 0 (unlimited) is no longer honoured" in caplog.text
+    ae = AE(ae_title="PDUSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node.address[1], ae_title="LIVERNODE")
+    assert assoc.acceptor.maximum_length == 4 * 1024 * 1024  # what the node advertises and enforces
+    assoc.release()
