@@ -346,12 +346,10 @@ class EdgeServer(ThreadedAssociationServer):
         try:
             conn = self._connection_of(assoc)
             if conn is not None and not self.admission.requested(conn):
-                rq = assoc.requestor
-                self.reports.log(logging.WARNING, ("limit", conn.address),
-                                 "association from %s (%s) rejected: %d associations already active "
-                                 "(node.max_associations)", str(rq.ae_title).strip() or "?", conn.peer,
-                                 self.edge.limits.max_associations)
-                assoc.acse.send_reject(0x02, 0x03, 0x02)  # rejected-transient, presentation: local limit exceeded
+                # rejected-transient, presentation related: local limit exceeded (PS3.8 7.1.1.9); the SCP's
+                # EVT_REJECTED handler logs and audits it, as for every rejection
+                assoc.acse.send_reject(0x02, 0x03, 0x02)
+                evt.trigger(assoc, evt.EVT_REJECTED, {})
                 assoc.kill()
                 return
             if self.edge.extra_storage is not None:

@@ -176,6 +176,18 @@ def _status(code: int, comment: str) -> Dataset:
     return ds
 
 
+def _contained(handler: Any) -> Any:
+    """A notification handler that never raises into pynetdicom (which would log a traceback): one line."""
+    def run(event: Any) -> None:
+        try:
+            handler(event)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("%s failed for %s: %s: %s", handler.__name__, event.event.name, type(exc).__name__, exc)
+
+    run.__name__ = handler.__name__
+    return run
+
+
 def _rejection_reason(primitive: Any, calling: str, called: str, config: Config) -> str:
     """The A-ASSOCIATE-RJ we sent, in words (PS3.8 7.1.1.9 result/source/diagnostic)."""
     source = getattr(primitive, "result_source", None)
@@ -187,7 +199,7 @@ def _rejection_reason(primitive: Any, calling: str, called: str, config: Config)
     if source == 0x01 and diagnostic == 0x02:
         return "application context not supported"
     if source == 0x03 and diagnostic == 0x02:
-        return f"association limit reached (node.max_associations = {config.node.max_associations})"
+        return f"{config.node.max_associations} associations already active (node.max_associations)"
     if source == 0x02 and diagnostic == 0x02:
         return "protocol version not supported"
     if source == 0x02 and diagnostic == 0x01:
@@ -239,11 +251,11 @@ class StorageSCP:
     def handlers(self) -> list[tuple[Any, Any]]:
         return [
             (evt.EVT_C_STORE, self.handle_store),
-            (evt.EVT_CONN_OPEN, self._on_connect),
-            (evt.EVT_ACCEPTED, self._on_accepted),
-            (evt.EVT_REJECTED, self._on_rejected),
-            (evt.EVT_ABORTED, self._on_aborted),
-            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_CONN_OPEN, _contained(self._on_connect)),
+            (evt.EVT_ACCEPTED, _contained(self._on_accepted)),
+            (evt.EVT_REJECTED, _contained(self._on_rejected)),
+            (evt.EVT_ABORTED, _contained(self._on_aborted)),
+            (evt.EVT_RELEASED, _contained(self._on_released)),
             (evt.EVT_C_ECHO, self._on_echo),
         ]
 

@@ -8,10 +8,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
-import pydicom
 from pydicom import Dataset
 
 from node.config import Config
+from node.header import read_stored
 from node.index import Index, SeriesRow
 from node.results import AnalysisError, AnalysisResult, OutputObject
 
@@ -41,7 +41,7 @@ class CaseInputs:
         out = []
         for p in paths:
             try:
-                out.append(pydicom.dcmread(p))
+                out.append(read_stored(p))  # the node's reader: the meta it wrote decides the transfer syntax
             except Exception as exc:
                 raise AnalysisError(f"cannot read stored instance {p.name} of series "
                                     f"{series.series_description!r}: {exc}") from exc

@@ -207,12 +207,13 @@ def test_association_limit_rejects_as_local_limit_and_says_so(node_factory, tmp_
 
     first, second = associate(), associate()
     assert first.is_established and second.is_established
-    with caplog.at_level(logging.WARNING, logger="node.netfast"):
+    with caplog.at_level(logging.WARNING, logger="node.scp"):
         third = associate()
     assert third.is_rejected
     rj = third.acceptor.primitive
     assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)  # transient, local limit exceeded
     assert "rejected: 2 associations already active (node.max_associations)" in caplog.text
+    assert "unknown calling AE" not in caplog.text
     first.release()
     assert wait_until(lambda: associate().is_established, timeout=5)  # (released at once by the SCU side)
     second.release()
