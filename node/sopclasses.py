@@ -111,3 +111,14 @@ def may_be_storage_sop_class(uid: str) -> bool:
     if not uid or len(uid) > 64 or not all(part.isdigit() for part in uid.split(".")):
         return False
     return uid.startswith(_STORAGE_BRANCH) or not uid.startswith(_DICOM_ROOT)
+
+
+#: SOP classes the node creates, per output kind (routing key): the SCU side of the conformance statement.
+#: parametric-map includes Secondary Capture for the fallback rendition sent to peers refusing Parametric Map;
+#: report includes the MAA regions structure set, which goes with the case report to the PACS.
+OUTPUT_SOP_CLASSES: dict[str, tuple[str, ...]] = {
+    "parametric-map": ("1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.7"),
+    "secondary-capture": ("1.2.840.10008.5.1.4.1.1.7",),
+    "report": ("1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7", RT_STRUCTURE_SET),
+    "rtstruct": (RT_STRUCTURE_SET,),
+}
