@@ -22,8 +22,9 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Limits", "Connection", "Admission", "OncePerInterval"]
 

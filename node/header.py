@@ -306,8 +306,8 @@ def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_
     scanner declines, is read by pydicom (bulk data deferred). `strict` selects the refusing receive policy.
     """
     if expected_sop_class in FAST_SOP_CLASSES and transfer_syntax_uid:
-        ts = UID(transfer_syntax_uid)
-        if ts.is_little_endian and not ts.is_implicit_VR and not ts.is_deflated:
+        syntax = UID(transfer_syntax_uid)
+        if syntax.is_little_endian and not syntax.is_implicit_VR and not syntax.is_deflated:
             try:
                 return _info(_scan_fast(path), expected_sop_class, expected_sop_instance, transfer_syntax_uid,
                              strict)

@@ -59,11 +59,12 @@ import struct
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import pynetdicom
 from pynetdicom import _config as _pynetdicom_config
@@ -180,7 +181,7 @@ def _tolerant_uid_validator(original: Callable[[Any], tuple[bool, str]]) -> Call
 
 
 def start_server(ae: Any, address: tuple[str, int], settings: EdgeSettings, evt_handlers: list[Any],
-                 ssl_context: ssl.SSLContext | None = None) -> "EdgeServer":
+                 ssl_context: ssl.SSLContext | None = None) -> EdgeServer:
     """Listen (serve_forever in a daemon thread) with an :class:`EdgeServer`; fast path if asked and possible."""
     configure_process()
     handler: type[RequestHandler] = RequestHandler
@@ -220,10 +221,10 @@ class EdgeServer(ThreadedAssociationServer):
         self.thread: threading.Thread | None = None
         self.fast = request_handler is _FastRequestHandler
         self._tls_context = ssl_context
-        self._conns: "weakref.WeakKeyDictionary[Any, Connection]" = weakref.WeakKeyDictionary()
+        self._conns: weakref.WeakKeyDictionary[Any, Connection] = weakref.WeakKeyDictionary()
         self._conns_lock = threading.Lock()
         self.reports = OncePerInterval(logger, interval=10.0)
-        self._problems: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+        self._problems: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._supported = {str(cx.abstract_syntax) for cx in contexts}
         super().__init__(ae, address, ae_title, contexts, None, evt_handlers, request_handler)
         if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
@@ -500,7 +501,7 @@ def _acceptor_excepthook(args: threading.ExceptHookArgs) -> bool:
     assoc = thread if isinstance(thread, Association) else getattr(thread, "assoc", None) \
         if isinstance(thread, DULServiceProvider) else None
     server = _edge_server_of(assoc) if assoc is not None and getattr(assoc, "is_acceptor", False) else None
-    if server is None:
+    if server is None or assoc is None:
         return False
     server.report(assoc, f"connection thread ended by {args.exc_type.__name__}: {args.exc_value}")
     _close(getattr(getattr(assoc.dul, "socket", None), "socket", None))
@@ -526,7 +527,7 @@ def _recv_exact(sock: Any, n: int) -> bytearray:
     return buf
 
 
-def _recv_growing(sock: Any, header: bytes, length: int) -> bytearray:
+def _recv_growing(sock: Any, header: bytes | bytearray, length: int) -> bytearray:
     """`header` + up to `length` more bytes. The buffer starts at most _FIRST_CHUNK large and doubles as data
     arrives, so what is allocated never exceeds twice what the peer has really sent."""
     buf = bytearray(header)
@@ -652,6 +653,9 @@ class _FastRequestHandler(RequestHandler):
 
 class _FastAssociation(Association):
     """An acceptor association with the node's DUL and DIMSE providers and an event-driven reactor."""
+
+    dul: _FastDUL
+    dimse: _FastDIMSE
 
     def __init__(self, ae: Any, edge: EdgeSettings) -> None:
         super().__init__(ae, MODE_ACCEPTOR)

@@ -19,8 +19,8 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 VERIFICATION = "1.2.840.10008.1.1"
@@ -233,7 +233,7 @@ class Client:
         except OSError:
             pass
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -275,6 +275,10 @@ def _raw(payload: bytes, then: str = "close", linger: float = 0.5, chunk: int | 
         except OSError:
             pass  # the node aborted and closed first: fine
     return case
+
+
+def _sends(payload: bytes) -> Callable[[Client], None]:
+    return lambda c: c.send(payload)
 
 
 def _associated(actions: Callable[[Client], None]) -> Case:
@@ -320,7 +324,7 @@ def hostile_cases(seed: int = 17, n_random: int = 60) -> list[tuple[str, Case]]:
         for pdu_type in (A_ASSOCIATE_RQ, P_DATA_TF, A_RELEASE_RQ, A_ABORT, 0x09):
             cases.append((f"len-{pdu_type}-{length}", _raw(struct.pack(">BBL", pdu_type, 0, length) + b"\0" * 100)))
         cases.append((f"assoc-then-pdata-{length}", _associated(
-            lambda c, n=length: c.send(struct.pack(">BBL", P_DATA_TF, 0, n) + b"\0" * 1000))))
+            _sends(struct.pack(">BBL", P_DATA_TF, 0, length) + b"\0" * 1000))))
     # things that are not allowed before association
     for name, payload in (("pdata-first", p_data(pdv(1, 3, c_echo_rq()))), ("release-first", release_rq()),
                           ("abort-first", abort()), ("rp-first", release_rp())):
@@ -356,12 +360,11 @@ def hostile_cases(seed: int = 17, n_random: int = 60) -> list[tuple[str, Case]]:
         "unknown-pdu": pdu(0x0A, b"\0" * 10),
     }
     for name, payload in malformed.items():
-        cases.append((f"dimse-{name}", _associated(lambda c, p=payload: c.send(p))))
+        cases.append((f"dimse-{name}", _associated(_sends(payload))))
     for i in range(30):  # random command sets and random P-DATA bodies after association
-        cases.append((f"dimse-random-{i}", _associated(
-            lambda c, b=rnd.randbytes(rnd.randint(1, 300)): c.send(p_data(pdv(1, rnd.choice([0, 1, 2, 3]), b))))))
-        cases.append((f"pdata-random-{i}", _associated(lambda c, b=rnd.randbytes(rnd.randint(1, 300)): c.send(
-            pdu(P_DATA_TF, b)))))
+        control, value = rnd.choice([0, 1, 2, 3]), rnd.randbytes(rnd.randint(1, 300))
+        cases.append((f"dimse-random-{i}", _associated(_sends(p_data(pdv(1, control, value))))))
+        cases.append((f"pdata-random-{i}", _associated(_sends(pdu(P_DATA_TF, rnd.randbytes(rnd.randint(1, 300)))))))
     # a C-STORE cut off: close, abort or release in the middle of the data set (spool files must go)
     dataset = b"\x08\x00\x16\x00" + rnd.randbytes(60000)
     for end in ("close", "abort", "release"):
@@ -399,7 +402,7 @@ class Stored:
 class Recording:
     """What went over one proxied connection: C-STORE data sets as sent, responses as answered."""
 
-    stores: list["Stored"] = field(default_factory=list)
+    stores: list[Stored] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     transfer_syntaxes: dict[int, str] = field(default_factory=dict)  # accepted context ID -> TS
 
@@ -515,7 +518,7 @@ class RecordingProxy:
         self._thread.join(2)
         self.listener.close()
 
-    def __enter__(self) -> "RecordingProxy":
+    def __enter__(self) -> RecordingProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:

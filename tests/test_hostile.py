@@ -16,14 +16,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pydicom
-import pytest
-from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification
-
 import factories as F
 import pdufuzz as Z
+import pydicom
+import pytest
 from conftest import free_port, make_config, start_node_process, wait_until
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 pytestmark = pytest.mark.network
 ENV = {**os.environ, "TCP_NODELAY": "1"}

@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
+from conftest import wait_until
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 
-from conftest import wait_until
 from node import netfast
+from node.outbox import OutboxItem
 from node.scp import SpoolFile, _SpoolPool
 
 
@@ -91,16 +91,17 @@ def test_spool_pool_serves_its_folder_discards_others_and_drains(tmp_path: Path)
 # ---------------------------------------------------------------------- the fence (issue 12 point 3)
 def test_outbox_scu_runs_stock_pynetdicom_while_the_acceptor_runs_the_fast_path(node_factory, tmp_path: Path) -> None:
     """The node sends to itself: its DicomDestination (the outbox's SCU) on one side, its SCP on the other."""
+    import time as time_module
+
+    import factories as F
     import pynetdicom.association
     import pynetdicom.dul
-    import time as time_module
     from pynetdicom import evt
     from pynetdicom.association import Association
     from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dul import DULServiceProvider
     from pynetdicom.transport import AssociationSocket
 
-    import factories as F
     from node.config import DestinationConfig
     from node.destinations import DicomDestination
     node = node_factory(workflows={})
@@ -129,9 +130,7 @@ def test_outbox_scu_runs_stock_pynetdicom_while_the_acceptor_runs_the_fast_path(
     assert type(acceptors[0].dul) is netfast._FastDUL and type(acceptors[0].dimse) is netfast._FastDIMSE
 
 
-def _item(path: Path, ds) -> "OutboxItem":
-    from node.outbox import OutboxItem
-
+def _item(path: Path, ds) -> OutboxItem:
     return OutboxItem(id=1, destination="self", case_id="P-FENCE", kind="report",
                       sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
                       transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
