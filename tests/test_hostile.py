@@ -320,8 +320,9 @@ def test_start_up_cleanup_tells_spool_pool_from_interrupted_transfers(node_facto
     (data / "tmp" / "c.part").write_bytes(b"\0" * 1234)
     with caplog.at_level(logging.INFO, logger="node.service"):
         node_factory(make_config(data), workflows={})
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "node.service"]
-    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and r.name == "node.service"]
+    removed = [r for r in caplog.records if r.name == "node.service" and r.getMessage().startswith("removed")]
+    warnings = [r.getMessage() for r in removed if r.levelno == logging.WARNING]
+    infos = [r.getMessage() for r in removed if r.levelno == logging.INFO]
     assert warnings == ["removed 1 partial spool file(s) of interrupted transfers (1234 bytes, never acknowledged)"]
     assert "removed 2 empty spool file(s) made ahead by the last run" in infos
 
