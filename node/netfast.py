@@ -946,7 +946,7 @@ class _FastDIMSE(DIMSEServiceProvider):
         else:
             assert incoming.data is not None
             incoming.data.write(data[1:])
-            if incoming.data.tell() > INLINE_DATA_SET_LIMIT:
+            if incoming.data.tell() > INLINE_DATA_SET_LIMIT and not isinstance(incoming.message, C_STORE_RQ):
                 raise _ProtocolError(f"data set of a {type(incoming.message).__name__} longer than "
                                      f"{INLINE_DATA_SET_LIMIT} bytes")
         if header & 0x02:
@@ -980,7 +980,11 @@ class _FastDIMSE(DIMSEServiceProvider):
             sop_instance = command.get("AffectedSOPInstanceUID")
             if not isinstance(sop_class, str) or not isinstance(sop_instance, str):
                 raise _ProtocolError("C-STORE-RQ without a single Affected SOP Class and Instance UID")
-            incoming.spool = self._spool()
+            try:
+                incoming.spool = self._spool()
+            except OSError:  # no spool file (disk full, tmp/ gone): keep it in memory; the handler, which needs
+                incoming.data = BytesIO()  # to write it anyway, answers 0xA700 with the reason
+                return
             meta = create_file_meta(sop_class_uid=sop_class, sop_instance_uid=sop_instance,  # type: ignore[arg-type]
                                     transfer_syntax=cx.transfer_syntax[0])
             incoming.spool.write(b"\x00" * 128 + b"DICM" + encode_file_meta(meta))

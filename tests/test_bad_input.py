@@ -281,3 +281,24 @@ def test_deflated_data_set_is_checked_after_inflating(node_factory, cut: int, ca
         assert rsp.Status == 0xC000 and "truncated" in str(rsp.ErrorComment)
         assert "deflated stream ends before its end marker" in caplog.text
         assert not node.index.has_instance(ds.SOPInstanceUID)
+
+
+def test_no_spool_file_possible_answers_out_of_resources_not_an_abort(node_factory) -> None:
+    """tmp/ gone (or the disk full before a spool file could even be made): 0xA700 with the reason, and the
+    association stays usable."""
+    import shutil
+
+    from node.scp import SpoolFile
+
+    node = node_factory(workflows={})
+    (ds, ds2) = F.ct_series("P-NOSPOOL", 2)
+    assoc = _assoc(node.address[1])
+    try:
+        SpoolFile.pool.drain()
+        shutil.rmtree(node.store.tmp)
+        rsp = assoc.send_c_store(ds)
+        assert rsp.Status == 0xA700 and "cannot store" in str(rsp.ErrorComment)
+        node.store.tmp.mkdir()
+        assert assoc.send_c_store(ds2).Status == 0
+    finally:
+        assoc.release()
