@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 BAR_SECONDS, BAR_MB = 60.0, 4096.0
 ERODE_MM = 6.0
@@ -40,7 +39,7 @@ def _accuracy(outdir: Path, result, shift) -> dict:
     import numpy as np
     from scipy import ndimage
 
-    from node.demo import max_slope_noise_floor
+    from node.perfusion.qa import max_slope_noise_floor
 
     full_truth = json.loads((outdir / "truth.json").read_text())
     truth = full_truth["perfusion"]["regions"]
@@ -88,8 +87,8 @@ def worker(phantom: Path, n_slices: int) -> dict:
     import numpy as np
     import pydicom
 
-    from node.config import AnalysisConfig
     from node.perfusion.pipeline import run_perfusion
+    from node.perfusion.settings import PerfusionSettings
 
     stages: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
@@ -101,8 +100,8 @@ def worker(phantom: Path, n_slices: int) -> dict:
         keep = sorted({round(height(ds), 2) for ds in datasets})[:n_slices]
         datasets = [ds for ds in datasets if round(height(ds), 2) in keep]
     stages["read"] = {"wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(_peak_mb(), 1)}
-    result = run_perfusion(datasets, AnalysisConfig())
-    stages.update(result.measurements["stages"])
+    result = run_perfusion(datasets, PerfusionSettings())
+    stages.update(result.measurements.stages)
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for n, obj in enumerate(result.outputs):
@@ -110,10 +109,10 @@ def worker(phantom: Path, n_slices: int) -> dict:
     stages["write"] = {"wall_s": round(time.perf_counter() - t1, 3), "peak_rss_mb": round(_peak_mb(), 1)}
     total = round(time.perf_counter() - t0, 2)
     motion = json.loads((phantom / "truth.json").read_text())["perfusion"]["motion_mm_per_frame"]
-    shift = np.asarray(motion[result.measurements["reference_time_point"]], float)
+    shift = np.asarray(motion[result.measurements.reference_time_point], float)
     return {"slices": len({round(float(ds.ImagePositionPatient[2]), 2) for ds in datasets}),
             "files": len(datasets), "stages": stages, "total_s": total, "peak_rss_mb": round(_peak_mb(), 1),
-            "noise_hu": result.measurements["noise_hu"], "passes": result.measurements["noise_reduction"]["passes"],
+            "noise_hu": result.measurements.noise_hu, "passes": result.measurements.noise_reduction["passes"],
             "accuracy": _accuracy(phantom, result, shift), "outputs": len(result.outputs),
             "load_avg_1min": round(os.getloadavg()[0], 2)}
 
@@ -146,7 +145,8 @@ def main() -> int:
                 return 1
             rep = json.loads(run.stdout.strip().splitlines()[-1])
             print(f"\n== {rep['slices']} slices x 512 x 512, {rep['files']} files, load average "
-                  f"{rep['load_avg_1min']}; noise {rep['noise_hu']} HU -> {rep['passes']} edge-preserving filter passes")
+                  f"{rep['load_avg_1min']}; noise {rep['noise_hu']} HU -> {rep['passes']} edge-preserving filter "
+                  "passes")
             print(f"{'stage':<12}{'wall s':>9}{'peak RSS MB':>14}")
             for name, s in rep["stages"].items():
                 print(f"{name:<12}{s['wall_s']:>9.2f}{s['peak_rss_mb']:>14.0f}")

@@ -59,7 +59,7 @@ class Receiver:
         self.stable_seconds = stable_seconds
         self.last_error = ""
         self._sync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
-        self._arrivals: "queue.Queue[Arrival | None]" = queue.Queue()
+        self._arrivals: queue.Queue[Arrival | None] = queue.Queue()
         self._writer: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -104,7 +104,7 @@ class Receiver:
         # fsync releases the GIL: let it run while the header is checked (measured: bench/ingest.py)
         syncing = self._sync_pool.submit(sync_file, spooled)
         try:
-            info = read_header(spooled, sop_class_uid, sop_instance_uid, transfer_syntax_uid, self.strict)
+            info = read_header(spooled, sop_class_uid, sop_instance_uid, transfer_syntax_uid, strict=self.strict)
             final = self.store.path_for(info.study_uid, info.series_uid, info.sop_instance_uid)
             size = syncing.result()
             new = publish(spooled, final)
@@ -177,7 +177,7 @@ class Receiver:
         else:
             return
         studies = set()
-        for arrival, (new, _case) in zip(batch, results):
+        for arrival, (new, _case) in zip(batch, results, strict=True):
             if new:
                 studies.add(arrival.info.study_uid)
             else:  # same SOP Instance UID already stored under another study/series: keep the first copy

@@ -28,7 +28,8 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
-from node import netfast, statuses
+from node import dimse_status as statuses
+from node import netfast
 from node.admission import Limits
 from node.audit import audit
 from node.config import Config, NodeConfig

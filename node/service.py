@@ -98,6 +98,9 @@ class Node:
             raise
 
     def _start(self) -> tuple[str, int]:
+        for notice in self.config.notices:
+            logger.warning("%s", notice)
+        logger.info("workflows: %s", ", ".join(wf.name for wf in self.config.workflows))
         netfast.configure_process()  # pynetdicom's process-wide settings, once (the acceptor's own in scp.start)
         left = self.store.clean_tmp()
         if left.partial:

@@ -19,9 +19,9 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class InstanceStore:
                 / file_name_for_uid(series_uid, "SeriesInstanceUID")
                 / f"{file_name_for_uid(sop_uid, 'SOPInstanceUID')}.dcm")
 
-    def clean_tmp(self) -> "TmpCleanup":
+    def clean_tmp(self) -> TmpCleanup:
         """Remove what a previous run left in tmp/: empty spool files made ahead of need (the spool pool) and
         partial writes of interrupted transfers (never acknowledged)."""
         found = TmpCleanup()

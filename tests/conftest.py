@@ -7,16 +7,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/factories.py, tests/orthanc.py
-
-from node.config import Config, parse_config  # noqa: E402
-from node.results import OutputObject  # noqa: E402
+from node.config import Config, parse_config
+from node.errors import AnalysisError
+from node.registry import DEFAULT_REGISTRY, Registry
+from node.workflow import InputSelection, OutputObject, RunContext, Workflow, WorkflowResult
 
 #: Set by test_netfast.test_stock_pynetdicom_passes_the_receive_tests: run as if pynetdicom were a version the fast
 #: path does not know, so every node in this test run receives with stock pynetdicom (the fallback).
@@ -49,7 +51,7 @@ def wait_until(predicate, timeout: float = 20.0, poll: float = 0.05) -> bool:
     return False
 
 
-def start_node_process(cfg: Path, port: int, log: Path) -> "subprocess.Popen[bytes]":
+def start_node_process(cfg: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     """`python -m node serve --config cfg` in its own process; returns once it accepts connections on `port`."""
     root = Path(__file__).resolve().parents[1]
     start = ["-c", _STOCK_WRAPPER] if STOCK_PYNETDICOM else ["-m", "node"]
@@ -88,18 +90,56 @@ class RecordingSink:
         return [len(self.items)]
 
 
+@dataclass(frozen=True)
+class StandInMeasurements:
+    note: str = "stand-in"
+
+
+StandInRun = Callable[[RunContext], "list[OutputObject] | None"]
+
+
+def _unavailable(ctx: RunContext) -> list[OutputObject] | None:
+    raise AnalysisError("no analysis available in this version")
+
+
+def stand_in(real: Workflow[Any, Any], run: StandInRun) -> Workflow[Any, Any]:
+    """A workflow with the roles, rules and settings of `real` whose run is `run` (it returns outputs or None)."""
+
+    class StandIn(Workflow[Any, StandInMeasurements]):
+        name, title, procedure, needs, uses = real.name, real.title, real.procedure, real.needs, real.uses
+        depends_on, role_rules, settings_type = real.depends_on, real.role_rules, real.settings_type
+        measurements_type = StandInMeasurements
+
+        def parse_settings(self, table, common):
+            return real.parse_settings(table, common)
+
+        def select_inputs(self, case, settings):
+            return InputSelection()
+
+        def run(self, ctx, settings):
+            return WorkflowResult(real.name, StandInMeasurements(), list(run(ctx) or []))
+
+    return StandIn()
+
+
+def stand_ins(runs: dict[str, StandInRun]) -> Registry:
+    """The node's workflows, each running `runs[name]` instead of its analysis (unavailable when not given)."""
+    return Registry([stand_in(wf, runs.get(wf.name, _unavailable)) for wf in DEFAULT_REGISTRY])
+
+
 @pytest.fixture
 def node_factory(tmp_path: Path) -> Iterator[Any]:
-    """Start in-process nodes (stopped at teardown): node_factory(config=None, sink=None, workflows=None)."""
+    """Start in-process nodes (stopped at teardown): node_factory(config=None, sink=None, workflows=None);
+    `workflows` (name -> stand-in run, see stand_ins) replaces the analyses, and there is no case report."""
     from node.service import Node
 
     started: list[Node] = []
 
-    def start(config: Config | None = None, sink: Any = None, workflows: dict | None = None) -> Node:
+    def start(config: Config | None = None, sink: Any = None, workflows: dict[str, StandInRun] | None = None) -> Node:
         cfg = config or make_config(tmp_path / "var")
         node = Node(cfg, sink=sink or RecordingSink())
         if workflows is not None:  # stand-in analyses: no case report either
-            node.runner.workflows = workflows
+            node.runner.registry = stand_ins(workflows)
             node.runner.report = None
         node.start()
         started.append(node)
@@ -127,8 +167,8 @@ def convention_max_slope(t: np.ndarray, c: np.ndarray, aorta: np.ndarray, portal
     t_spl = t[np.argmax(spleen)]
     n = len(c)
     # [1, 2, 1] over the samples, the missing neighbour's weight dropped at either end
-    c = [(c[max(i - 1, 0)] * (i > 0) + 2 * c[i] + c[min(i + 1, n - 1)] * (i < n - 1)) / (2 + (i > 0) + (i < n - 1))
-         for i in range(n)]
+    c = np.array([(c[max(i - 1, 0)] * (i > 0) + 2 * c[i] + c[min(i + 1, n - 1)] * (i < n - 1))
+                  / (2 + (i > 0) + (i < n - 1)) for i in range(n)])
     art = [(c[i + 1] - c[i]) / (t[i + 1] - t[i]) for i in range(len(t) - 1) if t[i + 1] <= t_spl]
     por = [(c[i + 1] - c[i]) / (t[i + 1] - t[i]) for i in range(len(t) - 1) if t[i] >= t_spl]
     alp = 6000.0 * max(art) / max(aorta)

@@ -368,14 +368,14 @@ def hostile_cases(seed: int = 17, n_random: int = 60) -> list[tuple[str, Case]]:
     # a C-STORE cut off: close, abort or release in the middle of the data set (spool files must go)
     dataset = b"\x08\x00\x16\x00" + rnd.randbytes(60000)
     for end in ("close", "abort", "release"):
-        def cut(c: Client, end: str = end) -> None:
+        def cut_store(c: Client, end: str = end) -> None:
             c.send(p_data(pdv(3, 3, c_store_rq(CT_IMAGE, "1.2.3.4.5"))))
             c.send(p_data(pdv(3, 0, dataset[:30000])))
             if end == "abort":
                 c.send(abort())
             elif end == "release":
                 c.send(release_rq())
-        cases.append((f"store-cut-{end}", _associated(cut)))
+        cases.append((f"store-cut-{end}", _associated(cut_store)))
         cases.append((f"store-cut-mid-pdu-{end}", _associated(
             lambda c: c.send(p_data(pdv(3, 3, c_store_rq(CT_IMAGE, "1.2.3.4.6")))
                              + p_data(pdv(3, 0, dataset))[:20000]))))

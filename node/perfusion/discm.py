@@ -14,8 +14,8 @@ set to 0; DV and MTT are 0 where k2 <= 0 and capped at DV_MAX / MTT_MAX so a map
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

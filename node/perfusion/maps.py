@@ -6,7 +6,7 @@ the field of view in every frame); elsewhere they are 0.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -15,7 +15,8 @@ only for a clear gain in the metric), then a gradient descent refines all three 
 
 Measured on the small digital phantom (5 mm slices; vertebral bodies and discs with slice-profile partial
 volume; smooth breathing up to 4 mm in z, 1 mm in x/y): x/y within 0.2 mm, z within 0.9 mm. Frames whose
-estimated shift is below a tenth of the smallest voxel size are not resampled. Voxels that leave the field of view in any frame are reported so they are not analysed.
+estimated shift is below a tenth of the smallest voxel size are not resampled. Voxels that leave the field of view
+in any frame are reported so they are not analysed.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from node.perfusion.volume4d import Grid
+from node.imaging.geometry import Grid
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def _register(fixed: sitk.Image, moving: sitk.Image, normal: np.ndarray) -> np.n
         offset = tuple(float(v) for v in normal * n * _Z_STEP_MM)
         reg.SetInitialTransform(sitk.TranslationTransform(3, offset), inPlace=False)
         costs[n] = reg.MetricEvaluate(fixed, moving)
-    best = min(costs, key=costs.get)
+    best = min(costs, key=costs.__getitem__)
     if costs[0] - costs[best] <= _SEARCH_GAIN * abs(costs[0]):
         best = 0
     best_offset = normal * best * _Z_STEP_MM
@@ -142,7 +143,8 @@ def correct_motion(data: np.ndarray, grid: Grid, ref: int) -> tuple[list[FrameMo
             inside = sitk.Resample(to_sitk(np.ones(data.shape[1:], np.float32), grid), fixed, tx,
                                    sitk.sitkNearestNeighbor, 0.0)
             valid &= sitk.GetArrayViewFromImage(inside) > 0.5
-        report.append(FrameMotion(t, tuple(round(float(v), 2) for v in vec), round(magnitude, 2), resample))
+        x, y, z = (round(float(v), 2) for v in vec)
+        report.append(FrameMotion(t, (x, y, z), round(magnitude, 2), resample))
     logger.info("motion correction: reference frame %d, %d of %d frames moved (max %.1f mm)", ref,
                 sum(m.resampled for m in report), len(report), max(m.magnitude_mm for m in report))
     return report, valid

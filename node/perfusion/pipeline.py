@@ -9,33 +9,41 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 
-from node.config import AnalysisConfig
 from node.derived import NOT_FOR_DIAGNOSIS
+from node.imaging.capture import ImageRef, secondary_capture
+from node.imaging.grids import image_from_affine
 from node.perfusion import outputs as out
-from node.perfusion.inputs import InputRoi, check_inputs, estimate_liver, find_inputs, set_enhancement
-from node.perfusion.maps import discm_set, max_slope_set
-from node.perfusion.maxslope import MaxSlopeInputs
-from node.perfusion.motion import correct_motion, reference_frame
 from node.perfusion.denoise import denoise_within
 from node.perfusion.errors import PerfusionInputError
-from node.perfusion.maps import curve_parameters
+from node.perfusion.inputs import InputRoi, check_inputs, estimate_liver, find_inputs, set_enhancement
+from node.perfusion.maps import curve_parameters, discm_set, max_slope_set
+from node.perfusion.maxslope import MaxSlopeInputs
+from node.perfusion.measurements import InputCurve, LiverCurve, PerfusionMeasurements, RegionStats, SeriesInfo
+from node.perfusion.motion import correct_motion, reference_frame
 from node.perfusion.preprocess import baseline_count, estimate_noise, subtract_baseline, tissue_masks
-from node.perfusion.stats import (add_roi_curve_parameters, max_slope_noise_sd, read_roi_masks, regional_statistics,
-                                  roi_mean_curves, to_working_grid)
+from node.perfusion.reference import PerfusionReference, PerfusionResult, first_time_point_image
+from node.perfusion.settings import PerfusionSettings
+from node.perfusion.stats import (
+    add_roi_curve_parameters,
+    max_slope_noise_sd,
+    read_roi_masks,
+    regional_statistics,
+    roi_mean_curves,
+    to_working_grid,
+)
 from node.perfusion.tissue_classes import class_mean_curves, curve_classes
 from node.perfusion.volume4d import Volume4D, assemble
-from node.results import AnalysisResult, OutputObject
+from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
 
-ANALYSIS_NAME = "ct-perfusion"
 _N_REPRESENTATIVE_SLICES = 3
 
 
@@ -54,7 +62,7 @@ class StageTimer:
         logger.info("perfusion stage %s: %.2f s, peak RSS %.0f MB", name, self.stages[name]["wall_s"], peak_mb)
 
 
-def _liver_mask(roi_native: dict[str, np.ndarray], analysis: AnalysisConfig, vol: Volume4D,
+def _liver_mask(roi_native: dict[str, np.ndarray], analysis: PerfusionSettings, vol: Volume4D,
                 analysed: np.ndarray, rois: dict[str, InputRoi]) -> tuple[np.ndarray, str]:
     wanted = {n.lower() for n in analysis.liver_roi_names}
     for name, mask in roi_native.items():
@@ -90,27 +98,30 @@ def _build_outputs(map_sets: list[out.MapSet], vol: Volume4D, ref_t: int, analys
             rgb = out.fused_image(ms, vol, ref_t, k, analysed)
             comments = (f"{NOT_FOR_DIAGNOSIS}. CT perfusion, {out.METHOD_TITLES[ms.method]}: {ms.summary}. "
                         f"Colour over the CT of time point {ref_t + 1}.")
-            sc = out.secondary_capture(rgb, ref_ds, [(ref_ds, frame)], series_uid, number, i, desc, comments)
+            sc = secondary_capture(rgb, ref_ds, [ImageRef.of(ref_ds, frame)], series_uid=series_uid,
+                                   series_number=number, instance_number=i, series_description=desc, comments=comments)
             objects.append(OutputObject("secondary-capture", sc, f"{ms.method} colour maps, slice {k + 1}"))
     number += 1
     k_mid = vol.grid.shape[0] // 2
     ref_ds, _ = vol.source_ref(ref_t, k_mid)
     rgb = out.curve_plot(vol.times, curves, t_spl, "Time-attenuation curves (CT perfusion input ROIs and liver)")
-    sources = [vol.source_ref(t, k_mid) for t in range(vol.n_times)]
-    sc = out.secondary_capture(rgb, ref_ds, sources, hd.UID(), number, 1,
-                               f"Perfusion curves - {NOT_FOR_DIAGNOSIS}",
-                               f"{NOT_FOR_DIAGNOSIS}. Mean enhancement of the input ROIs and the liver; "
-                               f"t_spl = {t_spl:g} s splits arterial and portal phase.")
+    sources = [ImageRef.of(*vol.source_ref(t, k_mid)) for t in range(vol.n_times)]
+    sc = secondary_capture(rgb, ref_ds, sources, series_uid=hd.UID(), series_number=number, instance_number=1,
+                           series_description=f"Perfusion curves - {NOT_FOR_DIAGNOSIS}",
+                           comments=f"{NOT_FOR_DIAGNOSIS}. Mean enhancement of the input ROIs and the liver; "
+                                    f"t_spl = {t_spl:g} s splits arterial and portal phase.")
     objects.append(OutputObject("secondary-capture", sc, "time-attenuation curves"))
     return objects
 
 
-def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
-                  rtstruct: Dataset | None = None) -> AnalysisResult:
+def run_perfusion(ct_datasets: Sequence[Dataset], analysis: PerfusionSettings,
+                  rtstruct: Dataset | None = None) -> PerfusionResult:
     """Analyse one CT perfusion series; raises an AnalysisError subclass with the reason if it cannot."""
     timer = StageTimer()
     with timer("load"):
         vol = assemble(ct_datasets)
+        # Enhanced CT: its unenhanced frame, kept before motion correction and baseline subtraction change the data
+        first_frame = vol.data[0].copy() if vol.multiframe is not None else None
         noise_hu = estimate_noise(vol.data)
     with timer("motion"):
         ref_t = reference_frame(vol.data)
@@ -143,7 +154,7 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         noise_reduction = denoise_within(vol.data, analysed, noise_hu, baseline,
                                          noise_hu / np.sqrt(n_base)).as_dict()
         select = None
-        if "max-slope" in analysis.perfusion_methods:
+        if "max-slope" in analysis.methods:
             # the steepest interval is chosen on the mean curve of each voxel's class (node.perfusion.tissue_classes)
             curves = vol.data[:, analysed]
             select = class_mean_curves(curves, curve_classes(curves))
@@ -152,55 +163,59 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
     t_spl = float(vol.times[int(np.argmax(spleen))])
     with timer("maps"):
         map_sets = []
-        if "max-slope" in analysis.perfusion_methods:
+        if "max-slope" in analysis.methods:
             ms_inputs = MaxSlopeInputs(t_spl=t_spl, aorta_peak_hu=float(aorta.max()),
                                        portal_peak_hu=float(portal.max()))
             map_sets.append(max_slope_set(vol.data, analysed, vol.times, ms_inputs, noise_reduction, select))
-        if "discm" in analysis.perfusion_methods:
+        if "discm" in analysis.methods:
             map_sets.append(discm_set(vol.data, analysed, vol.times, aorta, portal, noise_reduction,
                                       liver_curve if liver.any() else vol.data[:, analysed].mean(axis=1)))
     regional = regional_statistics(map_sets, roi_native, analysed, vol) if roi_native else {}
     if roi_curves:
         add_roi_curve_parameters(regional, roi_curves, {
-            name: curve_parameters(curve, vol.times, analysis.perfusion_methods, t_spl, aorta, portal,
+            name: curve_parameters(curve, vol.times, analysis.methods, t_spl, aorta, portal,
                                    liver_curve if liver.any() else curve)
             for name, curve in roi_curves.items()})
-        if "max-slope" in analysis.perfusion_methods:
+        if "max-slope" in analysis.methods:
             for name in (n for n in roi_curves if "roi-curve" in regional.get(n, {})):
                 # how far image noise alone can move these values (1 SD), for the reader
                 n_used = round(regional[name]["analysed_volume_ml"] / vol.grid.voxel_volume_ml)
                 regional[name]["roi-curve"]["max-slope-noise-sd"] = max_slope_noise_sd(
                     noise_hu, n_used, vol.times, float(aorta.max()), float(portal.max()))
     with timer("outputs"):
-        curves = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
-        objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), curves, t_spl)
-    measurements = {
-        "series": {
-            "series_instance_uid": str(ct_datasets[0].get("SeriesInstanceUID", "")),
-            "encoding": "enhanced-ct" if vol.multiframe is not None else "classic-ct",
-            "n_time_points": vol.n_times, "times_s": [round(float(t), 3) for t in vol.times],
-            "time_spread_within_time_point_s": round(vol.time_spread_s, 3),
-            "native_shape_zyx": list(vol.native_grid.shape), "working_shape_zyx": list(vol.grid.shape),
-            "working_spacing_mm_zyx": [round(float(s), 4) for s in vol.grid.spacing],
-        },
-        "reference_time_point": ref_t, "reference_time_s": round(float(vol.times[ref_t]), 3),
-        "motion": [m.__dict__ for m in motion],
-        "baseline_frames": n_base,
-        "noise_hu": round(noise_hu, 2), "noise_reduction": noise_reduction,
-        "inputs": {name: roi.describe(vol.times) for name, roi in rois.items()},
-        "t_spl_s": t_spl,
-        "aorta_peak_hu": round(float(aorta.max()), 2), "aorta_peak_time_s": float(vol.times[int(np.argmax(aorta))]),
-        "portal_peak_hu": round(float(portal.max()), 2),
-        "portal_peak_time_s": float(vol.times[int(np.argmax(portal))]),
-        "liver_curve": {"source": liver_source, "volume_ml": round(float(liver.sum()) * vol.grid.voxel_volume_ml, 1),
-                        "enhancement_hu": [round(float(v), 2) for v in liver_curve]},
-        "masks": masks.summary(vol.grid.voxel_volume_ml) | {
-            "analysed_ml": round(float(analysed.sum()) * vol.grid.voxel_volume_ml, 1)},
-        "methods": {ms.method: ms.parameters for ms in map_sets},
-        "rtstruct": rtstruct_note,
-        "regional_statistics": regional,
-        "stages": timer.stages,
-    }
+        plotted = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
+        objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), plotted, t_spl)
+    voxel_ml = vol.grid.voxel_volume_ml
+    measurements = PerfusionMeasurements(
+        series=SeriesInfo(
+            series_instance_uid=str(ct_datasets[0].get("SeriesInstanceUID", "")),
+            encoding="enhanced-ct" if vol.multiframe is not None else "classic-ct",
+            n_time_points=vol.n_times, times_s=[round(float(t), 3) for t in vol.times],
+            time_spread_within_time_point_s=round(vol.time_spread_s, 3),
+            native_shape_zyx=list(vol.native_grid.shape), working_shape_zyx=list(vol.grid.shape),
+            working_spacing_mm_zyx=[round(float(s), 4) for s in vol.grid.spacing]),
+        reference_time_point=ref_t, reference_time_s=round(float(vol.times[ref_t]), 3),
+        motion=list(motion),
+        baseline_frames=n_base,
+        noise_hu=round(noise_hu, 2), noise_reduction=noise_reduction,
+        inputs={name: InputCurve.of(roi, vol.times) for name, roi in rois.items()},
+        t_spl_s=t_spl,
+        aorta_peak_hu=round(float(aorta.max()), 2), aorta_peak_time_s=float(vol.times[int(np.argmax(aorta))]),
+        portal_peak_hu=round(float(portal.max()), 2),
+        portal_peak_time_s=float(vol.times[int(np.argmax(portal))]),
+        liver_curve=LiverCurve(source=liver_source, volume_ml=round(float(liver.sum()) * voxel_ml, 1),
+                               enhancement_hu=[round(float(v), 2) for v in liver_curve]),
+        masks=masks.summary(voxel_ml) | {"analysed_ml": round(float(analysed.sum()) * voxel_ml, 1)},
+        methods={ms.method: ms.parameters for ms in map_sets},
+        rtstruct=rtstruct_note,
+        regional_statistics={name: RegionStats.of(entry, analysis.methods) for name, entry in regional.items()},
+        stages=timer.stages,
+    )
+    # the unenhanced CT the maps were computed from, for workflows that register other images to the maps
+    ct = (image_from_affine(first_frame, vol.grid.affine()) if first_frame is not None
+          else first_time_point_image(ct_datasets))
+    reference = PerfusionReference(ct, str(ct_datasets[0].get("PatientID", "")),
+                                   tuple(o.dataset for o in objects if o.kind == "parametric-map"))
     logger.info("CT perfusion done: %d outputs, t_spl %.1f s, aorta peak %.0f HU, portal peak %.0f HU",
                 len(objects), t_spl, aorta.max(), portal.max())
-    return AnalysisResult(name=ANALYSIS_NAME, outputs=objects, measurements=measurements)
+    return PerfusionResult("perfusion", measurements, objects, reference=reference)

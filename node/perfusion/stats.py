@@ -11,9 +11,9 @@ import copy
 import logging
 
 import numpy as np
-import rtstruct
 from pydicom import Dataset
 
+import rtstruct
 from node.perfusion.errors import PerfusionInputError
 from node.perfusion.maxslope import FLOW_SCALE, slope_operator
 from node.perfusion.outputs import MapSet

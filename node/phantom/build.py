@@ -13,8 +13,7 @@ import numpy as np
 import pydicom
 
 from node.phantom import anatomy as A
-from node.phantom import compress, dicomio, nm, render, spect, truth, truthdoc
-from node.phantom import tpsdose, y90
+from node.phantom import compress, dicomio, nm, render, spect, tpsdose, truth, truthdoc, y90
 from node.phantom import layout as L
 from node.phantom.ct import CtOptions, write_ct_series
 from node.phantom.curves import NONUNIFORM_TIMES_S, UNIFORM_TIMES_S, build_curves, sample
