@@ -26,3 +26,4 @@ def configure(level: str = "INFO") -> None:
     quiet = logging.DEBUG if level == "DEBUG" else max(logging.WARNING, logging.getLevelName(level))
     for name in THIRD_PARTY:
         logging.getLogger(name).setLevel(quiet)
+    logging.captureWarnings(True)  # Python warnings (pydicom's value checks) as one log line, not two stderr lines
