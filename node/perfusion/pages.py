@@ -196,6 +196,11 @@ def _data_to_page(ax: Axes, rows: slice, cols: slice) -> Transform:
     return Affine2D().translate(-float(cols.start), -float(rows.start)) + ax.transData
 
 
+def _flagged(text: str) -> str:
+    """A table cell: a value that is not measurable is drawn in the flag colour."""
+    return "!" + text if text.startswith("n.m.") else text
+
+
 def _map_info(frame: PageFrame, quantities: Sequence[str], s: MapSlice, method_words: str, liver_source: str,
               notes: Sequence[str]) -> None:
     x, w = _INFO_LEFT, _INFO_WIDTH
@@ -203,8 +208,7 @@ def _map_info(frame: PageFrame, quantities: Sequence[str], s: MapSlice, method_w
     shown = [q for q in quantities if q in ("ALP", "PVP", "TLP", "HPI")][:4]
     if s.values:
         columns = [("region", 100.0, "l")] + [(q, (w - 100.0) / max(1, len(shown)), "r") for q in shown]
-        rows: list[list[Cell]] = [[name] + [v.get(q, "-") for q in shown] for name, v in s.values.items()]
-        rows = [[str(c) if not str(c).startswith("n.m.") else "!" + str(c) for c in row] for row in rows]
+        rows: list[list[Cell]] = [[name] + [_flagged(v.get(q, "-")) for q in shown] for name, v in s.values.items()]
         y = table(frame, x, y + 2, columns, rows, size="small", row_px=24)
         y = text_block(frame, x, y + 2, [("dim", "ALP, PVP, TLP in mL/min/100 mL; HPI in %. n.m. = not "
                                                  "measurable (see the report).")], w)
