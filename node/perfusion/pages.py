@@ -208,7 +208,7 @@ def _map_info(frame: PageFrame, quantities: Sequence[str], s: MapSlice, method_w
     shown = [q for q in quantities if q in ("ALP", "PVP", "TLP", "HPI")][:4]
     if s.values:
         columns = [("region", 100.0, "l")] + [(q, (w - 100.0) / max(1, len(shown)), "r") for q in shown]
-        rows: list[list[Cell]] = [[name] + [_flagged(v.get(q, "-")) for q in shown] for name, v in s.values.items()]
+        rows: list[list[Cell]] = [[name, *(_flagged(v.get(q, "-")) for q in shown)] for name, v in s.values.items()]
         y = table(frame, x, y + 2, columns, rows, size="small", row_px=24)
         y = text_block(frame, x, y + 2, [("dim", "ALP, PVP, TLP in mL/min/100 mL; HPI in %. n.m. = not "
                                                  "measurable (see the report).")], w)
