@@ -8,6 +8,7 @@ Writes OUT/<n>-<what>.png for each Secondary Capture (and with --dicom every out
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import shutil
 import sys
@@ -81,14 +82,17 @@ def sc_pixels(ds: Any) -> np.ndarray:
 
 
 def write_pages(objects: list[OutputObject], out: Path, dicom: bool) -> list[Path]:
+    """Each page as NN-what.png (NN counts the pages), and with `dicom` every object as .dcm."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    pages = 0
     for n, obj in enumerate(objects, start=1):
         ds = obj.dataset
         if dicom:
-            ds.save_as(out / f"{n:02d}-{_slug(obj.description)}.dcm", enforce_file_format=True)
+            ds.save_as(out / f"object-{n:02d}-{_slug(obj.description)}.dcm", enforce_file_format=True)
         if str(ds.SOPClassUID) == SC:
-            path = out / f"{n:02d}-{_slug(obj.description)}.png"
+            pages += 1
+            path = out / f"{pages:02d}-{_slug(obj.description)}.png"
             Image.fromarray(sc_pixels(ds)).save(path, optimize=True)
             written.append(path)
     return written
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", action="store_true", help="write the README's pictures to docs/pages/")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = ROOT / "docs" / "pages" if args.readme else args.out
     if out is None:
         p.error("give OUT or --readme")
