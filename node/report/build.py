@@ -15,14 +15,17 @@ from node.registry import DEFAULT_REGISTRY, Registry
 from node.report.errors import ReportError
 from node.report.groups import Group, referenced
 from node.report.sr import build_sr
-from node.report.summary import Section, SummaryBlock, liver_volumes, render_pages, summary_lines
+from node.report.pdf import encapsulated_pdf
+from node.report.summary import Section, SummaryBlock, liver_volumes, render_pages, render_pdf, summary_lines
 from node.workflow import OutputObject, Workflow, WorkflowResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReportError", "build_report", "collect_groups", "summary_text", "SUMMARY_SERIES_NUMBER"]
+__all__ = ["ReportError", "build_report", "collect_groups", "summary_text", "SUMMARY_SERIES_NUMBER",
+           "PDF_SERIES_NUMBER"]
 
 SUMMARY_SERIES_NUMBER = 9701
+PDF_SERIES_NUMBER = 9702
 
 
 def _reporting(results: Mapping[str, WorkflowResult[Any]], registry: Registry
@@ -103,8 +106,8 @@ def build_report(case_id: str, results: Mapping[str, WorkflowResult[Any]],
     description = f"Case summary - {NOT_FOR_DIAGNOSIS}"
     sections = summary_sections(reporting, groups)
     names = ", ".join(wf.title for wf, _ in reporting)
-    pages = render_pages(Identity.of(primary, description), sections, "Case summary",
-                         "measured values with their units;  \u00b1 = 1 SD;  n.m. = not measurable (why: see notes)")
+    subtitle = "measured values with their units;  \u00b1 = 1 SD;  n.m. = not measurable (why: see notes)"
+    pages = render_pages(Identity.of(primary, description), sections, "Case summary", subtitle)
     series_uid = hd.UID()
     text = "\n".join(summary_lines(case_id, sections))  # the pages' text, searchable (ImageComments)
     out = [OutputObject("report", sr, "case measurements (SR TID 1500)")]
@@ -116,5 +119,10 @@ def build_report(case_id: str, results: Mapping[str, WorkflowResult[Any]],
                      f"report {sr.SOPInstanceUID}. Text of the summary:\n{text}",
             derivation=f"summary of the case measurements ({names})", image_plane=False)
         out.append(OutputObject("report", sc, f"case summary page {n}/{len(pages)}"))
-    logger.info("case %s: report with %d groups and %d summary page(s)", case_id, len(groups), len(pages))
+    identity = Identity.of(primary, description)
+    pdf = render_pdf(identity, sections, "Case summary", subtitle)
+    document = encapsulated_pdf(pdf, primary, [sr, *(o.dataset for o in out[1:])], title="Case summary",
+                                series_uid=hd.UID(), series_number=PDF_SERIES_NUMBER)
+    out.append(OutputObject("report", document, "case summary (PDF)"))
+    logger.info("case %s: report with %d groups, %d summary page(s) and their PDF", case_id, len(groups), len(pages))
     return out

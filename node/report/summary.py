@@ -29,7 +29,8 @@ from node.imaging.pages import (
 from node.report import codes as C
 from node.report.groups import Group, Item
 
-__all__ = ["Column", "Table", "Note", "SummaryBlock", "Section", "render_pages", "summary_lines", "number",
+__all__ = ["Column", "Table", "Note", "SummaryBlock", "Section", "render_pages", "render_pdf", "summary_lines",
+           "number",
            "value_text", "liver_volumes", "CM3", "PLUS_MINUS", "NOT_MEASURABLE_TEXT"]
 
 CM3 = "cm\u00b3"
@@ -243,20 +244,41 @@ def _draw(frame: PageFrame, p: _Placed) -> None:
                    weight="bold" if note.key else "normal")
 
 
-def render_pages(identity: Identity, sections: Sequence[Section], title: str = "Case summary",
-                 subtitle: str = "") -> list[Page]:
-    """The summary pages (1920 x 1080, the shared look): sections flow down two columns, then onto new pages."""
+def _frames(identity: Identity, sections: Sequence[Section], title: str, subtitle: str) -> list[PageFrame]:
     placed = _layout(sections)
     n_pages = max((p.page for p in placed), default=0) + 1
-    pages = []
+    frames = []
     for number_ in range(n_pages):
         frame = new_page(identity, title, subtitle, page_number=(number_ + 1, n_pages),
                          footer="all values with methods and codes: the structured report (SR) of this case")
         for p in placed:
             if p.page == number_:
                 _draw(frame, p)
-        pages.append(frame.render())
-    return pages
+        frames.append(frame)
+    return frames
+
+
+def render_pages(identity: Identity, sections: Sequence[Section], title: str = "Case summary",
+                 subtitle: str = "") -> list[Page]:
+    """The summary pages (1920 x 1080, the shared look): sections flow down two columns, then onto new pages."""
+    return [frame.render() for frame in _frames(identity, sections, title, subtitle)]
+
+
+def render_pdf(identity: Identity, sections: Sequence[Section], title: str = "Case summary",
+               subtitle: str = "") -> bytes:
+    """The same pages as one PDF document, drawn as vectors with embedded TrueType fonts (text stays text)."""
+    import io
+
+    import matplotlib
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"pdf.fonttype": 42}), PdfPages(buffer, metadata={
+            "Title": f"{title}, {identity.patient_name} ({identity.patient_id})", "Creator": "liver-node",
+            "Subject": "DERIVED, not for primary diagnosis"}) as pdf:
+        for frame in _frames(identity, sections, title, subtitle):
+            pdf.savefig(frame.figure, facecolor=frame.figure.get_facecolor())
+    return buffer.getvalue()
 
 
 def summary_lines(case_id: str, sections: Sequence[Section]) -> list[str]:

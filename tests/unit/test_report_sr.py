@@ -176,7 +176,8 @@ def test_report_objects_are_routed_as_report_and_pass_dciodvfy(case):
     outputs = case["outputs"]
     assert [o.kind for o in outputs] == ["report"] * len(outputs) and len(outputs) >= 2
     assert outputs[0].dataset.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
-    assert all(o.dataset.Modality == "OT" for o in outputs[1:])
+    assert all(o.dataset.Modality == "OT" for o in outputs[1:-1])  # the summary pages
+    assert outputs[-1].dataset.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"  # and the same pages as one PDF
     for path in case["paths"]:
         assert dciodvfy_errors(path) == [], path.name
 
@@ -253,6 +254,20 @@ def test_summary_page_is_a_readable_capture(case):
     assert "+-" not in text
 
 
+def test_summary_pdf_is_an_encapsulated_pdf_of_the_same_pages(case):
+    doc = case["outputs"][-1].dataset
+    pdf = bytes(doc.EncapsulatedDocument)[: int(doc.EncapsulatedDocumentLength)]
+    assert pdf.startswith(b"%PDF") and pdf.rstrip().endswith(b"%%EOF")
+    pages = len(case["outputs"]) - 2
+    assert pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") + pdf.count(b"/Type /Page>") >= pages
+    assert doc.MIMETypeOfEncapsulatedDocument == "application/pdf" and doc.BurnedInAnnotation == "YES"
+    assert doc.PatientID == PATIENT and doc.StudyInstanceUID == case["nm_maa"].StudyInstanceUID
+    assert "not for primary diagnosis" in doc.DocumentTitle.lower()
+    sources = {item.ReferencedSOPInstanceUID for item in doc.SourceInstanceSequence}
+    assert {o.dataset.SOPInstanceUID for o in case["outputs"][:-1]} <= sources
+    assert b"liver-node" in pdf  # its metadata names the creator
+
+
 def test_subset_and_empty_results():
     assert build_report("EMPTY", {}, {}) == []
     nothing = {"other": WorkflowResult("other", {"note": "no figures"})}
@@ -263,4 +278,4 @@ def test_subset_and_empty_results():
     sr = outputs[0].dataset
     assert sr.StudyInstanceUID == ct[0].StudyInstanceUID
     assert len(cast(Any, hd.sr.Comprehensive3DSR.from_dataset(sr).content).get_image_measurement_groups()) == 3
-    assert [o.kind for o in outputs] == ["report", "report"]
+    assert [o.kind for o in outputs] == ["report", "report", "report"]  # SR, summary page, its PDF
