@@ -14,8 +14,8 @@ from node.imaging.pages import Identity
 from node.registry import DEFAULT_REGISTRY, Registry
 from node.report.errors import ReportError
 from node.report.groups import Group, referenced
-from node.report.sr import build_sr
 from node.report.pdf import encapsulated_pdf
+from node.report.sr import build_sr
 from node.report.summary import Section, SummaryBlock, liver_volumes, render_pages, render_pdf, summary_lines
 from node.workflow import OutputObject, Workflow, WorkflowResult
 
