@@ -101,6 +101,7 @@ class PanelGeometry:
     quantity: str
     box: tuple[float, float, float, float]
     to_display: Transform
+    bar: tuple[float, float, float, float]  # the quantity's colour bar (left, top, right, bottom)
 
 
 def _zoom(liver: np.ndarray, margin: int) -> tuple[slice, slice]:
@@ -120,7 +121,7 @@ def _label(ax: Axes, mask: np.ndarray, text: str) -> None:
 
 
 def _panel(frame: PageFrame, s: MapSlice, quantity: str | None, left: float, top: float, width: float,
-           height: float, rows: slice, cols: slice, ct_time: str) -> Axes:
+           height: float, rows: slice, cols: slice, ct_time: str) -> tuple[Axes, tuple[float, float, float, float]]:
     """One image panel (a quantity in colour, or the CT alone when `quantity` is None)."""
     image_h = height - _CAPTION_PX - (_BAR_PX if quantity else 0.0)
     caption = (f"{quantity}: {QUANTITY_WORDS.get(quantity, quantity)}" if quantity
@@ -145,11 +146,11 @@ def _panel(frame: PageFrame, s: MapSlice, quantity: str | None, left: float, top
         _label(ax, m, f"{name} {value}".strip())
     ax.set_axis_off()
     orientation_labels(ax, "axial")
+    bar = (left + 0.1 * width, top + height - _BAR_PX + 28, 0.8 * width, 16)
     if quantity is not None:
         scale = SCALES[quantity]
-        colour_bar(frame, (left + 0.1 * width, top + height - _BAR_PX + 28, 0.8 * width, 16), scale.cmap,
-                   scale.lo, scale.hi, f"{quantity}, {scale.unit}", ticks=scale.ticks)
-    return ax
+        colour_bar(frame, bar, scale.cmap, scale.lo, scale.hi, f"{quantity}, {scale.unit}", ticks=scale.ticks)
+    return ax, (bar[0], bar[1], bar[0] + bar[2], bar[1] + bar[3])
 
 
 def render_map_page(identity: Identity, method_title: str, method_words: str, quantities: Sequence[str],
@@ -170,16 +171,16 @@ def render_map_page(identity: Identity, method_title: str, method_words: str, qu
     rows, cols = _zoom(s.liver, 6)
     cell_w = _GRID_WIDTH / ncols
     cell_h = (_GRID_BOTTOM - _GRID_TOP) / nrows
-    axes: list[tuple[str, Axes]] = []
+    axes: list[tuple[str, Axes, tuple[float, float, float, float]]] = []
     for n, quantity in enumerate(cells):
         r, c = divmod(n, ncols)
-        ax = _panel(frame, s, quantity, _GRID_LEFT + c * cell_w + 6, _GRID_TOP + r * cell_h + 4, cell_w - 12,
-                    cell_h - 12, rows, cols, ct_time)
+        ax, bar = _panel(frame, s, quantity, _GRID_LEFT + c * cell_w + 6, _GRID_TOP + r * cell_h + 4, cell_w - 12,
+                         cell_h - 12, rows, cols, ct_time)
         if quantity is not None:
-            axes.append((quantity, ax))
+            axes.append((quantity, ax, bar))
     _map_info(frame, quantities, s, method_words, liver_source, notes)
     rendered = frame.render()
-    geometry = [PanelGeometry(q, _box(ax), _data_to_page(ax, rows, cols)) for q, ax in axes]
+    geometry = [PanelGeometry(q, _box(ax), _data_to_page(ax, rows, cols), bar) for q, ax, bar in axes]
     return rendered, geometry
 
 

@@ -1,0 +1,84 @@
+"""node.perfusion.pages: colour only inside the liver and where a value exists, fixed scales with colour bars,
+no empty panel, lesions outlined with their values."""
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+
+from node.imaging.pages import PAGE_PX, Identity
+from node.perfusion.pages import SCALES, MapSlice, render_curve_page, render_map_page
+
+IDENTITY = Identity("DOE, Jane", "P-PAGES", "1950-01-01", "F", "2024-01-01", "CT perfusion", "Perfusion maps")
+
+
+def _slice(nan_hole: bool = True) -> MapSlice:
+    yy, xx = np.mgrid[0:96, 0:96]
+    body = ((yy - 48) / 40.0) ** 2 + ((xx - 48) / 44.0) ** 2 <= 1
+    liver = ((yy - 44) / 22.0) ** 2 + ((xx - 36) / 24.0) ** 2 <= 1
+    ct = np.where(body, 40.0, -1000.0)  # uniform grey body: any colour comes from the overlay
+    lesion = ((yy - 40) / 6.0) ** 2 + ((xx - 34) / 6.0) ** 2 <= 1
+    maps = {q: np.full(body.shape, 0.8 * SCALES[q].hi) for q in ("ALP", "PVP", "TLP", "HPI", "DV", "MTT")}
+    if nan_hole:
+        for values in maps.values():
+            values[50:58, 40:48] = np.nan  # inside the liver, not computed
+    return MapSlice(ct, maps, liver, {"T1": lesion}, (3.0, 3.0), {"T1": {"ALP": "80 ± 2", "PVP": "n.m."}})
+
+
+def _footprint(geometry, mask: np.ndarray) -> np.ndarray:
+    """Page pixels (rows from the top) covered by the pixels of `mask`, as the panel draws them."""
+    out = np.zeros((PAGE_PX[1], PAGE_PX[0]), dtype=bool)
+    for r, c in np.argwhere(mask):
+        corners = geometry.to_display.transform([[c - 0.5, r - 0.5], [c + 0.5, r + 0.5]])
+        x0, x1 = sorted(corners[:, 0])
+        y0, y1 = sorted(PAGE_PX[1] - corners[:, 1])
+        out[int(np.floor(y0)) - 1:int(np.ceil(y1)) + 1, int(np.floor(x0)) - 1:int(np.ceil(x1)) + 1] = True
+    return out
+
+
+@pytest.mark.parametrize("quantities", [("ALP", "PVP", "TLP", "HPI"), ("ALP", "PVP", "HPI", "DV", "MTT")])
+def test_colour_only_inside_the_liver_where_a_value_exists(quantities):
+    s = _slice()
+    page, geometry = render_map_page(IDENTITY, "test method", "words", quantities, s, "slice 1 of 1",
+                                     "through T1", (1, 1), "time point 1", "test liver")
+    rgb = page.pixels.astype(int)
+    assert rgb.shape == (PAGE_PX[1], PAGE_PX[0], 3) and page.identity == IDENTITY
+    assert [g.quantity for g in geometry] == list(quantities)
+    coloured = (rgb.max(axis=2) - rgb.min(axis=2)) > 30
+    computed = s.liver & np.isfinite(s.maps["ALP"])
+    for g in geometry:
+        left, top, right, bottom = (int(v) for v in g.box)
+        inside = np.zeros_like(coloured)
+        inside[top:bottom, left:right] = True
+        allowed = _footprint(g, computed)
+        stray = coloured & inside & ~allowed
+        assert not stray.any(), f"{g.quantity}: {int(stray.sum())} coloured pixels outside the liver"
+        assert (coloured & inside & allowed).sum() > 0.5 * allowed[top:bottom, left:right].sum()
+        # the scale of the quantity is drawn as a colour bar under its panel
+        b_left, b_top, b_right, b_bottom = (int(v) for v in g.bar)
+        strip = page.pixels[b_top:b_bottom, b_left:b_right].reshape(-1, 3).astype(float)
+        cmap = matplotlib.colormaps[SCALES[g.quantity].cmap]
+        for t in (0.1, 0.5, 0.9):
+            colour = np.asarray(cmap(t)[:3]) * 255
+            assert (np.abs(strip - colour).sum(axis=1) < 20).any(), (g.quantity, t)
+
+
+def test_no_empty_panel_and_the_same_scale_for_both_methods():
+    s = _slice(nan_hole=False)
+    _, four = render_map_page(IDENTITY, "max slope", "", ("ALP", "PVP", "TLP", "HPI"), s, "", "", (1, 1), "", "")
+    _, five = render_map_page(IDENTITY, "DISCM", "", ("ALP", "PVP", "HPI", "DV", "MTT"), s, "", "", (1, 1), "", "")
+    assert len(four) == 4 and len(five) == 5  # 2 x 2; 3 x 2 with the CT alone in the sixth cell
+    assert {q: SCALES[q].hi for q in ("ALP", "PVP", "HPI")} == {"ALP": 100.0, "PVP": 150.0, "HPI": 100.0}
+
+
+def test_curve_page_is_dark_with_the_legend_outside_the_data():
+    t = np.arange(0.0, 45.0, 3.0)
+    page = render_curve_page(IDENTITY, t, {"aorta": 250 * np.exp(-((t - 13) / 4) ** 2)},
+                             {"liver": 0.7 * t, "T1": 50 * (1 - np.exp(-t / 8))}, 15.0, (1, 1))
+    rgb = page.pixels
+    assert rgb.shape == (PAGE_PX[1], PAGE_PX[0], 3)
+    assert (rgb.mean(axis=2) < 30).mean() > 0.6  # dark page
+    # the legend (right of the plot) shows each curve's colour; the plot area ends at x = 1350
+    legend = rgb[100:500, 1380:1700].reshape(-1, 3).astype(int)
+    for colour in ((0xff, 0x52, 0x52), (0xff, 0xd5, 0x4f), (0x69, 0xf0, 0xae)):
+        assert (np.abs(legend - np.asarray(colour)).sum(axis=1) < 40).any(), colour
