@@ -3,14 +3,17 @@
 * One Parametric Map per parameter and method: float32 on the working grid of the analysis (its own pixel
   spacing, same frame of reference), a real-world value mapping in UCUM units, sources = the CT instances of
   the reference time point (the frame everything was registered to).
-* Secondary Captures (RGB, 8 bit) for reading at any PACS station: colour maps fused over the reference CT on
-  representative slices with colour bars and units, and the time-attenuation curves with the phase split.
+* Secondary Captures (RGB, 8 bit, the shared page look of node.imaging.pages, drawn by node.perfusion.pages)
+  for reading at any PACS station: per method, pages of every map on the slices through the lesions' largest
+  sections, colour only inside the liver, fixed scales per quantity with colour bars, lesions outlined with
+  their values; and the time-attenuation curves of the inputs, the liver and each lesion.
 
 Every object is labelled DERIVED and "not for primary diagnosis", carries the method and its parameters in
 SeriesDescription/ContentDescription/ImageComments, and copies patient/study data from the source.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +22,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless node: never pick an interactive backend
 import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 from pydicom import Dataset  # noqa: E402
 from pydicom.sr.coding import Code  # noqa: E402
 
 from node.derived import NOT_FOR_DIAGNOSIS, copy_patient_study, equipment_kwargs  # noqa: E402
-from node.imaging.capture import figure_rgb  # noqa: E402
+from node.imaging.pages import Identity, Page  # noqa: E402
+from node.perfusion.pages import MapSlice, render_curve_page, render_map_page  # noqa: E402
 from node.perfusion.volume4d import Volume4D  # noqa: E402
 
 SERIES_NUMBER_BASE = 9500  # derived series numbers: far from scanner series numbers
@@ -48,7 +51,7 @@ PARAMETERS: dict[str, ParamInfo] = {
     "DV": ParamInfo("Distribution volume", "%", "%", (0.0, 100.0)),
     "MTT": ParamInfo("Mean transit time", "s", "s", (0.0, 60.0)),
 }
-METHOD_TITLES = {"max-slope": "dual-input maximum slope", "discm": "dual-input single-compartment model"}
+METHOD_TITLES = {"max-slope": "dual-input maximum slope", "discm": "dual-input one-compartment model"}
 METHOD_SHORT = {"max-slope": "MaxSlope", "discm": "DISCM"}
 
 
@@ -90,13 +93,27 @@ def parametric_map(values: np.ndarray, param: str, mapset: MapSet, vol: Volume4D
     return pm
 
 
-# ------------------------------------------------------------------ rendering helpers
-def _display_orientation(vol: Volume4D) -> tuple[bool, bool]:
+# ------------------------------------------------------------------ pages (node.perfusion.pages)
+#: A region's name marks it a lesion (outlined and labelled on the maps, chosen slices go through it).
+LESION_NAME = re.compile(r"tum|lesion|gtv|hcc|met|nodul|^t\d+$|^h\d+$", re.IGNORECASE)
+#: At most this many map pages per method (slices through the lesions' largest sections).
+MAX_SLICES = 4
+METHOD_WORDS = {
+    "max-slope": "Dual-input maximum slope: the steepest rise of each voxel's enhancement curve before the spleen's "
+                 "peak, divided by the aortic peak, is its arterial perfusion (ALP); after the spleen's peak, "
+                 "divided by the portal-vein peak, its portal perfusion (PVP). TLP = ALP + PVP; HPI = ALP / TLP.",
+    "discm": "Dual-input one-compartment model: each voxel's curve is fitted as the liver's response to the aortic "
+             "and portal-vein curves, giving its arterial and portal inflow (ALP, PVP), HPI = ALP / (ALP + PVP), "
+             "the distribution volume (DV) and the mean transit time (MTT).",
+}
+
+
+def display_orientation(vol: Volume4D) -> tuple[bool, bool]:
     """Flips (rows, columns) that put patient posterior down and patient left on the viewer's right."""
     return bool(vol.grid.col_dir[1] < 0), bool(vol.grid.row_dir[0] < 0)
 
 
-def _orient(img: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
+def orient(img: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
     if flips[0]:
         img = img[::-1]
     if flips[1]:
@@ -104,62 +121,91 @@ def _orient(img: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
     return img
 
 
-def _to_native(work: np.ndarray, vol: Volume4D) -> np.ndarray:
-    """A working-grid slice on the native pixel grid (block replication; uncovered border = 0)."""
+def to_native(work: np.ndarray, vol: Volume4D, fill: float = np.nan) -> np.ndarray:
+    """A working-grid slice on the native pixel grid (block replication; the uncovered border gets `fill`)."""
     f = vol.factor
     rep = np.repeat(np.repeat(work, f, axis=0), f, axis=1)
-    out = np.zeros(vol.native_grid.shape[1:], dtype=work.dtype)
+    out = np.full(vol.native_grid.shape[1:], fill, dtype=np.float32 if np.isnan(fill) else work.dtype)
     out[:rep.shape[0], :rep.shape[1]] = rep
     return out
 
 
-def fused_image(mapset: MapSet, vol: Volume4D, ref_t: int, k: int, analysed: np.ndarray) -> np.ndarray:
-    """RGB image: every parameter of `mapset` on slice k, colour over the reference CT, with colour bars."""
-    flips = _display_orientation(vol)
-    ct = _orient(vol.native_slice(ref_t, k), flips)
-    names = list(mapset.maps)
-    ncols = 3 if len(names) > 4 else 2
-    nrows = int(np.ceil(len(names) / ncols))
-    fig = Figure(figsize=(5.2 * ncols, 4.6 * nrows + 0.8), dpi=100, facecolor="black")
-    z = float(vol.grid.slice_position(k) @ vol.grid.normal)
-    fig.suptitle(f"CT perfusion, {METHOD_TITLES[mapset.method]} ({mapset.summary})\n"
-                 f"slice {k + 1}/{vol.grid.shape[0]} at {z:.1f} mm - {NOT_FOR_DIAGNOSIS}",
-                 color="white", fontsize=11)
-    for n, param in enumerate(names):
-        info = PARAMETERS[param]
-        ax = fig.add_subplot(nrows, ncols, n + 1)
-        ax.imshow(ct, cmap="gray", vmin=-160, vmax=240, interpolation="bilinear")
-        values = _orient(_to_native(mapset.maps[param][k], vol), flips)
-        shown = _orient(_to_native(analysed[k].astype(np.uint8), vol), flips).astype(bool)
-        overlay = np.ma.masked_where(~shown, values)
-        im = ax.imshow(overlay, cmap="jet", vmin=info.display[0], vmax=info.display[1], alpha=0.65,
-                       interpolation="nearest")
-        ax.set_title(f"{param}: {info.name}", color="white", fontsize=10)
-        ax.set_axis_off()
-        ax.text(0.01, 0.5, "R", color="yellow", transform=ax.transAxes, fontsize=9, va="center")
-        ax.text(0.97, 0.5, "L", color="yellow", transform=ax.transAxes, fontsize=9, va="center")
-        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-        bar.set_label(info.unit_text, color="white")
-        bar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
-    return figure_rgb(fig)
+def native_mask(work: np.ndarray, vol: Volume4D) -> np.ndarray:
+    """A working-grid (Z, Y, X) mask on the native grid (block replication)."""
+    return np.stack([to_native(work[k].astype(np.float32), vol, 0.0) > 0.5 for k in range(work.shape[0])])
 
 
-def curve_plot(times: np.ndarray, curves: dict[str, np.ndarray], t_spl: float, title: str) -> np.ndarray:
-    """RGB time-attenuation-curve plot (enhancement in HU) with the arterial/portal split at t_spl."""
-    fig = Figure(figsize=(9.0, 6.0), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    styles = {"aorta": ("tab:red", "o"), "portal vein": ("tab:blue", "s"), "spleen": ("tab:purple", "^"),
-              "liver": ("tab:brown", "D")}
-    for name, c in curves.items():
-        colour, marker = styles.get(name, ("black", "."))
-        ax.plot(times, c, color=colour, marker=marker, ms=4, label=name)
-    ax.axvspan(times[0], t_spl, color="tab:red", alpha=0.06)
-    ax.axvline(t_spl, color="black", ls="--", lw=1)
-    ax.text(t_spl, ax.get_ylim()[1], f"  t_spl = {t_spl:.1f} s\n  arterial | portal", va="top", fontsize=9)
-    ax.set_xlabel("time from first frame (s)")
-    ax.set_ylabel("enhancement over baseline (HU)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="center right")
-    ax.set_title(title, fontsize=10)
-    fig.text(0.5, 0.01, NOT_FOR_DIAGNOSIS, ha="center", fontsize=9, color="dimgray")
-    return figure_rgb(fig)
+def lesion_slices(lesions: dict[str, np.ndarray], liver: np.ndarray, n_max: int = MAX_SLICES
+                  ) -> list[tuple[int, str]]:
+    """(slice index, why) of the slices to show: each lesion's largest section (lesions sharing a slice are
+    named together), the largest lesions first up to `n_max`, in slice order; else the liver's quartiles."""
+    best: dict[int, list[str]] = {}
+    by_size = sorted(lesions.items(), key=lambda kv: -int(kv[1].sum()))
+    for name, mask in by_size:
+        areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
+        if areas.max() == 0:
+            continue
+        k = int(np.argmax(areas))
+        if k in best or len(best) < n_max:
+            best.setdefault(k, []).append(name)
+    if best:
+        return [(k, f"chosen through the largest section of {' and '.join(sorted(names))}")
+                for k, names in sorted(best.items())]
+    zs = np.nonzero(liver.any(axis=(1, 2)))[0]
+    if zs.size == 0:
+        return [(liver.shape[0] // 2, "the middle slice (no liver found)")]
+    picks = sorted({int(z) for z in np.quantile(zs, (0.25, 0.5, 0.75)).round()})
+    return [(k, "through the liver at a quarter of its height" if q == 0 else
+             "through the middle of the liver" if q == 1 else "through the liver at three quarters of its height")
+            for q, k in enumerate(picks)]
+
+
+def map_slice(mapset: MapSet, vol: Volume4D, ref_t: int, k: int, analysed: np.ndarray, liver_native: np.ndarray,
+              lesions_native: dict[str, np.ndarray], values: dict[str, dict[str, str]]) -> MapSlice:
+    """Slice k of the maps on the display grid (native pixels, radiological orientation) for the pages."""
+    flips = display_orientation(vol)
+    computed = to_native(analysed[k].astype(np.float32), vol, 0.0) > 0.5
+    maps = {}
+    for param, work in mapset.maps.items():
+        native = to_native(work[k].astype(np.float32), vol)
+        maps[param] = orient(np.where(computed, native, np.nan), flips)  # NaN where nothing was computed
+    spacing = vol.native_grid.spacing
+    return MapSlice(ct=orient(vol.native_slice(ref_t, k), flips), maps=maps, liver=orient(liver_native[k], flips),
+                    lesions={n: orient(m[k], flips) for n, m in lesions_native.items()},
+                    pixel_mm=(float(spacing[1]), float(spacing[2])), values=values)
+
+
+def map_pages(mapset: MapSet, vol: Volume4D, ref_t: int, analysed: np.ndarray, liver_native: np.ndarray,
+              liver_source: str, lesions_native: dict[str, np.ndarray], values: dict[str, dict[str, str]],
+              series_description: str, t_spl: float) -> list[tuple[int, Page]]:
+    """(slice index, page) of every map page of one method."""
+    slices = lesion_slices(lesions_native, liver_native)
+    ref_ds, _ = vol.source_ref(ref_t, slices[0][0])
+    identity = Identity.of(ref_ds, series_description)
+    notes = [f"Arterial and portal phases split at the spleen's peak, {t_spl:.0f} s."] if mapset.method == \
+        "max-slope" else []
+    pages = []
+    for n, (k, why) in enumerate(slices, start=1):
+        z = float(vol.grid.slice_position(k) @ vol.grid.normal)
+        page, _ = render_map_page(
+            identity, METHOD_TITLES[mapset.method], METHOD_WORDS[mapset.method], list(mapset.maps),
+            map_slice(mapset, vol, ref_t, k, analysed, liver_native, lesions_native, values),
+            f"slice {k + 1} of {vol.grid.shape[0]} (z = {z:.1f} mm)", why, (n, len(slices)),
+            f"time point {ref_t + 1}", liver_source, notes)
+        pages.append((k, page))
+    return pages
+
+
+def curve_page(vol: Volume4D, ref_t: int, inputs: dict[str, np.ndarray], tissue: dict[str, np.ndarray],
+               t_spl: float, series_description: str) -> Page:
+    """The time-attenuation curves page."""
+    ref_ds, _ = vol.source_ref(ref_t, vol.grid.shape[0] // 2)
+    return render_curve_page(Identity.of(ref_ds, series_description), vol.times, inputs, tissue, t_spl, (1, 1))
+
+
+def region_text(stats: dict[str, Any] | None) -> str:
+    """A region's value for a page: "52 ± 3" (map mean ± SD) or "-"."""
+    if not stats or stats.get("mean") is None:
+        return "-"
+    sd = stats.get("sd")
+    return f"{stats['mean']:.0f}" + (f" \u00b1 {sd:.0f}" if sd is not None else "")

@@ -224,43 +224,54 @@ def _map_info(frame: PageFrame, quantities: Sequence[str], s: MapSlice, method_w
     text_block(frame, x, y + 12, lines, w)
 
 
-def render_curve_page(identity: Identity, times: np.ndarray, inputs: Mapping[str, np.ndarray],
-                      tissue: Mapping[str, np.ndarray], t_split: float, page: tuple[int, int],
-                      notes: Sequence[str] = ()) -> Page:
-    """The time-attenuation curves: inputs (aorta, portal vein, spleen), the liver and each lesion."""
-    frame = new_page(identity, "CT perfusion: time-attenuation curves",
-                     "mean enhancement over the baseline of each region; input curves dashed", page_number=page)
-    ax = frame.axes(110, 130, 1240, 820)
+def _style_axes(ax: Axes, ylabel: str) -> None:
     ax.set_facecolor(BACKGROUND)
-    input_styles = {"aorta": ("#ff5252", "o"), "portal vein": ("#40c4ff", "s"), "spleen": ("#b388ff", "^")}
-    tissue_colours = ["#ffd54f", "#69f0ae", "#ff80ab", "#ffab40", "#84ffff", "#eeff41", "#ea80fc"]
-    handles = []
-    for name, curve in inputs.items():
-        colour, marker = input_styles.get(name, ("#bdbdbd", "."))
-        (line,) = ax.plot(times, curve, color=colour, marker=marker, ms=6, lw=2.2, ls="--", label=name)
-        handles.append(line)
-    for n, (name, curve) in enumerate(tissue.items()):
-        colour = tissue_colours[n % len(tissue_colours)]
-        (line,) = ax.plot(times, curve, color=colour, marker="o", ms=5, lw=2.4, label=name)
-        handles.append(line)
-    ax.axvspan(float(times[0]), t_split, color="#ff5252", alpha=0.08)
-    ax.axvline(t_split, color=TEXT, ls=":", lw=1.5)
-    ax.text(t_split, 1.01, f"split {t_split:.0f} s: arterial | portal", transform=ax.get_xaxis_transform(),
-            color=TEXT, ha="center", va="bottom", fontsize=pt(FONT_PX["small"]))
-    ax.set_xlabel("time from the first image (s)", color=TEXT, fontsize=pt(FONT_PX["body"]))
-    ax.set_ylabel("enhancement over baseline (HU)", color=TEXT, fontsize=pt(FONT_PX["body"]))
+    ax.set_ylabel(ylabel, color=TEXT, fontsize=pt(FONT_PX["body"]))
     ax.tick_params(colors=TEXT, labelsize=pt(FONT_PX["small"]))
     for spine in ax.spines.values():
         spine.set_color(DIM)
     ax.grid(color="#30343a", lw=0.8)
+
+
+def render_curve_page(identity: Identity, times: np.ndarray, inputs: Mapping[str, np.ndarray],
+                      tissue: Mapping[str, np.ndarray], t_split: float, page: tuple[int, int],
+                      notes: Sequence[str] = ()) -> Page:
+    """The time-attenuation curves: inputs (aorta, portal vein, spleen) above, the liver and each lesion below
+    on their own scale (a tissue enhances ten times less than the aorta), the same time axis."""
+    frame = new_page(identity, "CT perfusion: time-attenuation curves",
+                     "mean enhancement over the baseline of each region: input curves above, liver and lesions below",
+                     page_number=page)
+    top = frame.axes(110, 120, 1240, 330)
+    bottom = frame.axes(110, 490, 1240, 470)
+    input_styles = {"aorta": ("#ff5252", "o"), "portal vein": ("#40c4ff", "s"), "spleen": ("#b388ff", "^")}
+    tissue_colours = ["#ffd54f", "#69f0ae", "#ff80ab", "#ffffff", "#ffab40", "#ea80fc", "#c6ff00"]
+    handles = []
+    for name, curve in inputs.items():
+        colour, marker = input_styles.get(name, ("#bdbdbd", "."))
+        (line,) = top.plot(times, curve, color=colour, marker=marker, ms=6, lw=2.2, ls="--", label=name)
+        handles.append(line)
+    for n, (name, curve) in enumerate(tissue.items()):
+        colour = tissue_colours[n % len(tissue_colours)]
+        (line,) = bottom.plot(times, curve, color=colour, marker="o", ms=5, lw=2.4, label=name)
+        handles.append(line)
+    for ax in (top, bottom):
+        ax.axvspan(float(times[0]), t_split, color="#ff5252", alpha=0.08)
+        ax.axvline(t_split, color=TEXT, ls=":", lw=1.5)
+        ax.set_xlim(float(times[0]) - 1.0, float(times[-1]) + 1.0)
+    _style_axes(top, "inputs (HU)")
+    _style_axes(bottom, "liver and lesions (HU)")
+    top.tick_params(labelbottom=False)
+    top.text(t_split, 1.02, f"split {t_split:.0f} s: arterial | portal", transform=top.get_xaxis_transform(),
+             color=TEXT, ha="center", va="bottom", fontsize=pt(FONT_PX["small"]))
+    bottom.set_xlabel("time from the first image (s)", color=TEXT, fontsize=pt(FONT_PX["body"]))
     legend = frame.figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1400 / PAGE_PX[0],
                                  1 - 120 / PAGE_PX[1]), frameon=False, labelcolor=TEXT, fontsize=pt(FONT_PX["body"]),
                                  title="curves", title_fontsize=pt(FONT_PX["small"]))
     legend.get_title().set_color(DIM)
     lines: list[tuple[str, str]] = [
         ("heading", "How to read"),
-        ("body", "Dashed: input curves (aorta, portal vein; the spleen's peak splits the arterial from the "
-                 "portal phase). Solid: the liver and each lesion of the perfusion RTSTRUCT."),
+        ("body", "Above, dashed: the input curves (aorta, portal vein; the spleen's peak splits the arterial from "
+                 "the portal phase). Below, solid: the liver and each lesion of the perfusion RTSTRUCT."),
         ("body", "The steepest rise of a tissue curve before the split, relative to the aortic peak, is its "
                  "arterial perfusion; after the split, relative to the portal peak, its portal perfusion."),
     ]

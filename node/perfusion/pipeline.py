@@ -11,10 +11,12 @@ import resource
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
+from scipy import ndimage
 
 from node.derived import NOT_FOR_DIAGNOSIS
 from node.imaging.capture import ImageRef, secondary_capture
@@ -43,8 +45,8 @@ from node.perfusion.volume4d import Volume4D, assemble
 from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
-
-_N_REPRESENTATIVE_SLICES = 3
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
 
 
 class StageTimer:
@@ -71,17 +73,21 @@ def _liver_mask(roi_native: dict[str, np.ndarray], analysis: PerfusionSettings, 
     return estimate_liver(vol.data, analysed, vol.grid, rois, vol.times), "automatic estimate"
 
 
-def representative_slices(liver: np.ndarray, n: int = _N_REPRESENTATIVE_SLICES) -> list[int]:
-    """Slices at the quartiles of the liver's extent (the middle slice when there is no liver)."""
-    zs = np.nonzero(liver.any(axis=(1, 2)))[0]
-    if zs.size == 0:
-        return [liver.shape[0] // 2]
-    picks = np.quantile(zs, np.linspace(0.25, 0.75, n)).round().astype(int)
-    return sorted({int(z) for z in picks})
+def _lesions_and_values(roi_native: dict[str, np.ndarray], regional: dict[str, dict[str, Any]], method: str
+                        ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, str]]]:
+    """The lesions of the RTSTRUCT (outlined on the pages) and every region's value text per quantity."""
+    lesions = {n: m for n, m in roi_native.items() if out.LESION_NAME.search(n)}
+    values = {}
+    for name, entry in regional.items():
+        if name in roi_native:
+            values[name] = {param: out.region_text(stats) for param, stats in (entry.get(method) or {}).items()}
+    return lesions, values
 
 
 def _build_outputs(map_sets: list[out.MapSet], vol: Volume4D, ref_t: int, analysed: np.ndarray,
-                   slices: list[int], curves: dict[str, np.ndarray], t_spl: float) -> list[OutputObject]:
+                   liver_native: np.ndarray, liver_source: str, roi_native: dict[str, np.ndarray],
+                   regional: dict[str, dict[str, Any]], inputs: dict[str, np.ndarray], tissue: dict[str, np.ndarray],
+                   t_spl: float) -> list[OutputObject]:
     objects: list[OutputObject] = []
     number = out.SERIES_NUMBER_BASE
     for ms in map_sets:
@@ -92,24 +98,29 @@ def _build_outputs(map_sets: list[out.MapSet], vol: Volume4D, ref_t: int, analys
     for ms in map_sets:
         number += 1
         series_uid = hd.UID()
-        desc = f"Perfusion {out.METHOD_SHORT[ms.method]} colour - {NOT_FOR_DIAGNOSIS}"
-        for i, k in enumerate(slices, start=1):
+        desc = f"Perfusion {out.METHOD_SHORT[ms.method]} maps - {NOT_FOR_DIAGNOSIS}"
+        lesions, texts = _lesions_and_values(roi_native, regional, ms.method)
+        pages = out.map_pages(ms, vol, ref_t, analysed, liver_native, liver_source, lesions, texts, desc, t_spl)
+        for i, (k, page) in enumerate(pages, start=1):
             ref_ds, frame = vol.source_ref(ref_t, k)
-            rgb = out.fused_image(ms, vol, ref_t, k, analysed)
-            comments = (f"{NOT_FOR_DIAGNOSIS}. CT perfusion, {out.METHOD_TITLES[ms.method]}: {ms.summary}. "
-                        f"Colour over the CT of time point {ref_t + 1}.")
-            sc = secondary_capture(rgb, ref_ds, [ImageRef.of(ref_ds, frame)], series_uid=series_uid,
-                                   series_number=number, instance_number=i, series_description=desc, comments=comments)
-            objects.append(OutputObject("secondary-capture", sc, f"{ms.method} colour maps, slice {k + 1}"))
+            comments = (f"{NOT_FOR_DIAGNOSIS}. CT perfusion, {out.METHOD_TITLES[ms.method]} ({ms.summary}): "
+                        f"slice {k + 1}, colour inside the liver ({liver_source}) over the CT of time point "
+                        f"{ref_t + 1}.")
+            sc = secondary_capture(page, ref_ds, [ImageRef.of(ref_ds, frame)], series_uid=series_uid,
+                                   series_number=number, instance_number=i, series_description=desc,
+                                   comments=comments)
+            objects.append(OutputObject("secondary-capture", sc, f"{ms.method} maps, slice {k + 1}"))
     number += 1
     k_mid = vol.grid.shape[0] // 2
     ref_ds, _ = vol.source_ref(ref_t, k_mid)
-    rgb = out.curve_plot(vol.times, curves, t_spl, "Time-attenuation curves (CT perfusion input ROIs and liver)")
+    desc = f"Perfusion curves - {NOT_FOR_DIAGNOSIS}"
+    page = out.curve_page(vol, ref_t, inputs, tissue, t_spl, desc)
     sources = [ImageRef.of(*vol.source_ref(t, k_mid)) for t in range(vol.n_times)]
-    sc = secondary_capture(rgb, ref_ds, sources, series_uid=hd.UID(), series_number=number, instance_number=1,
-                           series_description=f"Perfusion curves - {NOT_FOR_DIAGNOSIS}",
-                           comments=f"{NOT_FOR_DIAGNOSIS}. Mean enhancement of the input ROIs and the liver; "
-                                    f"t_spl = {t_spl:g} s splits arterial and portal phase.")
+    sc = secondary_capture(page, ref_ds, sources, series_uid=hd.UID(), series_number=number, instance_number=1,
+                           series_description=desc,
+                           comments=f"{NOT_FOR_DIAGNOSIS}. Mean enhancement of the input regions, the liver and "
+                                    f"each lesion; the spleen's peak at {t_spl:g} s splits the arterial and the "
+                                    "portal phase.")
     objects.append(OutputObject("secondary-capture", sc, "time-attenuation curves"))
     return objects
 
@@ -183,8 +194,23 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: PerfusionSettings,
                 regional[name]["roi-curve"]["max-slope-noise-sd"] = max_slope_noise_sd(
                     noise_hu, n_used, vol.times, float(aorta.max()), float(portal.max()))
     with timer("outputs"):
-        plotted = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
-        objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), plotted, t_spl)
+        # colour inside the received liver contour where there is one, else inside the node's own liver mask
+        wanted = {n.lower() for n in analysis.liver_roi_names}
+        received = next((m for n, m in roi_native.items() if n.lower() in wanted), None)
+        if received is not None:
+            liver_native, shown_source = received, "the received liver contour"
+        else:
+            # the node's liver estimate misses lesions that enhance unlike liver: the received regions of the
+            # liver (parenchyma, lesions) belong to it, and what they enclose in a slice does too
+            liver_native = out.native_mask(liver, vol)
+            for name, mask in roi_native.items():
+                if "liver" in name.lower() or out.LESION_NAME.search(name):
+                    liver_native |= mask
+            liver_native = ndimage.binary_fill_holes(liver_native, structure=_IN_PLANE)
+            shown_source = "the node's liver estimate with the received liver regions"
+        tissue = {"liver": liver_curve} | {n: c for n, c in roi_curves.items() if out.LESION_NAME.search(n)}
+        objects = _build_outputs(map_sets, vol, ref_t, analysed, liver_native, shown_source, roi_native, regional,
+                                 {"aorta": aorta, "portal vein": portal, "spleen": spleen}, tissue, t_spl)
     voxel_ml = vol.grid.voxel_volume_ml
     measurements = PerfusionMeasurements(
         series=SeriesInfo(
