@@ -1,9 +1,11 @@
 """Render every page the node makes for the phantom patient: run the case in-process and write its outputs.
 
-    .venv/bin/python scripts/case_pages.py OUT [--dicom] [--readme]
+    .venv/bin/python scripts/case_pages.py OUT [--dicom]    # every page as OUT/NN-what.png (+ every object .dcm)
+    .venv/bin/python scripts/case_pages.py --readme         # the README's pictures: docs/pages/*.png
 
-Writes OUT/<n>-<what>.png for each Secondary Capture (and with --dicom every output object as .dcm). With
---readme the PNGs go to docs/pages/ (the pictures of the README's "What you get"), so they stay current.
+The phantom patient (node/phantom, seed 0) goes through an in-process node exactly as through a running one
+(C-STORE on loopback, completion, analysis, report); the outputs are caught before the outbox. --readme keeps
+one page of each kind (the middle map page of each method) under stable names, so the README stays current.
 """
 from __future__ import annotations
 
@@ -98,6 +100,29 @@ def write_pages(objects: list[OutputObject], out: Path, dicom: bool) -> list[Pat
     return written
 
 
+#: README picture name -> the output descriptions it is chosen from (the middle one when there are several)
+README_PAGES = {
+    "perfusion-max-slope": "max-slope maps", "perfusion-discm": "discm maps", "perfusion-curves": "time-attenuation",
+    "gsa-axial": "GSA fusion check (axial)", "gsa-coronal": "GSA fusion check (coronal)", "maa": "MAA regions review",
+    "summary": "case summary page",
+}
+
+
+def write_readme_pages(objects: list[OutputObject], out: Path) -> list[Path]:
+    """One page of each kind as docs/pages/<kind>.png, 8-bit palette PNGs (small in the repository)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, prefix in README_PAGES.items():
+        found = [o for o in objects if str(o.dataset.SOPClassUID) == SC and o.description.startswith(prefix)]
+        if not found:
+            raise RuntimeError(f"no page {prefix!r} among the outputs")
+        image = Image.fromarray(sc_pixels(found[len(found) // 2].dataset))
+        path = out / f"{name}.png"
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", nargs="?", type=Path)
@@ -111,9 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give OUT or --readme")
     with tempfile.TemporaryDirectory(prefix="liver-node-pages-") as tmp:
         objects = run_phantom_case(Path(tmp), seed=args.seed)
-    if args.readme and out.exists():
-        shutil.rmtree(out)
-    for path in write_pages(objects, out, args.dicom):
+    if args.readme:
+        if out.exists():
+            shutil.rmtree(out)
+        written = write_readme_pages(objects, out)
+    else:
+        written = write_pages(objects, out, args.dicom)
+    for path in written:
         print(path)
     return 0
 

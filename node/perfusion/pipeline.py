@@ -120,7 +120,7 @@ def _build_outputs(map_sets: list[out.MapSet], vol: Volume4D, ref_t: int, analys
                            series_description=desc,
                            comments=f"{NOT_FOR_DIAGNOSIS}. Mean enhancement of the input regions, the liver and "
                                     f"each lesion; the spleen's peak at {t_spl:g} s splits the arterial and the "
-                                    "portal phase.")
+                                    "portal phase.", image_plane=False)
     objects.append(OutputObject("secondary-capture", sc, "time-attenuation curves"))
     return objects
 
