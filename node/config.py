@@ -90,6 +90,9 @@ class AnalysisConfig:
     fls_threshold: float = 0.60
     ptv_margin_mm: float = 5.0
     perfusion_methods: tuple[str, ...] = PERFUSION_METHODS
+    #: a perfusion region value whose 95 % interval (+-1.96 SD of image noise and model fit) spans more than this
+    #: fraction of the value is reported as not measurable
+    perfusion_tolerance: float = 0.15
     liver_roi_names: tuple[str, ...] = ("Liver", "LIVER", "liver", "Leber", "Whole Liver", "Foie", "Higado")
     aorta: InputRoiOverride | None = None
     portal_vein: InputRoiOverride | None = None
@@ -334,6 +337,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
         fls_threshold=a.number("fls_threshold", 0.60, lo=0.0, lo_open=True, hi=1.0),
         ptv_margin_mm=a.number("ptv_margin_mm", 5.0, lo=0.0, hi=50.0),
         perfusion_methods=methods,
+        perfusion_tolerance=a.number("perfusion_tolerance", 0.15, lo=0.0, lo_open=True, hi=1.0),
         liver_roi_names=a.strings("liver_roi_names", AnalysisConfig.liver_roi_names),
         aorta=_roi_override(a, "aorta"),
         portal_vein=_roi_override(a, "portal_vein"),

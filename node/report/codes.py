@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from highdicom.sr import CodedConcept
 
-__all__ = ["PRIVATE_SCHEME", "concept", "unit", "method", "site", "derivation", "procedure", "CONCEPTS", "METHODS"]
+__all__ = ["PRIVATE_SCHEME", "NOT_MEASURABLE", "concept", "unit", "method", "site", "derivation", "procedure", "CONCEPTS", "METHODS"]
 
 PRIVATE_SCHEME = "99LIVERNODE"
 
@@ -62,6 +62,9 @@ _SITES: dict[str, tuple[str, str, str]] = {
     "spleen": ("78961009", "SCT", "Spleen"),
     "tumour": ("108369006", "SCT", "Tumor"),
 }
+
+#: Numeric value qualifier (CID 42) of a value reported as not measurable (e.g. at this image noise)
+NOT_MEASURABLE = CodedConcept("114011", "DCM", "Value indeterminate")
 
 _DERIVATIONS = {"mean": ("373098007", "SCT", "Mean"), "sd": ("386136009", "SCT", "Standard Deviation")}
 

@@ -40,6 +40,8 @@ class Item:
     method: str
     label: str  # for people: e.g. "T/N", "ALP mean (max slope)"
     derivation: str | None = None  # "mean" or "sd"
+    uncertainty: float | None = None  # 1-SD of the value from image noise (same unit)
+    not_measurable: str | None = None  # why the value cannot be trusted (then it carries a qualifier)
 
 
 @dataclass
@@ -55,11 +57,13 @@ class Group:
     parameters: list[str] = field(default_factory=list)  # method details (algorithm parameters)
 
     def add(self, concept: str, value: Any, unit: str, method: str, label: str, derivation: str | None = None,
-            scale: float = 1.0) -> None:
+            scale: float = 1.0, uncertainty: float | None = None, not_measurable: str | None = None) -> None:
         """Append an item when `value` is a finite number (None and NaN are skipped)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
             return
-        self.items.append(Item(concept, float(value) * scale, unit, method, label, derivation))
+        sd = float(uncertainty) * scale if isinstance(uncertainty, (int, float)) and math.isfinite(uncertainty) \
+            else None
+        self.items.append(Item(concept, float(value) * scale, unit, method, label, derivation, sd, not_measurable))
 
 
 def workflow_of(key: str, result: AnalysisResult) -> str | None:
@@ -103,6 +107,10 @@ def _perfusion(result: AnalysisResult, sources: Mapping[str, Sequence[Dataset]])
     maps = [o.dataset for o in result.outputs if o.kind == "parametric-map"]
     methods = m.get("methods", {}) or {}
     method_params = [p for name, params in methods.items() for p in _params(f"{name}: ", params or {})]
+    tolerance = m.get("perfusion_tolerance")
+    if tolerance is not None:
+        method_params.append(f"uncertainty = 1 SD of image noise (and model misfit); not measurable when the 95 % "
+                             f"interval spans more than {100 * float(tolerance):.0f} % of the value")
     groups = []
     for name, roi in (m.get("inputs", {}) or {}).items():
         g = Group("perfusion", f"CT perfusion input {name.replace('_', ' ')}", name if name in
@@ -118,16 +126,25 @@ def _perfusion(result: AnalysisResult, sources: Mapping[str, Sequence[Dataset]])
     for roi, entry in (m.get("regional_statistics", {}) or {}).items():
         site = "liver" if _LIVER_NAME.search(roi) else None
         g = Group("perfusion", f"CT perfusion ROI {roi}", site or "liver",
-                  "tumour" if _TUMOUR_NAME.search(roi) else None, sources=maps, parameters=method_params)
+                  "tumour" if _TUMOUR_NAME.search(roi) else None, sources=maps, parameters=list(method_params))
         g.add("volume", entry.get("volume_ml"), "mL", "region-volume", "contoured volume")
         g.add("analysed_volume", entry.get("analysed_volume_ml"), "mL", "region-volume", "analysed volume")
+        qualified = entry.get("values", {}) or {}
         for method in ("max-slope", "discm"):
             for param, stats in (entry.get(method, {}) or {}).items():
                 unit = PERFUSION_UNITS.get(param)
                 if unit is None or not isinstance(stats, Mapping):
                     continue
                 concept = _PERFUSION_CONCEPT.get(param, param)
-                g.add(concept, stats.get("mean"), unit, method, f"{param} mean ({method})", "mean")
+                # the region value (the ROI mean curve's) with its 1-SD noise, flagged where it is not measurable
+                v = (qualified.get(method) or {}).get(param) or {}
+                flag = None if v.get("measurable", True) else str(v.get("reason") or "not measurable")
+                g.add(concept, v.get("value"), unit, method, f"{param} (ROI curve, {method})",
+                      uncertainty=v.get("sd"), not_measurable=flag)
+                if flag:
+                    g.parameters.append(f"{param} ({method}) not measurable: {flag}")
+                g.add(concept, stats.get("mean"), unit, method, f"{param} mean ({method})", "mean",
+                      not_measurable=flag)
                 g.add(concept, stats.get("sd"), unit, method, f"{param} SD ({method})", "sd")
         groups.append(g)
     return groups

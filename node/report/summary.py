@@ -96,13 +96,21 @@ def _perfusion(groups: list[Group]) -> list[str]:
     rois = [g for g in groups if g.identifier.startswith("CT perfusion ROI ")]
     if rois:
         out += ["", f"{'ROI':<14}{'method':<10}" + "".join(f"{p:>13}" for p in ("ALP", "PVP", "TLP", "HPI %")),
-                "  mean +- SD; ALP/PVP/TLP in mL/min/100 mL"]
+                "  value of the ROI's mean curve +- 1 SD of image noise; ALP/PVP/TLP in mL/min/100 mL;",
+                "  n.m. = not measurable at this noise or acquisition (reason in the SR)"]
         for g in rois:
             for method in ("max-slope", "discm"):
                 cells = []
                 for p in ("ALP", "PVP", "TLP", "HPI"):
-                    mean, sd = _get(g, p, method, "mean"), _get(g, p, method, "sd")
-                    cells.append(("-" if mean is None else f"{_fmt(mean, 0)}+-{_fmt(sd, 0)}").rjust(13))
+                    item = next((i for i in g.items if i.concept == p and i.method == method and i.derivation is None),
+                                None)
+                    if item is None:
+                        cells.append("-".rjust(13))
+                    elif item.not_measurable:
+                        cells.append("n.m.".rjust(13))
+                    else:
+                        sd = "" if item.uncertainty is None else f"+-{_fmt(item.uncertainty, 0)}"
+                        cells.append(f"{_fmt(item.value, 0)}{sd}".rjust(13))
                 if any(c.strip() != "-" for c in cells):
                     out.append(f"{g.identifier[len('CT perfusion ROI '):][:14]:<14}{method:<10}" + "".join(cells))
     return out
