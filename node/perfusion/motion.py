@@ -42,11 +42,12 @@ _SEARCH_GAIN = 0.001
 _Z_STEPS, _Z_STEP_MM = 3, 2.0  # coarse search along the slice normal: +-3 steps of 2 mm
 _ITERATIONS = 50
 _SAMPLING_FRACTION, _SAMPLING_SEED = 0.1, 20240301
-#: Shifts smaller than this are not applied: on still series the estimate wanders by 0.2-0.3 mm once contrast
+#: Shifts smaller than this are not applied: on still series the estimate wanders by up to 0.5 mm once contrast
 #: changes the organs' intensities (measured on the phantom family), and resampling a frame for such a shift
 #: mixes every region's edge voxels with their neighbours in that frame only (a 0.3-0.7 HU step in a liver ROI's
-#: mean curve, 5-7 % of a max-slope PVP), which is worse than the shift itself.
-MIN_APPLIED_SHIFT_MM = 0.5
+#: mean curve from that frame on: 5-7 % of a max-slope PVP, 5 % of the model's flows), which is worse than the
+#: shift itself.
+MIN_APPLIED_SHIFT_MM = 1.0
 #: Voxels above this HU in the first frame (bone) and their surroundings are ignored when picking the
 #: reference frame: a moving bone edge must not look like arriving contrast.
 _BONE_HU = 300.0
