@@ -1,11 +1,22 @@
-"""Command line: `python -m node {serve,status,phantom,demo,resend,reprocess} ...` (also `liver-node ...`)."""
+"""Command line: `python -m node COMMAND ...` (also `liver-node COMMAND ...`).
+
+Exit statuses, the same for every command:
+
+    0  done
+    1  failed or refused (a destination did not answer C-ECHO, an action cannot be done now, the demo failed)
+    2  invalid configuration or usage (the message names the key)
+    3  cannot start here: the port is taken or the data dir is in use by another node
+    4  not found: unknown case, or the data dir does not exist
+"""
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from node import __version__
 from node.config import Config, ConfigError, load_config
@@ -14,10 +25,24 @@ from node.logsetup import configure
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "config.toml"
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_IN_USE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+
+
+class NotFound(LookupError):
+    """Exit status 4 with this message."""
 
 
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
+
+
+def _operator() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name in this environment
+        return "cli"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -29,57 +54,230 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
-def _open_index(config: Config):
-    from node.index import Index, index_path
+def _existing_data_dir(config: Config) -> Path:
+    """The data dir, which must exist: reading commands never create it (a mistyped path would look empty)."""
+    d = Path(config.node.data_dir)
+    if not d.is_dir():
+        raise NotFound(f"data dir {d} does not exist: nothing was ever received there, or data_dir in "
+                       f"{config.source or 'the config'} is wrong")
+    return d
 
-    return Index(index_path(config.node.data_dir))
+
+def _open(config: Config) -> tuple[Any, Any]:
+    from node.index import Index, index_path
+    from node.outbox import Outbox
+
+    from node.manifest import write_manifests
+
+    _existing_data_dir(config)
+    index, outbox = Index(index_path(config.node.data_dir)), Outbox(config)
+    outbox.on_change = lambda cases: write_manifests(config, index, outbox, cases)  # manifests follow changes
+    return index, outbox
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from node.status import render_status
+    from node.casestatus import collect
+    from node.index import index_path
+    from node.status import render_json, render_status
 
     config = _config(args)
-    index = _open_index(config)
+    _existing_data_dir(config)
+    if not index_path(config.node.data_dir).exists():
+        sys.stdout.write('{"cases": [], "conflicts": [], "outbox": []}\n' if args.json else
+                         f"No cases yet: the data dir {config.node.data_dir} has no index (nothing received).\n")
+        return EXIT_OK
+    index, outbox = _open(config)
     try:
-        outbox_rows = None
-        try:
-            from node.outbox import Outbox
-
-            outbox_rows = Outbox(config).summary()
-        except ImportError:
-            outbox_rows = None
-        sys.stdout.write(render_status(config, index, outbox_rows))
+        status = collect(config, index, outbox)
+        sys.stdout.write(render_json(status) if args.json else render_status(status))
     finally:
         index.close()
-    return 0
+        outbox.close()
+    return EXIT_OK
 
 
 def cmd_reprocess(args: argparse.Namespace) -> int:
+    from node.operations import reprocess
+
     config = _config(args)
-    index = _open_index(config)
+    index, outbox = _open(config)
     try:
-        if index.get_case(args.case) is None:
-            print(f"no case {args.case!r}; `status` lists the cases", file=sys.stderr)
-            return 1
-        if not index.force_queue(args.case):
-            print(f"case {args.case!r} is being analysed right now; try again when it finishes", file=sys.stderr)
-            return 1
+        print(reprocess(index, args.case, _operator()))
     finally:
         index.close()
-    print(f"case {args.case} queued for re-analysis (a running node picks it up within seconds)")
-    return 0
+        outbox.close()
+    return EXIT_OK
 
 
 def cmd_resend(args: argparse.Namespace) -> int:
-    from node.outbox import Outbox
+    from node.operations import resend
 
     config = _config(args)
     if not args.case and not args.failed:
-        print("give a CASE or --failed", file=sys.stderr)
-        return 2
-    n = Outbox(config).resend(case_id=args.case, failed_only=args.failed)
-    print(f"{n} item(s) queued for sending again")
-    return 0
+        print("liver-node resend: give a CASE or --failed", file=sys.stderr)
+        return EXIT_CONFIG
+    index, outbox = _open(config)
+    try:
+        print(resend(index, outbox, args.case, _operator(), failed_only=args.failed))
+    finally:
+        index.close()
+        outbox.close()
+    return EXIT_OK
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from node.operations import release
+
+    config = _config(args)
+    index, outbox = _open(config)
+    try:
+        from node.completion import Completion
+
+        # Completion's own rule decides whether the released case can run; a queued case is picked up by the
+        # running node's analysis worker from the index within seconds (no scheduler needed here).
+        evaluate = Completion(index, config, on_ready=lambda _case: None).evaluate_case
+        print(release(index, args.case, _operator(), evaluate))
+    finally:
+        index.close()
+        outbox.close()
+    return EXIT_OK
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from node.retention import apply, plan
+    from node.status import table
+
+    config = _config(args)
+    configure("INFO")
+    if not config.retention.enabled:
+        print("retention is off: every [retention] *_days is 0 (keep forever); nothing to prune")
+        return EXIT_OK
+    index, outbox = _open(config)
+    try:
+        deletions = plan(config, index, outbox)
+        rows = [(d.kind, d.case_id or "-", d.what[:48], len(d.paths), f"{d.bytes / 1e6:.1f}", d.why)
+                for d in deletions]
+        print("\n".join(table(("KIND", "CASE", "WHAT", "FILES", "MB", "WHY"), rows)) if rows else "nothing to prune")
+        total = sum(d.bytes for d in deletions) / 1e6
+        if args.dry_run:
+            print(f"dry run: {len(deletions)} deletion(s), {total:.1f} MB would be freed; nothing was deleted")
+        else:
+            n = apply(config, index, outbox, deletions)
+            print(f"{n} deletion(s), {total:.1f} MB freed (audited)")
+    finally:
+        index.close()
+        outbox.close()
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the configuration, then check what it points at: data dir, ports, every destination."""
+    from node.casestatus import disk_status
+    from node.status import table
+
+    config = _config(args)  # ConfigError -> exit 2 with the key named
+    print(f"configuration {args.config}: valid")
+    problems, rows = 0, []
+    d = Path(config.node.data_dir)
+    existing = d if d.is_dir() else next((p for p in d.parents if p.is_dir()), Path("/"))
+    import os
+
+    writable = os.access(existing, os.W_OK | os.X_OK)
+    rows.append(("data_dir", str(d), ("exists" if d.is_dir() else f"will be created under {existing}")
+                 + ("" if writable else " - NOT WRITABLE by this user"), "ok" if writable else "FAILED"))
+    problems += 0 if writable else 1
+    disk = disk_status(config.with_overrides(node=_replace_data_dir(config, existing)))
+    if disk is not None:
+        rows.append(("disk", str(existing), f"{disk.free_bytes >> 20} MB free, watermark "
+                     f"{disk.min_free_bytes >> 20} MB", "LOW" if disk.low else "ok"))
+        problems += 1 if disk.low else 0
+    ports = [("dicom port", config.node.host, config.node.port)]
+    if config.http_enabled:
+        ports.append(("http port", config.health.host, config.health.port))
+    for what, host, port in ports:
+        rows.append((what, f"{host}:{port}", *_port_free(host, port)))
+    for dest in config.destinations:
+        detail, ok = _check_destination(config, dest)
+        problems += 0 if ok else 1
+        rows.append((f"destination {dest.name}", ", ".join(dest.outputs), detail, "ok" if ok else "FAILED"))
+    for kind in config.unrouted_outputs():
+        rows.append(("routing", kind, "no destination takes it: stays in data_dir/outbox", "WARNING"))
+    for hook in config.notifications.webhooks:
+        rows.append((f"webhook {hook.name}", hook.url.split("?")[0], ", ".join(hook.events)
+                     + (" (with patient data)" if hook.include_phi else " (no patient data)"), "configured"))
+    print("\n".join(table(("CHECK", "WHAT", "DETAIL", "RESULT"), rows)))
+    print(f"{problems} problem(s)" if problems else "all checks passed")
+    return EXIT_FAILURE if problems else EXIT_OK
+
+
+def _replace_data_dir(config: Config, path: Path) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(config.node, data_dir=path)
+
+
+def _port_free(host: str, port: int) -> tuple[str, str]:
+    if port == 0:
+        return "ephemeral port chosen at start", "ok"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return f"cannot listen: {exc.strerror or exc} (a running node holds it?)", "IN USE"
+    return "free", "ok"
+
+
+def _check_destination(config: Config, dest: Any) -> tuple[str, bool]:
+    """A folder must be writable (or creatable); a DICOM peer must answer C-ECHO."""
+    import os
+
+    if dest.folder is not None:
+        p = Path(dest.folder)
+        existing = p if p.is_dir() else next((q for q in p.parents if q.is_dir()), Path("/"))
+        ok = os.access(existing, os.W_OK | os.X_OK)
+        return f"folder {p} ({'exists' if p.is_dir() else 'will be created'}{'' if ok else ', NOT WRITABLE'})", ok
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    tls = None
+    if dest.tls is not None:
+        from node.tls import client_context
+
+        tls = (client_context(dest.tls), dest.host)
+    ae = AE(ae_title=config.node.ae_title)
+    ae.add_requested_context(Verification)
+    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = 10
+    where = f"{dest.ae_title}@{dest.host}:{dest.port}{' (TLS)' if tls else ''}"
+    t0 = time.perf_counter()
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls)
+    if not assoc.is_established:
+        if assoc.is_rejected:
+            prim = assoc.acceptor.primitive
+            detail = f"{prim.result_str}, {prim.reason_str}" if prim is not None else "no detail"
+            return f"{where}: association rejected ({detail})", False
+        return f"{where}: no association (unreachable, or refused our AE title {config.node.ae_title})", False
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    ms = (time.perf_counter() - t0) * 1000
+    if getattr(status, "Status", None) == 0:
+        return f"{where}: C-ECHO success in {ms:.0f} ms", True
+    return f"{where}: C-ECHO answered {status}", False
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from node.conformance import statement
+
+    text = statement()
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
@@ -98,7 +296,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="liver-node", description="Unattended DICOM node for liver-directed therapy.")
+    p = argparse.ArgumentParser(prog="liver-node", description="Unattended DICOM node for liver-directed therapy.",
+                                epilog="exit status: 0 done, 1 failed/refused, 2 invalid configuration or usage, "
+                                       "3 port or data dir in use, 4 case or data dir not found")
     p.add_argument("--version", action="version", version=f"liver-node {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -107,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     with_config(sub.add_parser("serve", help="run the DICOM node in the foreground")).set_defaults(fn=cmd_serve)
-    with_config(sub.add_parser("status", help="show cases, series, states and the outbox")).set_defaults(
-        fn=cmd_status)
+    sp = with_config(sub.add_parser("status", help="show cases, series, workflows, conflicts and the outbox"))
+    sp.add_argument("--json", action="store_true", help="one JSON object (schema: node/casestatus.py)")
+    sp.set_defaults(fn=cmd_status)
     sp = with_config(sub.add_parser("reprocess", help="analyse a case again"))
     sp.add_argument("case")
     sp.set_defaults(fn=cmd_reprocess)
@@ -116,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("case", nargs="?")
     sp.add_argument("--failed", action="store_true", help="re-queue every failed outbox item")
     sp.set_defaults(fn=cmd_resend)
+    sp = with_config(sub.add_parser("release", help="release a case held after a patient-identity conflict"))
+    sp.add_argument("case")
+    sp.set_defaults(fn=cmd_release)
+    sp = with_config(sub.add_parser("prune", help="apply the [retention] policy now (audited)"))
+    sp.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    sp.set_defaults(fn=cmd_prune)
+    with_config(sub.add_parser("check-config", help="validate the configuration and C-ECHO every DICOM "
+                                                    "destination")).set_defaults(fn=cmd_check_config)
+    sp = sub.add_parser("conformance", help="print the DICOM Conformance Statement (docs/conformance.md)")
+    sp.add_argument("--output", help="write it to this file")
+    sp.set_defaults(fn=cmd_conformance)
     sp = sub.add_parser("phantom", help="write a digital liver phantom patient (DICOM + truth)")
     try:
         from node.phantom.cli import add_arguments
@@ -133,12 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from node.operations import ActionRefused, UnknownCaseError
+    from node.service import StartError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
     except ConfigError as exc:
         print(f"liver-node: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except StartError as exc:
+        print(f"liver-node: cannot start: {exc}", file=sys.stderr)
+        return EXIT_IN_USE
+    except (UnknownCaseError, NotFound) as exc:
+        print(f"liver-node: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except ActionRefused as exc:
+        print(f"liver-node: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 

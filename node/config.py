@@ -24,7 +24,13 @@ __all__ = [
     "DestinationConfig",
     "OutboxConfig",
     "HealthConfig",
+    "DashboardConfig",
+    "WebhookConfig",
+    "NotificationsConfig",
+    "RetentionConfig",
     "Config",
+    "NOTIFY_EVENTS",
+    "is_loopback",
     "OUTPUT_KINDS",
     "load_config",
     "parse_config",
@@ -33,6 +39,9 @@ __all__ = [
 #: Output kinds a destination may take (routing keys).
 OUTPUT_KINDS = ("parametric-map", "secondary-capture", "report", "rtstruct")
 PERFUSION_METHODS = ("max-slope", "discm")
+#: Events a webhook may subscribe to (node/notifications.py).
+NOTIFY_EVENTS = ("case-done", "case-failed", "case-held", "case-stalled", "destination-failing",
+                 "destination-recovered", "disk-low")
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: 16 chars, no backslash/control
 
@@ -64,6 +73,7 @@ class NodeConfig:
     max_pdu_size: int = 0  # 0 = unlimited: fewer, larger P-DATA PDUs on the hot path
     max_associations: int = 10
     log_level: str = "INFO"
+    min_free_disk_mb: int = 1024  # below this free space on data_dir's volume C-STOREs get 0xA700; 0 = off
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,75 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """The web dashboard under /ui/ on the [health] host and port. Auth and TLS protect every page but
+    /livez and /readyz; both are required when that host is not a loopback address."""
+
+    enabled: bool = False
+    token: str = ""            # access token (Authorization: Bearer, or the login form's cookie)
+    username: str = ""         # HTTP basic auth (with password)
+    password: str = ""
+    cert_file: Path | None = None  # TLS for the whole HTTP server
+    key_file: Path | None = None
+    actions: bool = True       # operator actions (resend, reprocess, release); false = read-only
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.token or self.username)
+
+    @property
+    def tls(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One webhook: a JSON POST per event, retried with backoff; no patient data unless include_phi."""
+
+    name: str
+    url: str
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    include_phi: bool = False
+    secret: str = ""           # when set: X-LiverNode-Signature: sha256=HMAC(secret, body)
+    timeout_seconds: float = 10.0
+    max_attempts: int = 8
+    backoff_initial_seconds: float = 5.0
+    backoff_max_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class NotificationsConfig:
+    stalled_after_minutes: float = 120.0           # a case receiving/stable longer than this is "stalled"
+    destination_failing_after_minutes: float = 30.0  # a destination failing longer than this alerts
+    check_interval_seconds: float = 15.0
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Days after a case is done and all its outputs delivered; 0 keeps that kind of data forever."""
+
+    received_days: float = 0.0     # received instances (and their index rows)
+    outbox_days: float = 0.0       # delivered output files in data_dir/outbox (the manifest stays)
+    superseded_days: float = 0.0   # superseded copies of re-sent instances (data_dir/superseded)
+    check_interval_minutes: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.received_days or self.outbox_days or self.superseded_days)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and "localhost" stay on this machine; anything else (0.0.0.0 too) does not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
@@ -144,10 +223,22 @@ class Config:
     destinations: tuple[DestinationConfig, ...] = ()
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: Path | None = None  # the file it came from, for messages
 
     def destinations_for(self, output_kind: str) -> tuple[DestinationConfig, ...]:
         return tuple(d for d in self.destinations if output_kind in d.outputs)
+
+    def unrouted_outputs(self) -> tuple[str, ...]:
+        """Output kinds no destination takes (they would stay in the outbox folder only)."""
+        return tuple(k for k in OUTPUT_KINDS if not self.destinations_for(k))
+
+    @property
+    def http_enabled(self) -> bool:
+        """The node's HTTP server runs for health and/or the dashboard (/metrics is served on it too)."""
+        return self.health.enabled or self.dashboard.enabled
 
     def with_overrides(self, **sections: Any) -> "Config":
         """A copy with whole sections replaced (used by tests and the demo)."""
@@ -310,6 +401,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
         max_pdu_size=n.integer("max_pdu_size", 0, 0, 2**31 - 1),  # type: ignore[arg-type]
         max_associations=n.integer("max_associations", 10, 1, 1000),  # type: ignore[arg-type]
         log_level=log_level,
+        min_free_disk_mb=n.integer("min_free_disk_mb", 1024, 0, 10**9),  # type: ignore[arg-type]
     )
     n.finish()
 
@@ -375,9 +467,85 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     )
     h.finish()
 
+    dashboard = _dashboard(_Section("dashboard", root.get("dashboard", {})), base, health)
+    notifications = _notifications(_Section("notifications", root.get("notifications", {})))
+
+    r = _Section("retention", root.get("retention", {}))
+    retention = RetentionConfig(
+        received_days=r.number("received_days", 0.0, lo=0.0),
+        outbox_days=r.number("outbox_days", 0.0, lo=0.0),
+        superseded_days=r.number("superseded_days", 0.0, lo=0.0),
+        check_interval_minutes=r.number("check_interval_minutes", 60.0, lo=0.0, lo_open=True, hi=10080),
+    )
+    r.finish()
+
     root.finish()
     return Config(node=node, security=security, completion=completion, analysis=analysis,
-                  destinations=tuple(dests), outbox=outbox, health=health, source=source)
+                  destinations=tuple(dests), outbox=outbox, health=health, dashboard=dashboard,
+                  notifications=notifications, retention=retention, source=source)
+
+
+def _dashboard(d: _Section, base: Path, health: HealthConfig) -> DashboardConfig:
+    token = d.string("token", "") or ""
+    if token and len(token) < 16:
+        raise ConfigError(d.key("token"), "must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+    username, password = d.string("username", "") or "", d.string("password", "") or ""
+    if bool(username) != bool(password):
+        raise ConfigError(d.key("password" if username else "username"), "basic auth needs both username and password")
+    if username and (":" in username or len(password) < 12):
+        raise ConfigError(d.key("password" if ":" not in username else "username"),
+                          "username without ':' and a password of at least 12 characters")
+    if d.has("tls"):
+        t = _Section(d.key("tls"), d.get("tls"))
+        cert, key = _readable_file(t, "cert_file", base, True), _readable_file(t, "key_file", base, True)
+        t.finish()
+    else:
+        d.get("tls")
+        cert = key = None
+    cfg = DashboardConfig(enabled=d.boolean("enabled", False), token=token, username=username, password=password,
+                          cert_file=cert, key_file=key, actions=d.boolean("actions", True))
+    d.finish()
+    if cfg.enabled and not is_loopback(health.host):
+        if not cfg.auth_required:
+            raise ConfigError(d.key("token"), f"the dashboard is reachable beyond this machine (health.host = "
+                                              f"{health.host!r}): set a token or username/password")
+        if not cfg.tls:
+            raise ConfigError(d.key("tls"), f"the dashboard is reachable beyond this machine (health.host = "
+                                            f"{health.host!r}): give [dashboard.tls] cert_file and key_file")
+    return cfg
+
+
+def _notifications(s: _Section) -> NotificationsConfig:
+    hooks = []
+    w = _Section(s.key("webhooks"), s.get("webhooks", {}))
+    for name in list(w.table):
+        if not re.match(r"^[A-Za-z0-9_-]{1,32}$", name):
+            raise ConfigError(w.key(name), "webhook names use letters, digits, '-' and '_' (max 32)")
+        h = _Section(w.key(name), w.get(name))
+        url = h.string("url", None)
+        if not url or not re.match(r"^https?://[^\s/]+", url):
+            raise ConfigError(h.key("url"), f"must be an http:// or https:// URL, got {url!r}")
+        events = h.strings("events", NOTIFY_EVENTS)
+        for i, e in enumerate(events):
+            if e not in NOTIFY_EVENTS:
+                raise ConfigError(f"{h.key('events')}[{i}]", f"unknown event {e!r}; use {list(NOTIFY_EVENTS)}")
+        hook = WebhookConfig(
+            name=name, url=url, events=events, include_phi=h.boolean("include_phi", False),
+            secret=h.string("secret", "") or "",
+            timeout_seconds=h.number("timeout_seconds", 10.0, lo=0.0, lo_open=True, hi=300),
+            max_attempts=h.integer("max_attempts", 8, 1, 1000),  # type: ignore[arg-type]
+            backoff_initial_seconds=h.number("backoff_initial_seconds", 5.0, lo=0.0, lo_open=True),
+            backoff_max_seconds=h.number("backoff_max_seconds", 900.0, lo=0.0, lo_open=True))
+        h.finish()
+        hooks.append(hook)
+    w.finish()
+    cfg = NotificationsConfig(
+        stalled_after_minutes=s.number("stalled_after_minutes", 120.0, lo=0.0, lo_open=True),
+        destination_failing_after_minutes=s.number("destination_failing_after_minutes", 30.0, lo=0.0),
+        check_interval_seconds=s.number("check_interval_seconds", 15.0, lo=0.0, lo_open=True, hi=3600),
+        webhooks=tuple(hooks))
+    s.finish()
+    return cfg
 
 
 def _destination(parent: _Section, name: str, base: Path, data_dir: Path) -> DestinationConfig:

@@ -346,6 +346,18 @@ class Index:
             out["instances"] = self._db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
         return out
 
+    def forget_series(self, series_uid: str) -> int:
+        """Retention removed a series' files: drop its instance and series rows (and its study when it was the
+        study's last series). Returns the number of instance rows removed."""
+        with self._lock, self._tx() as db:
+            r = db.execute("SELECT study_uid FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+            n = db.execute("DELETE FROM instances WHERE series_uid=?", (series_uid,)).rowcount
+            db.execute("DELETE FROM series WHERE series_uid=?", (series_uid,))
+            left = db.execute("SELECT COUNT(*) FROM series WHERE study_uid=?", (r[0],)).fetchone()[0] if r else 1
+            if r is not None and left == 0:
+                db.execute("DELETE FROM studies WHERE study_uid=?", (r[0],))
+        return n
+
     def all_paths(self) -> set[str]:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT path FROM instances")}

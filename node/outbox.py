@@ -46,7 +46,7 @@ __all__ = ["STATES", "OutboxItem", "Outbox", "backoff_delay", "atomic_write"]
 logger = logging.getLogger(__name__)
 
 STATES = ("pending", "retrying", "sending", "failed", "sent")
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox_items (
@@ -68,12 +68,34 @@ CREATE TABLE IF NOT EXISTS outbox_items (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     sent_at REAL,
+    description TEXT NOT NULL DEFAULT '',       -- schema 2: what the object is, for the manifest and dashboard
+    series_instance_uid TEXT NOT NULL DEFAULT '',  -- schema 2
+    pruned_at REAL,                              -- schema 2: file removed by retention (the row is the record)
     UNIQUE (sop_instance_uid, destination)
 );
 CREATE INDEX IF NOT EXISTS outbox_items_due ON outbox_items (destination, state, next_attempt);
 CREATE INDEX IF NOT EXISTS outbox_items_case ON outbox_items (case_id);
+CREATE TABLE IF NOT EXISTS outbox_unrouted (     -- outputs no destination takes: kept in the folder, listed
+    sop_instance_uid TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    description TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+#: Columns added by schema version 2 (ALTER TABLE on a version-1 database at open).
+_V2_COLUMNS = (("description", "TEXT NOT NULL DEFAULT ''"), ("series_instance_uid", "TEXT NOT NULL DEFAULT ''"),
+               ("pruned_at", "REAL"))
+
+
+def case_folder_name(case_id: str) -> str:
+    """The case's result folder under data_dir/outbox (case ids are PatientIDs: made safe as a file name)."""
+    return _SAFE_NAME.sub("_", case_id) or "_"
 
 
 def backoff_delay(attempts: int, cfg: OutboxConfig) -> float:
@@ -149,8 +171,18 @@ class Outbox:
         # executescript commits implicitly, so the schema is created outside _tx (idempotent DDL)
         with self._lock:
             self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('schema_version', ?)",
-                             (_SCHEMA_VERSION,))
+            self._migrate()
+        self.on_change: Callable[[set[str]], None] | None = None  # cases whose items changed (manifests)
+
+    def _migrate(self) -> None:
+        """Bring an older outbox schema to the current version (idempotent; upgrades keep every row)."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(outbox_items)")}
+        for name, decl in _V2_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE outbox_items ADD COLUMN {name} {decl}")
+                logger.info("outbox schema: added column %s", name)
+        self._db.execute("INSERT INTO outbox_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key)"
+                         " DO UPDATE SET value = excluded.value", (_SCHEMA_VERSION,))
 
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
@@ -193,7 +225,7 @@ class Outbox:
         ds = obj.dataset
         sop_uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
         dests = [d.name for d in self._config.destinations_for(obj.kind)]
-        rel = Path(_SAFE_NAME.sub("_", case_id) or "_") / f"{sop_uid}.dcm"
+        rel = Path(case_folder_name(case_id)) / f"{sop_uid}.dcm"
         existing = {r["destination"]: r["id"] for r in self._query(
             "SELECT id, destination FROM outbox_items WHERE sop_instance_uid = ?", (sop_uid,))}
         if all(d in existing for d in dests) and (self._data_dir / "outbox" / rel).exists():
@@ -206,20 +238,43 @@ class Outbox:
                 db.execute(
                     "INSERT INTO outbox_items (destination, case_id, kind, sop_instance_uid, sop_class_uid,"
                     " transfer_syntax_uid, study_instance_uid, patient_id, path, state, next_attempt, created,"
-                    " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+                    " updated, description, series_instance_uid)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)"
                     " ON CONFLICT (sop_instance_uid, destination) DO NOTHING",
                     (dest, case_id, obj.kind, sop_uid, sop_class, ts, str(ds.get("StudyInstanceUID", "")),
-                     str(ds.get("PatientID", "")), str(Path("outbox") / rel), now, now, now))
+                     str(ds.get("PatientID", "")), str(Path("outbox") / rel), now, now, now,
+                     obj.description or str(ds.get("SeriesDescription", "")), str(ds.get("SeriesInstanceUID", ""))))
             ids = {r["destination"]: r["id"] for r in db.execute(
                 "SELECT id, destination FROM outbox_items WHERE sop_instance_uid = ?", (sop_uid,))}
         if not dests:
             logger.warning("case %s: no destination takes %s outputs; %s kept in the outbox folder only",
                            case_id, obj.kind, sop_uid)
+            self._unrouted(case_id, obj, sop_uid, sop_class, str(Path("outbox") / rel))
         else:
             logger.info("case %s: queued %s %s for %s", case_id, obj.kind, sop_uid, ", ".join(dests))
             for callback in self._listeners:
                 callback()
+        self.changed({case_id})
         return [ids[d] for d in dests]
+
+    def _unrouted(self, case_id: str, obj: OutputObject, sop_uid: str, sop_class: str, rel: str) -> None:
+        """Record an object no destination takes (for the manifest; never sent)."""
+        ds, now = obj.dataset, time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO outbox_unrouted (sop_instance_uid, case_id, kind, sop_class_uid,"
+                       " study_instance_uid, series_instance_uid, description, path, created)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sop_instance_uid) DO NOTHING",
+                       (sop_uid, case_id, obj.kind, sop_class, str(ds.get("StudyInstanceUID", "")),
+                        str(ds.get("SeriesInstanceUID", "")), obj.description or str(ds.get("SeriesDescription", "")),
+                        rel, now))
+
+    def changed(self, cases: set[str]) -> None:
+        """Tell the listener (the manifest writer) which cases' items changed; never fails the caller."""
+        if self.on_change is not None and cases:
+            try:
+                self.on_change(cases)
+            except Exception:  # a manifest is a convenience copy of the queue: log, never lose a delivery over it
+                logger.exception("outbox change listener failed for %s", sorted(cases))
 
     # ------------------------------------------------------------------ sender side
     def recover_interrupted(self) -> int:
@@ -317,6 +372,33 @@ class Outbox:
             "last_error": r["last_error"], "sent_as": r["sent_as"], "updated": _iso(r["updated"]),
         } for r in rows]
 
+    def items(self, case_id: str | None = None) -> list[sqlite3.Row]:
+        """Every queue row (all columns), oldest first; of one case when given. For the status model."""
+        if case_id is None:
+            return self._query("SELECT * FROM outbox_items ORDER BY case_id, id")
+        return self._query("SELECT * FROM outbox_items WHERE case_id = ? ORDER BY id", (case_id,))
+
+    def unrouted(self, case_id: str | None = None) -> list[sqlite3.Row]:
+        """Outputs no destination took, oldest first."""
+        if case_id is None:
+            return self._query("SELECT * FROM outbox_unrouted ORDER BY case_id, created")
+        return self._query("SELECT * FROM outbox_unrouted WHERE case_id = ? ORDER BY created", (case_id,))
+
+    def has_case(self, case_id: str) -> bool:
+        """Whether the outbox ever held an output of this case."""
+        return bool(self._query("SELECT 1 FROM outbox_items WHERE case_id = ? UNION ALL "
+                                "SELECT 1 FROM outbox_unrouted WHERE case_id = ? LIMIT 1", (case_id, case_id)))
+
+    def mark_pruned(self, item_ids: list[int]) -> None:
+        """Record that retention removed these items' files (rows stay as the delivery record)."""
+        now = time.time()
+        with self._tx() as db:
+            db.executemany("UPDATE outbox_items SET pruned_at = ?, updated = ? WHERE id = ?",
+                           [(now, now, i) for i in item_ids])
+
+    def data_dir(self) -> Path:
+        return self._data_dir
+
     def depths(self) -> dict[str, int]:
         """Item counts by state (every state present, zero if none)."""
         counts = dict.fromkeys(STATES, 0)
@@ -342,7 +424,7 @@ class Outbox:
         """
         if case_id is None and not failed_only:
             raise ValueError("resend needs a case id or failed_only=True")
-        where, args = ["state != 'sending'"], []
+        where, args = ["state != 'sending'", "pruned_at IS NULL"], []
         if failed_only:
             where.append("state = 'failed'")
         if case_id is not None:
@@ -353,6 +435,11 @@ class Outbox:
             n = db.execute(f"UPDATE outbox_items SET state = 'pending', attempts = 0, next_attempt = ?, updated = ?,"
                            f" last_error = NULL WHERE {' AND '.join(where)}", (now, now, *args)).rowcount
         logger.info("outbox: %d item(s) queued again (case=%s, failed_only=%s)", n, case_id, failed_only)
+        if n:
+            for callback in self._listeners:
+                callback()
+            pending = "SELECT DISTINCT case_id FROM outbox_items WHERE state = 'pending'"
+            self.changed({case_id} if case_id is not None else {r[0] for r in self._query(pending)})
         return n
 
 

@@ -11,8 +11,10 @@ re-indexes every stored file the index lacks (:meth:`Receiver.reconcile`), so no
 """
 from __future__ import annotations
 
+import errno
 import logging
 import queue
+import shutil
 import sqlite3
 import threading
 import time
@@ -22,19 +24,26 @@ from pathlib import Path
 from node.completion import Completion
 from node.header import read_header
 from node.index import Arrival, Index
-from node.store import InstanceStore, publish, sync_file
+from node.store import InstanceStore, StorageError, publish, sync_file
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 500
 _GATHER_SECONDS = 0.05  # group commit: let a burst of arrivals share one index transaction
-_CLEAN_MARK = "clean-shutdown"  # written by stop(): the index is complete, start-up need not rescan the files
+_CLEAN_MARK = "clean-shutdown"
+#: Free space is looked at most this often while above the watermark (every time while below it): at 200 MB/s
+#: that is at most 40 MB past the watermark, which is meant to be gigabytes.
+_DISK_CHECK_SECONDS = 0.2  # written by stop(): the index is complete, start-up need not rescan the files
 
 
 class Receiver:
     def __init__(self, store: InstanceStore, index: Index, completion: Completion | None,
-                 stable_seconds: float) -> None:
+                 stable_seconds: float, min_free_bytes: int = 0) -> None:
         self.store = store
+        #: disk watermark ([node] min_free_disk_mb): below it, accept() refuses before storing anything
+        self.min_free_bytes = min_free_bytes
+        self.disk_low = False
+        self._disk_checked = 0.0  # monotonic time of the last statvfs
         self.index = index
         self.completion = completion
         self.stable_seconds = stable_seconds
@@ -77,8 +86,11 @@ class Receiver:
         """Validate and durably store a spooled Part 10 file. Returns (stored path, newly stored?).
 
         The spooled file is consumed (linked into place or removed) in every case. A second copy of an instance
-        keeps the first (the link into place never overwrites).
+        keeps the first (the link into place never overwrites). Below the disk watermark nothing is stored and
+        StorageError (0xA700 at the network edge) says so, before the disk is actually full.
         """
+        if self.min_free_bytes:
+            self._check_watermark(spooled)
         # fsync releases the GIL: let it run while the header is checked (measured: bench/ingest.py)
         syncing = self._sync_pool.submit(sync_file, spooled)
         try:
@@ -94,6 +106,26 @@ class Receiver:
         else:
             logger.info("duplicate SOP Instance %s from %s: kept the stored copy", info.sop_instance_uid, calling_ae)
         return final, new
+
+    def _check_watermark(self, spooled: Path) -> None:
+        now = time.monotonic()
+        if not self.disk_low and now - self._disk_checked < _DISK_CHECK_SECONDS:
+            return
+        self._disk_checked = now
+        free = shutil.disk_usage(self.store.root).free  # one statvfs (measured 2-15 us)
+        if free >= self.min_free_bytes:
+            if self.disk_low:
+                self.disk_low = False
+                logger.warning("free disk space of %s back above the watermark (%d MB free): receiving again",
+                               self.store.root, free >> 20)
+            return
+        spooled.unlink(missing_ok=True)
+        if not self.disk_low:
+            self.disk_low = True
+            logger.error("free disk space of %s below the watermark: %d MB free < [node] min_free_disk_mb %d; "
+                         "C-STOREs are refused with 0xA700 until space is freed (see `liver-node prune`)",
+                         self.store.root, free >> 20, self.min_free_bytes >> 20)
+        raise StorageError(errno.ENOSPC, f"disk low, {free >> 20} MB free < min {self.min_free_bytes >> 20} MB")
 
     # ------------------------------------------------------------------ indexing
     def _index_loop(self) -> None:

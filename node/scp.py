@@ -199,6 +199,8 @@ class StorageSCP:
         # per association: study UID -> [stored, refused], audited once per study when the association ends
         self._transfers: dict[int, dict[str, list[int]]] = {}
         self._transfers_lock = threading.Lock()
+        # metrics hook (node/metrics.py NodeMetrics.observe_store): wraps the C-STORE handler when set
+        self.observe_store: Any = None
 
     def _make_ae(self) -> AE:
         c = self.config
@@ -222,8 +224,9 @@ class StorageSCP:
 
     @property
     def handlers(self) -> list[tuple[Any, Any]]:
+        store = self.observe_store(self.handle_store) if self.observe_store else self.handle_store  # metrics hook
         return [
-            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_C_STORE, store),
             (evt.EVT_CONN_OPEN, self._on_connect),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),

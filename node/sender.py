@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from datetime import datetime
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from node.audit import audit
 from node.config import Config
@@ -44,6 +44,10 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._hold: dict[str, float] = {}  # destination -> unix time before which it is not contacted
         self._last_error: dict | None = None
+        #: destination -> unix time of its first failure since its last success (alerts, dashboard, metrics)
+        self.failing_since: dict[str, float] = {}
+        #: optional hook (node/metrics.py): on_delivery(destination, ok) after every attempt
+        self.on_delivery: Callable[[str, bool], None] | None = None
         outbox.add_listener(self.wake)  # deliver as soon as something is produced
 
     # ------------------------------------------------------------------ lifecycle
@@ -88,7 +92,8 @@ class Sender:
         return {
             "running": self.running,
             "destinations": {n: {"target": d.describe(),
-                                 "unreachable_until": _iso(self._hold[n]) if self._hold.get(n, 0) > now else None}
+                                 "unreachable_until": _iso(self._hold[n]) if self._hold.get(n, 0) > now else None,
+                                 "failing_since": _iso(self.failing_since[n]) if n in self.failing_since else None}
                              for n, d in self._dests.items()},
             "last_error": self._last_error,
         }
@@ -143,6 +148,8 @@ class Sender:
             self._hold[dest.name] = time.time() + delay
             # No association, so no transfer took place: one log line and one queue update for the whole batch.
             states = self._outbox.mark_failed_many(list(waiting), str(exc))
+            for _ in states:
+                self._attempted(dest.name, False)
             waiting.clear()
             parked = sum(1 for st in states.values() if st == "failed")
             logger.warning("destination %s (%s) unavailable: %s; %d item(s) retry in %.1f s%s", dest.name,
@@ -164,8 +171,18 @@ class Sender:
                 else:
                     for item in waiting.values():
                         self._record(dest, item, Outcome(False, "destination reported no result"))
+            self._outbox.changed({it.case_id for it in batch})  # manifests follow the delivery states
+
+    def _attempted(self, destination: str, ok: bool) -> None:
+        if ok:
+            self.failing_since.pop(destination, None)
+        else:
+            self.failing_since.setdefault(destination, time.time())
+        if self.on_delivery is not None:
+            self.on_delivery(destination, ok)
 
     def _record(self, dest: Destination, item: OutboxItem, outcome: Outcome) -> None:
+        self._attempted(dest.name, outcome.ok)
         if outcome.ok:
             self._outbox.mark_sent(item.id, outcome.sent_as)
             state = "sent"

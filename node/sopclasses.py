@@ -63,3 +63,13 @@ TRANSFER_SYNTAXES: list[str] = [
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
 ]
+
+#: SOP classes the node creates, per output kind (routing key): the SCU side of the conformance statement.
+#: parametric-map includes Secondary Capture for the fallback rendition sent to peers refusing Parametric Map;
+#: report includes the MAA regions structure set, which goes with the case report to the PACS.
+OUTPUT_SOP_CLASSES: dict[str, tuple[str, ...]] = {
+    "parametric-map": ("1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.7"),
+    "secondary-capture": ("1.2.840.10008.5.1.4.1.1.7",),
+    "report": ("1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7", RT_STRUCTURE_SET),
+    "rtstruct": (RT_STRUCTURE_SET,),
+}

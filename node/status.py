@@ -1,12 +1,15 @@
-"""`status`: a readable table of cases, their series with roles, and the outbox."""
+"""`status`: the status model (node/casestatus.py) as a readable table, or as JSON with ``--json``.
+
+The table shows the same facts as the JSON: per case its identity, state and reason, each workflow's state,
+reason and inputs, each series with its role and why, then identity conflicts and the outbox.
+"""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Sequence
 
-from node.classify import plan_case
-from node.config import Config
-from node.index import Index
+from node.casestatus import NodeStatus, OutputStatus
 
 
 def _when(ts: float | None) -> str:
@@ -22,49 +25,66 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "
     return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
 
 
-def render_status(config: Config, index: Index, outbox_rows: list[dict[str, Any]] | None = None) -> str:
+def render_json(status: NodeStatus) -> str:
+    """`status --json`: one JSON object (schema in node/casestatus.py)."""
+    return json.dumps(status.to_json(), indent=1, ensure_ascii=False) + "\n"
+
+
+def render_status(status: NodeStatus, with_outbox: bool = True) -> str:
     lines: list[str] = []
-    cases = index.cases()
-    if not cases:
+    if not status.cases:
         lines.append("No cases yet: nothing has been received.")
-    for case in cases:
-        series = index.series_of_case(case.case_id)
-        plan = plan_case(series, config.analysis.liver_roi_names)
-        lines.append(f"CASE {case.case_id}  {case.patient_name or '(no name)'}  state: {case.state.upper()}"
-                     f"  analysis v{case.version}  updated {_when(case.updated_at)}")
+    for case in status.cases:
+        issuer = f" (issuer {case.issuer_of_patient_id})" if case.issuer_of_patient_id else ""
+        lines.append(f"CASE {case.case_id}  patient {case.patient_id or '-'}{issuer}"
+                     f"  {case.patient_name or '(no name)'}"
+                     f"  state: {case.state.upper()}  analysis v{case.version}  updated {_when(case.updated_at)}")
         if case.reason:
             lines.append(f"  {case.reason}")
-        rows = [(plan.roles.get(s.series_uid, "?"), s.modality, (s.series_description or "-")[:32], s.n_instances,
-                 "yes" if s.stable else "no", _when(s.last_received), s.series_uid[-20:]) for s in series]
-        lines += table(("ROLE", "MOD", "SERIES", "INSTANCES", "STABLE", "LAST RECEIVED", "SERIES UID (end)"), rows)
+        wf_rows = [(w.name, w.state, w.reason or "-",
+                    ", ".join(f"{r}={uid[-16:]}" for r, uid in w.inputs.items()) or "-")
+                   for w in case.workflows.values()]
+        lines += table(("WORKFLOW", "STATE", "REASON", "INPUTS (role=series UID end)"), wf_rows)
+        rows = [(s.role, s.modality, (s.description or "-")[:32], s.instances, "yes" if s.stable else "no",
+                 _when(s.last_received), s.series_uid[-20:], s.role_reason) for s in case.series]
+        lines += table(("ROLE", "MOD", "SERIES", "INSTANCES", "STABLE", "LAST RECEIVED", "SERIES UID (end)", "WHY"),
+                       rows)
         lines.append("")
-    if outbox_rows is not None:
+    if status.conflicts:
+        lines.append("IDENTITY CONFLICTS (cases held)")
+        lines += table(("KIND", "UID", "IDENTITIES", "CASES"),
+                       [(c.kind, c.key, "; ".join(f"{p}/{i or '-'}" for p, i in c.identities), ", ".join(c.cases))
+                        for c in status.conflicts])
+        lines.append("")
+    if status.unrouted_outputs:
+        lines.append("WARNING: no destination takes " + ", ".join(status.unrouted_outputs)
+                     + " outputs (they stay in data_dir/outbox only)")
+        lines.append("")
+    if with_outbox:
         lines.append("OUTBOX")
-        if not outbox_rows:
+        routed = [o for o in status.outbox if o.destination]
+        if not routed:
             lines.append("  empty")
         else:
             lines += table(("DESTINATION", "CASE", "KIND", "STATE", "SENT AS", "ITEMS", "ATTEMPTS", "NEXT ATTEMPT",
-                            "LAST ERROR"), _outbox_groups(outbox_rows))
+                            "LAST ERROR"), _outbox_groups(routed))
     return "\n".join(lines).rstrip() + "\n"
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return _when(v)
     return "-" if v in (None, "") else str(v)[:60]
 
 
-def _outbox_groups(rows: list[dict[str, Any]]) -> list[list[str]]:
+def _outbox_groups(rows: Sequence[OutputStatus]) -> list[list[str]]:
     """One line per destination, case, kind, state and fallback, with counts: readable for big cases."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[tuple, list[OutputStatus]] = {}
     for r in rows:
-        key = (r.get("destination"), r.get("case"), r.get("kind"), r.get("state"), r.get("sent_as") or "")
-        groups.setdefault(key, []).append(r)
+        groups.setdefault((r.destination, r.case_id, r.kind, r.state, r.sent_as), []).append(r)
     out = []
     for (dest, case, kind, state, sent_as), items in groups.items():
-        nexts = sorted(str(i["next_attempt"]) for i in items if i.get("next_attempt"))
-        errors = [i["last_error"] for i in items if i.get("last_error")]
+        nexts = sorted(i.next_attempt for i in items if i.next_attempt and i.state in ("pending", "retrying"))
+        errors = [i.last_error for i in items if i.last_error]
         out.append([_fmt(dest), _fmt(case), _fmt(kind), _fmt(state), _fmt(sent_as), str(len(items)),
-                    str(max(int(i.get("attempts") or 0) for i in items)), nexts[0] if nexts else "-",
+                    str(max(i.attempts for i in items)), _when(nexts[0]) if nexts else "-",
                     _fmt(errors[-1] if errors else None)])
     return out

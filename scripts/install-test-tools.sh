@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the third-party DICOM peers the test suite runs against (Debian packages):
 # dcmtk (storescu/echoscu/storescp), dicom3tools (dciodvfy), Orthanc (PACS/TPS peer),
-# plastimatch (independent RTSTRUCT rasteriser), systemd (systemd-analyze verify of the unit). Idempotent;
+# plastimatch (independent RTSTRUCT rasteriser), systemd (systemd-analyze verify of the unit), chromium and
+# chromium-driver (the dashboard's browser tests drive Debian's headless chromium through Selenium). Idempotent;
 # needs root or sudo.
 set -euo pipefail
-pkgs=(dcmtk dicom3tools orthanc plastimatch systemd openssl)
+pkgs=(dcmtk dicom3tools orthanc plastimatch systemd openssl chromium chromium-driver fonts-dejavu-core)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -114,3 +114,13 @@ def convention_max_slope(t: np.ndarray, c: np.ndarray, aorta: np.ndarray, portal
     alp = 6000.0 * max(art) / max(aorta)
     pvp = 6000.0 * max(por) / max(portal)
     return alp, pvp, 100.0 * alp / (alp + pvp)
+
+
+@pytest.fixture(scope="session")
+def ops_case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A node with dashboard, metrics and webhooks on, after a phantom case and a waiting case (tests/opscase.py)."""
+    from opscase import start_ops_case
+
+    case = start_ops_case(tmp_path_factory.mktemp("ops"))
+    yield case
+    case.stop()

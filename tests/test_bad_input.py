@@ -212,7 +212,8 @@ def small_disk(tmp_path: Path):
 
 
 def test_disk_full_answers_out_of_resources_and_keeps_serving(small_disk: Path, node_factory, caplog) -> None:
-    node = node_factory(make_config(small_disk / "var"), workflows={})
+    # the watermark off: this is the disk really filling up (tests/test_safe_operation.py checks the watermark)
+    node = node_factory(make_config(small_disk / "var", node={"min_free_disk_mb": 0}), workflows={})
     port = node.address[1]
     series = F.ct_series("P-FULL", 12, rows=512, cols=512)  # 12 x 0.5 MB > 4 MiB
     statuses = []

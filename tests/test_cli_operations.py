@@ -61,7 +61,12 @@ def test_reprocess_and_resend(tmp_path: Path) -> None:
         r = _cli("reprocess", "P-OPS", cfg=cfg)
         assert r.returncode == 0, r.stderr
         assert _wait(lambda: len(runs) == 2 and node.index.get_case("P-OPS").version == 2)
-        assert _cli("reprocess", "NO-SUCH-CASE", cfg=cfg).returncode == 1
+        # an unknown case is exit status 4 for every command that names a case (cli.py's documented statuses)
+        for command in ("reprocess", "resend", "release"):
+            r = _cli(command, "NO-SUCH-CASE", cfg=cfg)
+            assert r.returncode == 4 and "no case 'NO-SUCH-CASE'" in r.stderr, (command, r)
+        r = _cli("release", "P-OPS", cfg=cfg)  # a known case that is not held: refused, exit 1
+        assert r.returncode == 1 and "not held" in r.stderr
 
         sent_before = {r["sop_instance_uid"] for r in node.outbox.summary("P-OPS")}
         for p in delivered.rglob("*.dcm"):

@@ -101,3 +101,40 @@ def test_deploy_files_exist_and_are_documented(name: str) -> None:
     assert text.strip()
     if name != "README.md":
         assert name in (DEPLOY / "README.md").read_text()
+
+
+def test_the_systemd_config_keeps_its_data_under_the_units_state_directory() -> None:
+    cfg = load_config(DEPLOY / "config.systemd.toml")
+    assert cfg.node.data_dir == Path("/var/lib/liver-node") == Path("/var/lib") / _unit()["Service"]["StateDirectory"]
+    assert cfg.health.host == "127.0.0.1" and cfg.dashboard.enabled and cfg.retention.enabled
+    # exit statuses 2 (configuration) and 3 (port or data dir in use) are not restarted: no restart loop
+    assert set(_unit()["Service"]["RestartPreventExitStatus"].split()) == {"2", "3"}
+
+
+def test_install_script_installs_from_one_directory_and_keeps_an_existing_config(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    env = {"DESTDIR": str(root), "SKIP_VENV": "1", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run(["bash", str(DEPLOY / "install.sh")], env=env, capture_output=True, text=True, timeout=60,
+                       cwd="/")
+    assert r.returncode == 0, r.stderr
+    assert (root / "etc/systemd/system/liver-node.service").read_text() == UNIT.read_text()
+    assert (root / "etc/liver-node/config.toml").read_text() == (DEPLOY / "config.systemd.toml").read_text()
+    assert (root / "usr/lib/sysusers.d/liver-node.conf").is_file()
+    assert (root / "opt/liver-node/deploy/README.md").is_file()
+    (root / "etc/liver-node/config.toml").write_text("# site settings\n")
+    r = subprocess.run(["bash", str(DEPLOY / "install.sh")], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "kept the existing" in r.stdout
+    assert (root / "etc/liver-node/config.toml").read_text() == "# site settings\n"
+
+
+def test_dockerignore_keeps_patient_data_and_environments_out_of_the_build_context() -> None:
+    text = (DEPLOY.parent / ".dockerignore").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert lines[0] == "*"  # everything excluded, then only what the Dockerfile copies
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copied = set(re.findall(r"^COPY (?:--\S+ )?(.+) \S+$", (DEPLOY / "Dockerfile").read_text(), re.M))
+    sources = {s for c in copied for s in c.split()}
+    assert sources <= allowed, sources - allowed
+    assert not ({".venv", "var", "tests", ".git"} & allowed) and "**/*.dcm" in lines
+    base = re.search(r"^FROM (\S+)", (DEPLOY / "Dockerfile").read_text(), re.M).group(1)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base  # pinned

@@ -83,7 +83,7 @@ def test_contradictory_or_unknown_variants_are_refused(tmp_path):
     with pytest.raises(PhantomError):
         write_phantom(tmp_path, size="huge")
     assert not list(tmp_path.iterdir())
-    assert len(VARIANTS) == 10
+    assert len(VARIANTS) == 12
 
 
 def test_cli_arguments(tmp_path, capsys):

@@ -14,6 +14,7 @@ import pydicom
 
 from node.phantom import anatomy as A
 from node.phantom import compress, dicomio, nm, render, spect, truth, truthdoc
+from node.phantom import tpsdose, y90
 from node.phantom import layout as L
 from node.phantom.ct import CtOptions, write_ct_series
 from node.phantom.curves import NONUNIFORM_TIMES_S, UNIFORM_TIMES_S, build_curves, sample
@@ -176,6 +177,10 @@ def write_phantom(outdir: Path, size: str = "small", seed: int = 0, variants: Se
         np.savez_compressed(outdir / "truth" / f"spect_{visit}_expected.npz",
                             expected_counts=counts.astype(np.float32),
                             affine_kij_to_patient=lay.grids[f"{visit}-nm"].affine)
+    if "y90" in chosen:
+        y90.write_y90(ctx)
+    if "tps-rtdose" in chosen:
+        tpsdose.write_tps_dose(ctx)
     write_liver_rtstruct(outdir / "planning-rtstruct" / "RS00001.dcm", plan_paths, liver)
     ctx.doc["rtstruct"] = "planning-rtstruct/RS00001.dcm"
     if "enhanced-ct" not in chosen:  # rtstruct references single-frame CT slices

@@ -14,6 +14,8 @@ VARIANTS: tuple[str, ...] = (
     "nonuniform-time",            # perfusion frames 2 s apart early, up to 6 s apart late
     "motion",                     # rigid breathing translation between perfusion frames
     "noiseless",                  # no CT noise, no Poisson noise in the SPECT
+    "y90",                        # Y-90 dose truth (MAA-predicted) + post-therapy Y-90 PET/CT (y90.py)
+    "tps-rtdose",                 # an analytic plan RT Dose "from the TPS" for the GSA case (tpsdose.py)
 )
 
 

@@ -1,0 +1,439 @@
+"""One typed model of what the node knows: cases, their series and workflows, outputs and deliveries.
+
+`liver-node status` (table and ``--json``), the dashboard, /metrics and the webhooks all read a
+:class:`NodeStatus` built here by :func:`collect`, so nothing is computed twice. The JSON form
+(:meth:`NodeStatus.to_json`) is the machine-readable contract of ``status --json``::
+
+    {"cases": [{"case_id", "patient_id", "issuer_of_patient_id", "patient_name", "state", "reason", "version",
+                "workflows": {NAME: {"state", "reason", "inputs": {ROLE: SERIES_UID}}},
+                "series": [{"series_uid", "study_uid", "modality", "sop_class_uid", "description", "instances",
+                            "role", "role_reason", "stable"}]}],
+     "conflicts": [{"kind", "key", "identities": [{"patient_id", "issuer_of_patient_id"}], "cases", "detected_at"}],
+     "outbox": [{"destination", "case_id", "kind", "description", "sop_instance_uid", "sop_class_uid", "state",
+                 "attempts", "next_attempt", "last_error", "sent_as", "sent_at"}]}
+
+What the node cannot tell yet is still in the schema with an honest value, each filled in ONE place here:
+``issuer_of_patient_id`` (:func:`_issuer`: the index does not keep it yet, ""), ``role_reason``
+(:func:`_roles`: today's classifier in words), ``conflicts`` (:func:`_conflicts`: patient-identity conflicts are
+not detected yet, []) and the case state ``held`` (a valid state everywhere; nothing sets it yet).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from node.classify import PERFUSION_MIN_REPEATS, WORKFLOW_NEEDS, plan_case, tracer
+from node.config import Config
+from node.index import CaseRow, Index, SeriesRow
+
+if TYPE_CHECKING:
+    from node.outbox import Outbox
+    from node.sender import Sender
+
+__all__ = ["CASE_STATES", "WORKFLOW_STATES", "SeriesStatus", "WorkflowStatus", "OutputStatus", "Conflict",
+           "DestinationStatus", "DiskStatus", "CaseStatus", "NodeStatus", "collect", "disk_status", "iso"]
+
+#: Case states, in the order a case normally moves through them ("held": kept apart after an identity conflict).
+CASE_STATES = ("receiving", "stable", "queued", "analysing", "done", "failed", "held")
+#: Per-workflow states: no-input (its key series has not arrived), waiting (some inputs missing), ready (inputs
+#: complete, the case is not stable yet), then as the case: queued, analysing, done, failed, held.
+WORKFLOW_STATES = ("no-input", "waiting", "ready", "queued", "analysing", "done", "failed", "held")
+#: Outputs kinds that are pictures a person can look at (Secondary Capture encodings).
+SC_CLASSES = {"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.4"}
+#: Outbox item states that still need a delivery.
+UNSENT = ("pending", "retrying", "sending", "failed")
+
+
+def iso(t: float | None) -> str | None:
+    """Local time with offset, seconds precision (JSON and tables)."""
+    return dt.datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds") if t else None
+
+
+@dataclass(frozen=True)
+class SeriesStatus:
+    series_uid: str
+    study_uid: str
+    modality: str
+    sop_class_uid: str
+    description: str
+    instances: int
+    role: str
+    role_reason: str
+    stable: bool
+    last_received: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"series_uid": self.series_uid, "study_uid": self.study_uid, "modality": self.modality,
+                "sop_class_uid": self.sop_class_uid, "description": self.description, "instances": self.instances,
+                "role": self.role, "role_reason": self.role_reason, "stable": self.stable}
+
+
+@dataclass(frozen=True)
+class WorkflowStatus:
+    name: str
+    state: str
+    reason: str
+    inputs: dict[str, str]  # role -> series UID the workflow uses (or would use)
+    measurements: dict[str, Any] = field(default_factory=dict)  # what the last run recorded
+    seconds: float | None = None  # duration of the last run
+
+    @property
+    def flags(self) -> list[str]:
+        """Warnings the analysis recorded: values to review, not to trust blindly."""
+        return [str(w) for w in self.measurements.get("warnings", []) or []]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "reason": self.reason, "inputs": dict(self.inputs)}
+
+
+@dataclass(frozen=True)
+class OutputStatus:
+    """One output object and one destination (or destination "" when no destination takes it)."""
+
+    case_id: str
+    destination: str
+    kind: str
+    description: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    state: str  # an outbox state (pending, retrying, sending, failed, sent) or "unrouted"
+    attempts: int
+    next_attempt: float | None
+    last_error: str
+    sent_as: str
+    sent_at: float | None
+    created: float
+    path: Path | None  # None once retention removed the file
+    item_id: int | None = None
+
+    @property
+    def is_picture(self) -> bool:
+        return self.sop_class_uid in SC_CLASSES and self.path is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"destination": self.destination, "case_id": self.case_id, "kind": self.kind,
+                "description": self.description, "sop_instance_uid": self.sop_instance_uid,
+                "sop_class_uid": self.sop_class_uid, "state": self.state, "attempts": self.attempts,
+                "next_attempt": iso(self.next_attempt) if self.state in ("pending", "retrying") else None,
+                "last_error": self.last_error, "sent_as": self.sent_as, "sent_at": iso(self.sent_at)}
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A StudyInstanceUID (or linking FrameOfReferenceUID) seen with two patient identities: both cases held."""
+
+    kind: str  # "study" or "frame-of-reference"
+    key: str   # the UID seen with several identities
+    identities: tuple[tuple[str, str], ...]  # (PatientID, IssuerOfPatientID)
+    cases: tuple[str, ...]
+    detected_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "key": self.key,
+                "identities": [{"patient_id": p, "issuer_of_patient_id": i} for p, i in self.identities],
+                "cases": list(self.cases), "detected_at": iso(self.detected_at)}
+
+
+@dataclass(frozen=True)
+class CaseStatus:
+    case_id: str
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    state: str
+    reason: str
+    version: int
+    workflows: dict[str, WorkflowStatus]
+    series: list[SeriesStatus]
+    last_input_at: float = 0.0
+    updated_at: float = 0.0
+    outputs: list[OutputStatus] = field(default_factory=list)
+
+    @property
+    def waiting_why(self) -> list[str]:
+        """Why the case is not (yet) analysed, in words: one line per workflow that has begun to arrive."""
+        if self.state == "held":
+            return [self.reason or "held after a patient-identity conflict: release it in the dashboard or CLI"]
+        out = [f"{w.name}: {w.reason}" for w in self.workflows.values() if w.state in ("waiting", "ready")]
+        if not out and self.state in ("receiving", "stable"):
+            out.append(self.reason or "no workflow has its key input yet")
+        return out
+
+    @property
+    def delivered(self) -> bool:
+        """Every routed output confirmed by its destination."""
+        routed = [o for o in self.outputs if o.destination]
+        return bool(routed) and all(o.state == "sent" for o in routed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"case_id": self.case_id, "patient_id": self.patient_id,
+                "issuer_of_patient_id": self.issuer_of_patient_id, "patient_name": self.patient_name,
+                "state": self.state, "reason": self.reason, "version": self.version,
+                "workflows": {n: w.to_json() for n, w in self.workflows.items()},
+                "series": [s.to_json() for s in self.series]}
+
+
+@dataclass(frozen=True)
+class DestinationStatus:
+    name: str
+    target: str  # folder path or AE@host:port
+    outputs: tuple[str, ...]
+    counts: dict[str, int]  # outbox state -> items
+    oldest_unsent: float | None  # creation time of the oldest item not yet delivered
+    failing_since: float | None  # first failure since the last success (running node only)
+    last_error: str
+
+
+@dataclass(frozen=True)
+class DiskStatus:
+    path: Path
+    free_bytes: int
+    total_bytes: int
+    min_free_bytes: int
+
+    @property
+    def low(self) -> bool:
+        """Below the watermark: the node refuses C-STOREs with 0xA700."""
+        return self.min_free_bytes > 0 and self.free_bytes < self.min_free_bytes
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    cases: list[CaseStatus]
+    conflicts: list[Conflict]
+    outbox: list[OutputStatus]
+    destinations: list[DestinationStatus]
+    unrouted_outputs: tuple[str, ...]  # output kinds no destination takes
+    disk: DiskStatus | None
+    generated_at: float
+
+    def case(self, case_id: str) -> CaseStatus | None:
+        return next((c for c in self.cases if c.case_id == case_id), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """Exactly the documented `status --json` schema (module docstring)."""
+        return {"cases": [c.to_json() for c in self.cases], "conflicts": [c.to_json() for c in self.conflicts],
+                "outbox": [o.to_json() for o in self.outbox if o.destination]}
+
+
+# ------------------------------------------------------------------ the fields filled in one place each
+def _issuer(case: CaseRow) -> str:
+    """IssuerOfPatientID of the case's identity ("" until the index keeps it)."""
+    return str(getattr(case, "issuer_of_patient_id", "") or "")
+
+
+def _conflicts(index: Index) -> list[Conflict]:
+    """Patient-identity conflicts (none are detected yet: [])."""
+    return []
+
+
+def _liver_roi(s: SeriesRow, liver_names: Sequence[str]) -> str | None:
+    wanted = {n.strip().lower() for n in liver_names}
+    return next((n for n in s.roi_names if n.strip().lower() in wanted), None)
+
+
+def _roles(series: Sequence[SeriesRow], liver_names: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """series_uid -> (role, why), the role from node.classify and the reason in words of its rules."""
+    roles = plan_case(series, liver_names).roles
+    out: dict[str, tuple[str, str]] = {}
+    for s in series:
+        role = roles.get(s.series_uid, "other")
+        if s.modality == "NM":
+            t = tracer(s)
+            what = s.radiopharmaceutical_code or s.radiopharmaceutical or "none"
+            why = (f"NM whose radiopharmaceutical ({what}) is 99mTc-{t.upper()}" if t else
+                   f"NM without a recognised radiopharmaceutical (code {s.radiopharmaceutical_code or 'none'}, "
+                   f"text {s.radiopharmaceutical or 'none'}): not an input of any workflow")
+        elif role == "ct-perfusion":
+            why = (f"CT with {s.max_position_repeats} acquisitions at the same table position "
+                   f"(>= {PERFUSION_MIN_REPEATS}): a dynamic series")
+        elif role == "spect-ct":
+            why = "CT sharing the frame of reference of an NM series: the CT of a SPECT/CT"
+        elif role == "planning-ct":
+            why = "CT without repeated positions and outside every NM frame of reference: a planning CT"
+        elif role == "liver-rtstruct":
+            why = f"RTSTRUCT with the liver contour {_liver_roi(s, liver_names)!r} ([analysis] liver_roi_names)"
+        elif role == "roi-rtstruct":
+            names = ", ".join(s.roi_names[:6]) or "none"
+            why = f"RTSTRUCT without a contour named as in [analysis] liver_roi_names (ROIs: {names})"
+        else:
+            why = f"modality {s.modality or '(none)'} is not an input of any workflow"
+        out[s.series_uid] = (role, why)
+    return out
+
+
+# ------------------------------------------------------------------ inputs and workflow states
+def _newest(series: Sequence[SeriesRow], roles: dict[str, str], role: str) -> list[SeriesRow]:
+    return sorted((s for s in series if roles.get(s.series_uid) == role), key=lambda s: s.last_received, reverse=True)
+
+
+def _inputs(series: Sequence[SeriesRow], roles: dict[str, str]) -> dict[str, dict[str, str]]:
+    """workflow -> role -> series UID, by the rules node/workflows.py applies when it runs (newest of a role; the
+    SPECT/CT in the SPECT's frame of reference; the planning CT a liver contour was drawn on; contours
+    referencing the analysed frame of reference)."""
+    def first(cands: list[SeriesRow]) -> SeriesRow | None:
+        return cands[0] if cands else None
+
+    out: dict[str, dict[str, str]] = {}
+    rts = _newest(series, roles, "roi-rtstruct") + _newest(series, roles, "liver-rtstruct")
+    ct = first(_newest(series, roles, "ct-perfusion"))
+    perf: dict[str, str] = {}
+    if ct is not None:
+        perf["ct-perfusion"] = ct.series_uid
+        rt = first([s for s in rts if s.referenced_frame_of_reference == ct.frame_of_reference_uid])
+        if rt is not None:
+            perf[roles[rt.series_uid]] = rt.series_uid
+    out["perfusion"] = perf
+    gsa: dict[str, str] = {}
+    nm = first(_newest(series, roles, "spect-gsa"))
+    if nm is not None:
+        gsa["spect-gsa"] = nm.series_uid
+        sct = first([s for s in _newest(series, roles, "spect-ct")
+                     if s.frame_of_reference_uid == nm.frame_of_reference_uid])
+        if sct is not None:
+            gsa["spect-ct"] = sct.series_uid
+    livers = _newest(series, roles, "liver-rtstruct")
+    liver_fors = {s.referenced_frame_of_reference for s in livers}
+    plannings = sorted(_newest(series, roles, "planning-ct"), key=lambda s: s.frame_of_reference_uid not in liver_fors)
+    if plannings:
+        gsa["planning-ct"] = plannings[0].series_uid
+        liver = first([s for s in livers if s.referenced_frame_of_reference == plannings[0].frame_of_reference_uid])
+        if liver is not None and nm is not None:
+            gsa["liver-rtstruct"] = liver.series_uid
+    out["gsa"] = gsa if nm is not None else {}
+    maa: dict[str, str] = {}
+    nm = first(_newest(series, roles, "spect-maa"))
+    if nm is not None:
+        maa["spect-maa"] = nm.series_uid
+        sct = first([s for s in _newest(series, roles, "spect-ct")
+                     if s.frame_of_reference_uid == nm.frame_of_reference_uid])
+        if sct is not None:
+            maa["spect-ct"] = sct.series_uid
+        rt = first([s for s in rts if s.referenced_frame_of_reference == nm.frame_of_reference_uid])
+        if rt is not None:
+            maa[roles[rt.series_uid]] = rt.series_uid
+        if ct is not None:
+            maa["ct-perfusion"] = ct.series_uid  # correlated with the perfusion maps when perfusion runs
+    out["maa"] = maa
+    return out
+
+
+def _workflow_error(reason: str, name: str, names: Sequence[str]) -> str:
+    """This workflow's part of a failed case's reason ("perfusion: ...; gsa: ..." as node/analysis.py writes it)."""
+    others = "|".join(re.escape(n) for n in [*names, "report"] if n != name)
+    m = re.search(rf"(?:^|; ){re.escape(name)}: (.*?)(?=; (?:{others}): |$)", reason)
+    return m.group(1) if m else ""
+
+
+def _workflows(case: CaseRow, series: Sequence[SeriesRow], roles: dict[str, str]) -> dict[str, WorkflowStatus]:
+    present = set(roles.values())
+    inputs = _inputs(series, roles)
+    ran = set(case.result.get("workflows", []) or [])
+    out: dict[str, WorkflowStatus] = {}
+    for name, needs in WORKFLOW_NEEDS.items():
+        missing = [r for r in needs if r not in present]
+        m = case.result.get(name) if isinstance(case.result.get(name), dict) else {}
+        secs = case.result.get(f"{name}_seconds")
+        if case.state == "held":
+            state, reason = "held", "the case is held (patient-identity conflict)"
+        elif needs[0] not in present:
+            state, reason = "no-input", f"no {needs[0]} series"
+        elif missing:
+            state, reason = "waiting", "waits for " + ", ".join(missing)
+        elif case.state in ("queued", "analysing"):
+            state, reason = case.state, ""
+        elif case.state in ("done", "failed") and name in ran:
+            error = _workflow_error(case.reason, name, list(WORKFLOW_NEEDS))
+            state, reason = ("failed", error or "no result recorded") if error or not m else ("done", "")
+        else:
+            state = "ready"
+            reason = ("inputs complete; analysed once every study of the case is stable"
+                      if case.state in ("receiving", "stable") else "inputs complete; not analysed in the last run")
+        out[name] = WorkflowStatus(name=name, state=state, reason=reason, inputs=inputs.get(name, {}),
+                                   measurements=m or {}, seconds=float(secs) if secs is not None else None)
+    return out
+
+
+# ------------------------------------------------------------------ outputs, destinations, disk
+def _outputs(outbox: "Outbox", case_id: str | None) -> list[OutputStatus]:
+    data_dir = outbox.data_dir()
+    out = []
+    for r in outbox.items(case_id):
+        out.append(OutputStatus(
+            case_id=r["case_id"], destination=r["destination"], kind=r["kind"], description=r["description"],
+            sop_instance_uid=r["sop_instance_uid"], sop_class_uid=r["sop_class_uid"],
+            series_instance_uid=r["series_instance_uid"], state=r["state"], attempts=r["attempts"],
+            next_attempt=r["next_attempt"], last_error=r["last_error"] or "", sent_as=r["sent_as"] or "",
+            sent_at=r["sent_at"], created=r["created"],
+            path=None if r["pruned_at"] is not None else data_dir / r["path"], item_id=r["id"]))
+    for r in outbox.unrouted(case_id):
+        path = data_dir / r["path"]
+        out.append(OutputStatus(
+            case_id=r["case_id"], destination="", kind=r["kind"], description=r["description"],
+            sop_instance_uid=r["sop_instance_uid"], sop_class_uid=r["sop_class_uid"],
+            series_instance_uid=r["series_instance_uid"], state="unrouted", attempts=0, next_attempt=None,
+            last_error="no destination takes this kind of output", sent_as="", sent_at=None, created=r["created"],
+            path=path if path.exists() else None))
+    return out
+
+
+def _destinations(config: Config, outputs: Sequence[OutputStatus], sender: "Sender | None") -> list[DestinationStatus]:
+    out = []
+    for d in config.destinations:
+        mine = [o for o in outputs if o.destination == d.name]
+        counts = {s: 0 for s in ("pending", "retrying", "sending", "failed", "sent")}
+        for o in mine:
+            counts[o.state] = counts.get(o.state, 0) + 1
+        unsent = [o.created for o in mine if o.state in UNSENT]
+        errors = sorted((o for o in mine if o.last_error and o.state != "sent"), key=lambda o: o.created)
+        failing = sender.failing_since.get(d.name) if sender is not None else None
+        target = str(d.folder) if d.folder is not None else f"{d.ae_title}@{d.host}:{d.port}"
+        out.append(DestinationStatus(name=d.name, target=target, outputs=d.outputs, counts=counts,
+                                     oldest_unsent=min(unsent) if unsent else None, failing_since=failing,
+                                     last_error=errors[-1].last_error if errors else ""))
+    return out
+
+
+def disk_status(config: Config) -> DiskStatus | None:
+    """Free space of the volume holding data_dir (None when data_dir does not exist)."""
+    try:
+        usage = shutil.disk_usage(config.node.data_dir)
+    except OSError:
+        return None
+    return DiskStatus(path=config.node.data_dir, free_bytes=usage.free, total_bytes=usage.total,
+                      min_free_bytes=config.node.min_free_disk_mb * 1024 * 1024)
+
+
+# ------------------------------------------------------------------ the one builder
+def case_status(config: Config, index: Index, case: CaseRow, outputs: Sequence[OutputStatus] = ()) -> CaseStatus:
+    series = index.series_of_case(case.case_id)
+    roles = _roles(series, config.analysis.liver_roi_names)
+    role_of = {uid: r for uid, (r, _) in roles.items()}
+    return CaseStatus(
+        case_id=case.case_id, patient_id=case.patient_id, issuer_of_patient_id=_issuer(case),
+        patient_name=case.patient_name, state=case.state, reason=case.reason, version=case.version,
+        workflows=_workflows(case, series, role_of),
+        series=[SeriesStatus(series_uid=s.series_uid, study_uid=s.study_uid, modality=s.modality,
+                             sop_class_uid=s.sop_class_uid, description=s.series_description,
+                             instances=s.n_instances, role=roles[s.series_uid][0], role_reason=roles[s.series_uid][1],
+                             stable=s.stable, last_received=s.last_received) for s in series],
+        last_input_at=case.last_input_at, updated_at=case.updated_at,
+        outputs=[o for o in outputs if o.case_id == case.case_id])
+
+
+def collect(config: Config, index: Index, outbox: "Outbox | None" = None, sender: "Sender | None" = None,
+            case_id: str | None = None) -> NodeStatus:
+    """Everything `status`, the dashboard, /metrics and the webhooks show, read once from index and outbox.
+    With `case_id`, only that case (and its outputs)."""
+    rows = [c for c in ([index.get_case(case_id)] if case_id is not None else index.cases()) if c is not None]
+    outputs = _outputs(outbox, case_id) if outbox is not None else []
+    cases = [case_status(config, index, c, outputs) for c in rows]
+    return NodeStatus(cases=cases, conflicts=_conflicts(index), outbox=outputs,
+                      destinations=_destinations(config, outputs, sender), unrouted_outputs=config.unrouted_outputs(),
+                      disk=disk_status(config), generated_at=time.time())

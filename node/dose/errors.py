@@ -1,0 +1,10 @@
+"""Errors of the dose package."""
+from __future__ import annotations
+
+from node.results import AnalysisError
+
+__all__ = ["DoseInputError"]
+
+
+class DoseInputError(AnalysisError):
+    """The inputs cannot give a dose (the message says which input and why, in words an operator can act on)."""

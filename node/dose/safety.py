@@ -1,0 +1,137 @@
+"""Safety checks of a Y-90 dose against configurable limits: warnings for the physicist, never prescriptions.
+
+Defaults per sphere type (EANM procedure guideline for radioembolization, Weber et al. EJNMMI 2022, and the
+EANM dosimetry guidance, Chiesa et al. EJNMMI Physics 2021; science.md sections 3 and 4):
+
+==========================  =================================  ==========================================
+check                       resin                              glass
+==========================  =================================  ==========================================
+non-tumoural liver mean     < 40 Gy unilobar;                  <= 70 Gy (usual partition-model limit,
+                            < 30 Gy bilobar or compromised     science.md 3; set the compromised-liver
+                                                               limit per site)
+tumour mean                 >= 100 Gy, goal 120 Gy             >= 205 Gy (DOSISPHERE)
+lungs mean                  < 30 Gy this session, < 50 Gy cumulative (both sphere types)
+==========================  =================================  ==========================================
+
+The limits are a frozen, validated dataclass so that a site can replace any of them (part of the node's
+configuration); errors name the field.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from enum import Enum
+
+from node.dose.dvh import Y90DoseSummary
+
+__all__ = ["SphereType", "DoseLimits", "TreatmentContext", "SafetyFlag", "check_y90_safety"]
+
+NOT_A_PRESCRIPTION = "a warning for the physicist, not a prescription"
+
+
+class SphereType(str, Enum):
+    RESIN = "resin"
+    GLASS = "glass"
+
+
+@dataclass(frozen=True)
+class DoseLimits:
+    """Dose limits and goals for one microsphere type (Gy; mean doses)."""
+
+    sphere_type: SphereType
+    normal_liver_max_gy: float  # unilobar treatment of a healthy liver
+    normal_liver_compromised_max_gy: float  # bilobar treatment, or cirrhotic / otherwise compromised liver
+    tumour_min_gy: float  # below: likely under-treated
+    tumour_goal_gy: float | None  # between min and goal: noted
+    lung_session_max_gy: float
+    lung_cumulative_max_gy: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name.endswith("_gy") and v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v)
+                                                            or v <= 0):
+                raise ValueError(f"dose limits: {f.name} must be a positive number of Gy, got {v!r}")
+        if self.normal_liver_compromised_max_gy > self.normal_liver_max_gy:
+            raise ValueError("dose limits: normal_liver_compromised_max_gy must not exceed normal_liver_max_gy")
+        if self.tumour_goal_gy is not None and self.tumour_goal_gy < self.tumour_min_gy:
+            raise ValueError("dose limits: tumour_goal_gy must not be below tumour_min_gy")
+        if self.lung_session_max_gy > self.lung_cumulative_max_gy:
+            raise ValueError("dose limits: lung_session_max_gy must not exceed lung_cumulative_max_gy")
+
+    @classmethod
+    def eanm(cls, sphere_type: SphereType | str) -> DoseLimits:
+        """The EANM defaults of the module docstring for `sphere_type`."""
+        kind = SphereType(sphere_type)
+        if kind is SphereType.RESIN:
+            return cls(kind, 40.0, 30.0, 100.0, 120.0, 30.0, 50.0,
+                       "EANM 2022 procedure guideline (resin): normal liver < 40 Gy unilobar, < 30 Gy bilobar or "
+                       "compromised; tumour >= 100-120 Gy; lungs < 30 Gy per session, < 50 Gy cumulative")
+        return cls(kind, 70.0, 70.0, 205.0, None, 30.0, 50.0,
+                   "EANM 2022 / DOSISPHERE (glass): tumour >= 205 Gy; normal liver <= 70 Gy (partition-model usual "
+                   "limit); lungs < 30 Gy per session, < 50 Gy cumulative")
+
+    def with_changes(self, **changes: float | None) -> DoseLimits:
+        """A copy with some limits replaced (validated again)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TreatmentContext:
+    """What the limits depend on besides the dose."""
+
+    bilobar: bool = False
+    compromised_liver: bool = False
+    prior_lung_dose_gy: float = 0.0  # from earlier radioembolization sessions
+
+
+@dataclass(frozen=True)
+class SafetyFlag:
+    """One finding: `severity` is "warning" (a limit is crossed) or "note" (between a minimum and a goal)."""
+
+    severity: str
+    quantity: str
+    value_gy: float
+    limit_gy: float
+    message: str
+
+
+def check_y90_safety(summary: Y90DoseSummary, limits: DoseLimits,
+                     context: TreatmentContext = TreatmentContext()) -> tuple[SafetyFlag, ...]:
+    """Compare a Y-90 dose summary with `limits`; returns the findings (empty when nothing is crossed)."""
+    flags = []
+    kind = limits.sphere_type.value
+    compromised = context.bilobar or context.compromised_liver
+    nl_limit = limits.normal_liver_compromised_max_gy if compromised else limits.normal_liver_max_gy
+    why = "bilobar or compromised liver" if compromised else "unilobar, healthy liver"
+    nl = summary.normal_liver.region.mean_gy
+    if nl >= nl_limit:
+        flags.append(SafetyFlag("warning", "non-tumoural liver mean dose", nl, nl_limit,
+                                f"non-tumoural liver mean dose {nl:.1f} Gy reaches the {kind} limit of {nl_limit:g} Gy "
+                                f"({why}): risk of radioembolization-induced liver disease; {NOT_A_PRESCRIPTION}"))
+    for t in summary.tumours:
+        d = t.region.mean_gy
+        if d < limits.tumour_min_gy:
+            flags.append(SafetyFlag("warning", f"tumour {t.region.name} mean dose", d, limits.tumour_min_gy,
+                                    f"tumour {t.region.name} mean dose {d:.1f} Gy is below the {kind} minimum of "
+                                    f"{limits.tumour_min_gy:g} Gy: likely under-treated; {NOT_A_PRESCRIPTION}"))
+        elif limits.tumour_goal_gy is not None and d < limits.tumour_goal_gy:
+            flags.append(SafetyFlag("note", f"tumour {t.region.name} mean dose", d, limits.tumour_goal_gy,
+                                    f"tumour {t.region.name} mean dose {d:.1f} Gy is between the {kind} minimum "
+                                    f"{limits.tumour_min_gy:g} Gy and goal {limits.tumour_goal_gy:g} Gy; "
+                                    f"{NOT_A_PRESCRIPTION}"))
+    lung = summary.lungs.mean_gy
+    if lung is not None:
+        if lung >= limits.lung_session_max_gy:
+            flags.append(SafetyFlag("warning", "lung mean dose (this session)", lung, limits.lung_session_max_gy,
+                                    f"lung mean dose {lung:.1f} Gy reaches the per-session limit of "
+                                    f"{limits.lung_session_max_gy:g} Gy: risk of radiation pneumonitis; "
+                                    f"{NOT_A_PRESCRIPTION}"))
+        total = lung + context.prior_lung_dose_gy
+        if total >= limits.lung_cumulative_max_gy:
+            flags.append(SafetyFlag("warning", "lung mean dose (cumulative)", total, limits.lung_cumulative_max_gy,
+                                    f"cumulative lung mean dose {total:.1f} Gy ({context.prior_lung_dose_gy:g} Gy "
+                                    f"before) reaches the limit of {limits.lung_cumulative_max_gy:g} Gy; "
+                                    f"{NOT_A_PRESCRIPTION}"))
+    return tuple(flags)

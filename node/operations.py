@@ -1,0 +1,69 @@
+"""Operator actions shared by the CLI and the dashboard: resend, reprocess, release. Each is audited.
+
+Every action names the case; an unknown case raises :class:`UnknownCaseError` (the CLI's exit status 4), an
+action that cannot be done now raises :class:`ActionRefused` with the reason (exit status 1).
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable
+
+from node.audit import audit
+from node.index import Index
+
+if TYPE_CHECKING:
+    from node.outbox import Outbox
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownCaseError(LookupError):
+    """No such case in the index."""
+
+    def __init__(self, case_id: str) -> None:
+        super().__init__(f"no case {case_id!r}; `liver-node status` lists the cases")
+        self.case_id = case_id
+
+
+class ActionRefused(RuntimeError):
+    """The action cannot be done now; the message says why."""
+
+
+def _known(index: Index, case_id: str, outbox: "Outbox | None" = None) -> None:
+    if index.get_case(case_id) is None and not (outbox is not None and outbox.has_case(case_id)):
+        raise UnknownCaseError(case_id)
+
+
+def reprocess(index: Index, case_id: str, operator: str) -> str:
+    """Queue the case for analysis again (a new version of its outputs)."""
+    _known(index, case_id)
+    if not index.force_queue(case_id):
+        raise ActionRefused(f"case {case_id!r} is being analysed right now; try again when it finishes")
+    audit("operator-action", action="reprocess", case=case_id, operator=operator, result="queued")
+    return f"case {case_id} queued for re-analysis (a running node picks it up within seconds)"
+
+
+def resend(index: Index, outbox: "Outbox", case_id: str | None, operator: str, failed_only: bool = False) -> str:
+    """Queue a case's outputs (or every parked one with failed_only) for delivery again."""
+    if case_id is not None:
+        _known(index, case_id, outbox)
+    n = outbox.resend(case_id=case_id, failed_only=failed_only)
+    audit("operator-action", action="resend", case=case_id or "(all failed)", operator=operator,
+          failed_only=failed_only, items=n, result="queued" if n else "nothing-to-send")
+    if n == 0 and case_id is not None:
+        raise ActionRefused(f"case {case_id!r} has no output to send again (none produced yet, or all in flight)")
+    return f"{n} item(s) queued for sending again"
+
+
+def release(index: Index, case_id: str, operator: str, evaluate: Callable[[str], bool] | None = None) -> str:
+    """Release a held case: it goes back to 'stable' and is evaluated for analysis again (`evaluate`, the running
+    node's Completion.evaluate_case; without it the node evaluates it when its next study becomes stable)."""
+    _known(index, case_id)
+    case = index.get_case(case_id)
+    if case is None or case.state != "held":
+        raise ActionRefused(f"case {case_id!r} is {case.state if case else 'gone'}, not held: nothing to release")
+    if not index.set_case_state(case_id, "stable", "released by operator", only_from=("held",)):
+        raise ActionRefused(f"case {case_id!r} changed state meanwhile; look again")
+    audit("operator-action", action="release", case=case_id, operator=operator, result="released")
+    queued = evaluate(case_id) if evaluate is not None else False
+    return f"case {case_id} released" + (" and queued for analysis" if queued else "")
