@@ -5,7 +5,7 @@
 (:meth:`NodeStatus.to_json`) is the machine-readable contract of ``status --json``::
 
     {"cases": [{"case_id", "patient_id", "issuer_of_patient_id", "patient_name", "state", "reason", "version",
-                "workflows": {NAME: {"state", "reason", "inputs": {ROLE: SERIES_UID}}},
+                "workflows": {NAME: {"state", "reason", "inputs": {ROLE: SERIES_UID}, "flags": [TEXT]}},
                 "series": [{"series_uid", "study_uid", "modality", "sop_class_uid", "description", "instances",
                             "role", "role_reason", "stable"}]}],
      "conflicts": [{"kind", "key", "identities": [{"patient_id", "issuer_of_patient_id"}], "cases", "detected_at"}],
@@ -84,11 +84,19 @@ class WorkflowStatus:
 
     @property
     def flags(self) -> list[str]:
-        """Warnings the analysis recorded: values to review, not to trust blindly."""
-        return [str(w) for w in self.measurements.get("warnings", []) or []]
+        """Warnings the analysis recorded, and the region values it reported as not measurable (CT perfusion:
+        `regional_statistics[roi]["values"][method][param]`, node.perfusion.qualify): values to review, not to
+        trust blindly."""
+        out = [str(w) for w in self.measurements.get("warnings", []) or []]
+        for roi, entry in (self.measurements.get("regional_statistics") or {}).items():
+            for method, params in ((entry or {}).get("values") or {}).items():
+                for param, v in (params or {}).items():
+                    if isinstance(v, dict) and v.get("measurable") is False:
+                        out.append(f"{roi} {param} ({method}) not measurable: {v.get('reason')}")
+        return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "reason": self.reason, "inputs": dict(self.inputs)}
+        return {"state": self.state, "reason": self.reason, "inputs": dict(self.inputs), "flags": self.flags}
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,8 @@ def test_status_json_has_exactly_the_documented_schema(ops_case) -> None:
                           "version", "workflows", "series"}
         assert c["state"] in ("receiving", "stable", "queued", "analysing", "done", "failed", "held")
         for w in c["workflows"].values():
-            assert set(w) == {"state", "reason", "inputs"}
+            assert set(w) == {"state", "reason", "inputs", "flags"}
+            assert all(isinstance(f, str) and f for f in w["flags"])
             series_uids = {s["series_uid"] for s in c["series"]}
             assert set(w["inputs"].values()) <= series_uids
         for s in c["series"]:

@@ -192,3 +192,9 @@ def test_a_series_that_stops_at_the_portal_peak_is_reported_not_measured() -> No
     liver = m["regional_statistics"]["Normal liver"]["values"]["discm"]
     for p in ("DV", "MTT"):
         assert not liver[p]["measurable"] and "wash-out" in liver[p]["reason"]
+    # `status --json` lists them among the workflow's flags
+    from node.casestatus import WorkflowStatus
+
+    flags = WorkflowStatus("perfusion", "done", "", {}, m).to_json()["flags"]
+    assert any(f.startswith("Normal liver MTT (discm) not measurable") and "wash-out" in f for f in flags)
+    assert any("wash-out not covered" in f for f in flags)
