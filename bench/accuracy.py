@@ -106,9 +106,9 @@ def table(rows: list[dict]) -> list[str]:
         b_ok, s_ok = stats(e_ok)
         b_mid, s_mid = stats(e_mid)
         fl = f"{100 * np.mean([r['floor'] for r in ok]):.1f}" if ok else "-"
+        flags = [sum(not r["measurable"] for r in rs) for rs in (ok, mid, bad)]
         out.append(f"{key[0]:<7}{key[1]:<10}{key[2]:<6}{key[3]:>6g} | {len(ok):>12}{b_ok:>8}{s_ok:>7}{fl:>8}"
-                   f"{sum(not r['measurable'] for r in ok):>8} | {len(mid):>16}{sum(not r['measurable'] for r in mid):>8}"
-                   f"{b_mid:>7}{s_mid:>6} | {len(bad):>12}{sum(not r['measurable'] for r in bad):>8}")
+                   f"{flags[0]:>8} | {len(mid):>16}{flags[1]:>8}{b_mid:>7}{s_mid:>6} | {len(bad):>12}{flags[2]:>8}")
     return out
 
 
@@ -126,7 +126,6 @@ def noiseless_rows(seed0: int) -> list[str]:
                 for p in PARAMS:
                     r = next(x for x in rows if x["region"] == region and x["method"] == method and x["param"] == p)
                     cells.append(f"{100 * _err(r):+.2f}%" + ("" if r["measurable"] else " n.m."))
-                label = f"{region} ({rows[0]['class'] if region.startswith('liver') else ''})"
                 out.append(f"{dt:>5g}{region:>18}{method:>10}" + "".join(f"{c:>16}" for c in cells))
     return out
 

@@ -16,7 +16,8 @@ outward from the reference, each starting from its neighbour's estimate with a s
 
 Measured on the small digital phantom (5 mm slices; vertebral bodies and discs with slice-profile partial
 volume; smooth breathing up to 4 mm in z, 1 mm in x/y): x/y within 0.2 mm, z within 0.9 mm. Frames whose
-estimated shift is below MIN_APPLIED_SHIFT_MM (or a tenth of the smallest voxel size) are not resampled. Voxels that leave the field of view in any frame are reported so they are not analysed.
+estimated shift is below MIN_APPLIED_SHIFT_MM (or a tenth of the smallest voxel size) are not resampled.
+Voxels that leave the field of view in any frame are reported so they are not analysed.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from highdicom.sr import CodedConcept
 
-__all__ = ["PRIVATE_SCHEME", "NOT_MEASURABLE", "concept", "unit", "method", "site", "derivation", "procedure", "CONCEPTS", "METHODS"]
+__all__ = ["PRIVATE_SCHEME", "NOT_MEASURABLE", "concept", "unit", "method", "site", "derivation", "procedure",
+           "CONCEPTS", "METHODS"]
 
 PRIVATE_SCHEME = "99LIVERNODE"
 
