@@ -1,16 +1,16 @@
 """Self-qualification of the perfusion values: each region value with its 1-SD noise, and "not measurable" where
 the data cannot carry it; checks of the acquisition itself.
 
-A region value is the parameter of the ROI's mean curve (its analysed voxels wholly inside the contour, before
-any spatial smoothing: a small lesion is not mixed with its surroundings by the noise reduction, and its own
-steepest intervals are used); the mean and SD of the map over the same voxels are reported beside it. It
-carries the standard deviation that image noise gives it: the noise of the ROI's mean curve (the image noise
-per voxel / sqrt(voxels), measured on the series) propagated through the method, for the maximum slope
-through the steepest intervals of the ROI's mean curve (a slope between samples dt apart scales noise by
-sqrt(2) / dt), for the model through the Jacobian of its fit (with the residual of the fit when that is larger:
-a misfit is uncertainty too). A value is *not measurable* when its 95 % interval, +-1.96 SD, spans more than `perfusion_tolerance` of the value
-(3.92 SD > 15 % by default, i.e. 1 SD > 3.8 %), when it is not finite, or when an acquisition check that it
-depends on failed. Each such value says why.
+A region value is the parameter of the ROI's mean curve (its analysed voxels wholly inside the contour, before any
+spatial smoothing: a small lesion is not mixed with its surroundings by the noise reduction, and its own steepest
+intervals are used); the mean and SD of the map over the same voxels are reported beside it. It carries the
+standard deviation that image noise gives it: the noise of the ROI's mean curve (the image noise per voxel /
+sqrt(voxels), measured on the series) propagated through the method, for the maximum slope through the steepest
+intervals of the ROI's mean curve (a slope between samples dt apart scales noise by sqrt(2) / dt), for the model
+through the Jacobian of its fit (with the residual of the fit when that is larger: a misfit is uncertainty too). A
+value is *not measurable* when its 95 % interval, +-1.96 SD, spans more than `perfusion_tolerance` of the value
+(3.92 SD > 15 % by default, i.e. 1 SD > 3.8 %), when it is not finite, or when an acquisition check that it depends
+on failed. Each such value says why.
 """
 from __future__ import annotations
 
