@@ -49,6 +49,9 @@ _SAMPLING_FRACTION, _SAMPLING_SEED = 0.1, 20240301
 #: mean curve from that frame on: 5-7 % of a max-slope PVP, 5 % of the model's flows), which is worse than the
 #: shift itself.
 MIN_APPLIED_SHIFT_MM = 1.0
+#: ... and shifts below this fraction of a voxel (each axis in its own voxel size): along 4-5 mm slices the
+#: estimate of a still series reached 1.1 mm (a quarter slice) in the last frames of a 4 s series
+MIN_APPLIED_SHIFT_VOXELS = 0.4
 #: Voxels above this HU in the first frame (bone) and their surroundings are ignored when picking the
 #: reference frame: a moving bone edge must not look like arriving contrast.
 _BONE_HU = 300.0
@@ -178,7 +181,10 @@ def correct_motion(data: np.ndarray, grid: Grid, ref: int) -> tuple[list[FrameMo
     for t in range(data.shape[0]):
         vec = estimates[t]
         magnitude = float(np.linalg.norm(vec))
-        resample = t != ref and magnitude > threshold
+        # in voxels of each axis (patient mm onto the grid's axes): a shift along thick slices needs more mm
+        in_voxels = float(np.linalg.norm(np.array([vec @ grid.row_dir, vec @ grid.col_dir, vec @ grid.normal])
+                                         / spacing[[2, 1, 0]]))
+        resample = t != ref and magnitude > threshold and in_voxels > MIN_APPLIED_SHIFT_VOXELS
         if resample:
             tx = sitk.TranslationTransform(3, tuple(float(v) for v in vec))
             # Voxels moved in from outside the field of view get the frame's background (its first row: air).
