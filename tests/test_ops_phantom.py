@@ -129,7 +129,7 @@ def test_status_json_has_exactly_the_documented_schema(ops_case) -> None:
     assert done["workflows"]["perfusion"]["inputs"]["ct-perfusion"] == recorded
     waiting = cases[ops_case.waiting_patient]
     assert waiting["workflows"]["gsa"] == {"state": "waiting", "reason": "waits for spect-ct, planning-ct",
-                                           "inputs": {"spect-gsa": waiting["series"][0]["series_uid"]}}
+                                           "inputs": {"spect-gsa": waiting["series"][0]["series_uid"]}, "flags": []}
     assert {o["destination"] for o in status["outbox"]} == {"pacs", "tps", "archive"}
     for o in status["outbox"]:
         assert set(o) == {"destination", "case_id", "kind", "description", "sop_instance_uid", "sop_class_uid",
