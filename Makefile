@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench
+.PHONY: run test lint install bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ test: $(STAMP)
 	bash scripts/install-test-tools.sh
 	$(VENV)/bin/python -m pytest
 
+# Lint and type checks (configured in pyproject.toml; .ci/run runs them before the tests).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy
+
 bench: $(STAMP)
 	bash scripts/install-test-tools.sh
-	$(VENV)/bin/python bench/ingest.py
-	$(VENV)/bin/python bench/perfusion.py
-	$(VENV)/bin/python bench/gsa.py
+	$(VENV)/bin/python -m bench.ingest
+	$(VENV)/bin/python -m bench.perfusion
+	$(VENV)/bin/python -m bench.gsa

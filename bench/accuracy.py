@@ -1,6 +1,6 @@
 """CT perfusion accuracy over the phantom family: bias and SD of every region value against its truth.
 
-    .venv/bin/python bench/accuracy.py [--cases 12] [--noise 10,20] [--seed0 1000] [--json out.json]
+    .venv/bin/python -m bench.accuracy [--cases 12] [--noise 10,20] [--seed0 1000] [--json out.json]
 
 Draws `--cases` family cases per noise level (node.phantom.family: sampling 1.5-4 s with jitter, 12-30 frames,
 0.70-0.80 mm pixels, 3-5 mm slices, 1-3 lesions of 8-25 mm radius, delays 0-3 s, input peaks and times varied;
@@ -26,12 +26,9 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 PARAMS = ("ALP", "PVP", "HPI")
 LIMIT = 0.15 / (2 * 1.959964)
@@ -48,31 +45,31 @@ def _cls(kind: str) -> str:
 DETECTION_FAILURES: list[str] = []
 
 
-def run_case(spec) -> list[dict]:
+def run_case(spec: Any) -> list[dict[str, Any]]:
     """Region rows of one case. Input ROIs are found automatically; where that fails (reported at the end), the
     case is analysed again with the input ROIs given in its structure set, so the methods are still measured."""
-    from node.config import AnalysisConfig
+    from node.errors import AnalysisError
     from node.perfusion.pipeline import run_perfusion
+    from node.perfusion.settings import PerfusionSettings
     from node.phantom.family import build
-    from node.results import AnalysisError
 
     cts, rtss, truth = build(spec)
     try:
-        m = run_perfusion(cts, AnalysisConfig(), rtss).measurements
+        m = run_perfusion(cts, PerfusionSettings(), rtss).measurements
     except AnalysisError as exc:
         DETECTION_FAILURES.append(f"seed {spec.seed}: {exc}")
         cts, rtss, truth = build(spec, input_rois=True)
-        m = run_perfusion(cts, AnalysisConfig(), rtss).measurements
+        m = run_perfusion(cts, PerfusionSettings(), rtss).measurements
     rows = []
     for region, tr in truth["regions"].items():
-        values = m["regional_statistics"][_roi(region)]["values"]
+        values = m.regional_statistics[_roi(region)].values
         for method, key in (("max-slope", "max-slope"), ("discm", "model")):
             for p in PARAMS:
                 v, want = values[method][p], tr[key][p]
                 rows.append({"seed": spec.seed, "noise": round(spec.noise_hu_at_078, 1), "region": region,
                              "class": _cls(tr["kind"]), "radius_mm": tr["radius_mm"], "method": method, "param": p,
-                             "truth": want, "value": v["value"], "map_mean": v["map_mean"], "sd": v["sd"],
-                             "measurable": v["measurable"], "reason": v["reason"],
+                             "truth": want, "value": v.value, "map_mean": v.map_mean, "sd": v.sd,
+                             "measurable": v.measurable, "reason": v.reason,
                              "floor": tr["floor_relative"][method][p],
                              "dt_s": float(np.mean(np.diff(truth["times_s"])))})
     return rows
@@ -131,13 +128,12 @@ def noiseless_rows(seed0: int) -> list[str]:
 
 
 def dcmri_agreement(seeds: list[int]) -> str:
-    from reference_models import dcmri_fit
-
     from node.perfusion.discm import Convolver, fit_curve
     from node.phantom.family import draw_case
     from node.phantom.family.render import curves, region_kinetics
+    from testpeers.reference_models import dcmri_fit
 
-    worst = defaultdict(float)
+    worst: defaultdict[str, float] = defaultdict(float)
     n = 0
     for seed in seeds:
         spec = draw_case(seed, noise_hu=0)

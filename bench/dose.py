@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,20 +16,33 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import rtstruct  # noqa: E402
-from node.dose import (Y90Structures, compare_predicted_delivered, delivered_dose_from_pet,  # noqa: E402
-                       delivered_on_grid, evaluate_gsa_plan, gamma_index, predicted_dose, read_rt_dose,
-                       register_post_therapy, summarize_y90)
-from node.maa.grid import image_from_affine  # noqa: E402
+from node.dose import (  # noqa: E402
+    Y90Structures,
+    compare_predicted_delivered,
+    delivered_dose_from_pet,
+    delivered_on_grid,
+    evaluate_gsa_plan,
+    gamma_index,
+    predicted_dose,
+    read_rt_dose,
+    register_post_therapy,
+    summarize_y90,
+)
+from node.imaging.grids import image_from_affine  # noqa: E402
+from node.imaging.volumes import ct_series_image, nm_image  # noqa: E402
 from node.phantom import write_phantom  # noqa: E402
-from node.volumes import ct_series_image, nm_image  # noqa: E402
 
 CONDITIONS = [(0, ("y90", "tps-rtdose")), (1, ("y90", "tps-rtdose")), (2, ("y90", "tps-rtdose")),
               (3, ("y90", "negative-spacing", "tps-rtdose")), (4, ("y90", "feet-first", "tps-rtdose")),
               (5, ("y90", "noiseless", "tps-rtdose"))]
 
+
+
+def _on_spect(a: np.ndarray, affine: np.ndarray, spect: sitk.Image) -> np.ndarray:
+    """A truth array (phantom grid, `affine`) resampled onto the SPECT grid (nearest neighbour)."""
+    img = image_from_affine(a.astype(np.float32), affine)
+    return sitk.GetArrayFromImage(sitk.Resample(img, spect, sitk.Transform(), sitk.sitkNearestNeighbor))
 
 def series(root: Path, folder: str) -> list[pydicom.Dataset]:
     return rtstruct.sort_slices([pydicom.dcmread(p) for p in sorted((root / folder).glob("*.dcm"))])
@@ -52,11 +64,9 @@ def main() -> None:
             ct = ct_series_image(series(root, "spect-maa-ct"))
             npz = np.load(root / "truth" / "y90_maa_predicted.npz")
 
-            def on_spect(a: np.ndarray) -> np.ndarray:
-                img = image_from_affine(a.astype(np.float32), npz["affine_kij_to_patient"])
-                return sitk.GetArrayFromImage(sitk.Resample(img, spect, sitk.Transform(), sitk.sitkNearestNeighbor))
-
-            masks = {r: on_spect(npz[f"mask_{r}"]) > 0.5 for r in ("liver", "normal_liver", "T1", "T2", "T3", "lungs")}
+            affine = npz["affine_kij_to_patient"]
+            masks = {r: _on_spect(npz[f"mask_{r}"], affine, spect) > 0.5
+                     for r in ("liver", "normal_liver", "T1", "T2", "T3", "lungs")}
             t0 = time.perf_counter()
             p = y["maa_predicted"]
             dose = predicted_dose(spect, ct, masks["liver"], masks["lungs"], p["planned_activity_gbq"],
@@ -68,7 +78,7 @@ def main() -> None:
             means.update(liver=s.whole_liver.mean_gy, normal_liver=s.normal_liver.region.mean_gy,
                          lungs=s.lungs.region.mean_gy if s.lungs.region else float("nan"))
             errors = {r: 100 * (v / p["imaged"][r]["mean_gy"] - 1) for r, v in means.items()}
-            truth_img = sitk.GetImageFromArray(on_spect(npz["dose_gy"]))
+            truth_img = sitk.GetImageFromArray(_on_spect(npz["dose_gy"], affine, spect))
             truth_img.CopyInformation(spect)
             t0 = time.perf_counter()
             g = gamma_index(truth_img, dose.dose, mask=masks["liver"])

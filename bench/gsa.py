@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 BAR_SECONDS = 30.0
 
@@ -33,8 +32,8 @@ def child(phantom: Path, outdir: Path) -> None:
     t0 = time.perf_counter()
     import pydicom
 
-    from node.config import AnalysisConfig
     from node.gsa.pipeline import run_gsa
+    from node.gsa.settings import GsaSettings
 
     def read(folder: str) -> list:
         return [pydicom.dcmread(p) for p in sorted((phantom / folder).glob("*.dcm"))]
@@ -42,7 +41,7 @@ def child(phantom: Path, outdir: Path) -> None:
     planning, nm, spect_ct = read("planning-ct"), read("spect-gsa")[0], read("spect-gsa-ct")
     liver = read("planning-rtstruct")[0]
     t_read = time.perf_counter() - t0
-    result = run_gsa(planning, nm, spect_ct, liver, AnalysisConfig())
+    result = run_gsa(planning, nm, spect_ct, liver, GsaSettings())
     (rtss,) = [o.dataset for o in result.outputs if o.kind == "rtstruct"]
     rtss.save_as(outdir / "rtstruct.dcm", enforce_file_format=True)
     t_rtstruct = time.perf_counter() - t0
@@ -52,10 +51,10 @@ def child(phantom: Path, outdir: Path) -> None:
     print(json.dumps({
         "read_s": round(t_read, 2),
         "to_rtstruct_written_s": round(t_rtstruct, 2),
-        "stages_s": result.measurements["timings_s"],
+        "stages_s": result.measurements.timings_s,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "volumes_cm3": result.measurements["volumes_cm3"],
-        "registration_translation_mm": result.measurements["registration"]["translation_mm"],
+        "volumes_cm3": result.measurements.volumes_cm3,
+        "registration_translation_mm": result.measurements.registration.translation_mm,
     }))
 
 

@@ -4,8 +4,9 @@
 
 Every contender gets the same N 512x512 CT instances over ONE association with 128 KiB PDUs, TCP_NODELAY=1 for
 the dcmtk tools and Orthanc (see shared/dicom-notes.md), a fresh storage folder per round, a flushed page cache
-before each timed transfer, and the node keeps fsync on (it answers success only after fsync + rename). Prints per-round MB/s, medians, and node/Orthanc and
-node/storescp ratios; then a concurrency check: 4 storescu processes at once into the node, nothing lost.
+before each timed transfer, and the node keeps fsync on (it answers success only after fsync + rename). Prints
+per-round MB/s, medians, and node/Orthanc and node/storescp ratios; then a concurrency check: 4 storescu
+processes at once into the node, nothing lost.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -27,9 +29,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from orthanc import OrthancServer  # noqa: E402  (tests/orthanc.py: the project's Orthanc harness)
+from testpeers.orthanc import OrthancServer  # noqa: E402  (the project's Orthanc harness)
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     total = make_images(images, args.images)
     mb = total / 1e6
     work = Path(tempfile.mkdtemp(prefix="ingest-", dir=args.workdir))
-    contenders = [Storescp(work), Orthanc(work), LiverNode(work)]
+    contenders: list[Any] = [Storescp(work), Orthanc(work), LiverNode(work)]
     results: dict[str, list[float]] = {c.name: [] for c in contenders}
     print(f"{args.images} CT instances 512x512, {mb:.1f} MB, one association, 128 KiB PDUs, "
           f"{args.rounds} alternating rounds")

@@ -1,6 +1,6 @@
 """CT perfusion benchmark: files on disk -> Parametric Maps and Secondary Captures written; time, memory, accuracy.
 
-    .venv/bin/python bench/perfusion.py [--slices 40,100] [--noise 15] [--keep DIR]
+    .venv/bin/python -m bench.perfusion [--slices 40,100] [--noise 15] [--keep DIR]
 
 A whole-abdomen case of the phantom family (node.phantom.family, layout "body": 512 x 512 at 0.78 mm, 2.5 mm
 slices, 15 frames 3 s apart, three lesions, a structure set of its regions) is written for each slice count
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 BAR_SECONDS, BAR_MB = 60.0, 6144.0
 
@@ -47,8 +46,8 @@ def worker(case: Path) -> dict:
     """One measured run (in its own process)."""
     import pydicom
 
-    from node.config import AnalysisConfig
     from node.perfusion.pipeline import run_perfusion
+    from node.perfusion.settings import PerfusionSettings
 
     stages: dict[str, dict[str, float]] = {}
     t0, c0 = time.perf_counter(), time.process_time()
@@ -56,8 +55,9 @@ def worker(case: Path) -> dict:
     rtss = pydicom.dcmread(case / "rtstruct.dcm")
     stages["read"] = {"wall_s": round(time.perf_counter() - t0, 3), "cpu_s": round(time.process_time() - c0, 3),
                       "peak_rss_mb": round(_peak_mb(), 1)}
-    result = run_perfusion(datasets, AnalysisConfig(), rtss)
-    stages.update(result.measurements["stages"])
+    result = run_perfusion(datasets, PerfusionSettings(), rtss)
+    m = result.measurements
+    stages.update(m.stages)
     t1, c1 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         for n, obj in enumerate(result.outputs):
@@ -68,20 +68,21 @@ def worker(case: Path) -> dict:
     accuracy = {}
     for region, tr in truth["regions"].items():
         roi = "Normal liver" if region == "liver_parenchyma" else region
-        values = result.measurements["regional_statistics"][roi]["values"]
+        values = m.regional_statistics[roi].values
         cells = []
         for method, key in (("max-slope", "max-slope"), ("discm", "model")):
             for p in ("ALP", "PVP"):
                 v = values[method][p]
-                err = 100.0 * (v["value"] / tr[key][p] - 1.0) if v["value"] else float("nan")
-                cells.append(f"{method} {p} {v['value'] or float('nan'):.1f} vs {tr[key][p]:.1f} ({err:+.1f} %, "
+                err = 100.0 * (v.value / tr[key][p] - 1.0) if v.value else float("nan")
+                cells.append(f"{method} {p} {v.value or float('nan'):.1f} vs {tr[key][p]:.1f} ({err:+.1f} %, "
                              f"1 SD {100 * tr['floor_relative'][method][p]:.1f} %"
-                             f"{'' if v['measurable'] else ', not measurable'})")
-        accuracy[f"{roi} ({tr['kind']}{', r %.0f mm' % tr['radius_mm'] if tr['radius_mm'] else ''})"] = cells
+                             f"{'' if v.measurable else ', not measurable'})")
+        radius = f", r {tr['radius_mm']:.0f} mm" if tr["radius_mm"] else ""
+        accuracy[f"{roi} ({tr['kind']}{radius})"] = cells
     return {"slices": truth["voxel_mm"] and len({float(ds.ImagePositionPatient[2]) for ds in datasets}),
             "files": len(datasets), "stages": stages, "total_s": round(time.perf_counter() - t0, 2),
             "total_cpu_s": round(time.process_time() - c0, 2), "peak_rss_mb": round(_peak_mb(), 1),
-            "noise_hu": result.measurements["noise_hu"], "passes": result.measurements["noise_reduction"]["passes"],
+            "noise_hu": m.noise_hu, "passes": m.noise_reduction["passes"],
             "accuracy": accuracy, "outputs": len(result.outputs), "load_avg_1min": round(os.getloadavg()[0], 2)}
 
 

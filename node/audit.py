@@ -16,7 +16,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-_RECENT: deque["AuditEvent"] = deque(maxlen=500)
+_RECENT: deque[AuditEvent] = deque(maxlen=500)
 _LOCK = threading.Lock()
 
 

@@ -14,22 +14,26 @@
 
 What the node cannot tell yet is still in the schema with an honest value, each filled in ONE place here:
 ``issuer_of_patient_id`` (:func:`_issuer`: the index does not keep it yet, ""), ``role_reason``
-(:func:`_roles`: today's classifier in words), ``conflicts`` (:func:`_conflicts`: patient-identity conflicts are
-not detected yet, []) and the case state ``held`` (a valid state everywhere; nothing sets it yet).
+(the matching role rule in words: node.classify.explain_roles), ``conflicts`` (:func:`_conflicts`:
+patient-identity conflicts are not detected yet, []) and the case state ``held`` (a valid state everywhere;
+nothing sets it yet).
 """
 from __future__ import annotations
 
 import datetime as dt
-import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from node.classify import PERFUSION_MIN_REPEATS, WORKFLOW_NEEDS, plan_case, tracer
+from node.classify import explain_roles
 from node.config import Config
+from node.errors import AnalysisError
 from node.index import CaseRow, Index, SeriesRow
+from node.record import CaseRecord, RecordError
+from node.workflow import CaseSeries
 
 if TYPE_CHECKING:
     from node.outbox import Outbox
@@ -79,21 +83,15 @@ class WorkflowStatus:
     state: str
     reason: str
     inputs: dict[str, str]  # role -> series UID the workflow uses (or would use)
-    measurements: dict[str, Any] = field(default_factory=dict)  # what the last run recorded
+    measurements: dict[str, Any] = field(default_factory=dict)  # what the last run recorded (the case record's)
     seconds: float | None = None  # duration of the last run
+    warnings: tuple[str, ...] = ()  # what the last run said to review
 
     @property
     def flags(self) -> list[str]:
-        """Warnings the analysis recorded, and the region values it reported as not measurable (CT perfusion:
-        `regional_statistics[roi]["values"][method][param]`, node.perfusion.qualify): values to review, not to
-        trust blindly."""
-        out = [str(w) for w in self.measurements.get("warnings", []) or []]
-        for roi, entry in (self.measurements.get("regional_statistics") or {}).items():
-            for method, params in ((entry or {}).get("values") or {}).items():
-                for param, v in (params or {}).items():
-                    if isinstance(v, dict) and v.get("measurable") is False:
-                        out.append(f"{roi} {param} ({method}) not measurable: {v.get('reason')}")
-        return out
+        """What the last run said to review (its warnings): values not to trust blindly, e.g. the region values a
+        workflow reported as not measurable, with the reason, and failed checks of its inputs."""
+        return list(self.warnings)
 
     def to_json(self) -> dict[str, Any]:
         return {"state": self.state, "reason": self.reason, "inputs": dict(self.inputs), "flags": self.flags}
@@ -241,113 +239,47 @@ def _conflicts(index: Index) -> list[Conflict]:
     return []
 
 
-def _liver_roi(s: SeriesRow, liver_names: Sequence[str]) -> str | None:
-    wanted = {n.strip().lower() for n in liver_names}
-    return next((n for n in s.roi_names if n.strip().lower() in wanted), None)
-
-
-def _roles(series: Sequence[SeriesRow], liver_names: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """series_uid -> (role, why), the role from node.classify and the reason in words of its rules."""
-    roles = plan_case(series, liver_names).roles
-    out: dict[str, tuple[str, str]] = {}
-    for s in series:
-        role = roles.get(s.series_uid, "other")
-        if s.modality == "NM":
-            t = tracer(s)
-            what = s.radiopharmaceutical_code or s.radiopharmaceutical or "none"
-            why = (f"NM whose radiopharmaceutical ({what}) is 99mTc-{t.upper()}" if t else
-                   f"NM without a recognised radiopharmaceutical (code {s.radiopharmaceutical_code or 'none'}, "
-                   f"text {s.radiopharmaceutical or 'none'}): not an input of any workflow")
-        elif role == "ct-perfusion":
-            why = (f"CT with {s.max_position_repeats} acquisitions at the same table position "
-                   f"(>= {PERFUSION_MIN_REPEATS}): a dynamic series")
-        elif role == "spect-ct":
-            why = "CT sharing the frame of reference of an NM series: the CT of a SPECT/CT"
-        elif role == "planning-ct":
-            why = "CT without repeated positions and outside every NM frame of reference: a planning CT"
-        elif role == "liver-rtstruct":
-            why = f"RTSTRUCT with the liver contour {_liver_roi(s, liver_names)!r} ([analysis] liver_roi_names)"
-        elif role == "roi-rtstruct":
-            names = ", ".join(s.roi_names[:6]) or "none"
-            why = f"RTSTRUCT without a contour named as in [analysis] liver_roi_names (ROIs: {names})"
-        else:
-            why = f"modality {s.modality or '(none)'} is not an input of any workflow"
-        out[s.series_uid] = (role, why)
-    return out
-
-
 # ------------------------------------------------------------------ inputs and workflow states
-def _newest(series: Sequence[SeriesRow], roles: dict[str, str], role: str) -> list[SeriesRow]:
-    return sorted((s for s in series if roles.get(s.series_uid) == role), key=lambda s: s.last_received, reverse=True)
+def _record(case: CaseRow) -> CaseRecord | None:
+    """The case's record of its last analysis, or None (none yet, or written by another version: reprocess)."""
+    if not case.result:
+        return None
+    try:
+        return CaseRecord.from_json(case.result)
+    except RecordError:
+        return None
 
 
-def _inputs(series: Sequence[SeriesRow], roles: dict[str, str]) -> dict[str, dict[str, str]]:
-    """workflow -> role -> series UID, by the rules node/workflows.py applies when it runs (newest of a role; the
-    SPECT/CT in the SPECT's frame of reference; the planning CT a liver contour was drawn on; contours
-    referencing the analysed frame of reference)."""
-    def first(cands: list[SeriesRow]) -> SeriesRow | None:
-        return cands[0] if cands else None
-
+def _inputs(config: Config, case: CaseSeries, record: CaseRecord | None) -> dict[str, dict[str, str]]:
+    """workflow -> role -> series UID: what the last analysis used (case record), else what each workflow would
+    select now (its own select_inputs; when it cannot select yet, the newest series of each role it takes)."""
     out: dict[str, dict[str, str]] = {}
-    rts = _newest(series, roles, "roi-rtstruct") + _newest(series, roles, "liver-rtstruct")
-    ct = first(_newest(series, roles, "ct-perfusion"))
-    perf: dict[str, str] = {}
-    if ct is not None:
-        perf["ct-perfusion"] = ct.series_uid
-        rt = first([s for s in rts if s.referenced_frame_of_reference == ct.frame_of_reference_uid])
-        if rt is not None:
-            perf[roles[rt.series_uid]] = rt.series_uid
-    out["perfusion"] = perf
-    gsa: dict[str, str] = {}
-    nm = first(_newest(series, roles, "spect-gsa"))
-    if nm is not None:
-        gsa["spect-gsa"] = nm.series_uid
-        sct = first([s for s in _newest(series, roles, "spect-ct")
-                     if s.frame_of_reference_uid == nm.frame_of_reference_uid])
-        if sct is not None:
-            gsa["spect-ct"] = sct.series_uid
-    livers = _newest(series, roles, "liver-rtstruct")
-    liver_fors = {s.referenced_frame_of_reference for s in livers}
-    plannings = sorted(_newest(series, roles, "planning-ct"), key=lambda s: s.frame_of_reference_uid not in liver_fors)
-    if plannings:
-        gsa["planning-ct"] = plannings[0].series_uid
-        liver = first([s for s in livers if s.referenced_frame_of_reference == plannings[0].frame_of_reference_uid])
-        if liver is not None and nm is not None:
-            gsa["liver-rtstruct"] = liver.series_uid
-    out["gsa"] = gsa if nm is not None else {}
-    maa: dict[str, str] = {}
-    nm = first(_newest(series, roles, "spect-maa"))
-    if nm is not None:
-        maa["spect-maa"] = nm.series_uid
-        sct = first([s for s in _newest(series, roles, "spect-ct")
-                     if s.frame_of_reference_uid == nm.frame_of_reference_uid])
-        if sct is not None:
-            maa["spect-ct"] = sct.series_uid
-        rt = first([s for s in rts if s.referenced_frame_of_reference == nm.frame_of_reference_uid])
-        if rt is not None:
-            maa[roles[rt.series_uid]] = rt.series_uid
-        if ct is not None:
-            maa["ct-perfusion"] = ct.series_uid  # correlated with the perfusion maps when perfusion runs
-    out["maa"] = maa
+    for wf in config.workflows:
+        used = record.inputs.get(wf.name) if record is not None else None
+        if used is not None:
+            out[wf.name] = {case.roles.get(i["series_uid"], "other"): i["series_uid"] for i in used}
+            continue
+        try:
+            chosen = wf.select_inputs(case, config.analysis.settings_for(wf)).chosen
+            out[wf.name] = {case.roles.get(c.series.series_uid, "other"): c.series.series_uid for c in chosen}
+        except AnalysisError:
+            newest = {role: case.with_role(role) for role in (*wf.needs, *wf.uses)}
+            out[wf.name] = {role: found[0].series_uid for role, found in newest.items() if found}
     return out
 
 
-def _workflow_error(reason: str, name: str, names: Sequence[str]) -> str:
-    """This workflow's part of a failed case's reason ("perfusion: ...; gsa: ..." as node/analysis.py writes it)."""
-    others = "|".join(re.escape(n) for n in [*names, "report"] if n != name)
-    m = re.search(rf"(?:^|; ){re.escape(name)}: (.*?)(?=; (?:{others}): |$)", reason)
-    return m.group(1) if m else ""
-
-
-def _workflows(case: CaseRow, series: Sequence[SeriesRow], roles: dict[str, str]) -> dict[str, WorkflowStatus]:
+def _workflows(config: Config, case: CaseRow, series: Sequence[SeriesRow],
+               roles: dict[str, str]) -> dict[str, WorkflowStatus]:
     present = set(roles.values())
-    inputs = _inputs(series, roles)
-    ran = set(case.result.get("workflows", []) or [])
+    record = _record(case)
+    inputs = _inputs(config, CaseSeries(case.case_id, tuple(series), roles), record)
+    ran = set(record.workflows) if record is not None else set()
     out: dict[str, WorkflowStatus] = {}
-    for name, needs in WORKFLOW_NEEDS.items():
+    for wf in config.workflows:
+        name, needs = wf.name, wf.needs
         missing = [r for r in needs if r not in present]
-        m = case.result.get(name) if isinstance(case.result.get(name), dict) else {}
-        secs = case.result.get(f"{name}_seconds")
+        result = record.results.get(name) if record is not None else None
+        error = record.errors.get(name, "") if record is not None else ""
         if case.state == "held":
             state, reason = "held", "the case is held (patient-identity conflict)"
         elif needs[0] not in present:
@@ -357,19 +289,20 @@ def _workflows(case: CaseRow, series: Sequence[SeriesRow], roles: dict[str, str]
         elif case.state in ("queued", "analysing"):
             state, reason = case.state, ""
         elif case.state in ("done", "failed") and name in ran:
-            error = _workflow_error(case.reason, name, list(WORKFLOW_NEEDS))
-            state, reason = ("failed", error or "no result recorded") if error or not m else ("done", "")
+            state, reason = ("failed", error or "no result recorded") if error or result is None else ("done", "")
         else:
             state = "ready"
             reason = ("inputs complete; analysed once every study of the case is stable"
                       if case.state in ("receiving", "stable") else "inputs complete; not analysed in the last run")
         out[name] = WorkflowStatus(name=name, state=state, reason=reason, inputs=inputs.get(name, {}),
-                                   measurements=m or {}, seconds=float(secs) if secs is not None else None)
+                                   measurements=dict(result.measurements) if result is not None else {},
+                                   seconds=result.seconds if result is not None else None,
+                                   warnings=tuple(result.warnings) if result is not None else ())
     return out
 
 
 # ------------------------------------------------------------------ outputs, destinations, disk
-def _outputs(outbox: "Outbox", case_id: str | None) -> list[OutputStatus]:
+def _outputs(outbox: Outbox, case_id: str | None) -> list[OutputStatus]:
     data_dir = outbox.data_dir()
     out = []
     for r in outbox.items(case_id):
@@ -391,7 +324,7 @@ def _outputs(outbox: "Outbox", case_id: str | None) -> list[OutputStatus]:
     return out
 
 
-def _destinations(config: Config, outputs: Sequence[OutputStatus], sender: "Sender | None") -> list[DestinationStatus]:
+def _destinations(config: Config, outputs: Sequence[OutputStatus], sender: Sender | None) -> list[DestinationStatus]:
     out = []
     for d in config.destinations:
         mine = [o for o in outputs if o.destination == d.name]
@@ -421,12 +354,12 @@ def disk_status(config: Config) -> DiskStatus | None:
 # ------------------------------------------------------------------ the one builder
 def case_status(config: Config, index: Index, case: CaseRow, outputs: Sequence[OutputStatus] = ()) -> CaseStatus:
     series = index.series_of_case(case.case_id)
-    roles = _roles(series, config.analysis.liver_roi_names)
+    roles = explain_roles(series, config.analysis.liver_roi_names, config.workflows)
     role_of = {uid: r for uid, (r, _) in roles.items()}
     return CaseStatus(
         case_id=case.case_id, patient_id=case.patient_id, issuer_of_patient_id=_issuer(case),
         patient_name=case.patient_name, state=case.state, reason=case.reason, version=case.version,
-        workflows=_workflows(case, series, role_of),
+        workflows=_workflows(config, case, series, role_of),
         series=[SeriesStatus(series_uid=s.series_uid, study_uid=s.study_uid, modality=s.modality,
                              sop_class_uid=s.sop_class_uid, description=s.series_description,
                              instances=s.n_instances, role=roles[s.series_uid][0], role_reason=roles[s.series_uid][1],
@@ -435,7 +368,7 @@ def case_status(config: Config, index: Index, case: CaseRow, outputs: Sequence[O
         outputs=[o for o in outputs if o.case_id == case.case_id])
 
 
-def collect(config: Config, index: Index, outbox: "Outbox | None" = None, sender: "Sender | None" = None,
+def collect(config: Config, index: Index, outbox: Outbox | None = None, sender: Sender | None = None,
             case_id: str | None = None) -> NodeStatus:
     """Everything `status`, the dashboard, /metrics and the webhooks show, read once from index and outbox.
     With `case_id`, only that case (and its outputs)."""

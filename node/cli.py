@@ -15,8 +15,9 @@ import logging
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from node import __version__
 from node.config import Config, ConfigError, load_config
@@ -65,9 +66,8 @@ def _existing_data_dir(config: Config) -> Path:
 
 def _open(config: Config) -> tuple[Any, Any]:
     from node.index import Index, index_path
-    from node.outbox import Outbox
-
     from node.manifest import write_manifests
+    from node.outbox import Outbox
 
     _existing_data_dir(config)
     index, outbox = Index(index_path(config.node.data_dir)), Outbox(config)

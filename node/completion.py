@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -30,7 +30,7 @@ class Completion:
         self.index = index
         self.config = config
         self.on_ready = on_ready
-        self._scheduler = BackgroundScheduler(timezone=dt.timezone.utc,
+        self._scheduler = BackgroundScheduler(timezone=dt.UTC,
                                               job_defaults={"misfire_grace_time": None, "coalesce": True})
         self._armed: set[str] = set()
         self._lock = threading.Lock()
@@ -58,7 +58,7 @@ class Completion:
 
     def _arm(self, study_uid: str, due: float) -> None:
         self._armed.add(study_uid)
-        run_at = dt.datetime.fromtimestamp(max(due, time.time()), tz=dt.timezone.utc)
+        run_at = dt.datetime.fromtimestamp(max(due, time.time()), tz=dt.UTC)
         self._scheduler.add_job(self._fire, "date", run_date=run_at, args=[study_uid], id=f"study:{study_uid}",
                                 replace_existing=True)
 
@@ -85,7 +85,8 @@ class Completion:
             case = self.index.get_case(case_id)
             if case is None or case.state not in ("receiving", "stable"):
                 return False
-            plan = plan_case(self.index.series_of_case(case_id), self.config.analysis.liver_roi_names)
+            plan = plan_case(self.index.series_of_case(case_id), self.config.analysis.liver_roi_names,
+                             self.config.workflows)
             waiting = "; ".join(f"{wf} waits for {', '.join(m)}" for wf, m in plan.waiting.items())
             if not plan.runnable:
                 reason = waiting or "no workflow has its inputs (" + ", ".join(sorted(set(plan.roles.values()))) + ")"

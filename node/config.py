@@ -9,18 +9,23 @@ import dataclasses
 import ipaddress
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, TypeVar, cast
+
+from node.configtable import ConfigError, ConfigTable
+from node.registry import DEFAULT_REGISTRY, Registry
+from node.workflow import CORE_OUTPUT_KINDS, CommonSettings, Workflow
 
 __all__ = [
     "ConfigError",
+    "ConfigTable",
     "NodeConfig",
     "SecurityConfig",
     "TlsConfig",
     "CompletionConfig",
     "AnalysisConfig",
-    "InputRoiOverride",
     "DestinationConfig",
     "OutboxConfig",
     "HealthConfig",
@@ -32,28 +37,22 @@ __all__ = [
     "NOTIFY_EVENTS",
     "is_loopback",
     "OUTPUT_KINDS",
+    "PM_FALLBACKS",
     "load_config",
     "parse_config",
 ]
 
-#: Output kinds a destination may take (routing keys).
-OUTPUT_KINDS = ("parametric-map", "secondary-capture", "report", "rtstruct")
-PERFUSION_METHODS = ("max-slope", "discm")
+#: Output kinds every node knows (routing keys); registered workflows may add more (Registry.output_kinds).
+OUTPUT_KINDS = CORE_OUTPUT_KINDS
+#: What to send where a peer refuses Parametric Maps.
+PM_FALLBACKS = ("secondary-capture", "none")
 #: Events a webhook may subscribe to (node/notifications.py).
 NOTIFY_EVENTS = ("case-done", "case-failed", "case-held", "case-stalled", "destination-failing",
                  "destination-recovered", "disk-low")
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: 16 chars, no backslash/control
 
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"config key '{key}': {problem}")
-        self.key = key
-
-
+S = TypeVar("S")
 @dataclass(frozen=True)
 class TlsConfig:
     """DICOM TLS (PS3.15 B.1). Paths are PEM files; `ca_file` verifies the peer."""
@@ -88,29 +87,29 @@ class CompletionConfig:
 
 
 @dataclass(frozen=True)
-class InputRoiOverride:
-    """A sphere in patient coordinates (mm) that replaces automatic input-curve detection."""
-
-    center_mm: tuple[float, float, float]
-    radius_mm: float
-
-
-@dataclass(frozen=True)
 class AnalysisConfig:
-    fls_threshold: float = 0.60
-    ptv_margin_mm: float = 5.0
-    perfusion_methods: tuple[str, ...] = PERFUSION_METHODS
-    #: a perfusion region value whose 95 % interval (+-1.96 SD of image noise and model fit) spans more than this
-    #: fraction of the value is reported as not measurable
-    perfusion_tolerance: float = 0.15
-    liver_roi_names: tuple[str, ...] = ("Liver", "LIVER", "liver", "Leber", "Whole Liver", "Foie", "Higado")
-    aorta: InputRoiOverride | None = None
-    portal_vein: InputRoiOverride | None = None
-    spleen: InputRoiOverride | None = None
-    normal_liver_dose_gy: float = 70.0
-    lung_dose_limit_gy: float = 30.0
-    lung_shunt_fraction: float | None = None  # from planar imaging, used when the MAA SPECT misses the lungs
-    parametric_map_fallback: str = "secondary-capture"  # or "none"
+    """The ``[analysis]`` table: settings all workflows share, and each workflow's own settings by name.
+
+    Each registered workflow parses its ``[analysis.NAME]`` sub-table into its own frozen settings dataclass
+    (``Workflow.parse_settings``); :meth:`settings_for` hands it back typed.
+    """
+
+    common: CommonSettings = field(default_factory=CommonSettings)
+    workflows: Mapping[str, Any] = field(default_factory=dict)  # workflow name -> its settings dataclass
+
+    @property
+    def liver_roi_names(self) -> tuple[str, ...]:
+        return self.common.liver_roi_names
+
+    def settings_for(self, workflow: Workflow[S, Any]) -> S:
+        """The workflow's settings (its defaults when the configuration was made without it, e.g. in tests)."""
+        found = self.workflows.get(workflow.name)
+        if found is None:
+            found = workflow.parse_settings(ConfigTable(f"analysis.{workflow.name}", {}), self.common)
+        if not isinstance(found, workflow.settings_type):
+            raise TypeError(f"settings of {workflow.name!r} are a {type(found).__name__}, "
+                            f"not {workflow.settings_type.__name__}")
+        return cast(S, found)
 
 
 @dataclass(frozen=True)
@@ -124,6 +123,7 @@ class DestinationConfig:
     port: int | None = None
     folder: Path | None = None
     tls: TlsConfig | None = None
+    parametric_map_fallback: str | None = None  # None: the [outbox] setting
 
     @property
     def kind(self) -> str:
@@ -136,6 +136,8 @@ class OutboxConfig:
     backoff_initial_seconds: float = 5.0
     backoff_max_seconds: float = 600.0
     batch_size: int = 200
+    #: where a peer refuses Parametric Map: "secondary-capture" sends a rendition instead, "none" parks the item
+    parametric_map_fallback: str = "secondary-capture"
 
 
 @dataclass(frozen=True)
@@ -227,99 +229,37 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: Path | None = None  # the file it came from, for messages
+    workflows: Registry = DEFAULT_REGISTRY  # the workflows this configuration was validated for
+    notices: tuple[str, ...] = ()  # deprecations found while reading (logged at start-up)
 
     def destinations_for(self, output_kind: str) -> tuple[DestinationConfig, ...]:
         return tuple(d for d in self.destinations if output_kind in d.outputs)
 
     def unrouted_outputs(self) -> tuple[str, ...]:
         """Output kinds no destination takes (they would stay in the outbox folder only)."""
-        return tuple(k for k in OUTPUT_KINDS if not self.destinations_for(k))
+        return tuple(k for k in self.workflows.output_kinds if not self.destinations_for(k))
 
     @property
     def http_enabled(self) -> bool:
         """The node's HTTP server runs for health and/or the dashboard (/metrics is served on it too)."""
         return self.health.enabled or self.dashboard.enabled
 
-    def with_overrides(self, **sections: Any) -> "Config":
+    def with_overrides(self, **sections: Any) -> Config:
         """A copy with whole sections replaced (used by tests and the demo)."""
         return dataclasses.replace(self, **sections)
 
 
 # ---------------------------------------------------------------- validation helpers
-class _Section:
-    """Reads one TOML table, remembering which keys were used so unknown ones are reported."""
-
-    def __init__(self, prefix: str, table: Any) -> None:
-        if not isinstance(table, Mapping):
-            raise ConfigError(prefix, "must be a table")
-        self.prefix = prefix
-        self.table = dict(table)
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def get(self, name: str, default: Any = None) -> Any:
-        self.used.add(name)
-        return self.table.get(name, default)
-
-    def has(self, name: str) -> bool:
-        return name in self.table
-
-    def string(self, name: str, default: str | None) -> str | None:
-        v = self.get(name, default)
-        if v is not None and not isinstance(v, str):
-            raise ConfigError(self.key(name), f"must be a string, got {v!r}")
-        return v
-
-    def integer(self, name: str, default: int | None, lo: int | None = None, hi: int | None = None) -> int | None:
-        v = self.get(name, default)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(self.key(name), f"must be an integer, got {v!r}")
-        if lo is not None and v < lo or hi is not None and v > hi:
-            raise ConfigError(self.key(name), f"must be between {lo} and {hi}, got {v}")
-        return v
-
-    def number(self, name: str, default: float, lo: float | None = None, hi: float | None = None,
-               lo_open: bool = False) -> float:
-        v = self.get(name, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(self.key(name), f"must be a number, got {v!r}")
-        v = float(v)
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise ConfigError(self.key(name), f"must be {'>' if lo_open else '>='} {lo}, got {v}")
-        if hi is not None and v > hi:
-            raise ConfigError(self.key(name), f"must be <= {hi}, got {v}")
-        return v
-
-    def boolean(self, name: str, default: bool) -> bool:
-        v = self.get(name, default)
-        if not isinstance(v, bool):
-            raise ConfigError(self.key(name), f"must be true or false, got {v!r}")
-        return v
-
-    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        v = self.get(name, list(default))
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise ConfigError(self.key(name), f"must be a list of strings, got {v!r}")
-        return tuple(v)
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown key (check spelling; see the documented config.toml)")
 
 
-def _ae(sec: _Section, name: str, default: str | None) -> str | None:
+def _ae(sec: ConfigTable, name: str, default: str | None) -> str | None:
     v = sec.string(name, default)
     if v is not None and (not _AE_RE.match(v) or not v.strip()):
         raise ConfigError(sec.key(name), f"not a valid AE title (1-16 printable characters, no backslash): {v!r}")
     return v.strip() if v is not None else None
 
 
-def _host(sec: _Section, name: str, default: str | None) -> str | None:
+def _host(sec: ConfigTable, name: str, default: str | None) -> str | None:
     v = sec.string(name, default)
     if v is None:
         return None
@@ -333,7 +273,7 @@ def _host(sec: _Section, name: str, default: str | None) -> str | None:
     return v
 
 
-def _readable_file(sec: _Section, name: str, base: Path, required: bool) -> Path | None:
+def _readable_file(sec: ConfigTable, name: str, base: Path, required: bool) -> Path | None:
     v = sec.string(name, None)
     if v is None:
         if required:
@@ -350,14 +290,20 @@ def _readable_file(sec: _Section, name: str, base: Path, required: bool) -> Path
     return p
 
 
-def _tls(parent: _Section, base: Path) -> TlsConfig | None:
+def _required_file(sec: ConfigTable, name: str, base: Path) -> Path:
+    p = _readable_file(sec, name, base, True)
+    assert p is not None  # required=True raises instead of returning None
+    return p
+
+
+def _tls(parent: ConfigTable, base: Path) -> TlsConfig | None:
     if not parent.has("tls"):
         parent.get("tls")
         return None
-    sec = _Section(parent.key("tls"), parent.get("tls"))
+    sec = ConfigTable(parent.key("tls"), parent.get("tls"))
     tls = TlsConfig(
-        cert_file=_readable_file(sec, "cert_file", base, True),  # type: ignore[arg-type]
-        key_file=_readable_file(sec, "key_file", base, True),  # type: ignore[arg-type]
+        cert_file=_required_file(sec, "cert_file", base),
+        key_file=_required_file(sec, "key_file", base),
         ca_file=_readable_file(sec, "ca_file", base, False),
         require_client_cert=sec.boolean("require_client_cert", True),
     )
@@ -367,26 +313,17 @@ def _tls(parent: _Section, base: Path) -> TlsConfig | None:
     return tls
 
 
-def _roi_override(sec: _Section, name: str) -> InputRoiOverride | None:
-    if not sec.has(name):
-        sec.get(name)
-        return None
-    sub = _Section(sec.key(name), sec.get(name))
-    c = sub.get("center_mm")
-    if not isinstance(c, list) or len(c) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                         for x in c):
-        raise ConfigError(sub.key("center_mm"), f"must be [x, y, z] in mm, got {c!r}")
-    r = sub.number("radius_mm", 5.0, lo=0.0, lo_open=True)
-    sub.finish()
-    return InputRoiOverride(center_mm=(float(c[0]), float(c[1]), float(c[2])), radius_mm=r)
+def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: Path | None = None,
+                 registry: Registry = DEFAULT_REGISTRY) -> Config:
+    """Validate a parsed TOML mapping into a :class:`Config`. Relative paths resolve against `base_dir`.
 
-
-def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: Path | None = None) -> Config:
-    """Validate a parsed TOML mapping into a :class:`Config`. Relative paths resolve against `base_dir`."""
+    `registry` is the set of workflows whose ``[analysis.NAME]`` tables are read (the node's by default).
+    """
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    root = _Section("", data)
+    root = ConfigTable("", data)
+    notices: list[str] = []
 
-    n = _Section("node", root.get("node", {}))
+    n = ConfigTable("node", root.get("node", {}))
     data_dir = Path(n.string("data_dir", "var") or "var")
     if not data_dir.is_absolute():
         data_dir = base / data_dir
@@ -394,18 +331,18 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(n.key("log_level"), f"must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
     node = NodeConfig(
-        ae_title=_ae(n, "ae_title", "LIVERNODE"),  # type: ignore[arg-type]
-        host=_host(n, "host", "0.0.0.0"),  # type: ignore[arg-type]
-        port=n.integer("port", 11112, 0, 65535),  # type: ignore[arg-type]
+        ae_title=_ae(n, "ae_title", "LIVERNODE") or "LIVERNODE",
+        host=_host(n, "host", "0.0.0.0") or "0.0.0.0",
+        port=n.required_integer("port", 11112, 0, 65535),
         data_dir=data_dir,
-        max_pdu_size=n.integer("max_pdu_size", 0, 0, 2**31 - 1),  # type: ignore[arg-type]
-        max_associations=n.integer("max_associations", 10, 1, 1000),  # type: ignore[arg-type]
+        max_pdu_size=n.required_integer("max_pdu_size", 0, 0, 2**31 - 1),
+        max_associations=n.required_integer("max_associations", 10, 1, 1000),
         log_level=log_level,
-        min_free_disk_mb=n.integer("min_free_disk_mb", 1024, 0, 10**9),  # type: ignore[arg-type]
+        min_free_disk_mb=n.required_integer("min_free_disk_mb", 1024, 0, 10**9),
     )
     n.finish()
 
-    s = _Section("security", root.get("security", {}))
+    s = ConfigTable("security", root.get("security", {}))
     aes = s.strings("allowed_calling_aes", ())
     for i, ae in enumerate(aes):
         if not _AE_RE.match(ae) or not ae.strip():
@@ -413,64 +350,42 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     security = SecurityConfig(allowed_calling_aes=tuple(a.strip() for a in aes), tls=_tls(s, base))
     s.finish()
 
-    c = _Section("completion", root.get("completion", {}))
+    c = ConfigTable("completion", root.get("completion", {}))
     completion = CompletionConfig(stable_seconds=c.number("stable_seconds", 30.0, lo=0.0, lo_open=True, hi=86400))
     c.finish()
 
-    a = _Section("analysis", root.get("analysis", {}))
-    methods = a.strings("perfusion_methods", PERFUSION_METHODS)
-    for i, m in enumerate(methods):
-        if m not in PERFUSION_METHODS:
-            raise ConfigError(f"analysis.perfusion_methods[{i}]", f"unknown method {m!r}; use {list(PERFUSION_METHODS)}")
-    fallback = a.string("parametric_map_fallback", "secondary-capture")
-    if fallback not in ("secondary-capture", "none"):
-        raise ConfigError(a.key("parametric_map_fallback"), f"must be 'secondary-capture' or 'none', got {fallback!r}")
-    analysis = AnalysisConfig(
-        fls_threshold=a.number("fls_threshold", 0.60, lo=0.0, lo_open=True, hi=1.0),
-        ptv_margin_mm=a.number("ptv_margin_mm", 5.0, lo=0.0, hi=50.0),
-        perfusion_methods=methods,
-        perfusion_tolerance=a.number("perfusion_tolerance", 0.15, lo=0.0, lo_open=True, hi=1.0),
-        liver_roi_names=a.strings("liver_roi_names", AnalysisConfig.liver_roi_names),
-        aorta=_roi_override(a, "aorta"),
-        portal_vein=_roi_override(a, "portal_vein"),
-        spleen=_roi_override(a, "spleen"),
-        normal_liver_dose_gy=a.number("normal_liver_dose_gy", 70.0, lo=0.0, lo_open=True, hi=200.0),
-        lung_dose_limit_gy=a.number("lung_dose_limit_gy", 30.0, lo=0.0, lo_open=True, hi=200.0),
-        lung_shunt_fraction=(a.number("lung_shunt_fraction", 0.0, lo=0.0, hi=0.99)
-                             if a.has("lung_shunt_fraction") else a.get("lung_shunt_fraction")),
-        parametric_map_fallback=fallback,  # type: ignore[arg-type]
-    )
-    a.finish()
+    analysis, legacy_fallback = _analysis(root, registry, notices)
 
-    d = _Section("destinations", root.get("destinations", {}))
+    d = ConfigTable("destinations", root.get("destinations", {}))
     dests = []
     for name in list(d.table):
-        dests.append(_destination(d, name, base, data_dir))
+        dests.append(_destination(d, name, base, data_dir, registry.output_kinds))
     d.finish()
 
-    o = _Section("outbox", root.get("outbox", {}))
+    o = ConfigTable("outbox", root.get("outbox", {}))
     outbox = OutboxConfig(
-        max_attempts=o.integer("max_attempts", 10, 1, 1000),  # type: ignore[arg-type]
+        max_attempts=o.required_integer("max_attempts", 10, 1, 1000),
         backoff_initial_seconds=o.number("backoff_initial_seconds", 5.0, lo=0.0, lo_open=True),
         backoff_max_seconds=o.number("backoff_max_seconds", 600.0, lo=0.0, lo_open=True),
-        batch_size=o.integer("batch_size", 200, 1, 100000),  # type: ignore[arg-type]
+        batch_size=o.required_integer("batch_size", 200, 1, 100000),
+        parametric_map_fallback=_pm_fallback(o, legacy_fallback),
     )
     if outbox.backoff_max_seconds < outbox.backoff_initial_seconds:
         raise ConfigError("outbox.backoff_max_seconds", "must be >= outbox.backoff_initial_seconds")
     o.finish()
 
-    h = _Section("health", root.get("health", {}))
+    h = ConfigTable("health", root.get("health", {}))
     health = HealthConfig(
         enabled=h.boolean("enabled", False),
-        host=_host(h, "host", "127.0.0.1"),  # type: ignore[arg-type]
-        port=h.integer("port", 8080, 0, 65535),  # type: ignore[arg-type]
+        host=_host(h, "host", "127.0.0.1") or "127.0.0.1",
+        port=h.required_integer("port", 8080, 0, 65535),
     )
     h.finish()
 
-    dashboard = _dashboard(_Section("dashboard", root.get("dashboard", {})), base, health)
-    notifications = _notifications(_Section("notifications", root.get("notifications", {})))
+    dashboard = _dashboard(ConfigTable("dashboard", root.get("dashboard", {})), base, health)
+    notifications = _notifications(ConfigTable("notifications", root.get("notifications", {})))
 
-    r = _Section("retention", root.get("retention", {}))
+    r = ConfigTable("retention", root.get("retention", {}))
     retention = RetentionConfig(
         received_days=r.number("received_days", 0.0, lo=0.0),
         outbox_days=r.number("outbox_days", 0.0, lo=0.0),
@@ -482,10 +397,11 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     root.finish()
     return Config(node=node, security=security, completion=completion, analysis=analysis,
                   destinations=tuple(dests), outbox=outbox, health=health, dashboard=dashboard,
-                  notifications=notifications, retention=retention, source=source)
+                  notifications=notifications, retention=retention, source=source, workflows=registry,
+                  notices=tuple(notices))
 
 
-def _dashboard(d: _Section, base: Path, health: HealthConfig) -> DashboardConfig:
+def _dashboard(d: ConfigTable, base: Path, health: HealthConfig) -> DashboardConfig:
     token = d.string("token", "") or ""
     if token and len(token) < 16:
         raise ConfigError(d.key("token"), "must be at least 16 characters (e.g. `openssl rand -hex 24`)")
@@ -496,7 +412,7 @@ def _dashboard(d: _Section, base: Path, health: HealthConfig) -> DashboardConfig
         raise ConfigError(d.key("password" if ":" not in username else "username"),
                           "username without ':' and a password of at least 12 characters")
     if d.has("tls"):
-        t = _Section(d.key("tls"), d.get("tls"))
+        t = ConfigTable(d.key("tls"), d.get("tls"))
         cert, key = _readable_file(t, "cert_file", base, True), _readable_file(t, "key_file", base, True)
         t.finish()
     else:
@@ -515,13 +431,13 @@ def _dashboard(d: _Section, base: Path, health: HealthConfig) -> DashboardConfig
     return cfg
 
 
-def _notifications(s: _Section) -> NotificationsConfig:
+def _notifications(s: ConfigTable) -> NotificationsConfig:
     hooks = []
-    w = _Section(s.key("webhooks"), s.get("webhooks", {}))
+    w = ConfigTable(s.key("webhooks"), s.get("webhooks", {}))
     for name in list(w.table):
         if not re.match(r"^[A-Za-z0-9_-]{1,32}$", name):
             raise ConfigError(w.key(name), "webhook names use letters, digits, '-' and '_' (max 32)")
-        h = _Section(w.key(name), w.get(name))
+        h = ConfigTable(w.key(name), w.get(name))
         url = h.string("url", None)
         if not url or not re.match(r"^https?://[^\s/]+", url):
             raise ConfigError(h.key("url"), f"must be an http:// or https:// URL, got {url!r}")
@@ -533,7 +449,7 @@ def _notifications(s: _Section) -> NotificationsConfig:
             name=name, url=url, events=events, include_phi=h.boolean("include_phi", False),
             secret=h.string("secret", "") or "",
             timeout_seconds=h.number("timeout_seconds", 10.0, lo=0.0, lo_open=True, hi=300),
-            max_attempts=h.integer("max_attempts", 8, 1, 1000),  # type: ignore[arg-type]
+            max_attempts=h.required_integer("max_attempts", 8, 1, 1000),
             backoff_initial_seconds=h.number("backoff_initial_seconds", 5.0, lo=0.0, lo_open=True),
             backoff_max_seconds=h.number("backoff_max_seconds", 900.0, lo=0.0, lo_open=True))
         h.finish()
@@ -548,16 +464,66 @@ def _notifications(s: _Section) -> NotificationsConfig:
     return cfg
 
 
-def _destination(parent: _Section, name: str, base: Path, data_dir: Path) -> DestinationConfig:
+def _analysis(root: ConfigTable, registry: Registry, notices: list[str]
+              ) -> tuple[AnalysisConfig, tuple[str, str] | None]:
+    """``[analysis]``: the shared keys, then each workflow's ``[analysis.NAME]`` table, parsed by the workflow.
+
+    Flat keys of the old layout (``[analysis] fls_threshold = ...``) are still accepted: each is handed to the
+    workflow that took it over, under its new name, with a deprecation notice; errors name the key as written.
+    Returns the settings and the old ``parametric_map_fallback`` (value, key), which moved to ``[outbox]``.
+    """
+    a = ConfigTable("analysis", root.get("analysis", {}))
+    common = CommonSettings(liver_roi_names=a.strings("liver_roi_names", CommonSettings.liver_roi_names))
+    legacy_fallback = None
+    if a.has("parametric_map_fallback"):
+        legacy_fallback = (a.get("parametric_map_fallback"), a.key("parametric_map_fallback"))
+        notices.append("config: [analysis] parametric_map_fallback is deprecated: it is a delivery setting, "
+                       "write it in [outbox] (or per destination)")
+    settings: dict[str, Any] = {}
+    for wf in registry:
+        table = a.get(wf.name, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(a.key(wf.name), "must be a table")
+        moved: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+        for old, new in wf.legacy_keys.items():
+            if not a.has(old):
+                continue
+            if new in table:
+                raise ConfigError(a.key(old), f"given twice: here and as analysis.{wf.name}.{new}; keep the latter")
+            moved[new], origins[new] = a.get(old), a.key(old)
+            notices.append(f"config: [analysis] {old} is deprecated: write it as [analysis.{wf.name}] {new}")
+        settings[wf.name] = wf.parse_settings(ConfigTable(a.key(wf.name), {**table, **moved}, origins), common)
+    a.finish()
+    return AnalysisConfig(common=common, workflows=settings), legacy_fallback
+
+
+def _pm_fallback(outbox: ConfigTable, legacy: tuple[str, str] | None) -> str:
+    if legacy is not None:
+        value, key = legacy
+        if outbox.has("parametric_map_fallback"):
+            raise ConfigError(key, "given twice: here and as outbox.parametric_map_fallback; keep the latter")
+        if value not in PM_FALLBACKS:
+            raise ConfigError(key, f"must be 'secondary-capture' or 'none', got {value!r}")
+        return str(value)
+    value = outbox.required_string("parametric_map_fallback", "secondary-capture")
+    if value not in PM_FALLBACKS:
+        raise ConfigError(outbox.key("parametric_map_fallback"),
+                          f"must be 'secondary-capture' or 'none', got {value!r}")
+    return str(value)
+
+
+def _destination(parent: ConfigTable, name: str, base: Path, data_dir: Path,
+                 output_kinds: tuple[str, ...]) -> DestinationConfig:
     if not re.match(r"^[A-Za-z0-9_-]{1,32}$", name):
         raise ConfigError(parent.key(name), "destination names use letters, digits, '-' and '_' (max 32)")
-    sec = _Section(parent.key(name), parent.get(name))
+    sec = ConfigTable(parent.key(name), parent.get(name))
     outputs = sec.strings("outputs", ())
     if not outputs:
-        raise ConfigError(sec.key("outputs"), f"must list at least one of {list(OUTPUT_KINDS)}")
+        raise ConfigError(sec.key("outputs"), f"must list at least one of {list(output_kinds)}")
     for i, out in enumerate(outputs):
-        if out not in OUTPUT_KINDS:
-            raise ConfigError(f"{sec.key('outputs')}[{i}]", f"unknown output {out!r}; use {list(OUTPUT_KINDS)}")
+        if out not in output_kinds:
+            raise ConfigError(f"{sec.key('outputs')}[{i}]", f"unknown output {out!r}; use {list(output_kinds)}")
     folder = sec.string("folder", None)
     if folder is not None:
         for k in ("ae_title", "host", "port", "tls"):
@@ -578,12 +544,14 @@ def _destination(parent: _Section, name: str, base: Path, data_dir: Path) -> Des
         host=_host(sec, "host", None),
         port=sec.integer("port", None, 1, 65535),
         tls=_tls(sec, base),
+        parametric_map_fallback=(sec.choice("parametric_map_fallback", "secondary-capture", PM_FALLBACKS)
+                                 if sec.has("parametric_map_fallback") else sec.get("parametric_map_fallback")),
     )
     sec.finish()
     return dest
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, registry: Registry = DEFAULT_REGISTRY) -> Config:
     """Read and validate a config file. Relative paths in it resolve against the file's folder."""
     p = Path(path)
     try:
@@ -594,4 +562,4 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError("(file)", f"{p} is not valid TOML: {exc}") from None
-    return parse_config(data, base_dir=p.resolve().parent, source=p)
+    return parse_config(data, base_dir=p.resolve().parent, source=p, registry=registry)

@@ -16,8 +16,9 @@ from types import SimpleNamespace
 from pydicom.uid import UID
 from pynetdicom import AE
 
-from node import __version__, statuses
-from node.config import OUTPUT_KINDS, Config
+from node import __version__
+from node import dimse_status as statuses
+from node.config import Config
 from node.sopclasses import OUTPUT_SOP_CLASSES, STORAGE_SOP_CLASSES
 
 __all__ = ["statement", "scp_contexts", "scp_ae"]
@@ -159,9 +160,11 @@ def statement(config: Config | None = None) -> str:
     add("")
     add("| Output kind | SOP Class | SOP Class UID |")
     add("|---|---|---|")
-    for kind in OUTPUT_KINDS:
-        for uid in OUTPUT_SOP_CLASSES[kind]:
+    for kind in config.workflows.output_kinds:  # the core kinds and those the registered workflows declare
+        for uid in OUTPUT_SOP_CLASSES.get(kind, ()):
             add(f"| {kind} | {_name(uid)} | {uid} |")
+        if kind not in OUTPUT_SOP_CLASSES:
+            add(f"| {kind} | (the SOP class of the objects its workflow produces) | - |")
     add(f"| (check-config) | Verification | {VERIFICATION} |")
     add("")
     add("#### 2.3.2 Association initiation policy")

@@ -13,8 +13,9 @@ import io
 import logging
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import numpy as np
@@ -84,7 +85,7 @@ def _ago(t: float | None) -> str:
 class Dashboard:
     """Renders /ui/ pages from the status model; performs audited operator actions."""
 
-    def __init__(self, config: Config, index: Index, outbox: "Outbox | None", sender: "Sender | None" = None,
+    def __init__(self, config: Config, index: Index, outbox: Outbox | None, sender: Sender | None = None,
                  evaluate: Callable[[str], bool] | None = None, secret: bytes = b"") -> None:
         self.config = config
         self.index = index

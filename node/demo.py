@@ -10,37 +10,21 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import pydicom
 from pynetdicom import AE
 
 from node.config import Config
 from node.index import Index, index_path
-from node.perfusion.stats import max_slope_noise_sd
+from node.record import CaseRecord, RecordError
+from node.registry import DEFAULT_REGISTRY, Registry
 from node.status import table
+from node.workflow import TruthCheck
 
 logger = logging.getLogger(__name__)
-
-PERFUSION_TOLERANCE = 0.05   # max-slope ALP/PVP region means: 5 % of the max-slope truth
-HPI_TOLERANCE_PP = 3.0       # HPI: 3 percentage points
-VOLUME_TOLERANCE = 0.10      # FLS/ITV/PTV volumes: 10 % (the Dice criteria are checked by the tests)
-TRANSLATION_TOLERANCE_MM = 2.0
-ROTATION_TOLERANCE_DEG = 1.0
-TN_TOLERANCE = 0.10          # MAA tumour/normal ratios: 10 %
-
-
-@dataclass(frozen=True)
-class Check:
-    quantity: str
-    measured: float | None
-    truth: float
-    tolerance: str
-    ok: bool
-
 
 def send_files(host: str, port: int, called_ae: str, files: Sequence[Path], ssl_context: Any = None) -> tuple[int, int]:
     """C-STORE every file over one association. Returns (stored, refused)."""
@@ -107,96 +91,19 @@ def _where(config: Config, name: str) -> str:
     return name
 
 
-def compare(result: dict[str, Any], truth: dict[str, Any]) -> list[Check]:
-    """Measured vs phantom truth for every workflow that ran."""
-    checks: list[Check] = []
-    checks += _compare_perfusion(result.get("perfusion") or {}, truth)
-    checks += _compare_gsa(result.get("gsa") or {}, truth)
-    checks += _compare_maa(result.get("maa") or {}, truth)
+def compare(result: dict[str, Any], truth: dict[str, Any], registry: Registry = DEFAULT_REGISTRY) -> list[TruthCheck]:
+    """Measured (the case record) vs phantom truth for every workflow that ran: each workflow's own checks."""
+    try:
+        record = CaseRecord.from_json(result)
+    except RecordError as exc:
+        logger.error("%s", exc)
+        return []
+    checks: list[TruthCheck] = []
+    for wf in registry:
+        measurements = record.measurements(wf.name, wf.measurements_type)
+        if measurements is not None:
+            checks += wf.phantom_checks(measurements, truth)
     return checks
-
-
-def _rel(measured: float | None, truth: float, tol: float) -> bool:
-    return measured is not None and abs(measured - truth) <= tol * abs(truth)
-
-
-def max_slope_noise_floor(truth: dict[str, Any], volume_ml: float) -> dict[str, float]:
-    """Standard deviation (mL/min/100 mL) of a region-mean max slope that the phantom's CT noise alone causes, for
-    a region of `volume_ml` (node.perfusion.stats.max_slope_noise_sd with the phantom's noise and geometry)."""
-    perf = truth["perfusion"]
-    voxels = round(volume_ml * 1000.0 / float(np.prod(truth["grids"]["perfusion"]["spacing_mm_kij"])))
-    return max_slope_noise_sd(float(perf["ct_noise_sd_hu"]), voxels, np.asarray(perf["time_s"]),
-                              perf["aorta_peak_sample_hu"], perf["portal_peak_sample_hu"])
-
-
-def _compare_perfusion(m: dict[str, Any], truth: dict[str, Any]) -> list[Check]:
-    """Per phantom region (the phantom's perfusion RTSTRUCT): map means and ROI-curve values vs the truth.
-
-    Max slope is compared with the max-slope truth: 5 %, widened by 3 standard deviations of what the CT noise
-    alone allows for a region of that volume (max_slope_noise_floor; 0.1-0.6 mL/min/100 mL for the phantom's
-    regions at its own noise, more if a site runs it with --ct-noise). DISCM with the model truth (OSIPI:
-    5 mL/100 mL/min + 10 %).
-    """
-    stats = m.get("regional_statistics") or {}
-    regions = truth["perfusion"]["regions"]
-    out = []
-    for roi, region in (("Normal liver", "liver"), ("T1", "T1"), ("T2", "T2"), ("T3", "T3")):
-        if roi not in stats:
-            continue
-        ms, model = regions[region]["max_slope"], regions[region]["model"]
-        floor = max_slope_noise_floor(truth, float(stats[roi].get("volume_ml") or 0.0))
-        for source, label in ((stats[roi].get("max-slope") or {}, "map mean"),
-                              ((stats[roi].get("roi-curve") or {}).get("max-slope") or {}, "ROI curve")):
-            for p, key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
-                v = source.get(p)
-                v = v.get("mean") if isinstance(v, dict) else v
-                tol = PERFUSION_TOLERANCE * abs(ms[key]) + 3.0 * floor[p]
-                out.append(Check(f"{roi} max-slope {p}, {label} (mL/min/100 mL)", v, ms[key],
-                                 f"5 % + {3.0 * floor[p]:.1f}", v is not None and abs(v - ms[key]) <= tol))
-        curve = (stats[roi].get("roi-curve") or {}).get("discm") or {}
-        for p, key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
-            v, t = curve.get(p), model[key]
-            out.append(Check(f"{roi} DISCM {p}, ROI curve (mL/min/100 mL)", v, t, "5 + 10 %",
-                             v is not None and abs(v - t) <= 5.0 + 0.10 * abs(t)))
-    return out
-
-
-def _compare_gsa(m: dict[str, Any], truth: dict[str, Any]) -> list[Check]:
-    if not m:
-        return []
-    out = []
-    vols = m.get("volumes_cm3") or {}
-    for name in ("FLS", "ITV", "PTV"):
-        v, tv = vols.get(name), truth["gsa"][f"{name.lower()}_volume_ml"]
-        out.append(Check(f"{name} volume (cm3)", v, tv, "10 %", _rel(v, tv, VOLUME_TOLERANCE)))
-    reg = m.get("registration") or {}
-    t_true = truth["transforms"]["planning_to_spect_gsa"]
-    if reg.get("translation_mm") is not None:
-        err_t = max(abs(a - b) for a, b in zip(reg["translation_mm"], t_true["translation_mm"]))
-        out.append(Check("registration translation error (mm)", err_t, 0.0, "2 mm",
-                         err_t <= TRANSLATION_TOLERANCE_MM))
-    if reg.get("euler_xyz_deg") is not None:
-        err_r = max(abs(a - b) for a, b in zip(reg["euler_xyz_deg"], t_true["rotation_deg_xyz"]))
-        out.append(Check("registration rotation error (deg)", err_r, 0.0, "1 deg", err_r <= ROTATION_TOLERANCE_DEG))
-    return out
-
-
-def _compare_maa(m: dict[str, Any], truth: dict[str, Any]) -> list[Check]:
-    """T/N per tumour: automatic regions are matched to the truth tumours by centre (within their radius)."""
-    if not m:
-        return []
-    found = (m.get("uptake") or {}).get("tumours") or {}
-    out = []
-    for t in truth["tumours"]:
-        centre = t["centre_mm"]["maa"]
-        best = min(found.values(), default=None,
-                   key=lambda f: sum((a - b) ** 2 for a, b in zip(f["centre_mm"], centre)))
-        near = best is not None and sum((a - b) ** 2 for a, b in zip(best["centre_mm"], centre)) ** 0.5 <= \
-            t["radius_mm"]
-        v = best["tn_ratio"] if near else None
-        out.append(Check(f"MAA T/N {t['name']}", v, t["maa_tn_ratio"], "10 %", _rel(v, t["maa_tn_ratio"],
-                                                                                    TN_TOLERANCE)))
-    return out
 
 
 def run_demo(config: Config, args: argparse.Namespace) -> int:
@@ -242,7 +149,7 @@ def run_demo(config: Config, args: argparse.Namespace) -> int:
                           [(r["kind"], r["destination"], _where(config, r["destination"]), r["state"],
                             r["sent_as"] or "-") for r in rows])))
     print("5. comparison with the phantom's truth")
-    checks = compare(case.result, truth)
+    checks = compare(case.result, truth, config.workflows)
     print("\n".join(table(("QUANTITY", "MEASURED", "TRUTH", "TOLERANCE", "RESULT"),
                           [(c.quantity, "-" if c.measured is None else f"{c.measured:.2f}", f"{c.truth:.2f}",
                             c.tolerance, "ok" if c.ok else "OUT") for c in checks])))

@@ -1,6 +1,8 @@
 """Shared labelling of every object the node derives: equipment identity, DERIVED flags, copied patient data."""
 from __future__ import annotations
 
+from typing import TypedDict
+
 from pydicom import Dataset
 
 from node import __version__
@@ -40,7 +42,16 @@ def copy_patient_study(source: Dataset, target: Dataset, body_part: str = "ABDOM
         target.BodyPartExamined = body_part
 
 
-def equipment_kwargs() -> dict[str, str]:
+class Equipment(TypedDict):
+    """The equipment keywords of highdicom's constructors (typed, so they can be splatted into them)."""
+
+    manufacturer: str
+    manufacturer_model_name: str
+    software_versions: str
+    device_serial_number: str
+
+
+def equipment_kwargs() -> Equipment:
     """Keyword arguments for highdicom constructors naming this software as the device."""
     return {
         "manufacturer": MANUFACTURER,

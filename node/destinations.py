@@ -9,8 +9,9 @@ DICOM negotiation fallbacks (logged, audited, recorded in the outcome's ``sent_a
 - the stored transfer syntax is refused but the SOP class is accepted uncompressed: the object is decoded and
   sent in Explicit (or Implicit) VR Little Endian;
 - a Parametric Map is refused (at negotiation, or with status 0x0122 "SOP class not supported") and
-  ``analysis.parametric_map_fallback = "secondary-capture"``: a Secondary Capture rendition is sent instead
-  (:func:`node.fallback.pm_to_secondary_capture`);
+  ``outbox.parametric_map_fallback = "secondary-capture"`` (or the destination's own): a Secondary Capture
+  rendition is sent instead
+  (:func:`node.pm_fallback.pm_to_secondary_capture`);
 - otherwise the item fails permanently with a message naming what the peer refused.
 """
 from __future__ import annotations
@@ -18,9 +19,10 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import BinaryIO, Protocol
 
 import pydicom
 from pydicom import Dataset
@@ -31,15 +33,16 @@ from pydicom.uid import (
     ParametricMapStorage,
     SecondaryCaptureImageStorage,
 )
-from pynetdicom import AE, _config as pynetdicom_config, build_context, evt
+from pynetdicom import AE, build_context, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
 from node.audit import audit
 from node.config import Config, ConfigError, DestinationConfig
-from node.fallback import FallbackError, pm_to_secondary_capture
 from node.outbox import OutboxItem, atomic_write
+from node.pm_fallback import FallbackError, pm_to_secondary_capture
 from node.tls import TlsSetupError, client_context
 
 __all__ = ["Outcome", "DestinationError", "Destination", "FolderDestination", "DicomDestination",
@@ -87,6 +90,15 @@ class Destination(Protocol):
 
 
 # ---------------------------------------------------------------------- folder
+
+def _writer(data: bytes) -> Callable[[BinaryIO], None]:
+    """A writer of `data` for atomic_write."""
+
+    def write(fh: BinaryIO) -> None:
+        fh.write(data)
+
+    return write
+
 class FolderDestination:
     """Writes each object durably to ``folder/<StudyInstanceUID>/<SOPInstanceUID>.dcm``."""
 
@@ -110,8 +122,7 @@ class FolderDestination:
             raise DestinationError(f"cannot create folder {self.folder}: {exc.strerror or exc}") from exc
         for item in items:
             try:
-                data = item.path.read_bytes()
-                atomic_write(self.target(item), lambda fh: fh.write(data))
+                atomic_write(self.target(item), _writer(item.path.read_bytes()))
             except OSError as exc:
                 yield item, Outcome(False, f"cannot write {self.target(item)}: {exc.strerror or exc}")
             else:
@@ -122,7 +133,9 @@ class FolderDestination:
 def _set_nodelay(event: evt.Event) -> None:
     """Disable Nagle on our side: without it small PDUs wait for delayed ACKs and loopback C-STORE crawls."""
     try:
-        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = event.assoc.dul.socket
+        if sock is not None and sock.socket is not None:
+            sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (AttributeError, OSError) as exc:
         logger.debug("TCP_NODELAY not set: %s", exc)
 
@@ -149,7 +162,8 @@ class DicomDestination:
         self.port = config.port
         self._calling = node.node.ae_title
         self._max_pdu = node.node.max_pdu_size
-        self._pm_fallback = node.analysis.parametric_map_fallback == "secondary-capture"
+        self._pm_fallback = (config.parametric_map_fallback or node.outbox.parametric_map_fallback) == \
+            "secondary-capture"
         # Built once so a bad certificate or key stops start-up instead of failing every batch.
         try:
             self._tls = client_context(config.tls) if config.tls is not None else None
@@ -242,7 +256,7 @@ class DicomDestination:
                     tls.settimeout(1.0)
                     try:
                         tls.recv(1)  # TLS 1.3 reports a refused client certificate only after the handshake
-                    except socket.timeout:
+                    except TimeoutError:
                         pass
                 return f"{where}: TLS handshake succeeded but the peer closed the association"
         except ssl.SSLError as exc:
@@ -263,7 +277,8 @@ class DicomDestination:
             refused = assoc.rejected_contexts
             if assoc.is_rejected:
                 p = assoc.acceptor.primitive
-                reason = f"association rejected by {self.ae_title}: {p.result_str}, {p.source_str}, {p.reason_str}"
+                reason = (f"association rejected by {self.ae_title}: {p.result_str}, {p.source_str}, {p.reason_str}"
+                          if p is not None else f"association rejected by {self.ae_title}")
             elif refused and not assoc.accepted_contexts:
                 # The peer answered but accepted none of our SOP classes: nothing to retry until it is reconfigured.
                 audit("association", direction="out", **peer, result="no-accepted-contexts", sent=0,

@@ -7,7 +7,6 @@ PS3.4 statuses.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from node import fastheader
+from node.imaging.dicomtime import acquisition_seconds
 from node.sopclasses import IMAGE_SOP_CLASSES
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -78,41 +78,6 @@ def is_valid_uid(uid: Any) -> bool:
 def _str(ds: Dataset, kw: str) -> str:
     v = ds.get(kw, "")
     return "" if v is None else str(v).strip()
-
-
-def _parse_seconds(date: str, time: str) -> float | None:
-    """DICOM DA + TM (or DT) to seconds; date-aware when a date is given so midnight crossings sort right."""
-    time = time.strip()
-    if not time:
-        return None
-    m = re.match(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?", time)
-    if not m:
-        m2 = re.match(r"^(\d{2}):(\d{2}):(\d{2})(\.\d+)?", time)  # ACR-NEMA style seen in the wild
-        if not m2:
-            return None
-        m = m2
-    h, mi, s = int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)
-    frac = float(m.group(4)) if m.group(4) else 0.0
-    secs = h * 3600 + mi * 60 + s + frac
-    if re.match(r"^\d{8}$", date.strip()):
-        try:
-            d = _dt.date(int(date[:4]), int(date[4:6]), int(date[6:8]))
-            secs += (d - _dt.date(1970, 1, 1)).days * 86400.0
-        except ValueError:
-            pass
-    return secs
-
-
-def acquisition_seconds(ds: Dataset) -> float | None:
-    """Acquisition time of a classic image: AcquisitionDateTime, else AcquisitionDate/Time, else Content."""
-    adt = _str(ds, "AcquisitionDateTime")
-    if len(adt) >= 10:
-        return _parse_seconds(adt[:8], adt[8:])
-    for d_kw, t_kw in (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "ContentTime")):
-        t = _str(ds, t_kw)
-        if t:
-            return _parse_seconds(_str(ds, d_kw) or _str(ds, "SeriesDate") or _str(ds, "StudyDate"), t)
-    return None
 
 
 def _floats(v: Any, n: int) -> tuple[float, ...] | None:
@@ -190,7 +155,7 @@ def _frame_position_repeats(ds: Dataset) -> int:
 def _check_complete(ds: Dataset, size: int) -> None:
     """Detect truncation: pydicom reads a short last value without complaint, so compare declared lengths."""
     tags = [t for t in _PIXEL_TAGS if t in ds]
-    last = next(reversed(ds.keys()), None)
+    last = next(reversed(ds.keys()), None)  # type: ignore[call-overload]  # dict key views are reversible
     if last is not None and last not in tags:
         tags.append(last)
     for tag in tags:
@@ -249,8 +214,8 @@ def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_
     scanner declines, is read by pydicom (bulk data deferred).
     """
     if expected_sop_class in FAST_SOP_CLASSES and transfer_syntax_uid:
-        ts = UID(transfer_syntax_uid)
-        if ts.is_little_endian and not ts.is_implicit_VR and not ts.is_deflated:
+        ts_uid = UID(transfer_syntax_uid)
+        if ts_uid.is_little_endian and not ts_uid.is_implicit_VR and not ts_uid.is_deflated:
             try:
                 return _info(_scan_fast(path), expected_sop_class, expected_sop_instance, transfer_syntax_uid)
             except fastheader.Unsupported:
@@ -262,7 +227,7 @@ def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_
             NotImplementedError, OverflowError, IndexError) as exc:
         raise UndecodableDatasetError(f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
     _check_complete(ds, size)
-    ts = transfer_syntax_uid or str(ds.file_meta.get("TransferSyntaxUID", ""))
+    ts = str(transfer_syntax_uid or ds.file_meta.get("TransferSyntaxUID", ""))
     try:
         _check_pixel_size(ds, ts)
     except UndecodableDatasetError:

@@ -22,9 +22,10 @@ import socket
 import ssl
 import threading
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from node.config import DashboardConfig, HealthConfig
 
@@ -42,7 +43,7 @@ _OPEN_PATHS = ("/livez", "/readyz")
 _MAX_FORM = 64 * 1024
 
 
-def outbox_status(outbox: "Outbox", sender: "Sender | None") -> dict[str, Any]:
+def outbox_status(outbox: Outbox, sender: Sender | None) -> dict[str, Any]:
     """Status fragment for the outbox: ready when the sender runs, depths by state, the latest error."""
     last = sender.last_error if sender is not None else None
     return {
@@ -97,7 +98,7 @@ class HealthServer:
     """Serves health, /status, /metrics and the dashboard in daemon threads."""
 
     def __init__(self, config: HealthConfig, status_provider: Callable[[], dict], *,
-                 auth: DashboardConfig | None = None, metrics: "NodeMetrics | None" = None,
+                 auth: DashboardConfig | None = None, metrics: NodeMetrics | None = None,
                  ui: WebApp | None = None) -> None:
         self._config = config
         self._provider = status_provider

@@ -3,6 +3,11 @@
 The files under ``instances/`` are the truth; this index is what the node knows about them, and it also holds
 the completion timers (``studies.stable_due``) and the case states, so a restart forgets nothing.
 One connection guarded by a lock: SQLite serialises writers anyway, and commits here are tiny.
+
+Schema: every statement names its columns; ``index_meta.schema_version`` says which layout a file has.
+Version 2 stores instance paths relative to the data folder (a data folder can be moved or restored
+elsewhere). Opening an older index migrates it in one transaction (see :data:`MIGRATIONS`); a newer one is
+refused rather than misread.
 """
 from __future__ import annotations
 
@@ -21,7 +26,11 @@ logger = logging.getLogger(__name__)
 
 CASE_STATES = ("receiving", "stable", "queued", "analysing", "done", "failed")
 
+#: The layout this code reads and writes. 1: data folders made before the index had a version (node 0.1).
+INDEX_SCHEMA_VERSION = 2
+
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS index_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS instances (
     sop_instance_uid TEXT PRIMARY KEY,
     sop_class_uid TEXT NOT NULL,
@@ -89,6 +98,19 @@ CREATE TABLE IF NOT EXISTS cases (
 """
 
 
+_INSTANCE_COLUMNS = (
+    "sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "patient_id", "modality",
+    "frame_of_reference_uid", "ipp_x", "ipp_y", "ipp_z", "image_orientation", "acquisition_time",
+    "temporal_position", "number_of_frames", "position_repeats", "image_type", "transfer_syntax_uid", "path",
+    "size", "calling_ae", "received_at")
+_CASE_COLUMNS = ("case_id", "patient_id", "patient_name", "state", "reason", "last_input_at", "analysed_input_at",
+                 "version", "updated_at", "result")
+
+
+class IndexSchemaError(RuntimeError):
+    """The index file has a layout this version cannot read (written by a newer version, or not an index)."""
+
+
 def index_path(data_dir: Path) -> Path:
     """The one SQLite file of a node: received data, cases, timers and (outbox_* tables) the outbox."""
     return Path(data_dir) / "index.sqlite3"
@@ -152,26 +174,63 @@ class Index:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives process crashes (SIGKILL); after a power cut the newest commits may be lost,
         # which reconcile() repairs from the files on disk, the real source of truth.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
+        self.data_dir = self.path.parent
+        with self._lock:
+            self._migrate()
+
+    # ------------------------------------------------------------------ schema
+    def _stored_version(self) -> int:
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "index_meta" in tables:
+            row = self._db.execute("SELECT value FROM index_meta WHERE key='schema_version'").fetchone()
+            if row is not None:
+                return int(row[0])
+        return 1 if "instances" in tables else 0
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring an older index up to INDEX_SCHEMA_VERSION (one transaction per step)."""
+        version = self._stored_version()
+        if version > INDEX_SCHEMA_VERSION:
+            raise IndexSchemaError(f"{self.path} has index schema {version}; this version of liver-node reads up to "
+                                   f"{INDEX_SCHEMA_VERSION} (was the node downgraded?)")
+        for step in range(version, INDEX_SCHEMA_VERSION):
+            with self._tx() as db:
+                MIGRATIONS[step](self, db)
+                db.execute("INSERT OR REPLACE INTO index_meta (key, value) VALUES ('schema_version', ?)",
+                           (str(step + 1),))
+            if version:
+                logger.warning("index %s migrated from schema %d to %d", self.path, step, step + 1)
+
+    def _to_stored(self, path: Path) -> str:
+        """How a file path is stored: relative to the data folder when inside it (schema 2)."""
+        try:
+            return str(Path(path).relative_to(self.data_dir))
+        except ValueError:
+            return str(path)
+
+    def _to_path(self, stored: str) -> Path:
+        return self.data_dir / stored  # an absolute stored path stays as it is
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _tx(self) -> "_Tx":
+    def _tx(self) -> _Tx:
         return _Tx(self)
 
     # ------------------------------------------------------------------ receiving
     def has_instance(self, sop_instance_uid: str) -> str | None:
         """The stored path of an instance already indexed, else None."""
         with self._lock:
-            row = self._db.execute("SELECT path FROM instances WHERE sop_instance_uid=?", (sop_instance_uid,)).fetchone()
-        return row[0] if row else None
+            row = self._db.execute("SELECT path FROM instances WHERE sop_instance_uid=?",
+                                   (sop_instance_uid,)).fetchone()
+        return str(self._to_path(row[0])) if row else None
 
     def add_instance(self, info: InstanceInfo, path: Path, size: int, calling_ae: str, stable_seconds: float,
                      now: float | None = None) -> tuple[bool, str]:
@@ -179,27 +238,31 @@ class Index:
         return self.add_instances([Arrival(info, path, size, calling_ae, time.time() if now is None else now)],
                                   stable_seconds)[0]
 
-    def add_instances(self, arrivals: list["Arrival"], stable_seconds: float) -> list[tuple[bool, str]]:
+    def add_instances(self, arrivals: list[Arrival], stable_seconds: float) -> list[tuple[bool, str]]:
         """Index durably stored instances in one transaction. Returns (new, case_id) per arrival."""
         with self._lock, self._tx() as db:
             return [self._add(db, a, stable_seconds) for a in arrivals]
 
-    def _add(self, db: sqlite3.Connection, arrival: "Arrival", stable_seconds: float) -> tuple[bool, str]:
+    def _add(self, db: sqlite3.Connection, arrival: Arrival, stable_seconds: float) -> tuple[bool, str]:
         info, path, size, calling_ae, now = arrival
         case_id = case_id_for(info.patient_id, info.study_uid)
         ipp = info.image_position or (None, None, None)
         cur = db.execute(
-            "INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR IGNORE INTO instances ({', '.join(_INSTANCE_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(_INSTANCE_COLUMNS))})",
             (info.sop_instance_uid, info.sop_class_uid, info.study_uid, info.series_uid, info.patient_id,
              info.modality, info.frame_of_reference_uid, ipp[0], ipp[1], ipp[2],
              "\\".join(f"{v:g}" for v in info.image_orientation) if info.image_orientation else None,
              info.acquisition_time, info.temporal_position, info.number_of_frames, info.position_repeats,
              info.image_type,
-             info.transfer_syntax_uid, str(path), size, calling_ae, now))
+             info.transfer_syntax_uid, self._to_stored(path), size, calling_ae, now))
         if cur.rowcount == 0:
             return False, case_id
         db.execute(
-            """INSERT INTO series VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)
+            """INSERT INTO series (series_uid, study_uid, patient_id, modality, sop_class_uid, series_description,
+                 series_number, frame_of_reference_uid, radiopharmaceutical, radiopharmaceutical_code, roi_names,
+                 referenced_frame_of_reference, first_received, last_received, n_instances)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)
                ON CONFLICT(series_uid) DO UPDATE SET last_received=excluded.last_received,
                n_instances=n_instances+1""",
             (info.series_uid, info.study_uid, info.patient_id, info.modality, info.sop_class_uid,
@@ -207,7 +270,9 @@ class Index:
              info.radiopharmaceutical_code, "\\".join(info.roi_names), info.referenced_frame_of_reference,
              now, now))
         db.execute(
-            """INSERT INTO studies VALUES (?,?,?,?,?,?,?,?,0)
+            """INSERT INTO studies (study_uid, patient_id, case_id, study_date, study_description, first_received,
+                 last_received, stable_due, stable)
+               VALUES (?,?,?,?,?,?,?,?,0)
                ON CONFLICT(study_uid) DO UPDATE SET last_received=excluded.last_received,
                stable_due=excluded.stable_due, stable=0""",
             (info.study_uid, info.patient_id, case_id, info.study_date, info.study_description, now, now,
@@ -253,39 +318,47 @@ class Index:
     def series_of_case(self, case_id: str) -> list[SeriesRow]:
         with self._lock:
             rows = self._db.execute(
-                """SELECT s.*, st.stable,
+                """SELECT s.series_uid, s.study_uid, s.patient_id, s.modality, s.sop_class_uid, s.series_description,
+                     s.series_number, s.frame_of_reference_uid, s.radiopharmaceutical, s.radiopharmaceutical_code,
+                     s.roi_names, s.referenced_frame_of_reference, s.first_received, s.last_received,
+                     s.n_instances, st.stable,
                      (SELECT MAX(c) FROM (SELECT COUNT(*) AS c FROM instances i WHERE i.series_uid=s.series_uid
                         AND i.ipp_x IS NOT NULL
-                        GROUP BY ROUND(i.ipp_x, 2), ROUND(i.ipp_y, 2), ROUND(i.ipp_z, 2))) AS rep,
-                     (SELECT MAX(position_repeats) FROM instances i WHERE i.series_uid=s.series_uid) AS mf
+                        GROUP BY ROUND(i.ipp_x, 2), ROUND(i.ipp_y, 2), ROUND(i.ipp_z, 2))) AS position_repeats,
+                     (SELECT MAX(position_repeats) FROM instances i WHERE i.series_uid=s.series_uid) AS frame_repeats
                    FROM series s JOIN studies st ON st.study_uid=s.study_uid
                    WHERE st.case_id=? ORDER BY s.first_received""", (case_id,)).fetchall()
         out = []
         for r in rows:
             # classic slices: the most repeated position; multi-frame: repeats among one object's frames
-            repeats = max(r[16] or 0, r[17] or 0)
+            repeats = max(r["position_repeats"] or 0, r["frame_repeats"] or 0)
             out.append(SeriesRow(
-                series_uid=r[0], study_uid=r[1], patient_id=r[2], modality=r[3], sop_class_uid=r[4],
-                series_description=r[5], series_number=r[6], frame_of_reference_uid=r[7], radiopharmaceutical=r[8],
-                radiopharmaceutical_code=r[9], roi_names=tuple(n for n in r[10].split("\\") if n),
-                referenced_frame_of_reference=r[11], first_received=r[12], last_received=r[13], n_instances=r[14],
-                max_position_repeats=int(repeats), stable=bool(r[15])))
+                series_uid=r["series_uid"], study_uid=r["study_uid"], patient_id=r["patient_id"],
+                modality=r["modality"], sop_class_uid=r["sop_class_uid"], series_description=r["series_description"],
+                series_number=r["series_number"], frame_of_reference_uid=r["frame_of_reference_uid"],
+                radiopharmaceutical=r["radiopharmaceutical"], radiopharmaceutical_code=r["radiopharmaceutical_code"],
+                roi_names=tuple(n for n in r["roi_names"].split("\\") if n),
+                referenced_frame_of_reference=r["referenced_frame_of_reference"],
+                first_received=r["first_received"], last_received=r["last_received"], n_instances=r["n_instances"],
+                max_position_repeats=int(repeats), stable=bool(r["stable"])))
         return out
 
     def instance_paths(self, series_uid: str) -> list[Path]:
         with self._lock:
-            return [Path(r[0]) for r in self._db.execute(
+            return [self._to_path(r[0]) for r in self._db.execute(
                 "SELECT path FROM instances WHERE series_uid=? ORDER BY received_at", (series_uid,))]
 
     # ------------------------------------------------------------------ cases
     def get_case(self, case_id: str) -> CaseRow | None:
         with self._lock:
-            r = self._db.execute("SELECT * FROM cases WHERE case_id=?", (case_id,)).fetchone()
+            r = self._db.execute(f"SELECT {', '.join(_CASE_COLUMNS)} FROM cases WHERE case_id=?",
+                                 (case_id,)).fetchone()
         return _case(r) if r else None
 
     def cases(self) -> list[CaseRow]:
         with self._lock:
-            return [_case(r) for r in self._db.execute("SELECT * FROM cases ORDER BY last_input_at DESC")]
+            return [_case(r) for r in self._db.execute(f"SELECT {', '.join(_CASE_COLUMNS)} FROM cases "
+                                                       "ORDER BY last_input_at DESC")]
 
     def set_case_state(self, case_id: str, state: str, reason: str = "", *, only_from: tuple[str, ...] = ()) -> bool:
         """Move a case to `state` (optionally only from given states). Returns whether it changed."""
@@ -315,7 +388,8 @@ class Index:
             newer = r is not None and r[1] is not None and r[0] > r[1]
             state = "done" if ok else "failed"
             if newer:
-                state, reason = "receiving", f"new input arrived during analysis ({reason or state}); re-analysis pending"
+                reason = f"new input arrived during analysis ({reason or state}); re-analysis pending"
+                state = "receiving"
             db.execute("UPDATE cases SET state=?, reason=?, updated_at=?, result=? WHERE case_id=?",
                        (state, reason, time.time(), json.dumps(result or {}, default=str), case_id))
         return state
@@ -359,8 +433,9 @@ class Index:
         return n
 
     def all_paths(self) -> set[str]:
+        """Every indexed file, as absolute path strings."""
         with self._lock:
-            return {r[0] for r in self._db.execute("SELECT path FROM instances")}
+            return {str(self._to_path(r[0])) for r in self._db.execute("SELECT path FROM instances")}
 
 
 class _Tx:
@@ -377,11 +452,62 @@ class _Tx:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _case(r: tuple[Any, ...]) -> CaseRow:
+def _case(r: sqlite3.Row) -> CaseRow:
     try:
-        result = json.loads(r[9] or "{}")
+        result = json.loads(r["result"] or "{}")
     except json.JSONDecodeError:
         result = {}
-    return CaseRow(case_id=r[0], patient_id=r[1], patient_name=r[2], state=r[3], reason=r[4], last_input_at=r[5],
-                   analysed_input_at=r[6], version=r[7], updated_at=r[8], result=result)
+    return CaseRow(case_id=r["case_id"], patient_id=r["patient_id"], patient_name=r["patient_name"],
+                   state=r["state"], reason=r["reason"], last_input_at=r["last_input_at"],
+                   analysed_input_at=r["analysed_input_at"], version=r["version"], updated_at=r["updated_at"],
+                   result=result)
 
+
+# ------------------------------------------------------------------ migrations
+#: Columns of schema 1 (data folders of node 0.1), checked before they are migrated.
+_V1_COLUMNS = {
+    "instances": set(_INSTANCE_COLUMNS),
+    "series": {"series_uid", "study_uid", "patient_id", "modality", "sop_class_uid", "series_description",
+               "series_number", "frame_of_reference_uid", "radiopharmaceutical", "radiopharmaceutical_code",
+               "roi_names", "referenced_frame_of_reference", "first_received", "last_received", "n_instances"},
+    "studies": {"study_uid", "patient_id", "case_id", "study_date", "study_description", "first_received",
+                "last_received", "stable_due", "stable"},
+    "cases": set(_CASE_COLUMNS),
+}
+
+
+def _create(index: Index, db: sqlite3.Connection) -> None:
+    """0 -> 1: a new index (the full current schema; later steps find nothing to change)."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _relative_paths(index: Index, db: sqlite3.Connection) -> None:
+    """1 -> 2: the schema-1 columns are checked; instance paths inside the data folder become relative to it."""
+    for statement in _SCHEMA.split(";"):  # index_meta (and anything missing) is created
+        if statement.strip():
+            db.execute(statement)
+    for table, wanted in _V1_COLUMNS.items():
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if not wanted <= have:
+            raise IndexSchemaError(f"{index.path}: table {table} lacks {', '.join(sorted(wanted - have))}; "
+                                   "not a liver-node index of a known version")
+    rows = db.execute("SELECT sop_instance_uid, path FROM instances").fetchall()
+    changed = [(stored, uid) for uid, p in rows if (stored := _v1_relative(index, Path(p))) != p]
+    db.executemany("UPDATE instances SET path=? WHERE sop_instance_uid=?", changed)
+
+
+def _v1_relative(index: Index, path: Path) -> str:
+    """A schema-1 (absolute) instance path relative to the data folder; also when the folder was moved or restored
+    elsewhere since (its ``instances/...`` part is found in this one). Unchanged when neither holds."""
+    stored = index._to_stored(path)
+    if not Path(stored).is_absolute() or "instances" not in path.parts:
+        return stored
+    start = len(path.parts) - 1 - path.parts[::-1].index("instances")
+    moved = Path(*path.parts[start:])
+    return str(moved) if (index.data_dir / moved).is_file() else stored
+
+
+#: MIGRATIONS[v] brings an index of schema v to v + 1.
+MIGRATIONS = {0: _create, 1: _relative_paths}

@@ -49,7 +49,7 @@ def manifest(case: CaseStatus, data_dir: Path) -> dict[str, Any]:
             "outputs": list(outputs.values())}
 
 
-def write_manifests(config: Config, index: Index, outbox: "Outbox", cases: set[str]) -> None:
+def write_manifests(config: Config, index: Index, outbox: Outbox, cases: set[str]) -> None:
     """Rewrite the manifests of `cases` (the outbox's change listener)."""
     root = Path(config.node.data_dir) / "outbox"
     for case_id in sorted(cases):

@@ -27,8 +27,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from node import __version__
 from node.casestatus import CaseStatus, NodeStatus, iso
@@ -258,4 +259,4 @@ class Notifier:
             cur = self._db.execute("SELECT id, webhook, event, state, attempts, last_error, created FROM queue "
                                    "ORDER BY id DESC LIMIT 200")
             cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, r)) for r in cur.fetchall()]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

@@ -6,7 +6,8 @@ action that cannot be done now raises :class:`ActionRefused` with the reason (ex
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from node.audit import audit
 from node.index import Index
@@ -29,7 +30,7 @@ class ActionRefused(RuntimeError):
     """The action cannot be done now; the message says why."""
 
 
-def _known(index: Index, case_id: str, outbox: "Outbox | None" = None) -> None:
+def _known(index: Index, case_id: str, outbox: Outbox | None = None) -> None:
     if index.get_case(case_id) is None and not (outbox is not None and outbox.has_case(case_id)):
         raise UnknownCaseError(case_id)
 
@@ -43,7 +44,7 @@ def reprocess(index: Index, case_id: str, operator: str) -> str:
     return f"case {case_id} queued for re-analysis (a running node picks it up within seconds)"
 
 
-def resend(index: Index, outbox: "Outbox", case_id: str | None, operator: str, failed_only: bool = False) -> str:
+def resend(index: Index, outbox: Outbox, case_id: str | None, operator: str, failed_only: bool = False) -> str:
     """Queue a case's outputs (or every parked one with failed_only) for delivery again."""
     if case_id is not None:
         _known(index, case_id, outbox)

@@ -26,10 +26,11 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import pydicom
 from pydicom import Dataset
@@ -38,8 +39,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from node.config import Config, OutboxConfig
 from node.index import index_path
-from node.results import OutputObject
 from node.store import fsync_dir
+from node.workflow import OutputObject
 
 __all__ = ["STATES", "OutboxItem", "Outbox", "backoff_delay", "atomic_write"]
 

@@ -49,7 +49,7 @@ class Receiver:
         self.stable_seconds = stable_seconds
         self.last_error = ""
         self._sync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
-        self._arrivals: "queue.Queue[Arrival | None]" = queue.Queue()
+        self._arrivals: queue.Queue[Arrival | None] = queue.Queue()
         self._writer: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -167,7 +167,7 @@ class Receiver:
         else:
             return
         studies = set()
-        for arrival, (new, _case) in zip(batch, results):
+        for arrival, (new, _case) in zip(batch, results, strict=True):
             if new:
                 studies.add(arrival.info.study_uid)
             else:  # same SOP Instance UID already stored under another study/series: keep the first copy

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from node.audit import audit
 from node.casestatus import CaseStatus, collect
@@ -72,7 +73,7 @@ def _eligible(case: CaseStatus) -> bool:
     return case.state == "done" and all(o.state == "sent" for o in case.outputs if o.destination)
 
 
-def plan(config: Config, index: Index, outbox: "Outbox | None", now: float | None = None) -> list[Deletion]:
+def plan(config: Config, index: Index, outbox: Outbox | None, now: float | None = None) -> list[Deletion]:
     """Everything the policy would delete now (nothing is deleted here)."""
     now = time.time() if now is None else now
     pol = config.retention
@@ -94,7 +95,7 @@ def plan(config: Config, index: Index, outbox: "Outbox | None", now: float | Non
             for o in case.outputs:
                 if o.destination and o.path is not None:
                     by_sop.setdefault(o.sop_instance_uid, []).append(o)
-            for sop, items in by_sop.items():
+            for items in by_sop.values():
                 sent = [o.sent_at or 0.0 for o in items]
                 if all(o.state == "sent" for o in items) and (now - max(sent)) / _DAY >= pol.outbox_days:
                     path = items[0].path
@@ -117,7 +118,7 @@ def plan(config: Config, index: Index, outbox: "Outbox | None", now: float | Non
     return out
 
 
-def apply(config: Config, index: Index, outbox: "Outbox | None", deletions: Sequence[Deletion]) -> int:
+def apply(config: Config, index: Index, outbox: Outbox | None, deletions: Sequence[Deletion]) -> int:
     """Delete what `plan` listed, one audit line per deletion. Returns the number of deletions done."""
     done = 0
     touched: set[str] = set()

@@ -26,7 +26,8 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from node import netfast, statuses
+from node import dimse_status as statuses
+from node import netfast
 from node.audit import audit
 from node.config import Config
 from node.header import DatasetMismatchError, UndecodableDatasetError

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Callable, Mapping, Sequence
 
 from node.audit import audit
 from node.config import Config

@@ -96,6 +96,9 @@ class Node:
             raise
 
     def _start(self) -> tuple[str, int]:
+        for notice in self.config.notices:
+            logger.warning("%s", notice)
+        logger.info("workflows: %s", ", ".join(wf.name for wf in self.config.workflows))
         removed = self.store.clean_tmp()
         if removed:
             logger.warning("removed %d partial file(s) of interrupted transfers (never acknowledged)", removed)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from node.casestatus import NodeStatus, OutputStatus
 
@@ -22,7 +23,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "
     """Left-aligned text table."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
 
 
 def render_json(status: NodeStatus) -> str:

@@ -1,4 +1,7 @@
-"""CT slice ordering and the pixel <-> patient mapping of a single-frame CT series.
+"""Slice stacks: reading, ordering and the pixel <-> patient mapping of single-frame image series.
+
+:class:`SliceStack` is the one reader of slice-stack geometry in the project: this library's RTSTRUCT reader
+and writer (through :class:`CtGeometry`) and the node's volume loader (``node.imaging.volumes``) build on it.
 
 Conventions (DICOM PS3.3 C.7.6.2.1.1): the first ImageOrientationPatient triplet is the row direction (the
 direction of increasing column index), the second the column direction (increasing row index); PixelSpacing is
@@ -22,16 +25,83 @@ _ORIENTATION_TOLERANCE = 1e-4
 _MIN_SLICE_GAP_MM = 1e-3
 
 
-def _plane_position(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(ImagePositionPatient, ImageOrientationPatient) of one slice as float arrays, with clear errors."""
-    for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns",
-               "FrameOfReferenceUID", "SOPInstanceUID", "SOPClassUID"):
-        if kw not in ds or ds.get(kw) in (None, ""):
-            raise RTStructError(f"CT slice {ds.get('SOPInstanceUID', '?')} lacks {kw}")
-    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
-        raise RTStructError(f"CT instance {ds.SOPInstanceUID} is multi-frame; single-frame slices are required")
-    return (np.asarray(ds.ImagePositionPatient, dtype=float),
-            np.asarray(ds.ImageOrientationPatient, dtype=float))
+_STACK_KEYWORDS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+
+
+@dataclass(frozen=True)
+class SliceStack:
+    """Single-frame slices that form one stack (same orientation, size and pixel spacing), in the order given.
+
+    `row_dir` and `col_dir` are ImageOrientationPatient as stored (row_dir = direction of increasing column
+    index); `ipps` are each slice's ImagePositionPatient. :meth:`orthonormal` gives exact axes for resampling.
+    Errors are :class:`RTStructError` with a message that names the problem (callers may prefix their context).
+    """
+
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+    ipps: np.ndarray  # (K, 3), in the order of the datasets given
+    spacing: tuple[float, float]  # PixelSpacing: (between rows, between columns), mm
+    rows: int
+    cols: int
+
+    @classmethod
+    def read(cls, datasets: Sequence[Dataset], orientation_tolerance: float = _ORIENTATION_TOLERANCE) -> SliceStack:
+        """Check that `datasets` are single-frame slices of one stack and read their geometry."""
+        if not datasets:
+            raise RTStructError("no slices given")
+        for ds in datasets:
+            for kw in _STACK_KEYWORDS:
+                if kw not in ds or ds.get(kw) in (None, ""):
+                    raise RTStructError(f"slice {ds.get('SOPInstanceUID', '?')} lacks {kw}")
+            if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+                raise RTStructError(f"instance {ds.get('SOPInstanceUID', '?')} is multi-frame; one slice per file "
+                                    "is required")
+        first = datasets[0]
+        try:
+            iops = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets], dtype=float)
+            ipps = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets], dtype=float)
+            spacings = np.array([[float(v) for v in ds.PixelSpacing] for ds in datasets], dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise RTStructError(f"invalid ImagePositionPatient/ImageOrientationPatient/PixelSpacing ({exc})") from None
+        if iops.shape[1:] != (6,) or ipps.shape[1:] != (3,) or spacings.shape[1:] != (2,):
+            raise RTStructError("ImageOrientationPatient must have 6 values, ImagePositionPatient 3, PixelSpacing 2")
+        if np.abs(iops - iops[0]).max() > orientation_tolerance:
+            raise RTStructError("slices have different ImageOrientationPatient (not one stack)")
+        rows, cols = int(first.Rows), int(first.Columns)
+        for ds in datasets[1:]:
+            if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
+                raise RTStructError(f"slices have different sizes ({ds.Rows}x{ds.Columns} vs {rows}x{cols})")
+        if np.abs(spacings - spacings[0]).max() > 1e-4:
+            raise RTStructError("slices have different PixelSpacing")
+        if spacings[0].min() <= 0:
+            raise RTStructError(f"PixelSpacing must be positive, got {spacings[0].tolist()}")
+        return cls(iops[0, :3], iops[0, 3:], ipps, (float(spacings[0, 0]), float(spacings[0, 1])), rows, cols)
+
+    @property
+    def normal(self) -> np.ndarray:
+        """row_dir x col_dir (slices ascend along it)."""
+        return np.cross(self.row_dir, self.col_dir)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Each slice's position along :attr:`normal` (mm), in the order given."""
+        return self.ipps @ self.normal
+
+    def orthonormal(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, col, normal) unit vectors, col re-orthogonalised (IOP is stored with a few decimals); raises
+        when row and col are not direction cosines or not perpendicular."""
+        row, col = self.row_dir, self.col_dir
+        for name, v in (("row", row), ("column", col)):
+            n = float(np.linalg.norm(v))
+            if not np.isfinite(n) or n < 0.5:
+                raise RTStructError(f"ImageOrientationPatient {name} is not a direction cosine vector: {v.tolist()}")
+        row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+        if abs(float(row @ col)) > 0.01:
+            raise RTStructError("ImageOrientationPatient row and column are not perpendicular")
+        normal = np.cross(row, col)
+        normal /= np.linalg.norm(normal)
+        col = np.cross(normal, row)
+        return row, col / np.linalg.norm(col), normal
 
 
 def sort_slices(ct_datasets: Sequence[Dataset]) -> list[Dataset]:
@@ -44,19 +114,17 @@ def sort_slices(ct_datasets: Sequence[Dataset]) -> list[Dataset]:
     slices = list(ct_datasets)
     if not slices:
         raise RTStructError("no CT slices given")
-    ipp_iop = [_plane_position(ds) for ds in slices]
-    first = slices[0]
-    iop0 = ipp_iop[0][1]
-    for ds, (_, iop) in zip(slices, ipp_iop):
-        if ds.FrameOfReferenceUID != first.FrameOfReferenceUID:
+    for ds in slices:
+        for kw in ("FrameOfReferenceUID", "SOPInstanceUID", "SOPClassUID"):
+            if kw not in ds or ds.get(kw) in (None, ""):
+                raise RTStructError(f"CT slice {ds.get('SOPInstanceUID', '?')} lacks {kw}")
+        if ds.FrameOfReferenceUID != slices[0].FrameOfReferenceUID:
             raise RTStructError("CT slices belong to different frames of reference")
-        if not np.allclose(iop, iop0, atol=_ORIENTATION_TOLERANCE):
-            raise RTStructError("CT slices have different ImageOrientationPatient")
-        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns) or not np.allclose(
-                np.asarray(ds.PixelSpacing, float), np.asarray(first.PixelSpacing, float)):
-            raise RTStructError("CT slices differ in Rows, Columns or PixelSpacing")
-    normal = np.cross(iop0[:3], iop0[3:])
-    positions = np.array([ipp @ normal for ipp, _ in ipp_iop])
+    try:
+        stack = SliceStack.read(slices)
+    except RTStructError as exc:
+        raise RTStructError(f"CT slices: {exc}") from None
+    positions = stack.positions
     order = np.argsort(positions, kind="stable")
     if len(order) > 1 and np.min(np.diff(positions[order])) < _MIN_SLICE_GAP_MM:
         raise RTStructError("two CT slices share one position: give one volume, not a time series")

@@ -33,7 +33,7 @@ def roi_names(rtss: Dataset) -> list[str]:
 
 def _referenced_instances(rtss: Dataset, frame_uid: str, roi_items: Sequence[Dataset]) -> set[str]:
     """SOP instances listed under frame `frame_uid` and referenced by the selected ROIs' contours."""
-    uids = set()
+    uids: set[str] = set()
     for frame in rtss.get("ReferencedFrameOfReferenceSequence", []):
         if str(frame.get("FrameOfReferenceUID", "")) != frame_uid:
             continue  # e.g. a registered MR's frame: its images are not expected in this CT
@@ -110,7 +110,7 @@ def read_masks(rtss: Dataset, ct_datasets: Sequence[Dataset],
 
     tolerances = _slice_tolerances(geom.positions)
     masks = {}
-    for name, roi in zip(wanted, roi_items):
+    for name, roi in zip(wanted, roi_items, strict=True):
         slice_index, polygons = [], []
         for contour in roi.get("ContourSequence", []):
             if contour.get("ContourGeometricType") not in _AREA_TYPES:

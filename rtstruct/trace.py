@@ -38,7 +38,7 @@ def _boundary_edges(mask: np.ndarray) -> tuple[np.ndarray, ...]:
     ):
         k, r, c = np.nonzero(sel)
         parts.append((k, r + dr, c + dc, np.full(k.size, d)))
-    return tuple(np.concatenate(col) for col in zip(*parts))
+    return tuple(np.concatenate(col) for col in zip(*parts, strict=True))
 
 
 def _jump_rounds(n: int) -> int:
@@ -104,7 +104,7 @@ def trace_loops(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
     verts = np.column_stack([r[walk], c[walk]]).astype(float) - 0.5
     kept_counts = np.add.reduceat(corner.astype(np.int64), starts)
     pieces = np.split(verts[corner], np.cumsum(kept_counts)[:-1])
-    return list(zip(k[walk][starts].tolist(), pieces))
+    return list(zip(k[walk][starts].tolist(), pieces, strict=True))
 
 
 def trace_slice(mask2d: np.ndarray, max_points: int) -> list[np.ndarray]:

@@ -129,7 +129,7 @@ def _contour_text(geom: CtGeometry, k: int, corners: np.ndarray) -> np.ndarray:
 
 def _contours(geom: CtGeometry, mask: np.ndarray) -> list[Dataset]:
     """ContourSequence items of one mask: one CLOSED_PLANAR contour per voxel-edge loop piece."""
-    items = []
+    items: list[Dataset] = []
     for k in np.flatnonzero(mask.any(axis=(1, 2))):
         for corners in trace_slice(mask[k], MAX_CONTOUR_POINTS):
             text = _contour_text(geom, int(k), corners)
@@ -239,7 +239,7 @@ def write_rtstruct(
     ds.StructureSetDate, ds.StructureSetTime = date, time
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([_referenced_frame_of_reference(geom)])
     ss_rois, roi_contours, observations = [], [], []
-    for number, (roi, mask) in enumerate(zip(rois, masks), start=1):
+    for number, (roi, mask) in enumerate(zip(rois, masks, strict=True), start=1):
         item = Dataset()
         item.ROINumber = number
         item.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID

@@ -6,16 +6,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/factories.py, tests/orthanc.py
-
-from node.config import Config, parse_config  # noqa: E402
-from node.results import OutputObject  # noqa: E402
+from node.config import Config, parse_config
+from node.errors import AnalysisError
+from node.registry import DEFAULT_REGISTRY, Registry
+from node.workflow import InputSelection, OutputObject, RunContext, Workflow, WorkflowResult
 
 
 def free_port() -> int:
@@ -34,7 +36,7 @@ def wait_until(predicate, timeout: float = 20.0, poll: float = 0.05) -> bool:
     return False
 
 
-def start_node_process(cfg: Path, port: int, log: Path) -> "subprocess.Popen[bytes]":
+def start_node_process(cfg: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     """`python -m node serve --config cfg` in its own process; returns once it accepts connections on `port`."""
     root = Path(__file__).resolve().parents[1]
     p = subprocess.Popen([sys.executable, "-m", "node", "serve", "--config", str(cfg)], cwd=root,
@@ -72,18 +74,56 @@ class RecordingSink:
         return [len(self.items)]
 
 
+@dataclass(frozen=True)
+class StandInMeasurements:
+    note: str = "stand-in"
+
+
+StandInRun = Callable[[RunContext], "list[OutputObject] | None"]
+
+
+def _unavailable(ctx: RunContext) -> list[OutputObject] | None:
+    raise AnalysisError("no analysis available in this version")
+
+
+def stand_in(real: Workflow[Any, Any], run: StandInRun) -> Workflow[Any, Any]:
+    """A workflow with the roles, rules and settings of `real` whose run is `run` (it returns outputs or None)."""
+
+    class StandIn(Workflow[Any, StandInMeasurements]):
+        name, title, procedure, needs, uses = real.name, real.title, real.procedure, real.needs, real.uses
+        depends_on, role_rules, settings_type = real.depends_on, real.role_rules, real.settings_type
+        measurements_type = StandInMeasurements
+
+        def parse_settings(self, table, common):
+            return real.parse_settings(table, common)
+
+        def select_inputs(self, case, settings):
+            return InputSelection()
+
+        def run(self, ctx, settings):
+            return WorkflowResult(real.name, StandInMeasurements(), list(run(ctx) or []))
+
+    return StandIn()
+
+
+def stand_ins(runs: dict[str, StandInRun]) -> Registry:
+    """The node's workflows, each running `runs[name]` instead of its analysis (unavailable when not given)."""
+    return Registry([stand_in(wf, runs.get(wf.name, _unavailable)) for wf in DEFAULT_REGISTRY])
+
+
 @pytest.fixture
 def node_factory(tmp_path: Path) -> Iterator[Any]:
-    """Start in-process nodes (stopped at teardown): node_factory(config=None, sink=None, workflows=None)."""
+    """Start in-process nodes (stopped at teardown): node_factory(config=None, sink=None, workflows=None);
+    `workflows` (name -> stand-in run, see stand_ins) replaces the analyses, and there is no case report."""
     from node.service import Node
 
     started: list[Node] = []
 
-    def start(config: Config | None = None, sink: Any = None, workflows: dict | None = None) -> Node:
+    def start(config: Config | None = None, sink: Any = None, workflows: dict[str, StandInRun] | None = None) -> Node:
         cfg = config or make_config(tmp_path / "var")
         node = Node(cfg, sink=sink or RecordingSink())
         if workflows is not None:  # stand-in analyses: no case report either
-            node.runner.workflows = workflows
+            node.runner.registry = stand_ins(workflows)
             node.runner.report = None
         node.start()
         started.append(node)

@@ -8,6 +8,7 @@ dashboard (browser), metrics, webhook and manifest tests and by scripts/dashboar
 - one instance without pixel data is refused (0xA900);
 - a local webhook receiver answers 503 to the first POST (retried) and records every notification.
 """
+# mypy: disable-error-code="union-attr"
 from __future__ import annotations
 
 import json
@@ -22,11 +23,12 @@ from typing import Any
 import pydicom
 from pynetdicom import AE
 
-import factories as F
-from conftest import free_port, wait_until
 from node.config import Config, load_config
 from node.demo import send_files
 from node.service import Node
+
+import factories as F
+from conftest import free_port, wait_until
 
 WAITING_PATIENT = "WAIT-GSA-1"
 

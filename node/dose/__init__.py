@@ -14,13 +14,29 @@ Modules, in the order data flows:
 * gamma    - 3D gamma index (tests, QA).
 * rtdose   - RT Dose (and a beamless RT Plan) encoding; RT Dose decoding and resampling onto a CT.
 """
-from node.dose.activity import (Y90_HALF_LIFE_H, ActivityMap, DecayInfo, delivered_from_pet, pet_decay_info,
-                                predicted_from_maa, scaled_to_administered)
-from node.dose.compare import (RegionComparison, compare_predicted_delivered, delivered_on_grid,
-                               register_post_therapy)
+from node.dose.activity import (
+                                Y90_HALF_LIFE_H,
+                                ActivityMap,
+                                DecayInfo,
+                                delivered_from_pet,
+                                pet_decay_info,
+                                predicted_from_maa,
+                                scaled_to_administered,
+)
+from node.dose.compare import RegionComparison, compare_predicted_delivered, delivered_on_grid, register_post_therapy
 from node.dose.density import DEFAULT_CALIBRATION, DensityCalibration, MassMap, mass_on_grid
-from node.dose.dvh import (Dvh, LungDose, NormalLiverDose, RegionDose, TumourDose, Y90DoseSummary, Y90Structures,
-                           region_dose, region_dvh, summarize_y90)
+from node.dose.dvh import (
+                                Dvh,
+                                LungDose,
+                                NormalLiverDose,
+                                RegionDose,
+                                TumourDose,
+                                Y90DoseSummary,
+                                Y90Structures,
+                                region_dose,
+                                region_dvh,
+                                summarize_y90,
+)
 from node.dose.errors import DoseInputError
 from node.dose.gamma import GammaResult, gamma_index
 from node.dose.gsa_plan import GsaPlanEvaluation, evaluate_gsa_plan

@@ -12,14 +12,14 @@ the ratio delivered / predicted.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import SimpleITK as sitk
 
 from node.dose.dvh import region_dose, region_dvh
-from node.gsa.registration import RigidRegistration, register_rigid
+from node.imaging.registration import RigidRegistration, register_rigid
 
 __all__ = ["RegionComparison", "register_post_therapy", "delivered_on_grid", "compare_predicted_delivered"]
 

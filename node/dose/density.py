@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import SimpleITK as sitk
@@ -54,11 +55,11 @@ class DensityCalibration:
                              f"points, got {len(hu)} and {len(rho)}")
         if not all(math.isfinite(v) for v in hu + rho):
             raise ValueError("density calibration: every point must be a finite number")
-        if any(b <= a for a, b in zip(hu, hu[1:])):
+        if any(b <= a for a, b in pairwise(hu)):
             raise ValueError(f"density calibration: 'hu' must increase strictly, got {list(hu)}")
         if any(v <= 0 for v in rho):
             raise ValueError(f"density calibration: 'density_g_per_ml' must be positive, got {list(rho)}")
-        if any(b < a for a, b in zip(rho, rho[1:])):
+        if any(b < a for a, b in pairwise(rho)):
             raise ValueError(f"density calibration: 'density_g_per_ml' must not decrease, got {list(rho)}")
         object.__setattr__(self, "hu", hu)
         object.__setattr__(self, "density_g_per_ml", rho)
@@ -68,7 +69,7 @@ class DensityCalibration:
         return np.interp(np.asarray(hu, dtype=np.float32), self.hu, self.density_g_per_ml).astype(np.float32)
 
     def describe(self) -> str:
-        points = ", ".join(f"{h:g} HU -> {r:g} g/mL" for h, r in zip(self.hu, self.density_g_per_ml))
+        points = ", ".join(f"{h:g} HU -> {r:g} g/mL" for h, r in zip(self.hu, self.density_g_per_ml, strict=True))
         return f"{self.name}: piecewise linear ({points}), constant beyond the end points"
 
 

@@ -20,8 +20,8 @@ for binary structures):
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 import SimpleITK as sitk

@@ -1,7 +1,7 @@
 """Errors of the dose package."""
 from __future__ import annotations
 
-from node.results import AnalysisError
+from node.errors import AnalysisError
 
 __all__ = ["DoseInputError"]
 

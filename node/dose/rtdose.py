@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,8 +33,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
-from pydicom.uid import (ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, RTDoseStorage, RTPlanStorage,
-                         generate_uid)
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, RTDoseStorage, RTPlanStorage, generate_uid
 
 from node.derived import NOT_FOR_DIAGNOSIS, copy_patient_study, equipment_kwargs
 from node.dose.dvh import Dvh, sample_dose

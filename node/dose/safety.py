@@ -29,7 +29,7 @@ __all__ = ["SphereType", "DoseLimits", "TreatmentContext", "SafetyFlag", "check_
 NOT_A_PRESCRIPTION = "a warning for the physicist, not a prescription"
 
 
-class SphereType(str, Enum):
+class SphereType(str, Enum):  # noqa: UP042 (StrEnum would change str() of the members)
     RESIN = "resin"
     GLASS = "glass"
 

@@ -3,7 +3,7 @@ from a Y-90 PET/CT or a bremsstrahlung SPECT/CT. Each one is activity -> mass ->
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk

@@ -7,8 +7,8 @@ fallback is declared in the ROI description and the measurements.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -16,8 +16,8 @@ from pydicom import Dataset
 from scipy import ndimage
 
 import rtstruct
-from node.results import AnalysisError
-from node.volumes import mask_to_array
+from node.gsa.errors import LiverError
+from node.imaging.volumes import mask_to_array
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,6 @@ DERIVED_SOURCE = "derived from GSA SPECT"
 #: but open above or below (a cold lesion at the liver dome), which a 3D fill leaves open.
 _IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 _IN_PLANE[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
-
-
-class LiverError(AnalysisError):
-    """No liver could be found: no usable RTSTRUCT ROI and no GSA uptake region on the planning CT."""
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,20 @@ liver, so the registration and the thresholding can be checked at a glance.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal
 
 import highdicom as hd
 import numpy as np
 import SimpleITK as sitk
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from pydicom import Dataset
-from pydicom.sequence import Sequence as DicomSequence
 
 import rtstruct
 from node.derived import MANUFACTURER, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study, equipment_kwargs
+from node.imaging.capture import figure_rgb, secondary_capture
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def build_rtstruct(planning_ct: Sequence[Dataset], masks_in_ct_order: Sequence[n
     """RTSTRUCT on the planning CT; `masks_in_ct_order[i]` is contours[i] in rtstruct.sort_slices order."""
     ordered = rtstruct.sort_slices(planning_ct)
     rois = [rtstruct.RoiMask(c.name, m, interpreted_type=c.interpreted_type, color=c.color, description=c.description)
-            for c, m in zip(contours, masks_in_ct_order)]
+            for c, m in zip(contours, masks_in_ct_order, strict=True)]
     ds = rtstruct.write_rtstruct(ordered, rois, structure_set_label="GSA TARGETS",
                                  series_description=series_description[:64], series_number=RTSTRUCT_SERIES_NUMBER,
                                  instance_number=instance_number, manufacturer=MANUFACTURER,
@@ -71,7 +71,7 @@ def build_rtstruct(planning_ct: Sequence[Dataset], masks_in_ct_order: Sequence[n
     return ds
 
 
-def lps_view(array: np.ndarray, direction: Sequence[float], spacing: Sequence[float]
+def lps_view(array: np.ndarray, direction: Sequence[float] | np.ndarray, spacing: Sequence[float]
              ) -> tuple[np.ndarray, tuple[float, float, float]]:
     """View (no copy) of a (z, y, x) image array indexed [superior, posterior, left] ascending, with its spacing.
 
@@ -102,7 +102,7 @@ class Layer:
     origin: tuple[float, float, float]
 
     @classmethod
-    def of(cls, array_zyx: np.ndarray, image: sitk.Image) -> "Layer":
+    def of(cls, array_zyx: np.ndarray, image: sitk.Image) -> Layer:
         """The layer of a (z, y, x) array laid out on `image`'s grid (no copy)."""
         direction = image.GetDirection()
         view, spacing = lps_view(array_zyx, direction, image.GetSpacing())
@@ -149,6 +149,12 @@ def _zoom(sections: Sequence[np.ndarray], ranges: Sequence[tuple[float, float]],
     return out
 
 
+def _rgb(color: Sequence[int]) -> tuple[float, float, float]:
+    """An 8-bit RGB colour as matplotlib's 0..1 floats."""
+    r, g, b = (float(v) / 255.0 for v in color)
+    return (r, g, b)
+
+
 def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: str, spect_max: float,
                   caption: Sequence[str]) -> np.ndarray:
     """RGB uint8 montage of axial ("axial") or coronal ("coronal") planes through the first contour.
@@ -161,15 +167,16 @@ def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: s
     indices = _planes(contours[0].mask, axis, (0.2, 0.5, 0.8) if plane == "axial" else (0.35, 0.65))
     n = len(indices)
     fig = Figure(figsize=(5.0 * n, 6.2), dpi=100, facecolor="black")
-    FigureCanvasAgg(fig)
     rows_axis = 1 if axis == 0 else 0  # P down (axial) or S up (coronal); columns are always L to the right
-    take = (lambda a, i: a[i]) if axis == 0 else (lambda a, i: a[:, i, :])
+    def take(a: np.ndarray, i: int) -> np.ndarray:
+        return a[i] if axis == 0 else a[:, i, :]
+
     limits = _zoom([take(ct.array, i) for i in indices], [ct.edges(rows_axis), ct.edges(2)])
     for p, idx in enumerate(indices):
         ax = fig.add_axes((p / n + 0.005, 0.08, 1 / n - 0.01, 0.74))
         ax.set_facecolor("black")
         mm = ct.origin[axis] + ct.spacing[axis] * idx
-        origin = "upper" if axis == 0 else "lower"
+        origin: Literal["upper", "lower"] = "upper" if axis == 0 else "lower"
 
         def extent(layer: Layer) -> tuple[float, float, float, float]:
             rows = layer.edges(rows_axis)
@@ -183,12 +190,12 @@ def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: s
                       alpha=0.4, extent=extent(spect), interpolation="bilinear", origin=origin)
         # Contours share edges (liver = FLS + ITV): draw wide to narrow so each stays visible, with a dark
         # halo so they read against the SPECT colours.
-        sections = [(take(c.mask, idx), c.color, float(w)) for c, w in zip(contours, CONTOUR_WIDTHS)]
+        sections = [(take(c.mask, idx), c.color, float(w)) for c, w in zip(contours, CONTOUR_WIDTHS, strict=False)]
         sections = [(m, colour, w) for m, colour, w in sections if m.any() and not m.all()]
         for halo in (True, False):
             for m, colour, width in sections:
                 ax.contour(m.astype(np.float32), levels=[0.5], extent=extent(ct), origin=origin,
-                           colors=["black" if halo else tuple(np.asarray(colour) / 255.0)],
+                           colors=["black" if halo else _rgb(colour)],
                            linewidths=width + 1.2 if halo else width)
         ax.set_xlim(*limits[1])
         ax.set_ylim(*(limits[0][::-1] if axis == 0 else limits[0]))
@@ -201,26 +208,14 @@ def render_fusion(ct: Layer, spect: Layer, contours: Sequence[Contour], plane: s
              fontsize=12, va="top", weight="bold")
     for k, line in enumerate(caption):
         fig.text(0.01, 0.925 - 0.035 * k, line, color="white", fontsize=9, va="top")
-    fig.legend(handles=[Patch(color=np.asarray(c.color) / 255.0, label=c.name) for c in contours],
+    fig.legend(handles=[Patch(color=_rgb(c.color), label=c.name) for c in contours],
                loc="lower center", ncol=len(contours), frameon=False, labelcolor="white", fontsize=10)
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
-    return np.ascontiguousarray(rgba[..., :3], dtype=np.uint8)
+    return figure_rgb(fig)
 
 
 def _nearest_slices(planning_ct: Sequence[Dataset], z_mm: Sequence[float]) -> list[Dataset]:
     zs = np.array([float(ds.ImagePositionPatient[2]) for ds in planning_ct])
     return [planning_ct[int(np.abs(zs - z).argmin())] for z in z_mm]
-
-
-def _source_items(datasets: Sequence[Dataset]) -> DicomSequence:
-    items = []
-    for ds in datasets:
-        item = Dataset()
-        item.ReferencedSOPClassUID = ds.SOPClassUID
-        item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-        items.append(item)
-    return DicomSequence(items)
 
 
 def build_fusion_captures(planning_ct: Sequence[Dataset], nm: Dataset, views: dict[str, np.ndarray],
@@ -231,19 +226,11 @@ def build_fusion_captures(planning_ct: Sequence[Dataset], nm: Dataset, views: di
     out = []
     orientation = {"axial": ("L", "P"), "coronal": ("L", "F")}  # row direction, column direction of the montage
     for number, (plane, pixels) in enumerate(views.items(), start=1):
-        sc = hd.sc.SCImage.from_ref_dataset(
-            ref, pixels, photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
-            series_instance_uid=series_uid, series_number=CAPTURE_SERIES_NUMBER, sop_instance_uid=hd.UID(),
-            instance_number=number, patient_orientation=orientation[plane],
-            transfer_syntax_uid="1.2.840.10008.1.2.1", **equipment_kwargs())
-        copy_patient_study(ref, sc)
-        sc.SeriesDescription = series_description[:64]
-        sc.ImageComments = f"{plane} planes; {NOT_FOR_DIAGNOSIS}"[:10240]
-        sc.DerivationDescription = derivation[:1024]
-        sc.ConversionType = "WSD"  # rendered by a workstation, not digitised film
-        sc.BurnedInAnnotation = "NO"  # method text only; no patient identification is drawn
         shown = _nearest_slices(planning_ct, axial_z_mm) if plane == "axial" else list(planning_ct)
         unique = list({ds.SOPInstanceUID: ds for ds in shown}.values())
-        sc.SourceImageSequence = _source_items(unique + [nm])
-        out.append(sc)
+        out.append(secondary_capture(
+            pixels, ref, unique + [nm], series_uid=series_uid, series_number=CAPTURE_SERIES_NUMBER,
+            instance_number=number, series_description=series_description,
+            comments=f"{plane} planes; {NOT_FOR_DIAGNOSIS}", derivation=derivation,
+            patient_orientation=orientation[plane]))
     return out

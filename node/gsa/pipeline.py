@@ -6,28 +6,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 from pydicom import Dataset
 
 import rtstruct
-from node.config import AnalysisConfig
 from node.derived import NOT_FOR_DIAGNOSIS
-from node.gsa.grids import binned_grid, binned_mask, bounding_grid, fraction_inside_fov, spect_on_grid
+from node.gsa.errors import GsaInputError
 from node.gsa.liver import LiverMask, find_liver
+from node.gsa.measurements import GsaMeasurements, SeriesRef
 from node.gsa.outputs import Contour, Layer, build_fusion_captures, build_rtstruct, render_fusion
-from node.gsa.registration import RigidRegistration, register_rigid
+from node.gsa.settings import GsaSettings
 from node.gsa.targets import Targets, compute_targets, volume_cm3
-from node.results import AnalysisError, AnalysisResult, OutputObject
-from node.volumes import array_to_mask, ct_series_image, nm_image
+from node.imaging.grids import binned_grid, binned_mask, bounding_grid, fraction_inside_fov, spect_on_grid
+from node.imaging.registration import RigidRegistration, register_rigid
+from node.imaging.volumes import array_to_mask, ct_series_image, nm_image
+from node.workflow import OutputObject, WorkflowResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GsaInputError", "run_gsa", "ANALYSIS_NAME"]
+__all__ = ["GsaInputError", "run_gsa"]
 
-ANALYSIS_NAME = "gsa-targets"
 #: The liver must lie inside the SPECT field of view at least this much, or the FLS threshold is meaningless.
 MIN_LIVER_IN_SPECT_FOV = 0.95
 #: Warn when less of the hot SPECT region (>= threshold x global max) lies in the liver than this.
@@ -44,10 +45,6 @@ DISPLAY_SPACING_MM = 4.0
 
 # ROI colours (RGB): functional liver green (spare it), ITV red, PTV cyan, liver yellow.
 _COLORS = {"FLS": (0, 200, 0), "ITV": (230, 30, 30), "PTV": (0, 200, 255), "liver": (255, 215, 0)}
-
-
-class GsaInputError(AnalysisError):
-    """The inputs do not form a usable GSA case (wrong frames of reference, patients, series)."""
 
 
 def _check_inputs(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Dataset]) -> None:
@@ -69,7 +66,7 @@ def _check_inputs(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequenc
 
 
 def _targets(spect: sitk.Image, planning: sitk.Image, transform: sitk.Transform, liver: np.ndarray,
-             analysis: AnalysisConfig) -> tuple[Targets, float]:
+             analysis: GsaSettings) -> tuple[Targets, float]:
     """FLS/ITV/PTV on the full planning grid, and the fraction of the liver inside the SPECT field of view.
 
     The SPECT is resampled only onto the liver's bounding box grown by the PTV margin (+1 voxel), which holds
@@ -97,7 +94,7 @@ def _targets(spect: sitk.Image, planning: sitk.Image, transform: sitk.Transform,
     return dataclasses.replace(found, fls=full(found.fls), itv=full(found.itv), ptv=full(found.ptv)), in_fov
 
 
-def _contours(liver: LiverMask, targets: Targets, analysis: AnalysisConfig,
+def _contours(liver: LiverMask, targets: Targets, analysis: GsaSettings,
               spacing_zyx: Sequence[float]) -> list[Contour]:
     """The four ROIs, with volumes (cm3) and method in their descriptions (LO: at most 64 characters)."""
     pct = f"{analysis.fls_threshold * 100:g}%"
@@ -127,9 +124,9 @@ def _captures(planning_ct: Sequence[Dataset], nm: Dataset, planning: sitk.Image,
     caption = [
         f"FLS (green) = SPECT >= {targets.threshold_value / targets.spect_max_in_liver:.0%} of liver max;  "
         f"ITV (red) = liver - FLS;  PTV (cyan) = ITV + margin;  liver (yellow): {liver.source}",
-        f"registration SPECT/CT -> planning CT: translation {summary['translation_mm']} mm, rotation "
-        f"{summary['rotation_deg']:.2f} deg, Mattes MI {summary['final_metric_mattes_mi']:.3f}, "
-        f"body Dice {summary['body_dice']:.3f}",
+        f"registration SPECT/CT -> planning CT: translation {summary.translation_mm} mm, rotation "
+        f"{summary.rotation_deg:.2f} deg, Mattes MI {summary.final_metric_mattes_mi:.3f}, "
+        f"body Dice {summary.body_dice:.3f}",
     ]
     images = {plane: render_fusion(ct, spect, shown, plane, targets.spect_max_in_liver, caption)
               for plane in ("axial", "coronal")}
@@ -144,10 +141,10 @@ def _captures(planning_ct: Sequence[Dataset], nm: Dataset, planning: sitk.Image,
 
 
 def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Dataset],
-            liver_rtstruct: Dataset | None, analysis: AnalysisConfig) -> AnalysisResult:
+            liver_rtstruct: Dataset | None, analysis: GsaSettings) -> WorkflowResult[GsaMeasurements]:
     """FLS/ITV/PTV from a 99mTc-GSA SPECT/CT on the planning CT, as an RTSTRUCT and fusion Secondary Captures.
 
-    Raises an :class:`~node.results.AnalysisError` subclass, with the reason, when the inputs cannot be used
+    Raises an :class:`~node.errors.AnalysisError` subclass, with the reason, when the inputs cannot be used
     (frames of reference, geometry, failed or implausible registration, liver outside the SPECT field).
     """
     timings: dict[str, float] = {}
@@ -175,7 +172,7 @@ def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Data
     spect_display = spect_on_grid(spect, display, reg.transform, SPECT_FILTER_FWHM_MM)
     hot = spect_display >= analysis.fls_threshold * float(spect_display.max())
     hot_in_liver = float(np.count_nonzero(hot & binned_mask(liver.mask, display, factors))
-                         / max(1, np.count_nonzero(hot)))
+                         / max(1, int(np.count_nonzero(hot))))
     warnings = []
     if hot_in_liver < MIN_HOT_IN_LIVER:
         warnings.append(f"only {hot_in_liver:.0%} of the hottest SPECT region lies in the liver: check the "
@@ -196,42 +193,39 @@ def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Data
     lap("captures_s")
 
     measurements = _measurements(analysis, reg, liver, targets, contours, spacing_zyx, in_fov, hot_in_liver,
-                                 warnings, ordered, nm, timings)
+                                 ordered, nm, timings)
     outputs = [OutputObject(kind="rtstruct", dataset=rtss, description="GSA FLS/ITV/PTV structure set")]
     outputs += [OutputObject(kind="secondary-capture", dataset=sc, description=f"GSA fusion check ({plane})")
-                for sc, plane in zip(captures, ("axial", "coronal"))]
-    return AnalysisResult(name=ANALYSIS_NAME, outputs=outputs, measurements=measurements)
+                for sc, plane in zip(captures, ("axial", "coronal"), strict=True)]
+    return WorkflowResult("gsa", measurements, outputs, warnings)
 
 
-def _measurements(analysis: AnalysisConfig, reg: RigidRegistration, liver: LiverMask, targets: Targets,
+def _measurements(analysis: GsaSettings, reg: RigidRegistration, liver: LiverMask, targets: Targets,
                   contours: list[Contour], spacing_zyx: Sequence[float], in_fov: float, hot_in_liver: float,
-                  warnings: list[str], planning_ct: Sequence[Dataset], nm: Dataset,
-                  timings: dict[str, float]) -> dict[str, Any]:
-    """JSON-serialisable record of the case: method, parameters, registration quality, volumes."""
+                  planning_ct: Sequence[Dataset], nm: Dataset, timings: dict[str, float]) -> GsaMeasurements:
+    """The case record: method, parameters, registration quality, volumes."""
     volumes = {c.name: round(volume_cm3(c.mask, spacing_zyx), 2) for c in contours}
-    return {
-        "analysis": ANALYSIS_NAME,
-        "method": "FLS = registered GSA SPECT >= threshold x max inside the liver; ITV = liver - FLS; "
-                  "PTV = ITV + margin (Euclidean, physical mm)",
-        "fls_threshold_fraction": analysis.fls_threshold,
-        "ptv_margin_mm": analysis.ptv_margin_mm,
-        "spect_filter": f"thresholded SPECT: Gaussian FWHM {SPECT_FILTER_FWHM_MM:g} mm; reference maximum "
-                        f"taken on the SPECT filtered to FWHM {REFERENCE_FILTER_FWHM_MM:g} mm",
-        "spect_max_in_liver": round(targets.spect_max_in_liver, 4),
-        "fls_threshold_value": round(targets.threshold_value, 4),
-        "liver_source": liver.source,
-        "liver_derived": liver.derived,
-        "liver_roi_name": liver.roi_name,
-        "liver_note": liver.note,
-        "volumes_cm3": {"liver": volumes[liver.roi_name], "FLS": volumes["FLS"], "ITV": volumes["ITV"],
-                        "PTV": volumes["PTV"]},
-        "liver_in_spect_fov_fraction": round(in_fov, 4),
-        "hot_spect_in_liver_fraction": round(hot_in_liver, 4),
-        "registration": reg.summary(),
-        "planning_ct": {"series_instance_uid": str(planning_ct[0].SeriesInstanceUID),
-                        "study_instance_uid": str(planning_ct[0].StudyInstanceUID),
-                        "slices": len(planning_ct), "voxel_mm_zyx": [round(s, 4) for s in spacing_zyx]},
-        "spect": {"series_instance_uid": str(nm.SeriesInstanceUID), "sop_instance_uid": str(nm.SOPInstanceUID)},
-        "warnings": warnings,
-        "timings_s": timings,
-    }
+    return GsaMeasurements(
+        method="FLS = registered GSA SPECT >= threshold x max inside the liver; ITV = liver - FLS; "
+               "PTV = ITV + margin (Euclidean, physical mm)",
+        fls_threshold_fraction=analysis.fls_threshold,
+        ptv_margin_mm=analysis.ptv_margin_mm,
+        spect_filter=f"thresholded SPECT: Gaussian FWHM {SPECT_FILTER_FWHM_MM:g} mm; reference maximum "
+                     f"taken on the SPECT filtered to FWHM {REFERENCE_FILTER_FWHM_MM:g} mm",
+        spect_max_in_liver=round(targets.spect_max_in_liver, 4),
+        fls_threshold_value=round(targets.threshold_value, 4),
+        liver_source=liver.source,
+        liver_derived=liver.derived,
+        liver_roi_name=liver.roi_name,
+        liver_note=liver.note,
+        volumes_cm3={"liver": volumes[liver.roi_name], "FLS": volumes["FLS"], "ITV": volumes["ITV"],
+                     "PTV": volumes["PTV"]},
+        liver_in_spect_fov_fraction=round(in_fov, 4),
+        hot_spect_in_liver_fraction=round(hot_in_liver, 4),
+        registration=reg.summary(),
+        planning_ct=SeriesRef(series_instance_uid=str(planning_ct[0].SeriesInstanceUID),
+                              study_instance_uid=str(planning_ct[0].StudyInstanceUID),
+                              slices=len(planning_ct), voxel_mm_zyx=[round(s, 4) for s in spacing_zyx]),
+        spect=SeriesRef(series_instance_uid=str(nm.SeriesInstanceUID), sop_instance_uid=str(nm.SOPInstanceUID)),
+        timings_s=timings,
+    )

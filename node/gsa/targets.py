@@ -5,21 +5,17 @@ Arrays are numpy ``(z, y, x)`` (SimpleITK array order) with voxel spacing given 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from node.results import AnalysisError
+from node.gsa.errors import TargetError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TargetError", "Targets", "compute_targets", "expand_mm", "volume_cm3"]
-
-
-class TargetError(AnalysisError):
-    """The target volumes cannot be defined from these inputs (e.g. no SPECT counts inside the liver)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +47,7 @@ def expand_mm(mask: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float) 
     reach = [int(np.floor(margin_mm / s)) for s in spacing_zyx]
     occupied = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0] for axis in range(3)]
     box = tuple(slice(max(0, int(o[0]) - r), min(n, int(o[-1]) + r + 1))
-                for o, r, n in zip(occupied, reach, mask.shape))
+                for o, r, n in zip(occupied, reach, mask.shape, strict=True))
     distance = ndimage.distance_transform_edt(~mask[box], sampling=tuple(float(s) for s in spacing_zyx))
     # A hair of tolerance so a voxel exactly at the margin (e.g. 5 mm = 2 x 2.5 mm) is in, despite rounding.
     out[box] = distance <= margin_mm + 1e-6

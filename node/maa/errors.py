@@ -1,7 +1,7 @@
 """Refusals of the MAA workflow (shown to the operator)."""
 from __future__ import annotations
 
-from node.results import AnalysisError
+from node.errors import AnalysisError
 
 __all__ = ["MaaInputError"]
 

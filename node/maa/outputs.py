@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import highdicom as hd
 import numpy as np
@@ -20,14 +21,14 @@ from pydicom import Dataset
 import rtstruct
 from node.derived import MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study
 from node.gsa.outputs import lps_view
-from node.maa.grid import as_image
+from node.imaging.capture import figure_rgb, secondary_capture
+from node.imaging.grids import as_image
+from node.imaging.volumes import image_to_mask
 from node.maa.partition import PartitionPlan
 from node.maa.regions import Regions
 from node.maa.shunt import Shunt
 from node.maa.uptake import Uptake
-from node.report.capture import figure_rgb, secondary_capture
-from node.results import OutputObject
-from node.volumes import image_to_mask
+from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def render_review(spect: sitk.Image, counts: np.ndarray, ct_on_spect: np.ndarray
 
         aspect = sp[1] / sp[2] if plane == "axial" else sp[0] / sp[2]
         # coronal: superior at the top; contours use data coordinates (row index = y), matching either origin
-        origin = "upper" if plane == "axial" else "lower"
+        origin: Literal["upper", "lower"] = "upper" if plane == "axial" else "lower"
         if ct_view is not None:
             ax.imshow(cut(ct_view), cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], aspect=aspect, origin=origin)
         shown = np.ma.masked_less(cut(views["spect"]), 0.15 * normal)

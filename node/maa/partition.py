@@ -14,8 +14,8 @@ SPECT/CT a standard lung mass of STANDARD_LUNG_MASS_KG is used (stated in the re
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 __all__ = ["Y90_GY_KG_PER_GBQ", "TISSUE_DENSITY_G_PER_ML", "LUNG_DENSITY_G_PER_ML", "STANDARD_LUNG_MASS_KG",
            "PartitionPlan", "activity_for_normal_liver", "activity_for_lung", "partition_plan"]
@@ -48,22 +48,6 @@ class PartitionPlan:
     normal_liver_limit_gy: float
     lung_limit_gy: float
 
-    def as_dict(self) -> dict:
-        r = lambda v, n=3: None if v is None else round(float(v), n)  # noqa: E731
-        return {
-            "model": "partition model (Ho 1996), Y-90 complete decay, 49.67 Gy kg/GBq",
-            "activity_gbq": r(self.activity_gbq, 3), "limited_by": self.limited_by,
-            "activity_normal_liver_limit_gbq": r(self.activity_normal_liver_limit_gbq, 3),
-            "activity_lung_limit_gbq": r(self.activity_lung_limit_gbq, 3),
-            "normal_liver_dose_gy": r(self.normal_liver_dose_gy, 2), "tumour_dose_gy": r(self.tumour_dose_gy, 2),
-            "lung_dose_gy": r(self.lung_dose_gy, 2),
-            "tumour_doses_gy": {k: r(v, 2) for k, v in self.tumour_doses_gy.items()},
-            "tumour_mass_kg": r(self.tumour_mass_kg, 4), "normal_liver_mass_kg": r(self.normal_liver_mass_kg, 4),
-            "lung_mass_kg": r(self.lung_mass_kg, 4), "lung_mass_source": self.lung_mass_source,
-            "lung_shunt_fraction": r(self.lsf, 4), "normal_liver_limit_gy": self.normal_liver_limit_gy,
-            "lung_limit_gy": self.lung_limit_gy,
-            "densities_g_per_ml": {"liver_and_tumour": TISSUE_DENSITY_G_PER_ML, "lung": LUNG_DENSITY_G_PER_ML},
-        }
 
 
 def activity_for_normal_liver(dose_gy: float, tn_times_tumour_mass_kg: float, normal_mass_kg: float,

@@ -8,38 +8,57 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 from pydicom import Dataset
 
 import rtstruct as rtstruct_lib
-from node.config import AnalysisConfig
+from node.errors import AnalysisError
+from node.imaging.grids import spacing_zyx, voxel_ml
+from node.imaging.volumes import ct_series_image, nm_image
 from node.maa import outputs
 from node.maa.correlation import correlate
 from node.maa.errors import MaaInputError
-from node.maa.grid import spacing_zyx, voxel_ml
+from node.maa.measurements import (
+    CorrelationRecord,
+    MaaMeasurements,
+    PartitionRecord,
+    RegionsRecord,
+    ShuntRecord,
+    SpectCtRecord,
+    SpectRecord,
+    UptakeRecord,
+)
 from node.maa.partition import PartitionPlan, partition_plan
-from node.maa.regions import (SEGMENT_FILTER_FWHM_MM, SPECT_FWHM_MM, Regions, automatic_liver, automatic_tumours,
-                              rtstruct_regions)
+from node.maa.regions import (
+    SEGMENT_FILTER_FWHM_MM,
+    SPECT_FWHM_MM,
+    Regions,
+    automatic_liver,
+    automatic_tumours,
+    rtstruct_regions,
+)
+from node.maa.settings import MaaSettings
 from node.maa.shunt import Shunt, lung_shunt
 from node.maa.uptake import SPILL_MARGIN_MM, Uptake, measure_uptake
-from node.results import AnalysisError, AnalysisResult
-from node.volumes import ct_series_image, nm_image
+from node.perfusion.reference import PerfusionReference
+from node.workflow import WorkflowResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ANALYSIS_NAME", "run_maa", "tracer_of"]
+__all__ = ["run_maa", "tracer_of"]
 
-ANALYSIS_NAME = "maa-radioembolization"
 _MAA_CODES = {"85693008", "81761004"}  # SNOMED CT: Tc-99m aggregated albumin, microaggregated albumin
 _OTHER_TRACER_WORDS = ("GSA", "GALACTOSYL", "MEBROFENIN", "SESTAMIBI", "MDP", "HMPAO", "SULFUR COLLOID", "PHYTATE")
 
 
 def tracer_of(nm: Dataset) -> str:
     """"MAA", "unknown" (nothing declared) or the declared other radiopharmaceutical's text."""
-    texts, codes = [], set()
+    texts: list[str] = []
+    codes: set[str] = set()
     for item in nm.get("RadiopharmaceuticalInformationSequence", []):
         texts.append(str(item.get("Radiopharmaceutical", "") or ""))
         codes.update(str(c.get("CodeValue", "")) for c in item.get("RadiopharmaceuticalCodeSequence", []))
@@ -79,12 +98,14 @@ def _rtstruct_frame(rtss: Dataset) -> str | None:
 
 def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset | None,
              ct_ordered: Sequence[Dataset] | None, ct_image: sitk.Image | None,
-             analysis: AnalysisConfig) -> Regions:
+             analysis: MaaSettings) -> Regions:
     """Liver and tumour fractions on the SPECT grid: RTSTRUCT ROIs where given, automatic otherwise."""
     spacing = spacing_zyx(spect)
-    liver, tumours, notes = None, {}, []
+    liver: np.ndarray | None = None
+    tumours: dict[str, np.ndarray] = {}
+    notes: list[str] = []
     if rtss is not None:
-        if ct_image is None:
+        if ct_image is None or ct_ordered is None:
             notes.append("RTSTRUCT not used: no SPECT/CT CT was received to place its contours on")
         elif _rtstruct_frame(rtss) != str(nm.get("FrameOfReferenceUID", "")):
             notes.append("RTSTRUCT not used: it was drawn in another frame of reference than the MAA SPECT/CT")
@@ -109,7 +130,7 @@ def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset |
     return Regions(liver, tumours, liver_source, tumour_source, notes, details)
 
 
-def _plan(uptake: Uptake, shunt: Shunt, analysis: AnalysisConfig) -> tuple[PartitionPlan | None, str]:
+def _plan(uptake: Uptake, shunt: Shunt, analysis: MaaSettings) -> tuple[PartitionPlan | None, str]:
     if shunt.lsf is None:
         return None, "no lung shunt fraction (lungs not imaged completely and none configured)"
     if uptake.normal_liver_ml <= 0:
@@ -121,11 +142,12 @@ def _plan(uptake: Uptake, shunt: Shunt, analysis: AnalysisConfig) -> tuple[Parti
 
 
 def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset | None,
-            perfusion_ct: Sequence[Dataset] | None, perfusion_maps: Sequence[Dataset],
-            analysis: AnalysisConfig) -> AnalysisResult:
+            perfusion: PerfusionReference | None, analysis: MaaSettings) -> WorkflowResult[MaaMeasurements]:
     """Uptake ratios, lung shunt, partition-model activity and perfusion correlation of one MAA SPECT.
 
-    Raises a :class:`~node.results.AnalysisError` subclass, with the reason, when the inputs cannot be used.
+    `perfusion`: what this case's perfusion analysis handed over (its unenhanced CT and maps), if it ran.
+
+    Raises a :class:`~node.errors.AnalysisError` subclass, with the reason, when the inputs cannot be used.
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -159,45 +181,42 @@ def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset |
                         f"{regions.tumour_source}): review them before planning")
     if not regions.tumours:
         warnings.append("no tumour found: T/N undefined; activity computed for the normal liver only")
-    correlation: dict | None = None
-    if perfusion_maps:
-        if ct_image is None or not perfusion_ct:
-            correlation = {"done": False, "reason": "needs the MAA SPECT/CT CT and the perfusion CT"}
+    correlation: CorrelationRecord | None = None
+    if perfusion is not None and perfusion.maps:
+        if ct_image is None:
+            correlation = CorrelationRecord(False, "needs the MAA SPECT/CT CT and the perfusion CT")
         elif not regions.tumours:
-            correlation = {"done": False, "reason": "no tumours"}
-        elif str(perfusion_ct[0].get("PatientID", "")) != str(nm.get("PatientID", "")):
-            correlation = {"done": False, "reason": "the perfusion CT belongs to another PatientID"}
+            correlation = CorrelationRecord(False, "no tumours")
+        elif perfusion.patient_id != str(nm.get("PatientID", "")):
+            correlation = CorrelationRecord(False, "the perfusion CT belongs to another PatientID")
         else:
             try:
-                correlation = {"done": True, **correlate(spect, regions.tumours,
-                                                         {t.name: t.tn_ratio for t in uptake.tumours},
-                                                         ct_image, perfusion_ct, perfusion_maps)}
+                correlation = correlate(spect, regions.tumours, {t.name: t.tn_ratio for t in uptake.tumours},
+                                        ct_image, perfusion)
             except AnalysisError as exc:  # the MAA results stand without the correlation
-                correlation = {"done": False, "reason": str(exc)}
-        if not correlation["done"]:
-            warnings.append(f"perfusion correlation not done: {correlation['reason']}")
+                correlation = CorrelationRecord(False, str(exc))
+        if not correlation.done:
+            warnings.append(f"perfusion correlation not done: {correlation.reason}")
     lap("correlation_s")
 
     objects = outputs.build_outputs(nm, spect, counts, regions, uptake, shunt, plan, ct_ordered, ct_image)
     lap("outputs_s")
-    measurements = {
-        "analysis": ANALYSIS_NAME,
-        "spect": {"series_instance_uid": str(nm.get("SeriesInstanceUID", "")),
-                  "sop_instance_uid": str(nm.get("SOPInstanceUID", "")), "tracer": tracer_of(nm),
-                  "shape_zyx": list(counts.shape), "spacing_mm_zyx": [round(s, 3) for s in spacing_zyx(spect)],
-                  "total_counts": round(float(counts.sum()), 1)},
-        "spect_ct": ({"series_instance_uid": str(ct_ordered[0].get("SeriesInstanceUID", "")),
-                      "slices": len(ct_ordered)} if ct_ordered else None),
-        "regions": {"liver_source": regions.liver_source, "tumour_source": regions.tumour_source,
-                    "assumed_spect_fwhm_mm": SPECT_FWHM_MM, "segmentation_filter_fwhm_mm": SEGMENT_FILTER_FWHM_MM,
-                    "automatic": regions.details},
-        "uptake": uptake.as_dict(),
-        "lung_shunt": shunt.as_dict(),
-        "partition_model": plan.as_dict() if plan else {"computed": False, "reason": no_plan},
-        "correlation": correlation,
-        "warnings": warnings,
-        "timings_s": timings,
-    }
+    measurements = MaaMeasurements(
+        spect=SpectRecord(series_instance_uid=str(nm.get("SeriesInstanceUID", "")),
+                          sop_instance_uid=str(nm.get("SOPInstanceUID", "")), tracer=tracer_of(nm),
+                          shape_zyx=[int(n) for n in counts.shape],
+                          spacing_mm_zyx=[round(s, 3) for s in spacing_zyx(spect)],
+                          total_counts=round(float(counts.sum()), 1)),
+        spect_ct=(SpectCtRecord(str(ct_ordered[0].get("SeriesInstanceUID", "")), len(ct_ordered))
+                  if ct_ordered else None),
+        regions=RegionsRecord(regions.liver_source, regions.tumour_source, SPECT_FWHM_MM, SEGMENT_FILTER_FWHM_MM,
+                              regions.details),
+        uptake=UptakeRecord.of(uptake),
+        lung_shunt=ShuntRecord.of(shunt),
+        partition_model=PartitionRecord.of(plan) if plan else PartitionRecord(computed=False, reason=no_plan),
+        correlation=correlation,
+        timings_s=timings,
+    )
     logger.info("MAA done: %d tumours, overall T/N %s, LSF %s (%s), activity %s GBq", len(uptake.tumours),
                 uptake.overall_tn, shunt.lsf, shunt.source, plan.activity_gbq if plan else None)
-    return AnalysisResult(name=ANALYSIS_NAME, outputs=objects, measurements=measurements)
+    return WorkflowResult("maa", measurements, objects, warnings)

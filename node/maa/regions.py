@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -40,9 +41,9 @@ from skimage.segmentation import watershed
 
 import rtstruct
 from node.gsa.liver import match_liver_roi
+from node.imaging.grids import distance_mm, fraction_on, grow_mm, spacing_zyx
+from node.imaging.volumes import mask_to_image
 from node.maa.errors import MaaInputError
-from node.maa.grid import distance_mm, fraction_on, grow_mm, spacing_zyx
-from node.volumes import mask_to_image
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Regions:
     liver_source: str
     tumour_source: str
     notes: list[str] = field(default_factory=list)
-    details: dict = field(default_factory=dict)  # thresholds and levels of the automatic method
+    details: dict[str, Any] = field(default_factory=dict)  # thresholds and levels of the automatic method
 
 
 def smooth(array: np.ndarray, spacing: Sequence[float], fwhm_mm: float) -> np.ndarray:
@@ -98,7 +99,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == (int(np.argmax(sizes)) + 1)
 
 
-def automatic_liver(spect: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, dict]:
+def automatic_liver(spect: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, dict[str, Any]]:
     """The liver from the MAA uptake (see module docstring); raises MaaInputError when none is found."""
     sm = smooth(spect, spacing, SEGMENT_FILTER_FWHM_MM)
     positive = sm[sm > 0.01 * float(sm.max())]
@@ -170,7 +171,7 @@ def _iterate_threshold(sm: np.ndarray, allowed: np.ndarray, peak_index: tuple[in
 
 
 def automatic_tumours(spect: np.ndarray, liver: np.ndarray, spacing: Sequence[float],
-                      margin_mm: float) -> tuple[dict[str, np.ndarray], dict]:
+                      margin_mm: float) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Hot tumour regions inside `liver` (see module docstring): {"H1": mask, ...} hottest first."""
     sm = smooth(spect, spacing, SEGMENT_FILTER_FWHM_MM)
     voxel_mm3 = float(np.prod(spacing))
@@ -181,7 +182,7 @@ def automatic_tumours(spect: np.ndarray, liver: np.ndarray, spacing: Sequence[fl
     n = int(labels.max())
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     seeds = [i for i in range(1, n + 1) if sizes[i] * voxel_mm3 / 1000.0 >= MIN_TUMOUR_ML]
-    details = {"liver_median_smoothed": round(median, 3), "hot_factor": HOT_FACTOR,
+    details: dict[str, Any] = {"liver_median_smoothed": round(median, 3), "hot_factor": HOT_FACTOR,
                "separation_fraction": SEPARATION_FRACTION,
                "min_tumour_ml": MIN_TUMOUR_ML, "seeds": len(seeds), "seeds_too_small": n - len(seeds)}
     if not seeds:
@@ -198,7 +199,7 @@ def automatic_tumours(spect: np.ndarray, liver: np.ndarray, spacing: Sequence[fl
     nearest = seed_labels[tuple(nearest_idx)]
     found = []
     for k, seed in enumerate(seed_masks, start=1):
-        peak_index = np.unravel_index(int(np.argmax(np.where(seed, sm, -np.inf))), sm.shape)
+        peak_index = tuple(int(i) for i in np.unravel_index(int(np.argmax(np.where(seed, sm, -np.inf))), sm.shape))
         allowed = grow_mm(seed, spacing, SEARCH_RADIUS_MM) & liver & (nearest == k)
         region, f = _iterate_threshold(sm, allowed, peak_index, normal, sigma, voxel_mm3)
         excess = float((sm[region] - normal).sum())

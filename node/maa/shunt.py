@@ -1,7 +1,7 @@
 """Lung shunt fraction LSF = C_lung / (C_lung + C_liver) (science.md section 3).
 
 Measured on the SPECT when its SPECT/CT covers the lungs completely; otherwise taken from the configuration
-(`analysis.lung_shunt_fraction`, e.g. from planar imaging). Which one was used is always recorded.
+(`analysis.maa.lung_shunt_fraction`, e.g. from planar imaging). Which one was used is always recorded.
 
 Lungs come from the SPECT/CT's CT (block-averaged in-plane to ~LUNG_PIXEL_MM): air-density voxels
 (< LUNG_HU_MAX) enclosed by the body in the axial plane, in connected parts of at least MIN_LUNG_PART_ML whose
@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from node.maa.grid import as_image, distance_mm, fov_mask, fraction_on, grow_mm, spacing_zyx, voxel_ml
+from node.imaging.grids import as_image, distance_mm, fov_mask, fraction_on, grow_mm, spacing_zyx, voxel_ml
 from node.maa.regions import SPECT_FWHM_MM
 
 logger = logging.getLogger(__name__)
@@ -73,15 +73,6 @@ class Shunt:
     lung_to_liver_concentration: float | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
-        return {"lung_shunt_fraction": None if self.lsf is None else round(self.lsf, 4),
-                "source": self.source, "reason": self.reason, "configured_lung_shunt_fraction": self.configured,
-                "method": METHOD if self.source == "measured on SPECT" else
-                ("analysis.lung_shunt_fraction from config.toml" if self.source == "configuration" else ""),
-                "lung_volume_ml": None if self.lung_volume_ml is None else round(self.lung_volume_ml, 1),
-                "lung_core_ml": None if self.lung_core_ml is None else round(self.lung_core_ml, 1),
-                "lung_to_normal_liver_concentration": (None if self.lung_to_liver_concentration is None
-                                                       else round(self.lung_to_liver_concentration, 4))}
 
 
 def _body_filled(ct: np.ndarray) -> np.ndarray:
@@ -121,10 +112,10 @@ def find_lungs(ct_image: sitk.Image, liver_centre_z_mm: float) -> LungMask:
 
 def _configured(configured: float | None, reason: str, lung_ml: float | None) -> Shunt:
     if configured is None:
-        return Shunt(None, "not available", f"{reason}; no analysis.lung_shunt_fraction configured",
+        return Shunt(None, "not available", f"{reason}; no analysis.maa.lung_shunt_fraction configured",
                      None, lung_ml, warnings=[f"lung shunt fraction not available ({reason}) and none configured: "
-                                              "no partition-model activity; set analysis.lung_shunt_fraction"])
-    return Shunt(configured, "configuration", f"{reason}; analysis.lung_shunt_fraction = {configured:g} used",
+                                              "no partition-model activity; set analysis.maa.lung_shunt_fraction"])
+    return Shunt(configured, "configuration", f"{reason}; analysis.maa.lung_shunt_fraction = {configured:g} used",
                  configured, lung_ml)
 
 
@@ -146,7 +137,7 @@ def lung_shunt(counts: np.ndarray, nm: sitk.Image, liver: np.ndarray, ct_image: 
     lungs = find_lungs(ct_image, liver_z)
     if not lungs.complete:
         return _configured(configured, lungs.reason, None)
-    in_fov = float(np.count_nonzero(lungs.mask & fov_mask(nm, ct_image)) / max(1, np.count_nonzero(lungs.mask)))
+    in_fov = float(np.count_nonzero(lungs.mask & fov_mask(nm, ct_image)) / max(1, int(np.count_nonzero(lungs.mask))))
     if in_fov < MIN_IN_SPECT_FOV:
         return _configured(configured, f"only {in_fov:.1%} of the lungs lie inside the SPECT field of view",
                            lungs.volume_ml)

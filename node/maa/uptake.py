@@ -24,15 +24,15 @@ comparison with other software.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from node.imaging.grids import distance_mm, spacing_zyx, voxel_ml
 from node.maa.errors import MaaInputError
-from node.maa.grid import distance_mm, spacing_zyx, voxel_ml
 from node.maa.regions import SPECT_FWHM_MM, normal_liver_core
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
@@ -61,11 +61,6 @@ class TumourUptake:
     shell_in_liver_fraction: float
     centre_mm: tuple[float, float, float]  # SPECT/CT patient coordinates
 
-    def as_dict(self) -> dict:
-        return {"volume_ml": round(self.volume_ml, 2), "tn_ratio": round(self.tn_ratio, 3),
-                "tn_ratio_uncorrected": round(self.tn_ratio_uncorrected, 3),
-                "shell_in_liver_fraction": round(self.shell_in_liver_fraction, 3),
-                "centre_mm": [round(v, 1) for v in self.centre_mm]}
 
 
 @dataclass(frozen=True)
@@ -81,21 +76,14 @@ class Uptake:
     tumour_ml: float
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
-        return {"method": METHOD, "spill_margin_mm": SPILL_MARGIN_MM,
-                "overall_tn_ratio": None if self.overall_tn is None else round(self.overall_tn, 3),
-                "normal_liver_counts_per_ml": round(self.normal_counts_per_ml, 3),
-                "normal_liver_core_ml": round(self.normal_core_ml, 1),
-                "liver_ml": round(self.liver_ml, 1), "normal_liver_ml": round(self.normal_liver_ml, 1),
-                "tumour_ml": round(self.tumour_ml, 2),
-                "tumours": {t.name: t.as_dict() for t in self.tumours}}
 
 
 def _centre(fraction: np.ndarray, image: sitk.Image) -> tuple[float, float, float]:
     idx = np.argwhere(fraction > 0)
     w = fraction[fraction > 0]
     kji = (idx * w[:, None]).sum(axis=0) / w.sum()
-    return tuple(float(v) for v in image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in kji[::-1])))
+    x, y, z = (float(v) for v in image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in kji[::-1])))
+    return (x, y, z)
 
 
 def _cells(tumours: Sequence[np.ndarray], spacing: Sequence[float], margin_mm: float) -> list[np.ndarray]:
@@ -131,7 +119,7 @@ def measure_uptake(counts: np.ndarray, image: sitk.Image, liver: np.ndarray, tum
     normal_fraction = np.clip(liver - tumour_total, 0.0, 1.0)
     blurred_normal = ndimage.gaussian_filter(normal_fraction, sigma, mode="constant")
     cells = _cells(binaries, spacing, margin_mm)
-    for cell, frac in zip(cells, fractions):
+    for cell, frac in zip(cells, fractions, strict=True):
         cell |= frac > 0
     blurred = [ndimage.gaussian_filter(f, sigma, mode="constant") for f in fractions]
     transfer = np.array([[float(b[cell].sum()) for b in blurred] for cell in cells]).reshape(len(cells), len(cells))
@@ -139,10 +127,10 @@ def measure_uptake(counts: np.ndarray, image: sitk.Image, liver: np.ndarray, tum
     concentration = np.linalg.lstsq(transfer, measured, rcond=None)[0] if cells else np.zeros(0)
     results, warnings = [], []
     total_counts = total_voxels = 0.0
-    for name, frac, cell, c in zip(names, fractions, cells, concentration):
+    for name, frac, cell, c in zip(names, fractions, cells, concentration, strict=True):
         n_t = float(frac.sum())
         shell = cell & ~(frac >= 0.5)
-        in_liver = float(np.count_nonzero(shell & liver_bin) / max(1, np.count_nonzero(shell)))
+        in_liver = float(np.count_nonzero(shell & liver_bin) / max(1, int(np.count_nonzero(shell))))
         inside = frac > 0
         uncorrected = float((counts[inside] * frac[inside]).sum() / n_t) / normal
         tn = float(c) / normal

@@ -31,6 +31,7 @@ DV = 100 (k1a+k1p)/k2 (%), MTT = 1/k2 (s). Where the model cannot be fitted (no 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,8 +220,8 @@ def _projected(conv: Convolver, y: np.ndarray, theta: np.ndarray) -> tuple[np.nd
     return y - ka * a - kp * p, ka, kp
 
 
-def _levenberg_marquardt(fun, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: np.ndarray,
-                         max_iter: int = 100) -> tuple[np.ndarray, float]:
+def _levenberg_marquardt(fun: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                         steps: np.ndarray, max_iter: int = 100) -> tuple[np.ndarray, float]:
     """Minimise |fun(x)|^2 within the box [lo, hi]: Levenberg-Marquardt with Marquardt's diagonal scaling, steps
     clipped to the box, forward-difference Jacobian (`steps` per parameter). Few parameters, cheap residuals:
     a plain loop beats a general solver's overhead by an order of magnitude here."""
@@ -269,13 +270,15 @@ def fit_curve(conv: Convolver, curve: np.ndarray, noise_sd: float = 0.0, n_start
     y = np.asarray(curve, dtype=np.float64)
     lo = np.array([K2_RANGE[0], DELAY_RANGE_S[0], DELAY_RANGE_S[0]])
     hi = np.array([K2_RANGE[1], DELAY_RANGE_S[1], DELAY_RANGE_S[1]])
-    best_x, best_cost = None, np.inf
+    best_x: np.ndarray | None = None
+    best_cost = np.inf
     steps = np.array([1e-4, 1e-3, 1e-3])
     for start in _grid_starts(conv, y, n_starts):
         x, cost = _levenberg_marquardt(lambda th: _projected(conv, y, th)[0], np.asarray(start), lo, hi,
                                        steps * np.array([max(start[0], 1e-3) * 1e2, 1.0, 1.0]))
         if cost < best_cost:
             best_x, best_cost = x, cost
+    assert best_x is not None  # _grid_starts gives at least one start, and any cost beats inf
     k2, ta, tp = best_x
     r, k1a, k1p = _projected(conv, y, best_x)
     x = np.array([k1a, k1p, k2, ta, tp])
@@ -300,8 +303,9 @@ def fit_curve(conv: Convolver, curve: np.ndarray, noise_sd: float = 0.0, n_start
         g[:, i] = (_derived(*up) - _derived(*down)) / (2 * h)
     sd = np.sqrt(np.maximum(np.diag(g @ cov @ g.T), 0.0))
     return CurveFit(k1a=float(k1a), k1p=float(k1p), k2=float(k2), tau_a=float(ta), tau_p=float(tp), rss=rss,
-                    values=dict(zip(PARAMETERS, (float(v) for v in values))),
-                    sd=dict(zip(PARAMETERS, (float(v) for v in sd))), converged=bool(np.isfinite(best_cost)))
+                    values=dict(zip(PARAMETERS, (float(v) for v in values), strict=True)),
+                    sd=dict(zip(PARAMETERS, (float(v) for v in sd), strict=True)),
+                    converged=bool(np.isfinite(best_cost)))
 
 
 @dataclass

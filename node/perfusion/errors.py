@@ -1,7 +1,7 @@
-"""Refusals of a perfusion series, shown to the operator in `status` (all are node.results.AnalysisError)."""
+"""Refusals of a perfusion series, shown to the operator in `status` (all are node.errors.AnalysisError)."""
 from __future__ import annotations
 
-from node.results import AnalysisError
+from node.errors import AnalysisError
 
 
 class PerfusionInputError(AnalysisError):

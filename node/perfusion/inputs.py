@@ -1,6 +1,6 @@
 """Input curves: aorta (arterial input), portal vein (portal input) and spleen (phase split).
 
-Each input ROI comes, in order of precedence, from the configuration ([analysis.aorta] etc.: a sphere in
+Each input ROI comes, in order of precedence, from the configuration ([analysis.perfusion.aorta] etc.: a sphere in
 patient mm), from an incoming RTSTRUCT ROI with a recognised name, or from automatic detection. Automatic
 detection works on two per-voxel features of the motion-corrected series, lightly smoothed: peak enhancement
 over the first frame (PE) and the time of that peak (TTP):
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from node.config import AnalysisConfig, InputRoiOverride
+from node.imaging.geometry import Grid
 from node.perfusion.errors import InputCurveError
-from node.perfusion.volume4d import Grid
+from node.perfusion.settings import InputRoiOverride, PerfusionSettings
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +74,6 @@ class InputRoi:
     hu: np.ndarray  # (T,) mean HU per frame (motion corrected, unsmoothed)
     enhancement: np.ndarray = field(default_factory=lambda: np.zeros(0))  # set once the baseline is known
 
-    def describe(self, times: np.ndarray) -> dict:
-        """JSON-friendly summary for the case record."""
-        e = self.enhancement
-        peak = int(np.argmax(e)) if e.size else 0
-        return {"source": self.source, "centre_mm": [round(v, 1) for v in self.centre_mm],
-                "volume_ml": round(self.volume_ml, 2), "voxels": int(self.mask.sum()),
-                "peak_enhancement_hu": round(float(e[peak]), 1) if e.size else None,
-                "peak_time_s": round(float(times[peak]), 2) if e.size else None,
-                "enhancement_hu": [round(float(v), 2) for v in e]}
 
 
 def sphere_mask(grid: Grid, centre_mm: tuple[float, float, float], radius_mm: float) -> np.ndarray:
@@ -96,7 +87,8 @@ def sphere_mask(grid: Grid, centre_mm: tuple[float, float, float], radius_mm: fl
 
 def _centre(mask: np.ndarray, grid: Grid) -> tuple[float, float, float]:
     idx = np.argwhere(mask).mean(axis=0)
-    return tuple(float(v) for v in grid.index_to_patient(idx))
+    x, y, z = (float(v) for v in grid.index_to_patient(idx))
+    return (x, y, z)
 
 
 def roi_curve(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -230,7 +222,7 @@ def detect_portal_vein(f: _Features, grid: Grid, aorta: np.ndarray) -> np.ndarra
     late = [c for c in comps if c.median_ttp > a_ttp]
     if not late:
         raise InputCurveError("portal vein not found: no bright vessel peaks after the aorta (portal phase not "
-                              "covered, or set [analysis.portal_vein] in config.toml)")
+                              "covered, or set [analysis.perfusion.portal_vein] in config.toml)")
     pv = max(late, key=lambda c: (c.median_pe, c.volume_ml))
     return _core(pv.mask, f, 0.75, 1)
 
@@ -247,7 +239,7 @@ def detect_spleen(f: _Features, grid: Grid, aorta: np.ndarray, portal: np.ndarra
     if not comps:
         raise InputCurveError(f"spleen not found: no large organ left of the aorta enhancing between the aortic "
                               f"and portal peaks (>= {_MIN_SPLEEN_ML:.0f} mL in the scanned range; set "
-                              "[analysis.spleen] in config.toml or send an RTSTRUCT ROI 'Spleen')")
+                              "[analysis.perfusion.spleen] in config.toml or send an RTSTRUCT ROI 'Spleen')")
     spleen = max(comps, key=lambda c: c.volume_ml)
     core = spleen.mask
     for _ in range(2):
@@ -259,7 +251,7 @@ def detect_spleen(f: _Features, grid: Grid, aorta: np.ndarray, portal: np.ndarra
 
 
 # ------------------------------------------------------------------ orchestration
-def find_inputs(data: np.ndarray, grid: Grid, analysis: AnalysisConfig,
+def find_inputs(data: np.ndarray, grid: Grid, analysis: PerfusionSettings,
                 rt_masks: dict[str, np.ndarray] | None = None, in_view: np.ndarray | None = None,
                 smoothed: SmoothedFrames | None = None) -> dict[str, InputRoi]:
     """Aorta, portal vein and spleen ROIs with their HU curves from motion-corrected HU `data` (T, Z, Y, X).

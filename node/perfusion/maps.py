@@ -8,7 +8,7 @@ not define (HPI, DV, MTT without uptake).
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

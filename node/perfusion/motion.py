@@ -28,7 +28,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from node.perfusion.volume4d import Grid, block_mean
+from node.imaging.geometry import Grid
+from node.perfusion.volume4d import block_mean
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def _register(fixed: sitk.Image, moving: sitk.Image, normal: np.ndarray, start: 
         offset = tuple(float(v) for v in origin + normal * n * _Z_STEP_MM)
         reg.SetInitialTransform(sitk.TranslationTransform(3, offset), inPlace=False)
         costs[n] = reg.MetricEvaluate(fixed, moving)
-    best = min(costs, key=costs.get)
+    best = min(costs, key=costs.__getitem__)
     if costs[0] - costs[best] <= _SEARCH_GAIN * abs(costs[0]):
         best = 0
     return _refine(fixed, moving, origin + normal * best * _Z_STEP_MM)
@@ -194,7 +195,8 @@ def correct_motion(data: np.ndarray, grid: Grid, ref: int) -> tuple[list[FrameMo
             inside = sitk.Resample(to_sitk(np.ones(data.shape[1:], np.float32), grid), fixed, tx,
                                    sitk.sitkNearestNeighbor, 0.0)
             valid &= sitk.GetArrayViewFromImage(inside) > 0.5
-        report.append(FrameMotion(t, tuple(round(float(v), 2) for v in vec), round(magnitude, 2), resample))
+        x, y, z = (round(float(v), 2) for v in vec)
+        report.append(FrameMotion(t, (x, y, z), round(magnitude, 2), resample))
     logger.info("motion correction: reference frame %d, %d of %d frames moved (max %.1f mm)", ref,
                 sum(m.resampled for m in report), len(report), max(m.magnitude_mm for m in report))
     return report, valid

@@ -13,21 +13,20 @@ SeriesDescription/ContentDescription/ImageComments, and copies patient/study dat
 """
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any
 
 import highdicom as hd
 import matplotlib
 
 matplotlib.use("Agg")  # headless node: never pick an interactive backend
 import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from pydicom import Dataset  # noqa: E402
 from pydicom.sr.coding import Code  # noqa: E402
 
 from node.derived import NOT_FOR_DIAGNOSIS, copy_patient_study, equipment_kwargs  # noqa: E402
+from node.imaging.capture import figure_rgb  # noqa: E402
 from node.perfusion.volume4d import Volume4D  # noqa: E402
 
 SERIES_NUMBER_BASE = 9500  # derived series numbers: far from scanner series numbers
@@ -95,13 +94,8 @@ class MapSet:
 
     method: str  # "max-slope" or "discm"
     maps: dict[str, np.ndarray]  # parameter -> (Z, Y, X) float32
-    parameters: dict  # JSON-friendly; summarised into descriptions
+    parameters: dict[str, Any]  # JSON-friendly; summarised into descriptions
     summary: str  # <= ~40 characters of the key parameters, e.g. "t_spl 15 s, sigma 4 mm"
-
-
-def _now() -> tuple[str, str]:
-    now = _dt.datetime.now()
-    return now.strftime("%Y%m%d"), now.strftime("%H%M%S")
 
 
 def parametric_map(values: np.ndarray, param: str, mapset: MapSet, vol: Volume4D, ref_t: int,
@@ -137,12 +131,6 @@ def parametric_map(values: np.ndarray, param: str, mapset: MapSet, vol: Volume4D
 
 
 # ------------------------------------------------------------------ rendering helpers
-def _figure_rgb(fig: Figure) -> np.ndarray:
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3], dtype=np.uint8)
-
-
 def _display_orientation(vol: Volume4D) -> tuple[bool, bool]:
     """Flips (rows, columns) that put patient posterior down and patient left on the viewer's right."""
     return bool(vol.grid.col_dir[1] < 0), bool(vol.grid.row_dir[0] < 0)
@@ -193,7 +181,7 @@ def fused_image(mapset: MapSet, vol: Volume4D, ref_t: int, k: int, analysed: np.
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         bar.set_label(info.unit_text, color="white")
         bar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
-    return _figure_rgb(fig)
+    return figure_rgb(fig)
 
 
 def curve_plot(times: np.ndarray, curves: dict[str, np.ndarray], t_spl: float, title: str) -> np.ndarray:
@@ -214,36 +202,4 @@ def curve_plot(times: np.ndarray, curves: dict[str, np.ndarray], t_spl: float, t
     ax.legend(loc="center right")
     ax.set_title(title, fontsize=10)
     fig.text(0.5, 0.01, NOT_FOR_DIAGNOSIS, ha="center", fontsize=9, color="dimgray")
-    return _figure_rgb(fig)
-
-
-def secondary_capture(rgb: np.ndarray, ref: Dataset, sources: Sequence[tuple[Dataset, int | None]],
-                      series_uid: str, series_number: int, instance_number: int, series_description: str,
-                      comments: str) -> Dataset:
-    """An RGB Secondary Capture labelled DERIVED / not for primary diagnosis, naming its source images.
-
-    `sources` are (dataset, frame number or None) pairs listed in SourceImageSequence.
-    """
-    eq = equipment_kwargs()
-    sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=ref, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,
-        coordinate_system="PATIENT", series_instance_uid=series_uid, series_number=series_number,
-        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=eq["manufacturer"],
-        manufacturer_model_name=eq["manufacturer_model_name"], software_versions=eq["software_versions"],
-        device_serial_number=eq["device_serial_number"], patient_orientation=("L", "P"),
-        series_description=series_description[:64])
-    copy_patient_study(ref, sc)
-    date, time = _now()
-    sc.ContentDate, sc.ContentTime = date, time
-    sc.BurnedInAnnotation = "NO"  # labels and units only: no patient identity in the pixels
-    sc.ImageComments = comments[:10240]
-    items = []
-    for ds, frame in sources:
-        item = Dataset()
-        item.ReferencedSOPClassUID = ds.SOPClassUID
-        item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-        if frame is not None:
-            item.ReferencedFrameNumber = frame
-        items.append(item)
-    sc.SourceImageSequence = items
-    return sc
+    return figure_rgb(fig)

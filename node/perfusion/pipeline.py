@@ -10,35 +10,43 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 
-from node.config import AnalysisConfig
 from node.derived import NOT_FOR_DIAGNOSIS
+from node.imaging.capture import ImageRef, secondary_capture
+from node.imaging.grids import image_from_affine
 from node.perfusion import outputs as out
-from node.perfusion.inputs import (InputRoi, check_inputs, estimate_liver, find_inputs, set_enhancement,
-                                   smoothed_frames)
 from node.perfusion.denoise import denoise_within
 from node.perfusion.discm import Convolver
 from node.perfusion.errors import PerfusionInputError
+from node.perfusion.inputs import InputRoi, check_inputs, estimate_liver, find_inputs, set_enhancement, smoothed_frames
 from node.perfusion.maps import curve_parameters, discm_set, max_slope_set
 from node.perfusion.maxslope import MaxSlopeInputs
+from node.perfusion.measurements import InputCurve, LiverCurve, PerfusionMeasurements, RegionStats, SeriesInfo
 from node.perfusion.motion import correct_motion, reference_frame, residual_motion
 from node.perfusion.preprocess import baseline_count, estimate_noise, subtract_baseline, tissue_masks
 from node.perfusion.qualify import acquisition_checks
-from node.perfusion.stats import (add_region_values, add_roi_curve_parameters, read_roi_masks, regional_statistics,
-                                  roi_mean_curves, to_working_grid)
+from node.perfusion.reference import PerfusionReference, PerfusionResult, first_time_point_image
+from node.perfusion.settings import PerfusionSettings
+from node.perfusion.stats import (
+    add_region_values,
+    add_roi_curve_parameters,
+    read_roi_masks,
+    regional_statistics,
+    roi_mean_curves,
+    to_working_grid,
+)
 from node.perfusion.tissue_classes import class_curves, curve_classes
 from node.perfusion.volume4d import Volume4D, assemble
-from node.results import AnalysisResult, OutputObject
+from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
 
-ANALYSIS_NAME = "ct-perfusion"
 _N_REPRESENTATIVE_SLICES = 3
 
 
@@ -60,7 +68,7 @@ class StageTimer:
                     self.stages[name]["cpu_s"], peak_mb)
 
 
-def _liver_mask(roi_native: dict[str, np.ndarray], analysis: AnalysisConfig, vol: Volume4D,
+def _liver_mask(roi_native: dict[str, np.ndarray], analysis: PerfusionSettings, vol: Volume4D,
                 analysed: np.ndarray, rois: dict[str, InputRoi]) -> tuple[np.ndarray, str]:
     wanted = {n.lower() for n in analysis.liver_roi_names}
     for name, mask in roi_native.items():
@@ -96,27 +104,30 @@ def _build_outputs(map_sets: list[out.MapSet], vol: Volume4D, ref_t: int, analys
             rgb = out.fused_image(ms, vol, ref_t, k, analysed)
             comments = (f"{NOT_FOR_DIAGNOSIS}. CT perfusion, {out.METHOD_TITLES[ms.method]}: {ms.summary}. "
                         f"Colour over the CT of time point {ref_t + 1}.")
-            sc = out.secondary_capture(rgb, ref_ds, [(ref_ds, frame)], series_uid, number, i, desc, comments)
+            sc = secondary_capture(rgb, ref_ds, [ImageRef.of(ref_ds, frame)], series_uid=series_uid,
+                                   series_number=number, instance_number=i, series_description=desc, comments=comments)
             objects.append(OutputObject("secondary-capture", sc, f"{ms.method} colour maps, slice {k + 1}"))
     number += 1
     k_mid = vol.grid.shape[0] // 2
     ref_ds, _ = vol.source_ref(ref_t, k_mid)
     rgb = out.curve_plot(vol.times, curves, t_spl, "Time-attenuation curves (CT perfusion input ROIs and liver)")
-    sources = [vol.source_ref(t, k_mid) for t in range(vol.n_times)]
-    sc = out.secondary_capture(rgb, ref_ds, sources, hd.UID(), number, 1,
-                               f"Perfusion curves - {NOT_FOR_DIAGNOSIS}",
-                               f"{NOT_FOR_DIAGNOSIS}. Mean enhancement of the input ROIs and the liver; "
-                               f"t_spl = {t_spl:g} s splits arterial and portal phase.")
+    sources = [ImageRef.of(*vol.source_ref(t, k_mid)) for t in range(vol.n_times)]
+    sc = secondary_capture(rgb, ref_ds, sources, series_uid=hd.UID(), series_number=number, instance_number=1,
+                           series_description=f"Perfusion curves - {NOT_FOR_DIAGNOSIS}",
+                           comments=f"{NOT_FOR_DIAGNOSIS}. Mean enhancement of the input ROIs and the liver; "
+                                    f"t_spl = {t_spl:g} s splits arterial and portal phase.")
     objects.append(OutputObject("secondary-capture", sc, "time-attenuation curves"))
     return objects
 
 
-def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
-                  rtstruct: Dataset | None = None) -> AnalysisResult:
+def run_perfusion(ct_datasets: Sequence[Dataset], analysis: PerfusionSettings,
+                  rtstruct: Dataset | None = None) -> PerfusionResult:
     """Analyse one CT perfusion series; raises an AnalysisError subclass with the reason if it cannot."""
     timer = StageTimer()
     with timer("load"):
         vol = assemble(ct_datasets)
+        # Enhanced CT: its unenhanced frame, kept before motion correction and baseline subtraction change the data
+        first_frame = vol.data[0].copy() if vol.multiframe is not None else None
         noise_hu = estimate_noise(vol.data)
     with timer("motion"):
         ref_t = reference_frame(vol.data)
@@ -163,11 +174,11 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
     conv = Convolver(vol.times, aorta, portal)
     with timer("maps"):
         map_sets = []
-        if "max-slope" in analysis.perfusion_methods:
+        if "max-slope" in analysis.methods:
             select = class_means.T[:, labels].astype(np.float32)
             map_sets.append(max_slope_set(curves, analysed, vol.times, ms_inputs, noise_reduction, select))
             del select
-        if "discm" in analysis.perfusion_methods:
+        if "discm" in analysis.methods:
             map_sets.append(discm_set(curves, analysed, conv, labels, class_means, class_counts, noise_reduction))
         del curves
     with timer("qualification"):
@@ -176,42 +187,48 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: AnalysisConfig,
         roi_noise = {name: noise_hu / np.sqrt(max(regional[name]["analysed_voxels"], 1))
                      for name in roi_curves if name in regional}
         add_roi_curve_parameters(regional, roi_curves, {
-            name: curve_parameters(curve, vol.times, analysis.perfusion_methods, ms_inputs, conv, roi_noise[name])
+            name: curve_parameters(curve, vol.times, analysis.methods, ms_inputs, conv, roi_noise[name])
             for name, curve in roi_curves.items() if name in regional}, roi_noise)
-        add_region_values(regional, list(analysis.perfusion_methods), analysis.perfusion_tolerance, checks)
+        add_region_values(regional, list(analysis.methods), analysis.tolerance, checks)
     with timer("outputs"):
-        curves = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
-        objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), curves, t_spl)
-    measurements = {
-        "series": {
-            "series_instance_uid": str(ct_datasets[0].get("SeriesInstanceUID", "")),
-            "encoding": "enhanced-ct" if vol.multiframe is not None else "classic-ct",
-            "n_time_points": vol.n_times, "times_s": [round(float(t), 3) for t in vol.times],
-            "time_spread_within_time_point_s": round(vol.time_spread_s, 3),
-            "native_shape_zyx": list(vol.native_grid.shape), "working_shape_zyx": list(vol.grid.shape),
-            "working_spacing_mm_zyx": [round(float(s), 4) for s in vol.grid.spacing],
-        },
-        "reference_time_point": ref_t, "reference_time_s": round(float(vol.times[ref_t]), 3),
-        "motion": [m.__dict__ for m in motion],
-        "baseline_frames": n_base,
-        "noise_hu": round(noise_hu, 2), "noise_reduction": noise_reduction,
-        "inputs": {name: roi.describe(vol.times) for name, roi in rois.items()},
-        "t_spl_s": t_spl,
-        "aorta_peak_hu": round(float(aorta.max()), 2), "aorta_peak_time_s": float(vol.times[int(np.argmax(aorta))]),
-        "portal_peak_hu": round(float(portal.max()), 2),
-        "portal_peak_time_s": float(vol.times[int(np.argmax(portal))]),
-        "liver_curve": {"source": liver_source, "volume_ml": round(float(liver.sum()) * vol.grid.voxel_volume_ml, 1),
-                        "enhancement_hu": [round(float(v), 2) for v in liver_curve]},
-        "masks": masks.summary(vol.grid.voxel_volume_ml) | {
-            "analysed_ml": round(float(analysed.sum()) * vol.grid.voxel_volume_ml, 1)},
-        "methods": {ms.method: ms.parameters for ms in map_sets},
-        "rtstruct": rtstruct_note,
-        "regional_statistics": regional,
-        "acquisition_checks": [c.as_dict() for c in checks],
-        "warnings": [f"CT perfusion acquisition: {c.finding}" for c in checks if not c.passed],
-        "perfusion_tolerance": analysis.perfusion_tolerance,
-        "stages": timer.stages,
-    }
+        plotted = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
+        objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), plotted, t_spl)
+    voxel_ml = vol.grid.voxel_volume_ml
+    measurements = PerfusionMeasurements(
+        series=SeriesInfo(
+            series_instance_uid=str(ct_datasets[0].get("SeriesInstanceUID", "")),
+            encoding="enhanced-ct" if vol.multiframe is not None else "classic-ct",
+            n_time_points=vol.n_times, times_s=[round(float(t), 3) for t in vol.times],
+            time_spread_within_time_point_s=round(vol.time_spread_s, 3),
+            native_shape_zyx=list(vol.native_grid.shape), working_shape_zyx=list(vol.grid.shape),
+            working_spacing_mm_zyx=[round(float(s), 4) for s in vol.grid.spacing]),
+        reference_time_point=ref_t, reference_time_s=round(float(vol.times[ref_t]), 3),
+        motion=list(motion),
+        baseline_frames=n_base,
+        noise_hu=round(noise_hu, 2), noise_reduction=noise_reduction,
+        inputs={name: InputCurve.of(roi, vol.times) for name, roi in rois.items()},
+        t_spl_s=t_spl,
+        aorta_peak_hu=round(float(aorta.max()), 2), aorta_peak_time_s=float(vol.times[int(np.argmax(aorta))]),
+        portal_peak_hu=round(float(portal.max()), 2),
+        portal_peak_time_s=float(vol.times[int(np.argmax(portal))]),
+        liver_curve=LiverCurve(source=liver_source, volume_ml=round(float(liver.sum()) * voxel_ml, 1),
+                               enhancement_hu=[round(float(v), 2) for v in liver_curve]),
+        masks=masks.summary(voxel_ml) | {"analysed_ml": round(float(analysed.sum()) * voxel_ml, 1)},
+        methods={ms.method: ms.parameters for ms in map_sets},
+        rtstruct=rtstruct_note,
+        regional_statistics={name: RegionStats.of(entry, analysis.methods) for name, entry in regional.items()},
+        stages=timer.stages,
+        acquisition_checks=checks,
+        tolerance=analysis.tolerance,
+    )
+    # what people must review: failed acquisition checks, and every region value reported as not measurable
+    warnings = [f"CT perfusion acquisition: {c.finding}" for c in checks if not c.passed]
+    warnings += measurements.not_measurable()
+    # the unenhanced CT the maps were computed from, for workflows that register other images to the maps
+    ct = (image_from_affine(first_frame, vol.grid.affine()) if first_frame is not None
+          else first_time_point_image(ct_datasets))
+    reference = PerfusionReference(ct, str(ct_datasets[0].get("PatientID", "")),
+                                   tuple(o.dataset for o in objects if o.kind == "parametric-map"))
     logger.info("CT perfusion done: %d outputs, t_spl %.1f s, aorta peak %.0f HU, portal peak %.0f HU",
                 len(objects), t_spl, aorta.max(), portal.max())
-    return AnalysisResult(name=ANALYSIS_NAME, outputs=objects, measurements=measurements)
+    return PerfusionResult("perfusion", measurements, objects, warnings, reference=reference)

@@ -15,8 +15,8 @@ on failed. Each such value says why.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,9 +49,6 @@ class RegionValue:
     measurable: bool
     reason: str | None = None
 
-    def as_dict(self) -> dict[str, object]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
 
 @dataclass(frozen=True)
 class AcquisitionCheck:
@@ -64,14 +61,10 @@ class AcquisitionCheck:
     finding: str
     affects: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
-    def as_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["affects"] = sorted({f"{m} {p}" for m, p in self.affects})
-        return d
 
-
-def _finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
+def _clean(v: float | None) -> float | None:
+    """`v` as a float, None when it is not a finite number."""
+    return float(v) if v is not None and math.isfinite(v) else None
 
 
 def qualify(value: float | None, sd: float | None, tolerance: float, unit: str,
@@ -79,18 +72,17 @@ def qualify(value: float | None, sd: float | None, tolerance: float, unit: str,
             map_sd: float | None = None) -> RegionValue:
     """The region value with its flag: see the module docstring."""
     reasons = [c.finding for c in failed]
-    if not _finite(value):
+    v, s = _clean(value), _clean(sd)
+    if v is None:
         reasons.insert(0, "not computed (no analysed voxel with a defined value)")
-    elif value == 0:
+    elif v == 0:
         reasons.insert(0, "no inflow measured (0): the relative noise is undefined")
-    elif _finite(sd) and 2 * Z95 * float(sd) > tolerance * abs(float(value)):
-        reasons.insert(0, f"not measurable at this noise: 95 % interval +-{Z95 * float(sd):.2g} {unit} spans "
-                          f"{200 * Z95 * float(sd) / abs(float(value)):.0f} % of the value (limit "
-                          f"{100 * tolerance:.0f} %)")
-    elif not _finite(sd):
+    elif s is None:
         reasons.insert(0, "noise of the value unknown")
-    clean = lambda v: float(v) if _finite(v) else None  # noqa: E731
-    return RegionValue(value=clean(value), sd=clean(sd), map_mean=clean(map_mean), map_sd=clean(map_sd),
+    elif 2 * Z95 * s > tolerance * abs(v):
+        reasons.insert(0, f"not measurable at this noise: 95 % interval +-{Z95 * s:.2g} {unit} spans "
+                          f"{200 * Z95 * s / abs(v):.0f} % of the value (limit {100 * tolerance:.0f} %)")
+    return RegionValue(value=v, sd=s, map_mean=_clean(map_mean), map_sd=_clean(map_sd),
                        measurable=not reasons, reason="; ".join(reasons) if reasons else None)
 
 
@@ -149,8 +141,13 @@ def acquisition_checks(times: np.ndarray, aorta: np.ndarray, portal: np.ndarray,
     bolus resolved for the model, residual motion."""
     t = np.asarray(times, dtype=np.float64)
     n = t.size
-    ms = lambda *ps: tuple(("max-slope", p) for p in ps)  # noqa: E731
-    dm = lambda *ps: tuple(("discm", p) for p in ps)  # noqa: E731
+
+    def ms(*ps: str) -> tuple[tuple[str, str], ...]:
+        return tuple(("max-slope", p) for p in ps)
+
+    def dm(*ps: str) -> tuple[tuple[str, str], ...]:
+        return tuple(("discm", p) for p in ps)
+
     out = []
     ia, ip = int(np.argmax(aorta)), int(np.argmax(portal))
     ok = 0 < ia < n - 1

@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import Any
 
 import numpy as np
-import rtstruct
 from pydicom import Dataset
 
+import rtstruct
 from node.perfusion.errors import PerfusionInputError
 from node.perfusion.maxslope import FLOW_SCALE, slope_operator
 from node.perfusion.outputs import PARAMETERS, MapSet
-from node.perfusion.qualify import AcquisitionCheck, qualify
+from node.perfusion.qualify import AcquisitionCheck, RegionValue, qualify
 from node.perfusion.volume4d import Volume4D, block_mean
 
 logger = logging.getLogger(__name__)
 
+#: One region's figures as this module gathers them, keyed as node.perfusion.measurements.RegionStats.of reads them
+#: (volumes, per-method map statistics, the ROI curve's values and 1-SD, the qualified values).
+Entry = dict[str, Any]
+
 
 def _referenced_uids(rtss: Dataset) -> set[str]:
-    uids = set()
+    uids: set[str] = set()
     for frame in rtss.get("ReferencedFrameOfReferenceSequence", []):
         for study in frame.get("RTReferencedStudySequence", []):
             for series in study.get("RTReferencedSeriesSequence", []):
@@ -54,6 +59,7 @@ def _without_image_references(rtss: Dataset) -> Dataset:
 def _slice_headers(vol: Volume4D, t: int) -> list[Dataset]:
     """Single-frame stand-ins (geometry only) for the slices of an Enhanced CT time point."""
     mf = vol.multiframe
+    assert mf is not None  # called for an Enhanced CT series only
     headers = []
     for k in range(vol.native_grid.shape[0]):
         ds = Dataset()
@@ -101,16 +107,16 @@ def interior_on_working_grid(mask: np.ndarray, factor: int) -> np.ndarray:
 
 
 def regional_statistics(map_sets: list[MapSet], roi_masks: dict[str, np.ndarray], analysed: np.ndarray,
-                        vol: Volume4D) -> dict[str, dict]:
+                        vol: Volume4D) -> dict[str, Entry]:
     """Mean, SD and volumes per ROI and parameter, for the case record and the report.
 
     `roi_masks` are native-grid masks (as read from the RTSTRUCT). Voxels whose value is not defined (NaN) do
     not count.
     """
-    out: dict[str, dict] = {}
+    out: dict[str, Entry] = {}
     for name, native in roi_masks.items():
         used = interior_on_working_grid(native, vol.factor) & analysed
-        entry: dict = {
+        entry: Entry = {
             "volume_ml": round(float(native.sum()) * vol.native_grid.voxel_volume_ml, 2),
             "analysed_volume_ml": round(float(used.sum()) * vol.grid.voxel_volume_ml, 2),
             "analysed_voxels": int(used.sum()),
@@ -150,7 +156,7 @@ def max_slope_noise_sd(noise_hu: float, n_voxels: int, times: np.ndarray, aorta_
             "PVP": round(float(FLOW_SCALE * slope_sd / portal_peak_hu), 3)}
 
 
-def add_roi_curve_parameters(regional: dict[str, dict], curves: dict[str, np.ndarray],
+def add_roi_curve_parameters(regional: dict[str, Entry], curves: dict[str, np.ndarray],
                              parameters: dict[str, dict[str, tuple[dict[str, float], dict[str, float]]]],
                              noise_sd: dict[str, float]) -> None:
     """Put each ROI's curve-based parameters (method -> (values, 1-SD)) beside its map statistics.
@@ -168,13 +174,13 @@ def add_roi_curve_parameters(regional: dict[str, dict], curves: dict[str, np.nda
             regional[name]["roi-curve-noise-hu"] = round(float(noise_sd[name]), 4)
 
 
-def add_region_values(regional: dict[str, dict], methods: list[str], tolerance: float,
+def add_region_values(regional: dict[str, Entry], methods: list[str], tolerance: float,
                       checks: list[AcquisitionCheck]) -> None:
     """The reported value of every ROI, method and parameter (the ROI curve's) with its 1-SD, the map's mean and SD
     over the same voxels, and its qualification (node.perfusion.qualify): `regional[roi]["values"][method][param]`."""
     failed = [c for c in checks if not c.passed]
     for entry in regional.values():
-        values: dict[str, dict[str, dict]] = {}
+        values: dict[str, dict[str, RegionValue]] = {}
         for method in methods:
             stats = entry.get(method) or {}
             curve = (entry.get("roi-curve") or {}).get(method) or {}
@@ -184,5 +190,5 @@ def add_region_values(regional: dict[str, dict], methods: list[str], tolerance: 
                 unit = PARAMETERS[param].unit_text
                 affected = [c for c in failed if (method, param) in c.affects]
                 values[method][param] = qualify(curve.get(param), sds.get(param), tolerance, unit, affected,
-                                                st.get("mean"), st.get("sd")).as_dict()
+                                                st.get("mean"), st.get("sd"))
         entry["values"] = values

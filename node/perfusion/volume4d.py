@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import pydicom.pixels
 from pydicom import Dataset
 
+from node.imaging.dicomtime import UNDATED, acquisition_datetime
+from node.imaging.geometry import Grid
 from node.perfusion.errors import PerfusionInputError
+
+__all__ = ["Grid", "Volume4D", "assemble", "block_mean", "WORKING_PIXEL_MM"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,49 +32,6 @@ WORKING_PIXEL_MM = 2.0
 _NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit / explicit VR little endian
 _POS_TOL_MM = 0.05  # two frames closer than this along the slice normal are the same slice position
 _GEOM_TOL = 1e-3
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Geometry of a 3D grid: voxel index (k, j, i) = (slice, row, column) to patient coordinates (mm).
-
-    position = origin + i * spacing[2] * row_dir + j * spacing[1] * col_dir + k * spacing[0] * normal,
-    with row_dir/col_dir the two ImageOrientationPatient vectors (row_dir points along increasing column index).
-    """
-
-    origin: np.ndarray
-    row_dir: np.ndarray
-    col_dir: np.ndarray
-    normal: np.ndarray
-    spacing: np.ndarray  # (slice, row, column) mm
-    shape: tuple[int, int, int]
-
-    def affine(self) -> np.ndarray:
-        """4x4 matrix mapping homogeneous (k, j, i, 1) indices to patient (x, y, z, 1)."""
-        a = np.eye(4)
-        a[:3, 0] = self.normal * self.spacing[0]
-        a[:3, 1] = self.col_dir * self.spacing[1]
-        a[:3, 2] = self.row_dir * self.spacing[2]
-        a[:3, 3] = self.origin
-        return a
-
-    def index_to_patient(self, kji: np.ndarray) -> np.ndarray:
-        """Patient coordinates (..., 3) of fractional indices (..., 3) in (k, j, i) order."""
-        kji = np.asarray(kji, dtype=float)
-        return kji @ self.affine()[:3, :3].T + self.origin
-
-    def patient_to_index(self, xyz: np.ndarray) -> np.ndarray:
-        """Fractional (k, j, i) indices (..., 3) of patient points (..., 3)."""
-        xyz = np.asarray(xyz, dtype=float)
-        return (xyz - self.origin) @ np.linalg.inv(self.affine()[:3, :3]).T
-
-    def slice_position(self, k: int) -> np.ndarray:
-        """ImagePositionPatient of slice k (centre of its first pixel)."""
-        return self.origin + k * self.spacing[0] * self.normal
-
-    @property
-    def voxel_volume_ml(self) -> float:
-        return float(np.prod(self.spacing)) / 1000.0
 
 
 @dataclass
@@ -101,13 +63,16 @@ class Volume4D:
     def source_ref(self, t: int, k: int) -> tuple[Dataset, int | None]:
         """(dataset, 1-based frame number or None) holding time point t, slice k."""
         if self.multiframe is not None:
+            assert self.frame_index is not None  # set with `multiframe`
             return self.multiframe, int(self.frame_index[t, k]) + 1
         return self.sources[t][k], None
 
     def native_slice(self, t: int, k: int) -> np.ndarray:
         """Full-resolution HU image of time point t, slice k (decoded on demand, for display)."""
+        assert self.rescale is not None  # set by assemble()
         slope, intercept = self.rescale[t, k]
         if self.multiframe is not None:
+            assert self.frame_index is not None
             raw = pydicom.pixels.pixel_array(self.multiframe, index=int(self.frame_index[t, k]))
         else:
             raw = pydicom.pixels.pixel_array(self.sources[t][k])
@@ -131,67 +96,8 @@ class _Frame:
     frame: int | None  # index into a multi-frame, None for single-frame
 
 
-# ------------------------------------------------------------------ DICOM date/time parsing
-def _parse_tm(tm: str) -> _dt.time | None:
-    s = str(tm).strip().replace(":", "")
-    if len(s) < 2 or not s[:2].isdigit():
-        return None
-    try:
-        hh = int(s[:2])
-        mm = int(s[2:4]) if len(s) >= 4 else 0
-        sec = float(s[4:]) if len(s) > 4 else 0.0
-        whole = int(sec)
-        return _dt.time(hh, mm, whole, int(round((sec - whole) * 1e6)) % 1000000)
-    except ValueError:
-        return None
-
-
-def _parse_da(da: str) -> _dt.date | None:
-    s = str(da).strip().replace(".", "")
-    try:
-        return _dt.date(int(s[:4]), int(s[4:6]), int(s[6:8]))
-    except (ValueError, IndexError):
-        return None
-
-
-def _parse_dt(dt: str) -> _dt.datetime | None:
-    s = str(dt).strip()
-    for sign in ("+", "-"):  # drop a UTC offset suffix: all frames of a series share it
-        if sign in s[8:]:
-            s = s[: 8 + s[8:].index(sign)]
-    date = _parse_da(s[:8])
-    if date is None:
-        return None
-    tm = _parse_tm(s[8:]) if len(s) > 8 else _dt.time(0)
-    return _dt.datetime.combine(date, tm) if tm is not None else None
-
-
-def _time_of(ds: Dataset, frame_content: Dataset | None = None) -> _dt.datetime | None:
-    """Acquisition time of a frame: frame content, AcquisitionDateTime, Acquisition/Content date+time."""
-    if frame_content is not None:
-        for kw in ("FrameAcquisitionDateTime", "FrameReferenceDateTime"):
-            if frame_content.get(kw):
-                parsed = _parse_dt(frame_content.get(kw))
-                if parsed is not None:
-                    return parsed
-    if ds.get("AcquisitionDateTime"):
-        parsed = _parse_dt(ds.AcquisitionDateTime)
-        if parsed is not None:
-            return parsed
-    for date_kw, time_kw in (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "AcquisitionTime"),
-                             ("ContentDate", "ContentTime"), ("SeriesDate", "AcquisitionTime")):
-        if ds.get(time_kw):
-            tm = _parse_tm(ds.get(time_kw))
-            if tm is None:
-                continue
-            # A missing date only matters across midnight; all frames then fall back the same way.
-            date = _parse_da(ds.get(date_kw)) if ds.get(date_kw) else _dt.date(2000, 1, 1)
-            return _dt.datetime.combine(date or _dt.date(2000, 1, 1), tm)
-    return None
-
-
 # ------------------------------------------------------------------ frame extraction
-def _require(ds: Dataset, keyword: str, where: str) -> object:
+def _require(ds: Dataset, keyword: str, where: str) -> Any:
     value = ds.get(keyword)
     if value is None or value == "":
         raise PerfusionInputError(f"CT perfusion: {where} has no {keyword}; cannot place it in the 4D volume")
@@ -203,15 +109,15 @@ def _nominal_time(ds: Dataset) -> _dt.datetime | None:
     tpi, res = ds.get("TemporalPositionIdentifier"), ds.get("TemporalResolution")
     if tpi is None or res in (None, "") or float(res) <= 0:
         return None
-    return _dt.datetime(2000, 1, 1) + _dt.timedelta(seconds=(int(tpi) - 1) * float(res) / 1000.0)
+    return _dt.datetime.combine(UNDATED, _dt.time(0)) + _dt.timedelta(seconds=(int(tpi) - 1) * float(res) / 1000.0)
 
 
 def _classic_frames(datasets: Sequence[Dataset]) -> list[_Frame]:
-    if all(_time_of(ds) is None for ds in datasets) and all(_nominal_time(ds) for ds in datasets):
+    if all(acquisition_datetime(ds) is None for ds in datasets) and all(_nominal_time(ds) for ds in datasets):
         logger.info("CT perfusion: no acquisition times; using TemporalPositionIdentifier x TemporalResolution")
         timer = _nominal_time
     else:
-        timer = _time_of
+        timer = acquisition_datetime
     frames = []
     for ds in datasets:
         label = f"instance {ds.get('SOPInstanceUID', '?')}"
@@ -258,7 +164,7 @@ def _enhanced_frames(ds: Dataset) -> list[_Frame]:
             iop=np.array(_require(ori, "ImageOrientationPatient", label), dtype=float),
             spacing=np.array(_require(meas, "PixelSpacing", label), dtype=float),
             rows=int(ds.Rows), cols=int(ds.Columns),
-            time=_time_of(ds, _group_item(ds, i, "FrameContentSequence")),
+            time=acquisition_datetime(ds, _group_item(ds, i, "FrameContentSequence")),
             slope=float(src.get("RescaleSlope", 1.0) or 1.0), intercept=float(src.get("RescaleIntercept", 0.0) or 0.0),
             label=label, dataset=ds, frame=i))
     return frames
@@ -288,7 +194,7 @@ def _group_positions(frames: list[_Frame], normal: np.ndarray) -> list[list[int]
     s = np.array([f.ipp @ normal for f in frames])
     order = np.argsort(s, kind="stable")
     groups: list[list[int]] = [[int(order[0])]]
-    for a, b in zip(order[:-1], order[1:]):
+    for a, b in zip(order[:-1], order[1:], strict=True):
         if s[b] - s[a] > _POS_TOL_MM:
             groups.append([])
         groups[-1].append(int(b))
@@ -315,11 +221,12 @@ def _time_matrix(frames: list[_Frame], groups: list[list[int]]) -> tuple[np.ndar
         raise PerfusionInputError(f"CT perfusion: slice positions have different numbers of time points "
                                   f"({sorted(counts)}), e.g. the slice at {np.round(pos, 1).tolist()} mm has "
                                   f"{len(lo)}; the series is incomplete or mixed")
-    t0 = min(f.time for f in frames)
+    when = [f.time for f in frames if f.time is not None]  # all of them (checked above)
+    t0 = min(when)
     index = np.zeros((len(groups), counts.pop()), dtype=np.int64)
     secs = np.zeros(index.shape)
     for z, g in enumerate(groups):
-        tz = np.array([(frames[i].time - t0).total_seconds() for i in g])
+        tz = np.array([(when[i] - t0).total_seconds() for i in g])
         order = np.argsort(tz, kind="stable")
         if np.any(np.diff(tz[order]) <= 1e-6):
             raise PerfusionInputError(f"CT perfusion: two frames at slice position "

@@ -13,8 +13,7 @@ import numpy as np
 import pydicom
 
 from node.phantom import anatomy as A
-from node.phantom import compress, dicomio, nm, render, spect, truth, truthdoc
-from node.phantom import tpsdose, y90
+from node.phantom import compress, dicomio, nm, render, spect, tpsdose, truth, truthdoc, y90
 from node.phantom import layout as L
 from node.phantom.ct import CtOptions, write_ct_series
 from node.phantom.curves import NONUNIFORM_TIMES_S, UNIFORM_TIMES_S, build_curves, sample
@@ -246,7 +245,8 @@ def _write_planning(ctx: _Context) -> tuple[list[Path], np.ndarray, np.ndarray]:
     opts = CtOptions(patient_position=ctx.ct_position, compression=ctx.compression,
                      instance_numbers=ctx.instance_numbers(grid.shape[0], 1))
     labels = render.label_volume(grid, pose)
-    paths = write_ct_series(ctx.outdir / "planning-ct", ctx.patient, series, grid, [ctx.static_ct(labels, "planning")], opts)
+    paths = write_ct_series(ctx.outdir / "planning-ct", ctx.patient, series, grid, [ctx.static_ct(labels, "planning")],
+                            opts)
     ctx.doc.setdefault("series", {})["planning-ct"] = series.uid
     return paths, labels, render.sample_volume(grid, pose, A.liver_envelope, bool)
 

@@ -6,7 +6,8 @@ StackID/InStackPositionNumber and DimensionIndexValues (stack, in-stack position
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence as Seq
+from collections.abc import Iterable
+from collections.abc import Sequence as Seq
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,7 @@ from pydicom import Dataset
 from pydicom.datadict import dictionary_VR
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
-from pydicom.uid import JPEG2000Lossless
-from pydicom.uid import EnhancedCTImageStorage
+from pydicom.uid import EnhancedCTImageStorage, JPEG2000Lossless
 
 from node.phantom import dicomio
 from node.phantom.ct import RESCALE_INTERCEPT, hu_to_stored

@@ -2,68 +2,101 @@
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import highdicom as hd
 from pydicom import Dataset
 
 from node.derived import NOT_FOR_DIAGNOSIS
-from node.report.capture import secondary_capture
-from node.report.items import collect_groups, referenced, workflow_of
+from node.imaging.capture import secondary_capture
+from node.registry import DEFAULT_REGISTRY, Registry
+from node.report.errors import ReportError
+from node.report.groups import Group, referenced
 from node.report.sr import build_sr
 from node.report.summary import render_pages, summary_lines
-from node.results import AnalysisError, AnalysisResult, OutputObject
+from node.workflow import OutputObject, Workflow, WorkflowResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReportError", "build_report", "SUMMARY_SERIES_NUMBER"]
+__all__ = ["ReportError", "build_report", "collect_groups", "summary_text", "SUMMARY_SERIES_NUMBER"]
 
 SUMMARY_SERIES_NUMBER = 9701
-#: The study the report joins: the first role present (radioembolization planning first).
-STUDY_PREFERENCE = ("spect-maa", "ct-perfusion", "spect-gsa", "planning-ct")
 
 
-class ReportError(AnalysisError):
-    """No report can be made (nothing identifies the patient and study)."""
+def _reporting(results: Mapping[str, WorkflowResult[Any]], registry: Registry
+               ) -> list[tuple[Workflow[Any, Any], WorkflowResult[Any]]]:
+    """(workflow, result) of every registered workflow with a result, in report order (rank, then run order)."""
+    found = [(wf, results[wf.name]) for wf in registry if wf.name in results]
+    unknown = sorted(set(results) - {wf.name for wf, _ in found})
+    if unknown:
+        logger.warning("results of unregistered workflow(s) %s are not reported", ", ".join(unknown))
+    return sorted(found, key=lambda pair: pair[0].report_rank)
 
 
-def _primary(results: Mapping[str, AnalysisResult], sources: Mapping[str, Sequence[Dataset]]) -> Dataset:
-    for role in STUDY_PREFERENCE:
-        if sources.get(role):
-            return sources[role][0]
+def collect_groups(results: Mapping[str, WorkflowResult[Any]], sources: Mapping[str, Sequence[Dataset]],
+                   registry: Registry = DEFAULT_REGISTRY) -> list[Group]:
+    """Report groups of every result (in report order); groups without a measurement are dropped."""
+    groups: list[Group] = []
+    for wf, result in _reporting(results, registry):
+        groups += [g for g in wf.report_groups(result, sources) if g.items]
+    return groups
+
+
+def _primary(reporting: Sequence[tuple[Workflow[Any, Any], WorkflowResult[Any]]],
+             sources: Mapping[str, Sequence[Dataset]]) -> Dataset:
+    """The dataset whose patient and study the report joins: the key input of the first reporting workflow."""
+    for wf, _ in reporting:
+        for role in wf.needs:
+            if sources.get(role):
+                return sources[role][0]
     for datasets in sources.values():
         if datasets:
             return datasets[0]
-    for result in results.values():
+    for _, result in reporting:
         for obj in result.outputs:
             return obj.dataset
     raise ReportError("no source dataset or output identifies the patient and study of the case report")
 
 
-def build_report(case_id: str, results: Mapping[str, AnalysisResult],
-                 sources: Mapping[str, Sequence[Dataset]]) -> list[OutputObject]:
+def _summary(case_id: str, reporting: Sequence[tuple[Workflow[Any, Any], WorkflowResult[Any]]],
+             groups: Sequence[Group]) -> list[str]:
+    sections = []
+    for wf, result in reporting:
+        mine = [g for g in groups if g.workflow == wf.name]
+        if mine or result.warnings:
+            sections.append((wf.summary_section(mine) if mine else [f"{wf.name}: no measurements"],
+                             list(result.warnings)))
+    return summary_lines(case_id, sections)
+
+
+def summary_text(case_id: str, results: Mapping[str, WorkflowResult[Any]],
+                 sources: Mapping[str, Sequence[Dataset]], registry: Registry = DEFAULT_REGISTRY) -> list[str]:
+    """The lines of the case's summary page(s)."""
+    return _summary(case_id, _reporting(results, registry), collect_groups(results, sources, registry))
+
+
+def build_report(case_id: str, results: Mapping[str, WorkflowResult[Any]],
+                 sources: Mapping[str, Sequence[Dataset]], registry: Registry = DEFAULT_REGISTRY
+                 ) -> list[OutputObject]:
     """The SR (TID 1500) with every measurement of the case and its summary page(s) as Secondary Captures.
 
-    `results`: workflow name -> result (any subset of perfusion, gsa, maa); `sources`: role -> datasets used
-    (headers suffice). Returns [] when no result holds a measurement (TID 1500 needs at least one group).
+    `results`: workflow name -> result; `sources`: role -> input datasets (headers suffice). Returns [] when no
+    result holds a measurement (TID 1500 needs at least one group).
     """
-    groups = collect_groups(results, sources)
+    reporting = _reporting(results, registry)
+    groups = collect_groups(results, sources, registry)
     if not groups:
         if results:
             logger.warning("case %s: no measurements in results %s: no report", case_id, sorted(results))
         return []
-    primary = _primary(results, sources)
+    primary = _primary(reporting, sources)
     refs = referenced(groups)
     evidence = [primary] + [ds for ds in refs if str(ds.SOPInstanceUID) != str(primary.SOPInstanceUID)]
-    workflows = sorted({wf for key, r in results.items() if (wf := workflow_of(key, r)) is not None})
-    sr = build_sr(case_id, groups, evidence, workflows)
-    warnings = {}
-    for key, r in results.items():
-        wf = workflow_of(key, r)
-        if wf is not None:
-            warnings.setdefault(wf, []).extend(str(w) for w in r.measurements.get("warnings", []) or [])
-    pages = render_pages(summary_lines(case_id, groups, warnings))
+    sr = build_sr(case_id, groups, evidence, sorted((wf for wf, _ in reporting), key=lambda wf: wf.name))
+    pages = render_pages(_summary(case_id, reporting, groups))
     series_uid = hd.UID()
+    names = ", ".join(sorted(wf.name for wf, _ in reporting))
     out = [OutputObject("report", sr, "case measurements (SR TID 1500)")]
     for n, rgb in enumerate(pages, start=1):
         sc = secondary_capture(
@@ -71,7 +104,7 @@ def build_report(case_id: str, results: Mapping[str, AnalysisResult],
             series_description=f"Case summary - {NOT_FOR_DIAGNOSIS}",
             comments=f"{NOT_FOR_DIAGNOSIS}. Case {case_id}: summary page {n} of {len(pages)} of the structured "
                      f"report {sr.SOPInstanceUID}.",
-            derivation="text summary of the case measurements (" + ", ".join(workflows) + ")", image_plane=False)
+            derivation=f"text summary of the case measurements ({names})", image_plane=False)
         out.append(OutputObject("report", sc, f"case summary page {n}/{len(pages)}"))
     logger.info("case %s: report with %d groups and %d summary page(s)", case_id, len(groups), len(pages))
     return out

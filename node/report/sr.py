@@ -11,7 +11,8 @@ joins the study of the first evidence item (the MAA SPECT study when present).
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import highdicom as hd
 from pydicom import Dataset
@@ -21,7 +22,8 @@ from pydicom.uid import generate_uid
 from node import __version__
 from node.derived import MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSIS, equipment_kwargs
 from node.report import codes as C
-from node.report.items import Group
+from node.report.groups import Group
+from node.workflow import Workflow
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +38,14 @@ def _group(g: Group) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     algorithm = hd.sr.AlgorithmIdentification(name=f"liver-node {g.workflow}", version=__version__,
                                               parameters=[p[:1024] for p in g.parameters if p] or None)
     measurements = [
-        hd.sr.Measurement(name=C.concept(i.concept), value=i.value, unit=C.unit(i.unit), method=C.method(i.method),
+        hd.sr.Measurement(name=C.concept(i.concept), value=i.value, unit=C.unit(i.unit), method=C.concept(i.method),
                           derivation=C.derivation(i.derivation) if i.derivation else None,
                           # TID 310: the value's 1-SD noise as its measurement uncertainty
                           properties=hd.sr.MeasurementProperties(upper_measurement_uncertainty=i.uncertainty,
                                                                  lower_measurement_uncertainty=i.uncertainty)
                           if i.uncertainty is not None else None,
                           # a value that cannot be trusted is qualified (CID 42 "Value indeterminate"), not bare
-                          qualifier=C.NOT_MEASURABLE if i.not_measurable else None)
+                          qualifier=C.concept(C.NOT_MEASURABLE) if i.not_measurable else None)
         for i in g.items
     ]
     sources = [hd.sr.SourceImageForMeasurementGroup(referenced_sop_class_uid=ds.SOPClassUID,
@@ -51,20 +53,22 @@ def _group(g: Group) -> hd.sr.MeasurementsAndQualitativeEvaluations:
                for ds in g.sources]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=g.identifier[:64]),
-        finding_type=C.site(g.finding) if g.finding else None,
-        finding_sites=[hd.sr.FindingSite(anatomic_location=C.site(g.site))] if g.site else None,
+        finding_type=C.concept(g.finding) if g.finding else None,
+        finding_sites=[hd.sr.FindingSite(anatomic_location=C.concept(g.site))] if g.site else None,
         algorithm_id=algorithm, measurements=measurements, source_images=sources or None)
 
 
-def build_sr(case_id: str, groups: Sequence[Group], evidence: Sequence[Dataset], procedures: Sequence[str]) -> Dataset:
-    """The Comprehensive 3D SR holding `groups`; `evidence` must include every group source (first = study)."""
+def build_sr(case_id: str, groups: Sequence[Group], evidence: Sequence[Dataset],
+             workflows: Sequence[Workflow[Any, Any]]) -> Dataset:
+    """The Comprehensive 3D SR holding `groups`; `evidence` must include every group source (first = study);
+    `workflows` name the procedures reported."""
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=DEVICE_UID, name="liver-node", manufacturer_name=MANUFACTURER, model_name=MANUFACTURER_MODEL_NAME))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=[C.procedure(p) for p in procedures] or [C.procedure("maa")],
+        procedure_reported=[C.concept(wf.procedure) for wf in workflows],
         imaging_measurements=[_group(g) for g in groups])
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(evidence), content=report, series_instance_uid=hd.UID(), series_number=SR_SERIES_NUMBER,

@@ -211,7 +211,8 @@ def draw_case(seed: int, *, layout: str = "compact", noise_hu: float | None = No
         if centre is None:
             continue
         placed.append((centre, radius))
-        out.append(Lesion(f"T{len(out) + 1}", kind, tuple(float(v) for v in centre), float(radius),
+        x, y, z = (float(v) for v in centre)
+        out.append(Lesion(f"T{len(out) + 1}", kind, (x, y, z), float(radius),
                           liver_hu - float(rng.uniform(5.0, 20.0)), k))
     return CaseSpec(seed=seed, layout=layout, pixel_mm=round(pixel, 4), rows=rows, slice_mm=thick, n_slices=slices,
                     times_s=times, noise_hu=round(noise, 3), inputs=inputs, liver=liver, liver_baseline_hu=liver_hu,

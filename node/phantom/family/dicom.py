@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
 import rtstruct
@@ -128,7 +129,7 @@ def structure_set(spec: CaseSpec, cts: Sequence[Dataset], label_volume: np.ndarr
     """RTSTRUCT on the first frame: the truth regions (and the input ROIs, eroded in-plane, if asked)."""
     first = [ds for ds in cts if int(ds.AcquisitionNumber) == 1]
     m = masks(spec, label_volume)
-    rois = [rtstruct.RoiMask(REGION_ROI.get("liver_parenchyma"), m["liver_parenchyma"], interpreted_type="ORGAN",
+    rois = [rtstruct.RoiMask(REGION_ROI["liver_parenchyma"], m["liver_parenchyma"], interpreted_type="ORGAN",
                              color=(160, 82, 45), description="normal liver parenchyma (phantom truth)")]
     rois += [rtstruct.RoiMask(les.name, m[les.name], interpreted_type="GTV", color=(255, 60, 60),
                               description=f"{les.kind} lesion, radius {les.radius_mm:.1f} mm (phantom truth)")
@@ -143,7 +144,7 @@ def structure_set(spec: CaseSpec, cts: Sequence[Dataset], label_volume: np.ndarr
                                    software_versions=FAMILY_VERSION, approval_status="APPROVED")
 
 
-def build(spec: CaseSpec, input_rois: bool = False) -> tuple[list[Dataset], Dataset, dict]:
+def build(spec: CaseSpec, input_rois: bool = False) -> tuple[list[Dataset], Dataset, dict[str, Any]]:
     """(CT datasets, structure set, truth) of a case, in memory."""
     lab = labels(spec)
     c = curves(spec)

@@ -15,8 +15,9 @@ Truth (`truth(spec)`):
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -166,7 +167,7 @@ def discm_floor(spec: CaseSpec, c: Curves, k: K.TissueParams, sigma_mean: float)
         g[:, i] = (_derived(*up) - _derived(*down)) / (2 * h)
     g[:, 3:] = 0.0
     sd = np.sqrt(np.maximum(np.diag(g @ cov @ g.T), 0.0))
-    return dict(zip(("ALP", "PVP", "TLP", "HPI", "DV", "MTT"), (float(v) for v in sd)))
+    return dict(zip(("ALP", "PVP", "TLP", "HPI", "DV", "MTT"), (float(v) for v in sd), strict=True))
 
 
 def max_slope_floor(c: Curves, ms: dict[str, float], sigma_mean: float, tissue_key: str) -> dict[str, float]:
@@ -190,7 +191,7 @@ def max_slope_floor(c: Curves, ms: dict[str, float], sigma_mean: float, tissue_k
     return out
 
 
-def truth(spec: CaseSpec, label_volume: np.ndarray | None = None, c: Curves | None = None) -> dict:
+def truth(spec: CaseSpec, label_volume: np.ndarray | None = None, c: Curves | None = None) -> dict[str, Any]:
     """The case's truth (JSON-ready): see the module docstring."""
     lab = labels(spec) if label_volume is None else label_volume
     c = curves(spec) if c is None else c
