@@ -126,6 +126,7 @@ class PerfusionMeasurements:
 
     def not_measurable(self) -> list[str]:
         """Every region value reported as not measurable, in words with the reason (status flags, warnings)."""
-        return [f"{roi} {param} ({method}) not measurable: {reason}"
+        return [f"{roi} {param} ({method}) " + (reason if reason.startswith("not measurable")
+                                                  else f"not measurable: {reason}")
                 for roi, stats in self.regional_statistics.items()
                 for method, param, reason in stats.not_measurable()]
