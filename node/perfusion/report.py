@@ -71,6 +71,8 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
     ct = list(sources.get("ct-perfusion", []))
     maps = [o.dataset for o in result.outputs if o.kind == "parametric-map"]
     method_params = [p for name, params in m.methods.items() for p in _params(f"{name}: ", params)]
+    method_params.append(f"uncertainty = 1 SD of image noise (and model misfit); not measurable when the 95 % "
+                         f"interval spans more than {100 * m.tolerance:.0f} % of the value")
     groups = []
     for name, roi in m.inputs.items():
         label = name.replace("_", " ")
@@ -86,7 +88,7 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
         groups.append(g)
     for roi_name, stats in m.regional_statistics.items():
         g = Group("perfusion", f"{roi_name}{ROI_SUFFIX}", LIVER,
-                  TUMOUR if _TUMOUR_NAME.search(roi_name) else None, sources=maps, parameters=method_params,
+                  TUMOUR if _TUMOUR_NAME.search(roi_name) else None, sources=maps, parameters=list(method_params),
                   region=roi_name, region_source="perfusion CT: RTSTRUCT")
         g.add(VOLUME, stats.volume_ml, "mL", REGION_VOLUME, "contoured volume")
         g.add(ANALYSED_VOLUME, stats.analysed_volume_ml, "mL", REGION_VOLUME, "analysed volume")
@@ -95,8 +97,17 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
                 concept, unit = PARAMETER_CONCEPTS.get(param), PERFUSION_UNITS.get(param)
                 if concept is None or unit is None:
                     continue
-                g.add(concept, value.mean, unit, METHOD_CODES[method], f"{param} mean ({method})", "mean")
-                g.add(concept, value.sd, unit, METHOD_CODES[method], f"{param} SD ({method})", "sd")
+                code = METHOD_CODES[method]
+                # the region value (the ROI mean curve's) with its 1-SD noise, qualified where it is not measurable
+                v = stats.values.get(method, {}).get(param)
+                flag = None if v is None or v.measurable else (v.reason or "not measurable")
+                if v is not None:
+                    g.add(concept, v.value, unit, code, f"{param} (ROI curve, {method})", uncertainty=v.sd,
+                          not_measurable=flag)
+                if flag:
+                    g.parameters.append(f"{param} ({method}) not measurable: {flag}")
+                g.add(concept, value.mean, unit, code, f"{param} mean ({method})", "mean", not_measurable=flag)
+                g.add(concept, value.sd, unit, code, f"{param} SD ({method})", "sd")
         groups.append(g)
     return groups
 

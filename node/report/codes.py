@@ -28,9 +28,6 @@ TIME_TO_PEAK = Coded("113069", "DCM", "Time To Peak")
 # ----------------------------------------------------------------- methods used by several workflows
 REGION_VOLUME = Coded("126030", "DCM", "Sum of segmented voxel method for volume")
 
-#: Numeric value qualifier (CID 42) of a value reported as not measurable (e.g. at this image noise)
-NOT_MEASURABLE = Coded("114011", "DCM", "Value indeterminate")
-
 # ----------------------------------------------------------------- anatomy (finding sites and types)
 LIVER = Coded("10200004", "SCT", "Liver")
 LUNG = Coded("39607008", "SCT", "Lung")
@@ -38,6 +35,10 @@ AORTA = Coded("15825003", "SCT", "Aorta")
 PORTAL_VEIN = Coded("32764006", "SCT", "Portal vein")
 SPLEEN = Coded("78961009", "SCT", "Spleen")
 TUMOUR = Coded("108369006", "SCT", "Tumor")
+
+# ----------------------------------------------------------------- qualifiers
+#: Numeric value qualifier (CID 42) of a value reported as not measurable (e.g. at this image noise)
+NOT_MEASURABLE = Coded("114011", "DCM", "Value indeterminate")
 
 _DERIVATIONS = {"mean": Coded("373098007", "SCT", "Mean"), "sd": Coded("386136009", "SCT", "Standard Deviation")}
 

@@ -45,7 +45,7 @@ class Item:
     method: Coded
     label: str  # for people: e.g. "T/N", "ALP mean (max slope)"
     derivation: str | None = None  # "mean" or "sd"
-    uncertainty: float | None = None  # 1-SD of the value from image noise (same unit)
+    uncertainty: float | None = None  # 1-SD of the value (same unit): the SR's measurement uncertainty (TID 310)
     not_measurable: str | None = None  # why the value cannot be trusted (then it carries a qualifier)
     decimals: int | None = None  # the value's precision (decimal places); None: the unit's default (codes)
 
@@ -73,9 +73,9 @@ class Group:
         """Append an item when `value` is a finite number; None (not measured) and NaN are not reported.
 
         The value comes from a typed field, so a renamed field fails type checking; None is a value the
-        workflow recorded on purpose ("not measurable"), never a missing key. `uncertainty` is its 1-SD
-        (scaled like the value); `not_measurable` says why the value must not be trusted; `decimals` its
-        precision when the unit's default (node.report.codes.DECIMALS) does not fit.
+        workflow recorded on purpose ("not computed"), never a missing key. `uncertainty` is its 1-SD
+        (scaled like the value); `not_measurable` says why the value must not be trusted (it is then
+        qualified); `decimals` its precision when the unit's default (node.report.codes.DECIMALS) does not fit.
         """
         if value is None:
             return
@@ -88,7 +88,7 @@ class Group:
                                    not_measurable, decimals))
 
     def item(self, concept: Coded, method: Coded | None = None, derivation: str | None = None) -> Item | None:
-        """The first item of `concept` (and `method`, `derivation` when given), else None."""
+        """The first item of `concept` (and `method`, `derivation` when given; else of any derivation), or None."""
         for i in self.items:
             if i.concept == concept and (method is None or i.method == method) and \
                     (derivation is None or i.derivation == derivation):

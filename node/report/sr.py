@@ -4,9 +4,10 @@ One TID 1501 group ("Measurements and qualitative evaluations", no geometry) per
 tracking identifier, finding site, the images it was measured on (Source images for measurement group),
 the algorithm (name, version, method details as parameters) and its measurements (TID 300: coded name,
 value rounded to its precision, UCUM unit, method, derivation for means and SDs; a value's 1-SD noise as its
-measurement uncertainty (TID 310) and, where it is not measurable, the qualifier "Value indeterminate").
-Groups of one region (a lesion measured by the perfusion and the MAA workflows) share one Tracking UID: one
-finding, one name. Referenced images are the SR's evidence; the SR joins the study of the first evidence item.
+measurement uncertainty (TID 310) and, where it is not measurable, the qualifier "Value indeterminate" with the
+reason among the algorithm's parameters). Groups of one region (a lesion measured by the perfusion and the MAA
+workflows) share one Tracking UID: one finding, one name. Referenced images are the SR's evidence; the SR joins
+the study of the first evidence item.
 """
 from __future__ import annotations
 
@@ -49,9 +50,17 @@ def _measurement(i: Item) -> hd.sr.Measurement:
         qualifier=C.concept(C.NOT_MEASURABLE) if i.not_measurable else None)
 
 
+def _reason(text: str) -> str:
+    """`text` as a reason that starts with "not measurable" (said once)."""
+    return text if text.lower().startswith("not measurable") else f"not measurable: {text}"
+
+
 def _group(g: Group, tracking_uid: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     parameters = [p for p in g.parameters if p]
-    parameters += [f"{i.label}: not measurable: {i.not_measurable}" for i in g.items if i.not_measurable]
+    # every reason a value is not measurable, once: a workflow that states it in its parameters is not repeated
+    for i in g.items:
+        if i.not_measurable and not any(i.not_measurable in p for p in parameters):
+            parameters.append(f"{i.label}: {_reason(i.not_measurable)}")
     algorithm = hd.sr.AlgorithmIdentification(name=f"liver-node {g.workflow}", version=__version__,
                                               parameters=[p[:1024] for p in parameters] or None)
     measurements = [_measurement(i) for i in g.items]
