@@ -236,13 +236,15 @@ def text_block(frame: PageFrame, x_px: float, y_px: float, lines: Sequence[tuple
                line_px: float = 24.0) -> float:
     """Lines of (style, text) from (x, y) down, wrapped to `width_px`; returns the y below the block.
 
-    Styles: "heading", "body", "small", "key" (accent colour, larger), "warn" (flag colour), "dim".
+    Styles: "heading", "body", "small", "key" (accent colour, larger), "warn" (flag colour), "flag" (small, flag
+    colour), "dim".
     """
     y = y_px
     for style, text in lines:
         size, color, weight = {
             "heading": ("heading", ACCENT, "bold"), "body": ("body", TEXT, "normal"), "small": ("small", DIM, "normal"),
             "key": ("key", ACCENT, "bold"), "warn": ("body", WARN, "normal"), "dim": ("small", DIM, "normal"),
+            "flag": ("small", WARN, "normal"),
         }[style]
         chars = max(20, int(width_px / (FONT_PX[size] * 0.55)))
         for piece in _wrap(text, chars):

@@ -16,6 +16,7 @@ SeriesDescription/ContentDescription/ImageComments, and copies patient/study dat
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from pydicom.sr.coding import Code  # noqa: E402
 from node.derived import NOT_FOR_DIAGNOSIS, copy_patient_study, equipment_kwargs  # noqa: E402
 from node.imaging.pages import Identity, Page  # noqa: E402
 from node.perfusion.pages import MapSlice, render_curve_page, render_map_page  # noqa: E402
+from node.perfusion.qualify import RegionValue  # noqa: E402
 from node.perfusion.volume4d import Volume4D  # noqa: E402
 
 SERIES_NUMBER_BASE = 9500  # derived series numbers: far from scanner series numbers
@@ -201,7 +203,8 @@ def lesion_slices(lesions: dict[str, np.ndarray], liver: np.ndarray, n_max: int 
 
 
 def map_slice(mapset: MapSet, vol: Volume4D, ref_t: int, k: int, analysed: np.ndarray, liver_native: np.ndarray,
-              lesions_native: dict[str, np.ndarray], values: dict[str, dict[str, str]]) -> MapSlice:
+              lesions_native: dict[str, np.ndarray], values: dict[str, dict[str, str]],
+              flags: Sequence[str] = ()) -> MapSlice:
     """Slice k of the maps on the display grid (native pixels, radiological orientation) for the pages."""
     flips = display_orientation(vol)
     computed = to_native(analysed[k].astype(np.float32), vol, 0.0) > 0.5
@@ -212,13 +215,13 @@ def map_slice(mapset: MapSet, vol: Volume4D, ref_t: int, k: int, analysed: np.nd
     spacing = vol.native_grid.spacing
     return MapSlice(ct=orient(vol.native_slice(ref_t, k), flips), maps=maps, liver=orient(liver_native[k], flips),
                     lesions={n: orient(m[k], flips) for n, m in lesions_native.items()},
-                    pixel_mm=(float(spacing[1]), float(spacing[2])), values=values)
+                    pixel_mm=(float(spacing[1]), float(spacing[2])), values=values, flags=tuple(flags))
 
 
 def map_pages(mapset: MapSet, vol: Volume4D, ref_t: int, analysed: np.ndarray, liver_native: np.ndarray,
               liver_source: str, lesions_native: dict[str, np.ndarray], values: dict[str, dict[str, str]],
-              series_description: str, t_spl: float) -> list[tuple[int, Page]]:
-    """(slice index, page) of every map page of one method."""
+              series_description: str, t_spl: float, flags: Sequence[str] = ()) -> list[tuple[int, Page]]:
+    """(slice index, page) of every map page of one method; `flags` say why values are not measurable."""
     slices = lesion_slices(lesions_native, liver_native)
     ref_ds, _ = vol.source_ref(ref_t, slices[0][0])
     identity = Identity.of(ref_ds, series_description)
@@ -229,7 +232,7 @@ def map_pages(mapset: MapSet, vol: Volume4D, ref_t: int, analysed: np.ndarray, l
         z = float(vol.grid.slice_position(k) @ vol.grid.normal)
         page, _ = render_map_page(
             identity, METHOD_TITLES[mapset.method], METHOD_WORDS[mapset.method], list(mapset.maps),
-            map_slice(mapset, vol, ref_t, k, analysed, liver_native, lesions_native, values),
+            map_slice(mapset, vol, ref_t, k, analysed, liver_native, lesions_native, values, flags),
             f"slice {k + 1} of {vol.grid.shape[0]} (z = {z:.1f} mm)", why, (n, len(slices)),
             f"time point {ref_t + 1}", liver_source, notes)
         pages.append((k, page))
@@ -243,9 +246,11 @@ def curve_page(vol: Volume4D, ref_t: int, inputs: dict[str, np.ndarray], tissue:
     return render_curve_page(Identity.of(ref_ds, series_description), vol.times, inputs, tissue, t_spl, (1, 1))
 
 
-def region_text(stats: dict[str, Any] | None) -> str:
-    """A region's value for a page: "52 ± 3" (map mean ± SD) or "-"."""
-    if not stats or stats.get("mean") is None:
+def region_text(value: RegionValue | None) -> str:
+    """A region's value for a page as the report states it: "52 \u00b1 3" (the value of the region's mean curve
+    \u00b1 1 SD of image noise), "n.m." when it is not measurable, "-" when there is none."""
+    if value is None:
         return "-"
-    sd = stats.get("sd")
-    return f"{stats['mean']:.0f}" + (f" \u00b1 {sd:.0f}" if sd is not None else "")
+    if not value.measurable or value.value is None:
+        return "n.m."
+    return f"{value.value:.0f}" + (f" \u00b1 {value.sd:.0f}" if value.sd is not None else "")

@@ -78,6 +78,7 @@ LESION_COLOUR = "#ffffff"
 _GRID_LEFT, _GRID_WIDTH, _GRID_TOP, _GRID_BOTTOM = 12.0, 1416.0, 102.0, 1036.0
 _INFO_LEFT, _INFO_WIDTH = 1440.0, 460.0
 _CAPTION_PX, _BAR_PX = 26.0, 64.0
+_MAX_FLAGS = 4  # reasons listed beside the panels; the case summary and the SR list every one
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,10 @@ class MapSlice:
     liver: np.ndarray
     lesions: Mapping[str, np.ndarray]
     pixel_mm: tuple[float, float]  # (row, column) spacing
-    #: lesion -> quantity -> text of its value ("52 ± 3", "n.m."), as the report states it
+    #: region -> quantity -> text of its value ("52 ± 3", "n.m."), as the report states it
     values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: why the values shown as n.m. are not measurable ("Tumor 1 HPI: not measurable at this noise: ...")
+    flags: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -205,14 +208,19 @@ def _flagged(text: str) -> str:
 def _map_info(frame: PageFrame, quantities: Sequence[str], s: MapSlice, method_words: str, liver_source: str,
               notes: Sequence[str]) -> None:
     x, w = _INFO_LEFT, _INFO_WIDTH
-    y = text_block(frame, x, 110, [("heading", "Regions (mean of the region)")], w)
+    y = text_block(frame, x, 110, [("heading", "Regions (value \u00b1 1 SD)")], w)
     shown = [q for q in quantities if q in ("ALP", "PVP", "TLP", "HPI")][:4]
     if s.values:
         columns = [("region", 100.0, "l")] + [(q, (w - 100.0) / max(1, len(shown)), "r") for q in shown]
         rows: list[list[Cell]] = [[name, *(_flagged(v.get(q, "-")) for q in shown)] for name, v in s.values.items()]
         y = table(frame, x, y + 2, columns, rows, size="small", row_px=24)
-        y = text_block(frame, x, y + 2, [("dim", "ALP, PVP, TLP in mL/min/100 mL; HPI in %. n.m. = not "
-                                                 "measurable (see the report).")], w)
+        y = text_block(frame, x, y + 2, [("dim", "Value of the region's mean curve \u00b1 1 SD of image noise; "
+                                                 "ALP, PVP, TLP in mL/min/100 mL; HPI in %. n.m. = not "
+                                                 "measurable:")], w)
+        shown_flags = list(s.flags[:_MAX_FLAGS])
+        if len(s.flags) > _MAX_FLAGS:
+            shown_flags.append(f"and {len(s.flags) - _MAX_FLAGS} more (see the case summary and the SR)")
+        y = text_block(frame, x, y, [("flag", f) for f in shown_flags], w)
     else:
         y = text_block(frame, x, y, [("dim", "No regions were received (perfusion RTSTRUCT).")], w)
     lines: list[tuple[str, str]] = [("heading", "Method"), ("body", method_words),

@@ -80,14 +80,20 @@ def _liver_mask(roi_native: dict[str, np.ndarray], analysis: PerfusionSettings, 
 
 
 def _lesions_and_values(roi_native: dict[str, np.ndarray], regional: dict[str, dict[str, Any]], method: str
-                        ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, str]]]:
-    """The lesions of the RTSTRUCT (outlined on the pages) and every region's value text per quantity."""
+                        ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, str]], list[str]]:
+    """The lesions of the RTSTRUCT (outlined on the pages), every region's value text per quantity as the report
+    states it (value of the region's mean curve +- 1 SD, or n.m.), and why each n.m. value is not measurable."""
     lesions = {n: m for n, m in roi_native.items() if out.LESION_NAME.search(n)}
-    values = {}
+    values: dict[str, dict[str, str]] = {}
+    flags: list[str] = []
     for name, entry in regional.items():
-        if name in roi_native:
-            values[name] = {param: out.region_text(stats) for param, stats in (entry.get(method) or {}).items()}
-    return lesions, values
+        if name not in roi_native:
+            continue
+        region_values = (entry.get("values") or {}).get(method) or {}
+        values[name] = {param: out.region_text(region_values.get(param)) for param in entry.get(method) or {}}
+        flags += [f"{name} {param}: {v.reason or 'not measurable'}" for param, v in region_values.items()
+                  if not v.measurable]
+    return lesions, values, flags
 
 
 def _build_outputs(map_sets: list[out.MapSet], vol: Volume4D, ref_t: int, analysed: np.ndarray,
@@ -105,8 +111,9 @@ def _build_outputs(map_sets: list[out.MapSet], vol: Volume4D, ref_t: int, analys
         number += 1
         series_uid = hd.UID()
         desc = f"Perfusion {out.METHOD_SHORT[ms.method]} maps - {NOT_FOR_DIAGNOSIS}"
-        lesions, texts = _lesions_and_values(roi_native, regional, ms.method)
-        pages = out.map_pages(ms, vol, ref_t, analysed, liver_native, liver_source, lesions, texts, desc, t_spl)
+        lesions, texts, flags = _lesions_and_values(roi_native, regional, ms.method)
+        pages = out.map_pages(ms, vol, ref_t, analysed, liver_native, liver_source, lesions, texts, desc, t_spl,
+                              flags)
         for i, (k, page) in enumerate(pages, start=1):
             ref_ds, frame = vol.source_ref(ref_t, k)
             comments = (f"{NOT_FOR_DIAGNOSIS}. CT perfusion, {out.METHOD_TITLES[ms.method]} ({ms.summary}): "

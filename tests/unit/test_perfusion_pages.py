@@ -6,8 +6,10 @@ import matplotlib
 import numpy as np
 import pytest
 
-from node.imaging.pages import PAGE_PX, Identity
+from node.imaging.pages import PAGE_PX, WARN, Identity
+from node.perfusion.outputs import region_text
 from node.perfusion.pages import SCALES, MapSlice, render_curve_page, render_map_page
+from node.perfusion.qualify import RegionValue
 
 IDENTITY = Identity("DOE, Jane", "P-PAGES", "1950-01-01", "F", "2024-01-01", "CT perfusion", "Perfusion maps")
 
@@ -82,3 +84,26 @@ def test_curve_page_is_dark_with_the_legend_outside_the_data():
     legend = rgb[100:500, 1380:1700].reshape(-1, 3).astype(int)
     for colour in ((0xff, 0x52, 0x52), (0xff, 0xd5, 0x4f), (0x69, 0xf0, 0xae)):
         assert (np.abs(legend - np.asarray(colour)).sum(axis=1) < 40).any(), colour
+
+
+def test_region_values_as_the_report_states_them_and_why_not_measurable():
+    """A region's value on the pages is the report's: the value of its mean curve +- 1 SD of noise, or n.m.;
+    the reasons of the n.m. values are listed beside the panels in the flag colour."""
+    assert region_text(RegionValue(60.46, 1.2, 61.0, 9.0, measurable=True)) == "60 \u00b1 1"
+    assert region_text(RegionValue(79.0, 6.0, 80.0, 5.0, measurable=False, reason="too noisy")) == "n.m."
+    assert region_text(RegionValue(None, None, None, None, measurable=False, reason="not computed")) == "n.m."
+    assert region_text(None) == "-"
+    warn = np.asarray(tuple(int(WARN[i:i + 2], 16) for i in (1, 3, 5)))
+
+    def flag_pixels(flags: tuple[str, ...]) -> int:
+        s = _slice(nan_hole=False)
+        s = MapSlice(s.ct, s.maps, s.liver, s.lesions, s.pixel_mm, {"T1": {"ALP": "80 \u00b1 2", "PVP": "n.m."}},
+                     flags)
+        page, _ = render_map_page(IDENTITY, "max slope", "words", ("ALP", "PVP", "TLP", "HPI"), s, "", "", (1, 1),
+                                  "", "")
+        info = page.pixels[250:700, 1440:].reshape(-1, 3).astype(int)
+        return int((np.abs(info - warn).sum(axis=1) < 30).sum())
+
+    baseline = flag_pixels(())  # the table's own n.m. cell
+    assert flag_pixels(("T1 PVP: not measurable at this noise: the 95 % interval, 9 mL/min/100 mL either side, "
+                        "spans 30 % of the value (limit 15 %)",)) > baseline + 200
