@@ -12,7 +12,7 @@ from node.perfusion.motion import FrameMotion
 from node.perfusion.qualify import AcquisitionCheck, RegionValue
 
 __all__ = ["SeriesInfo", "InputCurve", "MeanSd", "RegionStats", "RegionValue", "AcquisitionCheck", "LiverCurve",
-           "PerfusionMeasurements"]
+           "PerfusionMeasurements", "flag_text"]
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,12 @@ class PerfusionMeasurements:
 
     def not_measurable(self) -> list[str]:
         """Every region value reported as not measurable, in words with the reason (status flags, warnings)."""
-        return [f"{roi} {param} ({method}) " + (reason if reason.startswith("not measurable")
-                                                  else f"not measurable: {reason}")
-                for roi, stats in self.regional_statistics.items()
+        return [flag_text(roi, param, method, reason) for roi, stats in self.regional_statistics.items()
                 for method, param, reason in stats.not_measurable()]
+
+
+def flag_text(region: str, param: str, method: str, reason: str) -> str:
+    """A value reported as not measurable, in words: "T2 ALP (max-slope) not measurable at this noise: ..."; the
+    same text in the warnings, the status flags and the summary's notes (which then say it once)."""
+    return f"{region} {param} ({method}) " + (reason if reason.startswith("not measurable")
+                                               else f"not measurable: {reason}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydicom import Dataset
 
-from node.perfusion.measurements import PerfusionMeasurements
+from node.perfusion.measurements import PerfusionMeasurements, flag_text
 from node.report.codes import (
     AORTA,
     LIVER,
@@ -144,7 +144,7 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
                     if value is not None:
                         spreads.add("noise" if value.derivation is None else "voxels")
                     if value is not None and value.not_measurable:
-                        flagged.append(f"{g.region} {p} ({method}): {value.not_measurable}")
+                        flagged.append(flag_text(g.region, p, method, value.not_measurable))
                 if any(c != "-" for c in cells):
                     roi_rows.append((g.region, "max slope" if method == "max-slope" else "DISCM", *cells))
         unit = "mL/min/100 mL"

@@ -16,7 +16,7 @@ from node.report.errors import ReportError
 from node.report.groups import Group, referenced
 from node.report.pdf import encapsulated_pdf
 from node.report.sr import build_sr
-from node.report.summary import Section, SummaryBlock, liver_volumes, render_pages, render_pdf, summary_lines
+from node.report.summary import Section, SummaryBlock, Table, liver_volumes, render_pages, render_pdf, summary_lines
 from node.workflow import OutputObject, Workflow, WorkflowResult
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,9 @@ def summary_sections(reporting: Sequence[tuple[Workflow[Any, Any], WorkflowResul
         mine = [g for g in groups if g.workflow == wf.name]
         if mine or result.warnings:
             blocks: list[SummaryBlock] = list(wf.summary_section(mine)) if mine else ["no measurements"]
-            sections.append(Section(wf.title, blocks, list(result.warnings)))
+            # a warning a table already states in its notes (why a value is n.m.) is said once, by the table
+            stated = {note for b in blocks if isinstance(b, Table) for note in b.notes}
+            sections.append(Section(wf.title, blocks, [w for w in result.warnings if w not in stated]))
     return sections
 
 

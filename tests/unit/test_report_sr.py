@@ -328,4 +328,13 @@ def test_region_values_carry_their_noise_and_a_qualifier_where_not_measurable(ca
     lines = summary_text("CASE-7", case["results"], case["sources"])
     row = next(line for line in lines if line.startswith("Tumor 1 | max slope"))
     assert row.endswith("n.m.") and "| 60.5 \u00b1 1.2 |" in row  # ALP value +- its noise; HPI flagged
-    assert any(line.startswith("Tumor 1 HPI (max-slope): not measurable at this noise") for line in lines)
+    assert any(line.startswith("Tumor 1 HPI (max-slope) not measurable at this noise") for line in lines)
+    # the workflow's warnings (status flags) hold the same sentence: the summary says it once, under the table
+    outputs = case["results"]["perfusion"].outputs
+    warned = dict(case["results"], perfusion=WorkflowResult("perfusion", PERFUSION, outputs,
+                                                            warnings=PERFUSION.not_measurable()))
+    assert PERFUSION.not_measurable() == [
+        "Tumor 1 HPI (max-slope) not measurable at this noise: the 95 % interval, 12 % either side, spans 30 % of the "
+        "value (limit 15 %)"]
+    text = "\n".join(summary_text("CASE-7", warned, case["sources"]))
+    assert text.count("Tumor 1 HPI (max-slope) not measurable at this noise") == 1
