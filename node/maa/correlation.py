@@ -10,8 +10,10 @@ The maps are read back from the perfusion result's Parametric Map datasets (DICO
 parameter from the Real World Value Mapping's LUT Label (ALP, PVP, HPI), the method from the Content Label
 ("<METHOD>_<PARAM>"), the geometry from the per-frame plane positions (highdicom get_volume). A tumour region
 (partial-volume fraction on the SPECT grid) is resampled linearly onto each map's grid and thresholded at 0.5;
-the mean is taken over its voxels the perfusion analysis analysed (non-zero in any map of that method: the
-perfusion maps are 0 where tissue was not analysed).
+the mean is taken over its voxels the perfusion analysis analysed (a finite, non-zero value in any map of that
+method: the maps hold NaN where nothing was computed, older ones 0), over the voxels where the parameter has a
+value. A tumour named after a lesion of the perfusion RTSTRUCT inherits that lesion's flags: a value the perfusion
+analysis reports as not measurable is flagged here too, with its reason, and does not enter the correlation.
 """
 from __future__ import annotations
 
@@ -103,7 +105,18 @@ def read_maps(datasets: Sequence[Dataset]) -> list[PerfusionMap]:
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:
-    return round(float(values.mean()), 2) if values.size else None
+    finite = values[np.isfinite(values)]  # NaN: the voxel's curve does not define the parameter
+    return round(float(finite.mean()), 2) if finite.size else None
+
+
+def _flags(perfusion: PerfusionReference, tumour: str, method: str) -> dict[str, str]:
+    """Parameter -> why the perfusion analysis reports lesion `tumour`'s value of `method` as not measurable
+    (map method "maxslope" is the perfusion's "max-slope")."""
+    out = {}
+    for (m, param), reason in perfusion.not_measurable.get(tumour, {}).items():
+        if m.replace("-", "").lower() == method.replace("-", "").lower() and param in PARAMETERS:
+            out[param] = f"not measurable in the CT perfusion ({tumour} {param}, {m}: {reason})"
+    return out
 
 
 @dataclass(frozen=True)
@@ -196,11 +209,13 @@ def correlate(nm: sitk.Image, tumours: Mapping[str, np.ndarray], tn: Mapping[str
             mean = {p: (_mean_or_none(np.asarray(arrays[p])[used]) if p in arrays and in_field >= MIN_IN_FIELD
                         else None) for p in PARAMETERS}
             values[method] = TumourPerfusion(int(used.sum()), round(min(in_field, 1.0), 3), mean["ALP"], mean["PVP"],
-                                             mean["HPI"])
+                                             mean["HPI"], _flags(perfusion, name, method))
         rows.append(CorrelationRow(name, round(float(tn[name]), 3), values))
     pearson = {}
     for method in sorted(by_method):
-        pairs = [(r.tn_ratio, r.perfusion[method].ALP) for r in rows if r.perfusion[method].ALP is not None]
+        # a tumour ALP the perfusion analysis reports as not measurable does not enter the statistic
+        pairs = [(r.tn_ratio, r.perfusion[method].ALP) for r in rows
+                 if r.perfusion[method].ALP is not None and "ALP" not in r.perfusion[method].not_measurable]
         r_value = None
         if len(pairs) >= MIN_POINTS:
             x, y = np.asarray(pairs, dtype=float).T

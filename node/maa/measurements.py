@@ -119,13 +119,15 @@ class PartitionRecord:
 
 @dataclass(frozen=True)
 class TumourPerfusion:
-    """A tumour's mean perfusion values on the maps of one method (None where not measurable)."""
+    """A tumour's mean perfusion values on the maps of one method (None where not measured)."""
 
     voxels: int
     in_field_fraction: float
     ALP: float | None  # noqa: N815 (the parameters' own abbreviations)
     PVP: float | None  # noqa: N815
     HPI: float | None  # noqa: N815
+    #: parameter -> why the value is not measurable: the CT perfusion reports the same lesion's value so
+    not_measurable: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

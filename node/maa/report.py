@@ -16,7 +16,7 @@ from node.maa.partition import TISSUE_DENSITY_G_PER_ML
 from node.perfusion.report import MAX_SLOPE, METHOD_CODES, PARAMETER_CONCEPTS, PERFUSION_UNITS
 from node.report.codes import ABSORBED_DOSE, LIVER, LUNG, MASS, REGION_VOLUME, TUMOUR, VOLUME
 from node.report.groups import Coded, Group, private
-from node.report.summary import CM3, Column, Note, SummaryBlock, Table, number
+from node.report.summary import CM3, NOT_MEASURABLE_TEXT, Column, Note, SummaryBlock, Table, number, value_text
 from node.workflow import WorkflowResult
 
 __all__ = ["PROCEDURE", "report_groups", "summary_section"]
@@ -80,7 +80,7 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
             label = "max-slope" if method == MAX_SLOPE else map_method.lower()
             for param, value in (("ALP", values.ALP), ("PVP", values.PVP), ("HPI", values.HPI)):
                 g.add(PARAMETER_CONCEPTS[param], value, PERFUSION_UNITS[param], method, f"{param} mean ({label})",
-                      "mean")
+                      "mean", not_measurable=values.not_measurable.get(param))
         groups.append(g)
     g = Group("maa", f"normal liver{SUFFIX}", LIVER, None, sources=nm, parameters=uptake_params + plan_params,
               region="Normal liver", region_source="MAA SPECT: liver minus tumours")
@@ -149,7 +149,7 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
 
             def cell(concept: Coded, g: Group = g, method: Coded | None = method) -> str:
                 item = g.item(concept, method) if method is not None else None
-                return "-" if item is None else number(item.value, item.unit)
+                return "-" if item is None else value_text(item)  # n.m. where the CT perfusion says so
 
             rows.append((g.region, number(vol.value if vol else None, "cm3"),
                          number(tn.value if tn else None, "{ratio}", 1),
@@ -160,7 +160,9 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
              Column("dose", "Gy"), Column("ALP", "mL/min/100 mL", width=1.3), Column("PVP", "mL/min/100 mL", width=1.3),
              Column("HPI", "%")), tuple(rows), title="Tumours",
             notes=("T/N corrected for partial volume (uncorrected: plain ratio of means); dose at the maximum activity "
-                   "below; ALP/PVP/HPI: mean of the CT perfusion maps in the tumour (max slope where available).",)))
+                   "below; ALP/PVP/HPI: mean of the CT perfusion maps in the tumour (max slope where available)."
+                   + (" n.m.: the CT perfusion reports the lesion's value as not measurable (its section says why)."
+                      if any(c.endswith(NOT_MEASURABLE_TEXT) for r in rows for c in r) else ""),)))
     else:
         blocks.append(Note("No tumour found on the MAA SPECT."))
     by_region = {g.region: g for g in groups if g.region}

@@ -263,7 +263,9 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: PerfusionSettings,
     reference = PerfusionReference(ct, str(ct_datasets[0].get("PatientID", "")),
                                    tuple(o.dataset for o in objects if o.kind == "parametric-map"),
                                    {name: image_from_affine(mask.astype(np.uint8), vol.native_grid.affine())
-                                    for name, mask in roi_native.items()})
+                                    for name, mask in roi_native.items()},
+                                   {name: {(method, param): reason for method, param, reason in stats.not_measurable()}
+                                    for name, stats in measurements.regional_statistics.items()})
     logger.info("CT perfusion done: %d outputs, t_spl %.1f s, aorta peak %.0f HU, portal peak %.0f HU",
                 len(objects), t_spl, aorta.max(), portal.max())
     return PerfusionResult("perfusion", measurements, objects, warnings, reference=reference)

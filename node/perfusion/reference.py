@@ -33,6 +33,9 @@ class PerfusionReference:
     #: ROI name -> mask (uint8 0/1 image with patient geometry) of the RTSTRUCT the perfusion analysis used:
     #: other workflows name the lesions they find after these, so one lesion has one name in every output
     regions: Mapping[str, sitk.Image] = field(default_factory=dict)
+    #: ROI name -> (method, parameter) -> why the perfusion analysis reports that value as not measurable
+    #: ("max-slope", "ALP"): a workflow that shows the same lesion's perfusion flags it too
+    not_measurable: Mapping[str, Mapping[tuple[str, str], str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -15,9 +15,10 @@ import pydicom
 import pytest
 from pydicom.sr.coding import Code
 
+from node.imaging.grids import image_from_affine
 from node.maa.pipeline import run_maa
 from node.maa.settings import MaaSettings
-from node.perfusion.reference import reference_from_series
+from node.perfusion.reference import PerfusionReference, reference_from_series
 from node.phantom import write_phantom
 
 PARAMS = {"ALP": ("alp_ml_min_100ml", "mL/min/(100.mL)"), "PVP": ("pvp_ml_min_100ml", "mL/min/(100.mL)"),
@@ -62,11 +63,11 @@ def case(tmp_path_factory):
     nm = pydicom.dcmread(next((out / "spect-maa").glob("*.dcm")))
     ct = [pydicom.dcmread(p) for p in sorted((out / "spect-maa-ct").glob("*.dcm"))]
     result = run_maa(nm, ct, None, reference_from_series(perfusion, maps), MaaSettings())
-    return truth, result
+    return truth, result, (nm, ct, perfusion, maps, masks)
 
 
 def test_correlation_lists_every_tumour_with_both_measurements(case):
-    truth, result = case
+    truth, result, _ = case
     corr = result.measurements.correlation
     assert corr is not None and corr.done is True, corr
     rows = corr.rows
@@ -99,9 +100,32 @@ def test_correlation_lists_every_tumour_with_both_measurements(case):
 
 
 def test_registration_places_tumours_where_the_truth_has_them(case):
-    truth, result = case
+    truth, result, _ = case
     # fixed = perfusion CT, moving = MAA SPECT/CT: the matrix maps perfusion mm to MAA mm
     matrix = np.asarray(result.measurements.correlation.registration.matrix_4x4)
     for t in truth["tumours"]:
         mapped = matrix[:3, :3] @ np.asarray(t["centre_mm"]["perfusion"]) + matrix[:3, 3]
         assert np.linalg.norm(mapped - np.asarray(t["centre_mm"]["maa"])) < 4.0, t["name"]  # SPECT voxel 4.4 mm
+
+
+def test_a_lesion_value_the_perfusion_cannot_measure_is_flagged_and_left_out_of_the_correlation(case):
+    """Hot regions take the names of the perfusion RTSTRUCT's lesions; where the perfusion analysis reports a
+    lesion's value as not measurable, the MAA record flags that value with the reason (its report qualifies it,
+    its summary shows n.m.) and the T/N-ALP correlation counts only the measurable ones."""
+    _, _, (nm, ct, perfusion, maps, masks) = case
+    plain = reference_from_series(perfusion, maps)
+    regions = {name: image_from_affine(masks[name].astype(np.uint8), masks["affine_kij_to_patient"])
+               for name in ("T1", "T2", "T3")}
+    flagged = PerfusionReference(plain.ct, plain.patient_id, plain.maps, regions,
+                                 {"T2": {("max-slope", "ALP"): "not measurable at this noise: test reason"},
+                                  "T1": {("discm", "ALP"): "another method's flag"}})
+    corr = run_maa(nm, ct, None, flagged, MaaSettings()).measurements.correlation
+    assert corr is not None and corr.done is True
+    rows = {r.tumour: r for r in corr.rows}
+    assert set(rows) == {"T1", "T2", "T3"}  # named after the perfusion lesions
+    reason = rows["T2"].perfusion["maxslope"].not_measurable["ALP"]
+    assert "T2 ALP, max-slope" in reason and "test reason" in reason and reason.startswith("not measurable")
+    assert rows["T2"].perfusion["maxslope"].ALP is not None  # the mean is kept, flagged, not dropped
+    assert rows["T1"].perfusion["maxslope"].not_measurable == {}  # a flag of the other method stays there
+    assert rows["T3"].perfusion["maxslope"].not_measurable == {}
+    assert corr.pearson_r_tn_vs_alp["maxslope"].n == 2  # T2's ALP is not among the points

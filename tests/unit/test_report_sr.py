@@ -98,7 +98,9 @@ MAA = MaaMeasurements(
     correlation=CorrelationRecord(
         done=True, registration=CorrelationRegistration(REGISTRATION, RefinementRecord("slab", False), [], ""),
         rows=[CorrelationRow("T1", 8.05, {"maxslope": TumourPerfusion(10, 1.0, 63.0, 16.0, 80.6)}),
-              CorrelationRow("T2", 2.9, {"maxslope": TumourPerfusion(10, 1.0, 8.5, 14.8, None)})],
+              # T2's ALP: the CT perfusion reports this lesion's value as not measurable
+              CorrelationRow("T2", 2.9, {"maxslope": TumourPerfusion(10, 1.0, 8.5, 14.8, None, {
+                  "ALP": "not measurable in the CT perfusion (T2 ALP, max-slope: not measurable at this noise)"})})],
         pearson_r_tn_vs_alp={"maxslope": PearsonRecord(0.99, 3)}),
     timings_s={})
 MAA_WARNINGS = ["regions found automatically: review them"]
@@ -338,3 +340,11 @@ def test_region_values_carry_their_noise_and_a_qualifier_where_not_measurable(ca
         "value (limit 15 %)"]
     text = "\n".join(summary_text("CASE-7", warned, case["sources"]))
     assert text.count("Tumor 1 HPI (max-slope) not measurable at this noise") == 1
+    # the MAA's mean of the maps in the same lesion T2: qualified in the SR, its reason among the parameters,
+    # n.m. in the MAA table
+    t2 = next(f[4] for f in found if f[0] == "T2 (MAA SPECT)" and f[1] == "Arterial liver perfusion")
+    assert t2.qualifier is not None and t2.qualifier.value == "114011"
+    assert any(t.startswith("ALP mean (max-slope): not measurable in the CT perfusion (T2 ALP") for t in texts)
+    t2_row = next(line for line in lines if line.startswith("T2 | "))
+    assert t2_row == "T2 | 12.5 | 2.9 | 2.1 | 203 | n.m. | 14.8 | -", t2_row
+    assert "n.m.: the CT perfusion reports the lesion's value as not measurable" in text
