@@ -209,7 +209,8 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
         n = rest.split()[0] if rest else "?"
         r = next((i for i in corr.items if i.label.endswith(f"({map_method})")), None) if corr is not None else None
         texts.append(f"{map_method}: r = {number(r.value, '1')} (n = {n})" if r is not None
-                     else f"{map_method}: n = {n} tumours, too few for a correlation coefficient (needs {MIN_POINTS})")
+                     else f"{map_method}: n = {n} {'tumour' if n == '1' else 'tumours'}, too few for a correlation "
+                          f"coefficient (needs {MIN_POINTS})")
     if texts:
         blocks.append(Note("T/N vs tumour ALP: " + "; ".join(texts) + "."))
     return blocks
