@@ -5,7 +5,8 @@
 
 The phantom patient (node/phantom, seed 0) goes through an in-process node exactly as through a running one
 (C-STORE on loopback, completion, analysis, report); the outputs are caught before the outbox. --readme keeps
-one page of each kind (the middle map page of each method) under stable names, so the README stays current.
+one page of each kind (the middle map page of each method, the summary's first page) under stable names, so the
+README stays current.
 """
 from __future__ import annotations
 
@@ -100,7 +101,9 @@ def write_pages(objects: list[OutputObject], out: Path, dicom: bool) -> list[Pat
     return written
 
 
-#: README picture name -> the output descriptions it is chosen from (the middle one when there are several)
+#: README picture name -> the output descriptions it is chosen from (the middle one when there are several,
+#: the first for the pictures in README_FIRST: a summary's first page holds its tables, the last its overflow)
+README_FIRST = {"summary"}
 README_PAGES = {
     "perfusion-max-slope": "max-slope maps", "perfusion-discm": "discm maps", "perfusion-curves": "time-attenuation",
     "gsa-axial": "GSA fusion check (axial)", "gsa-coronal": "GSA fusion check (coronal)", "maa": "MAA regions review",
@@ -116,7 +119,7 @@ def write_readme_pages(objects: list[OutputObject], out: Path) -> list[Path]:
         found = [o for o in objects if str(o.dataset.SOPClassUID) == SC and o.description.startswith(prefix)]
         if not found:
             raise RuntimeError(f"no page {prefix!r} among the outputs")
-        image = Image.fromarray(sc_pixels(found[len(found) // 2].dataset))
+        image = Image.fromarray(sc_pixels(found[0 if name in README_FIRST else len(found) // 2].dataset))
         path = out / f"{name}.png"
         image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
         written.append(path)
