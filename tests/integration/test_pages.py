@@ -3,7 +3,8 @@
 
 - every page (Secondary Capture) is 1920 x 1080 RGB, burns the patient identity into its header and says so
   (BurnedInAnnotation YES exactly where the header holds text);
-- the uptake pages (GSA, MAA) carry a colour bar of the uptake scale;
+- the uptake pages (GSA, MAA) carry a colour bar of the uptake scale, the perfusion map pages the scale of every
+  quantity they show;
 - one name per lesion: the tumour names of the SR, of the MAA structure set, of the summary page and of the
   perfusion RTSTRUCT the node received are the same;
 - no ROI is typed GTV/CTV/PTV except the GSA targets (ITV, PTV);
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import highdicom as hd
+import matplotlib
 import numpy as np
 import pydicom
 import pytest
 
 import rtstruct
 from node.imaging.pages import PAGE_PX, UPTAKE_CMAP
+from node.perfusion.pages import SCALES
 from testpeers.orthanc import dciodvfy_errors
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -75,6 +78,19 @@ def test_uptake_pages_carry_the_uptake_colour_bar(delivered) -> None:
     for ds in uptake_pages:
         info_column = ds.pixel_array[100:1040, 1430:]
         assert _has_scale(info_column, UPTAKE_CMAP), ds.SeriesDescription
+
+
+def test_perfusion_map_pages_carry_the_scale_of_every_quantity(delivered) -> None:
+    """Each map page shows every quantity's colour bar: the same fixed scales for both methods."""
+    expected = {"Perfusion MaxSlope maps": ("ALP", "PVP", "TLP", "HPI"),
+                "Perfusion DISCM maps": ("ALP", "PVP", "TLP", "HPI", "DV", "MTT")}
+    for prefix, quantities in expected.items():
+        pages = [ds for ds in _of(delivered, SC) if ds.SeriesDescription.startswith(prefix)]
+        assert pages, prefix
+        for ds in pages:
+            panels = ds.pixel_array[100:1040, :1430]
+            for cmap in {SCALES[q].cmap for q in quantities}:
+                assert _has_scale(panels, matplotlib.colormaps[cmap]), (ds.SeriesDescription, cmap)
 
 
 def _sr_regions(delivered) -> dict[str, set[str]]:
