@@ -50,7 +50,8 @@ class PerfusionWorkflow(Workflow[PerfusionSettings, PerfusionMeasurements]):
                                                    f"position (>= {PERFUSION_MIN_REPEATS}): a dynamic series"),)
     settings_type = PerfusionSettings
     measurements_type = PerfusionMeasurements
-    legacy_keys = {"perfusion_methods": "methods", "aorta": "aorta", "portal_vein": "portal_vein", "spleen": "spleen"}
+    legacy_keys = {"perfusion_methods": "methods", "perfusion_tolerance": "tolerance", "aorta": "aorta",
+                   "portal_vein": "portal_vein", "spleen": "spleen"}
     report_rank = 20
 
     def parse_settings(self, table: ConfigTable, common: CommonSettings) -> PerfusionSettings:
