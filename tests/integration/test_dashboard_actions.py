@@ -25,7 +25,7 @@ pytestmark = pytest.mark.network
 
 
 def _node(tmp_path: Path, **dashboard) -> tuple[Node, list]:
-    ct = F.ct_series("P-ACT", 2, time_points=3)
+    ct = F.ct_series("P-ACT", 2, time_points=8)
     cfg = make_config(tmp_path / "var", health={"enabled": True, "port": 0}, dashboard={"enabled": True, **dashboard},
                       destinations={"pacs": {"folder": "results/pacs", "outputs": ["secondary-capture"]}},
                       notifications={"check_interval_seconds": 0.2, "webhooks": {}})
