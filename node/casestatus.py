@@ -33,6 +33,7 @@ from node.config import Config
 from node.errors import AnalysisError
 from node.index import CaseRow, Index, SeriesRow
 from node.record import CaseRecord, RecordError
+from node.selection import best_of_role
 from node.workflow import CaseSeries
 
 if TYPE_CHECKING:
@@ -262,9 +263,9 @@ def _inputs(config: Config, case: CaseSeries, record: CaseRecord | None) -> dict
         try:
             chosen = wf.select_inputs(case, config.analysis.settings_for(wf)).chosen
             out[wf.name] = {case.roles.get(c.series.series_uid, "other"): c.series.series_uid for c in chosen}
-        except AnalysisError:
-            newest = {role: case.with_role(role) for role in (*wf.needs, *wf.uses)}
-            out[wf.name] = {role: found[0].series_uid for role, found in newest.items() if found}
+        except AnalysisError:  # not all its inputs yet: the series it would most likely use, per role
+            best = {role: best_of_role(case, role, config.analysis.common) for role in (*wf.needs, *wf.uses)}
+            out[wf.name] = {role: s.series_uid for role, s in best.items() if s is not None}
     return out
 
 

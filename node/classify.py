@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from node.index import SeriesRow
 from node.registry import DEFAULT_REGISTRY, Registry
 from node.selection import liver_roi, planning_problem, planning_why, spect_ct_problem, spect_ct_why
-from node.seriescontent import sop_class_name, spect_problem
+from node.seriescontent import sop_class_name, spect_problem, tomo_problem
 from node.tracers import TracerRules
 from node.workflow import CommonSettings, RoleContext, RoleRule
 
@@ -100,14 +100,16 @@ def _header_tracer(s: SeriesRow) -> str:
 
 def _unknown_tracer(s: SeriesRow, tracers: TracerRules, registry: Registry, ambiguous: str = "") -> str:
     names = known_tracers(registry)
+    placed = spect_problem(s.modality, s.sop_class_uid, s.content)
+    also = f". Even then it could not be analysed: {placed}" if placed else ""
     example_word = next((w for w in (s.series_description or s.protocol_name or s.study_description).split()
-                         if len(w) >= 3), "MAA")
+                         if len(w) >= 3), "<a word of its SeriesDescription>")
     example = f'[classify.tracers] "{names[0] if names else "Tc-99m MAA"}" = [\'{example_word}\']'
     found = (f"[classify.tracers] rules of several tracers match ({ambiguous}): nothing is guessed" if ambiguous
              else "no [classify.tracers] rule matches " + tracers.describe_fields(s))
     return (f"NM SPECT whose tracer is unknown: the header names none a workflow analyses ({_header_tracer(s)}) and "
             f"{found}. If it is {' or '.join(names) or 'a tracer a workflow analyses'}, name it in the "
-            f"configuration, e.g. {example}")
+            f"configuration, e.g. {example}{also}")
 
 
 def _unclaimed(s: SeriesRow, ctx: RoleContext, rules: Sequence[RoleRule]) -> str:
@@ -118,7 +120,7 @@ def _unclaimed(s: SeriesRow, ctx: RoleContext, rules: Sequence[RoleRule]) -> str
     if s.modality == "SR":
         return "a structured report: not an analysis input; it never re-runs an analysis"
     if s.modality == "NM":
-        problem = spect_problem(s.modality, s.sop_class_uid, s.content)
+        problem = tomo_problem(s.modality, s.sop_class_uid, s.content)
         if problem is not None:
             return f"NM, but {problem}: not an input of any workflow"
     reasons: dict[str, list[str]] = {}
@@ -152,17 +154,23 @@ def explain_roles(series: Sequence[SeriesRow], liver_names: Sequence[str],
         if rule is not None:
             out[s.series_uid] = (rule.role, rule.why(s, ctx))
             continue
-        spect = s.modality == "NM" and spect_problem(s.modality, s.sop_class_uid, s.content) is None
-        match = tracers.match(s) if spect else None
+        tomo = s.modality == "NM" and tomo_problem(s.modality, s.sop_class_uid, s.content) is None
+        match = tracers.match(s) if tomo else None
         if match is not None and not match.ambiguous:
             named = dataclasses.replace(s, radiopharmaceutical=match.radiopharmaceuticals[0],
                                         radiopharmaceutical_code="")
             rule = next((r for r in workflow_rules if r.matches(named, ctx)), None)
+            evidence = f"tracer named by [classify.tracers]: {match.evidence} (the header names none: " \
+                       f"{_header_tracer(s)})"
             if rule is not None:
-                out[s.series_uid] = (rule.role, f"{rule.why(named, ctx)}; tracer named by [classify.tracers]: "
-                                                f"{match.evidence} (the header names none: {_header_tracer(s)})")
+                out[s.series_uid] = (rule.role, f"{rule.why(named, ctx)}; {evidence}")
                 continue
-        if spect:
+            placed = spect_problem(s.modality, s.sop_class_uid, s.content)
+            if placed is not None:
+                out[s.series_uid] = (OTHER, f"NM SPECT of {match.radiopharmaceuticals[0]} ({evidence}), but "
+                                            f"{placed}: not an input of any workflow")
+                continue
+        if tomo:
             ambiguous = match.evidence if match is not None and match.ambiguous else ""
             out[s.series_uid] = (UNKNOWN_TRACER, _unknown_tracer(s, tracers, registry, ambiguous))
             continue

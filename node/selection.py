@@ -26,7 +26,7 @@ from node.seriescontent import (
 )
 from node.workflow import CaseSeries, ChosenSeries, CommonSettings, RoleContext
 
-__all__ = ["liver_roi", "drawn_on", "planning_problem", "spect_ct_problem", "emission_partners", "planning_why",
+__all__ = ["best_of_role", "liver_roi", "drawn_on", "planning_problem", "spect_ct_problem", "emission_partners", "planning_why",
            "spect_ct_why",
            "choose_planning_ct", "choose_spect_ct", "choose_liver_contour"]
 
@@ -174,3 +174,15 @@ def choose_liver_contour(case: CaseSeries, ct: SeriesRow, input_name: str, commo
     if found is None:
         return None
     return ChosenSeries(input_name, found[0], f"liver contour drawn on the planning CT (its referenced {found[1]})")
+
+
+def best_of_role(case: CaseSeries, role: str, common: CommonSettings) -> SeriesRow | None:
+    """The series of `role` a workflow would most likely use when it cannot select yet (status): the planning CT
+    by the planning rule, a SPECT/CT's CT by coverage of its emission series, anything else the newest."""
+    if role == "planning-ct":
+        chosen = choose_planning_ct(case, common, role)
+        return chosen.series if chosen is not None else None
+    found = case.with_role(role)
+    if role == "spect-ct" and found:
+        return max(found, key=lambda s: (_best_coverage(s, emission_partners(s, case.series))[0] or 0.0, _size(s)))
+    return found[0] if found else None

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydicom.uid import UID
 
 __all__ = ["SeriesContent", "InstanceFacts", "summarise", "encode_frames", "CT_IMAGE_CLASSES", "NM_IMAGE_CLASS",
-           "ct_image_problem", "volume_problem", "spect_problem", "coverage", "is_original", "sop_class_name", "facts_from_row",
+           "ct_image_problem", "volume_problem", "spect_problem", "tomo_problem", "coverage", "is_original", "sop_class_name", "facts_from_row",
            "MIN_VOLUME_SLICES", "MIN_VOLUME_EXTENT_MM", "GAP_FACTOR", "MIN_SPECT_COVERAGE"]
 
 #: SOP classes whose instances are CT images (Secondary Capture with Modality CT is not: a screen capture).
@@ -59,7 +60,10 @@ _DERIVED_TERMS = ("PROJECTION IMAGE", "MIP", "MINIP", "MPR", "CPR", "REFORMATTED
 
 
 def sop_class_name(uid: str) -> str:
-    return _NAMES.get(uid, uid or "(no SOP class)")
+    if uid in _NAMES:
+        return _NAMES[uid]
+    name = UID(uid).name if uid else ""
+    return name if name and name != uid else (f"SOP class {uid}" if uid else "(no SOP class)")
 
 
 @dataclass(frozen=True)
@@ -280,8 +284,8 @@ def is_original(content: SeriesContent) -> bool:
     return all(t.split("\\")[0].strip().upper() == "ORIGINAL" for t in content.image_types)
 
 
-def spect_problem(modality: str, sop_class_uid: str, content: SeriesContent) -> str | None:
-    """Why this NM series is not a reconstructed SPECT volume (None: it is)."""
+def tomo_problem(modality: str, sop_class_uid: str, content: SeriesContent) -> str | None:
+    """Why this NM series is not reconstructed tomographic NM image data (None: it is, geometry aside)."""
     if modality != "NM":
         return f"modality {modality or '(none)'}, not NM"
     if sop_class_uid != NM_IMAGE_CLASS or any(c != NM_IMAGE_CLASS for c in content.sop_classes):
@@ -295,8 +299,19 @@ def spect_problem(modality: str, sop_class_uid: str, content: SeriesContent) -> 
         kind = kinds[0].lower()
         what = "unreconstructed tomographic projections" if "TOMO" in kinds[0] else f"a planar {kind} image"
         return f"{what} (ImageType {content.image_types[0]}), not a reconstructed SPECT"
+    if not kinds and content.frames <= 1:
+        return f"a single NM image (ImageType {content.image_types[0] if content.image_types else 'not recorded'})"
+    return None
+
+
+def spect_problem(modality: str, sop_class_uid: str, content: SeriesContent) -> str | None:
+    """Why this NM series is not a reconstructed SPECT volume placed in the patient (None: it is)."""
+    problem = tomo_problem(modality, sop_class_uid, content)
+    if problem is not None:
+        return problem
     if not content.located or content.positions < 2:
-        return "no slice positions recorded (DetectorInformationSequence position/orientation, slice spacing)"
+        return ("no slice positions recorded (DetectorInformationSequence position and orientation, slice spacing): "
+                "it cannot be placed in the patient")
     return None
 
 
