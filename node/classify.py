@@ -124,7 +124,7 @@ def _unclaimed(s: SeriesRow, ctx: RoleContext, rules: Sequence[RoleRule]) -> str
         if problem is not None:
             return f"NM, but {problem}: not an input of any workflow"
     reasons: dict[str, list[str]] = {}
-    for rule in rules:
+    for rule in reversed(rules):  # the broadest roles first (planning-ct before ct-perfusion)
         why = rule.rejection(s, ctx)
         if why is not None and rule.role not in reasons.get(why, []):
             reasons.setdefault(why, []).append(rule.role)

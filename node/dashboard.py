@@ -3,7 +3,8 @@
 Pages read the status model (node/casestatus.py) only: the case list with states and why cases wait, a case's
 workflows (inputs, key results, flags), its Secondary Captures as pictures, where each output went and its
 delivery state, and recent audit events. The only writes are the operator actions (resend, reprocess, release a
-held case, reassign a series to another case), POST forms carrying a CSRF token, each audited with the operator's name (node/operations.py).
+held case, reassign a series to another case), POST forms carrying a CSRF token, each audited with the operator's
+name (node/operations.py).
 """
 from __future__ import annotations
 

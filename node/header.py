@@ -21,8 +21,8 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from node import fastheader
-from node.instancecontent import frame_geometry, referenced_series
 from node.imaging.dicomtime import acquisition_seconds
+from node.instancecontent import frame_geometry, referenced_series
 from node.sopclasses import IMAGE_SOP_CLASSES
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")

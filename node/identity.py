@@ -78,7 +78,7 @@ class ConflictRow:
 
 def _row(r: sqlite3.Row) -> ConflictRow:
     return ConflictRow(kind=r["kind"], key=r["key"],
-                       identities=tuple(tuple(i) for i in json.loads(r["identities"])),  # type: ignore[misc]
+                       identities=tuple((str(i[0]), str(i[1])) for i in json.loads(r["identities"])),
                        cases=tuple(json.loads(r["cases"])), released=tuple(json.loads(r["released"])),
                        detected_at=r["detected_at"], resolved_at=r["resolved_at"], resolution=r["resolution"])
 
@@ -98,13 +98,13 @@ def _cases_of(db: sqlite3.Connection, kind: str, key: str) -> list[str]:
         return sorted(r[0] for r in rows)
     # a frame of reference conflicts only where the node would use it as a link: an NM/PT and a CT sharing it, or
     # an RTSTRUCT drawn on it, with the linked series in different cases
-    rows = db.execute("SELECT case_id, modality, referenced_frame_of_reference=? AS refers FROM series "
-                      "WHERE frame_of_reference_uid=? OR referenced_frame_of_reference=?", (key, key, key)).fetchall()
-    cases = sorted({r[0] for r in rows})
+    links = db.execute("SELECT case_id, modality, referenced_frame_of_reference=? AS refers FROM series "
+                       "WHERE frame_of_reference_uid=? OR referenced_frame_of_reference=?", (key, key, key)).fetchall()
+    cases = sorted({r[0] for r in links})
     if len(cases) < 2:
         return cases
-    mods = {r[1] for r in rows}
-    linked = bool(mods & {"NM", "PT"}) and "CT" in mods or any(r[2] for r in rows)
+    mods = {r[1] for r in links}
+    linked = bool(mods & {"NM", "PT"}) and "CT" in mods or any(r[2] for r in links)
     return cases if linked else []
 
 

@@ -1026,10 +1026,7 @@ def _identity_and_content(index: Index, db: sqlite3.Connection) -> None:
     db.execute("DROP INDEX IF EXISTS series_study")
     _create(index, db)  # the new series table, its indexes, and the tables new in schema 3
     db.execute(
-        "INSERT INTO series (series_uid, case_id, study_uid, patient_id, issuer_of_patient_id, modality, sop_class_uid, "
-        "series_description, series_number, frame_of_reference_uid, radiopharmaceutical, radiopharmaceutical_code, "
-        "roi_names, referenced_frame_of_reference, referenced_series, protocol_name, first_received, last_received, "
-        "changed_at, n_instances) "
+        f"INSERT INTO series ({', '.join(_SERIES_COLUMNS)}) "
         "SELECT s.series_uid, st.case_id, s.study_uid, s.patient_id, '', s.modality, s.sop_class_uid, "
         "s.series_description, s.series_number, s.frame_of_reference_uid, s.radiopharmaceutical, "
         "s.radiopharmaceutical_code, s.roi_names, s.referenced_frame_of_reference, '', '', s.first_received, "

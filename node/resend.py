@@ -22,10 +22,12 @@ Retention (node.retention, ``superseded_days``) prunes ``superseded/`` by age.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,10 +89,22 @@ def _pixels_equal(a: Dataset, b: Dataset) -> tuple[bool, str]:
     if ts_a == ts_b and all(a[t].value == b[t].value for t in ta):
         return True, ""
     try:
-        same = bool(np.array_equal(a.pixel_array, b.pixel_array))
+        with _quiet("pydicom"):  # pydicom logs a traceback for data its decoders refuse: the reason is enough
+            same = bool(np.array_equal(a.pixel_array, b.pixel_array))
     except Exception as exc:  # a codec missing, or data that does not decode: then they cannot be shown equal
         return False, f"pixel data (not comparable: {type(exc).__name__})"
     return same, "" if same else "pixel data"
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    log = logging.getLogger(name)
+    before = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
 
 
 def compare(old: Path, new: Path) -> list[str]:
@@ -201,7 +215,8 @@ class Resender:
             audit("instance-resent", sop=info.sop_instance_uid, peer_ae=arrival.calling_ae, case=stored.case_id,
                   action="kept-first", differences=shown, kept=str(kept))
             return ResendOutcome("kept-first", tuple(diffs))
-        kept = self._set_aside(stored.path, stored.study_uid, stored.series_uid) if stored.path.exists() else stored.path
+        kept = (self._set_aside(stored.path, stored.study_uid, stored.series_uid) if stored.path.exists()
+                else stored.path)
         change = self.index.replace_instance(arrival, kept, shown, self.stable_seconds)
         if stored.path != arrival.path:
             self._remove(stored.path)

@@ -26,9 +26,8 @@ from node.seriescontent import (
 )
 from node.workflow import CaseSeries, ChosenSeries, CommonSettings, RoleContext
 
-__all__ = ["best_of_role", "liver_roi", "drawn_on", "planning_problem", "spect_ct_problem", "emission_partners", "planning_why",
-           "spect_ct_why",
-           "choose_planning_ct", "choose_spect_ct", "choose_liver_contour"]
+__all__ = ["best_of_role", "liver_roi", "drawn_on", "planning_problem", "spect_ct_problem", "emission_partners",
+           "planning_why", "spect_ct_why", "choose_planning_ct", "choose_spect_ct", "choose_liver_contour"]
 
 
 def liver_roi(s: SeriesRow, common: CommonSettings) -> str | None:
@@ -139,8 +138,9 @@ def choose_planning_ct(case: CaseSeries, common: CommonSettings, input_name: str
         for ct in candidates:
             found = drawn_on(ct, [rt])
             if found is not None:
-                return ChosenSeries(input_name, ct, f"the CT the liver contour {rt.series_description or rt.series_uid!r}"
-                                                    f" was drawn on (its referenced {found[1]})")
+                name = rt.series_description or rt.series_uid
+                return ChosenSeries(input_name, ct, f"the CT the liver contour {name!r} was drawn on (its referenced "
+                                                    f"{found[1]})")
     best = max(candidates, key=_size)
     why = f"the largest contiguous axial ORIGINAL CT ({best.content.describe_stack()})"
     if len(candidates) > 1:

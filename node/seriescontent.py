@@ -21,8 +21,9 @@ import numpy as np
 from pydicom.uid import UID
 
 __all__ = ["SeriesContent", "InstanceFacts", "summarise", "encode_frames", "CT_IMAGE_CLASSES", "NM_IMAGE_CLASS",
-           "ct_image_problem", "volume_problem", "spect_problem", "tomo_problem", "coverage", "is_original", "sop_class_name", "facts_from_row",
-           "MIN_VOLUME_SLICES", "MIN_VOLUME_EXTENT_MM", "GAP_FACTOR", "MIN_SPECT_COVERAGE"]
+           "ct_image_problem", "volume_problem", "spect_problem", "tomo_problem", "coverage", "is_original",
+           "sop_class_name", "facts_from_row", "MIN_VOLUME_SLICES", "MIN_VOLUME_EXTENT_MM", "GAP_FACTOR",
+           "MIN_SPECT_COVERAGE"]
 
 #: SOP classes whose instances are CT images (Secondary Capture with Modality CT is not: a screen capture).
 CT_IMAGE_CLASSES = {"1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",

@@ -27,9 +27,12 @@ TRACER_FIELDS = {"SeriesDescription": "series_description", "ProtocolName": "pro
 
 
 class _Described(Protocol):
-    series_description: str
-    protocol_name: str
-    study_description: str
+    @property
+    def series_description(self) -> str: ...
+    @property
+    def protocol_name(self) -> str: ...
+    @property
+    def study_description(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,6 @@ the series an RTSTRUCT references, radiopharmaceutical, times); sent with dcmtk 
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -17,9 +15,10 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ImplicitVRLittleEndian
 
+from testpeers.storescu import send
+
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "realworld-dicom"  # ../shared from the repository
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 _DELETE = object()
 
@@ -76,51 +75,14 @@ def write(datasets: Iterable[Dataset], folder: Path) -> list[Path]:
     return out
 
 
-#: storescu's option proposing a file's own transfer syntax first (it then sends the file as it is)
-PROPOSE = {"1.2.840.10008.1.2": "-xi", "1.2.840.10008.1.2.1": "-xe", "1.2.840.10008.1.2.2": "-xb",
-           "1.2.840.10008.1.2.1.99": "-xd", "1.2.840.10008.1.2.4.50": "-xy", "1.2.840.10008.1.2.4.51": "-xx",
-           "1.2.840.10008.1.2.4.57": "-xs", "1.2.840.10008.1.2.4.70": "-xs", "1.2.840.10008.1.2.4.80": "-xt",
-           "1.2.840.10008.1.2.4.81": "-xu", "1.2.840.10008.1.2.4.90": "-xv", "1.2.840.10008.1.2.4.91": "-xw",
-           "1.2.840.10008.1.2.5": "-xr"}
-
-
 def storescu(port: int, files: Sequence[Path], calling: str = "MODALITY", expect_success: bool = True
              ) -> dict[Path, str]:
-    """dcmtk storescu: each file on the presentation context of its own transfer syntax; every file is tried.
-    Returns each file's store response as storescu prints it ("Success", "Error: ...", or "" when none came);
-    asserts all succeeded unless told not to."""
-    groups: dict[str, list[Path]] = {}  # one association per transfer syntax, proposed first: never transcoded
-    for f in files:
-        ts = str(pydicom.dcmread(f, stop_before_pixels=True, force=True).file_meta.get("TransferSyntaxUID", ""))
-        groups.setdefault(ts, []).append(Path(f))
-    responses: dict[Path, str] = {}
-    logs = []
-    for ts, group in groups.items():
-        propose = [PROPOSE[ts]] if ts in PROPOSE else ["-R"]
-        r = subprocess.run(["storescu", "-v", *propose, "-nh", "-aet", calling, "-aec", "LIVERNODE", "127.0.0.1",
-                            str(port), *map(str, group)], env=ENV, capture_output=True, text=True, timeout=300)
-        responses.update(parse_storescu(r.stdout + r.stderr, group))
-        logs.append(r.stderr)
+    """dcmtk storescu (testpeers.storescu): each file's store response; asserts all succeeded unless told not to."""
+    responses, log = send(port, files, calling=calling)
     if expect_success:
         bad = {p.name: v for p, v in responses.items() if v != "Success"}
-        assert not bad, f"{bad}\n{''.join(logs)[-3000:]}"
-    return {Path(f): responses[Path(f)] for f in files}
-
-
-def parse_storescu(log: str, files: Sequence[Path]) -> dict[Path, str]:
-    """storescu -v output -> file -> response ("Success", "Warning ...", "Error ...", "" = none)."""
-    out: dict[Path, str] = {Path(f): "" for f in files}
-    current: Path | None = None
-    for line in log.splitlines():
-        m = re.search(r"Sending file: (.+)$", line)
-        if m:
-            current = Path(m.group(1).strip())
-            continue
-        m = re.search(r"Received Store Response \((.*)\)", line)
-        if m and current is not None:
-            out[current] = m.group(1)
-            current = None
-    return out
+        assert not bad, f"{bad}\n{log[-3000:]}"
+    return responses
 
 
 def status_json(cfg: Path) -> dict[str, Any]:

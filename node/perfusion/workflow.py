@@ -49,8 +49,8 @@ def perfusion_problem(series: SeriesRow, _ctx: RoleContext | None = None) -> str
     if c.time_points < 2:
         return "one acquisition per slice position (no time series)"
     if c.time_points < PERFUSION_MIN_TIME_POINTS:
-        return (f"{c.describe_time()} at each position: too few to hold a bolus passage (>= {PERFUSION_MIN_TIME_POINTS} "
-                "needed), as in a multi-phase diagnostic CT")
+        return (f"{c.describe_time()} at each position: too few to hold a bolus passage "
+                f"(>= {PERFUSION_MIN_TIME_POINTS} needed), as in a multi-phase diagnostic CT")
     if c.time_span_s is not None and c.time_span_s < PERFUSION_MIN_SPAN_S:
         return f"{c.describe_time()}: too short a time span to hold a bolus passage (>= {PERFUSION_MIN_SPAN_S:g} s)"
     if c.positions < PERFUSION_MIN_POSITIONS:

@@ -14,8 +14,8 @@ from node.classify import classify_series, explain_roles, plan_case
 from node.configtable import ConfigTable
 from node.index import SeriesRow
 from node.seriescontent import InstanceFacts, SeriesContent, encode_frames, summarise
-from node.workflow import CommonSettings
 from node.service import Node
+from node.workflow import CommonSettings
 
 import factories as F
 from conftest import RecordingSink, make_config, stand_ins, wait_until
@@ -212,7 +212,7 @@ def test_series_roles_by_content() -> None:
     assert "multi-phase" in why["three-phase"] and "3 time points" in why["three-phase"]
     assert "test bolus" in why["test-bolus"]
     assert "too short" in why["short"] and "10 slices" in why["short"]
-    assert why["scout"].startswith("a localizer") and "not ct-perfusion, spect-ct or planning-ct" in why["scout"]
+    assert why["scout"].startswith("a localizer") and "not planning-ct, spect-ct or ct-perfusion" in why["scout"]
     assert "DERIVED" in why["mpr"] and "Secondary Capture" in why["dose-page"]
     assert "[classify.tracers]" in why["unknown"] and "Tc-99m MDP" in why["unknown"]
     assert "covering 100%" in why["spectct"]

@@ -16,12 +16,13 @@ from typing import Any
 
 import pydicom
 import pytest
+import relabel as R
 from pydicom.uid import generate_uid
 
-import factories as F
-import relabel as R
-from conftest import wait_until
 from node.config import load_config
+
+import factories as F
+from conftest import wait_until
 
 pytestmark = pytest.mark.network
 
@@ -74,7 +75,8 @@ def test_two_patients_in_one_study_are_held_apart_released_and_reassigned(node_f
     study = generate_uid()
     a = _ge_ctpace("TRAFFIC-A", study)
     b = [R.relabel(R.read(f), PatientID="TRAFFIC-B", PatientName="Traffic^B", StudyInstanceUID=study,
-                   IssuerOfPatientID=None, SOPInstanceUID=generate_uid()) for f in R.corpus("rt", "rtutils_ct_rtstruct")[:2]]
+                   IssuerOfPatientID=None, SOPInstanceUID=generate_uid())
+         for f in R.corpus("rt", "rtutils_ct_rtstruct")[:2]]
     with caplog.at_level(logging.INFO):
         R.storescu(port, R.write(a, tmp_path / "a"))
         R.storescu(port, R.write(b, tmp_path / "b"))
@@ -297,7 +299,8 @@ def test_late_objects_rerun_a_done_case_only_when_an_input_changed(node_factory,
     late = [_one(("pr_ko", "PR000000.dcm"), pid, study), _one(("pr_ko", "Issue168.dcm"), pid, study),
             _one(("sr_dose", "CT-RDSR-GEPixelMed.dcm"), pid, study),
             _one(("sr_dose", "CT-ESR-GE_VCT.dcm"), pid, study),
-            _one(("sr_other", "test-SR.dcm"), pid, study), _one(("mr_series", "philips_abd1", "adb1_1.dcm"), pid, study)]
+            _one(("sr_other", "test-SR.dcm"), pid, study),
+            _one(("mr_series", "philips_abd1", "adb1_1.dcm"), pid, study)]
     R.storescu(port, R.write(late, tmp_path / "late"))
     _flushed(node)
     assert wait_until(lambda: all(s["stable"] for s in R.case_of(R.status_json(cfg), pid)["series"]), timeout=60)

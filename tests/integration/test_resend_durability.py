@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pydicom
 
-import factories as F
 from node.header import read_header
 from node.index import Arrival, Index, index_path
 from node.receive import Receiver
 from node.resend import resent_path
 from node.store import InstanceStore
+
+import factories as F
 
 
 def _open(data: Path) -> tuple[InstanceStore, Index, Receiver]:
