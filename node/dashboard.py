@@ -176,6 +176,7 @@ class Dashboard:
         if origin and origin != "null" and urllib.parse.urlsplit(origin).netloc != host:  # null: the token decides
             return self._error(403, f"Cross-site request refused (Origin {origin}).")
         operator = f"dashboard:{req.operator}"
+        shown = case_id  # the case page shown after the action
         try:
             if action == "resend":
                 if self.outbox is None:
@@ -192,13 +193,14 @@ class Dashboard:
                 if not uid or not target:
                     raise ActionRefused("choose a series and the case it belongs to")
                 msg = reassign(self.index, uid, target, operator, from_case=case_id, evaluate=self.evaluate)
+                shown = target  # the source case may be gone (emptied)
             else:
                 return self._error(404, f"Unknown action {action!r}.")
         except UnknownCaseError as exc:
             return self._error(404, str(exc))
         except ActionRefused as exc:
             msg = f"Not done: {exc}"
-        location = f"/ui/case/{urllib.parse.quote(case_id, safe='')}?msg={urllib.parse.quote(msg)}"
+        location = f"/ui/case/{urllib.parse.quote(shown, safe='')}?msg={urllib.parse.quote(msg)}"
         return Response(303, headers={"Location": location})
 
 
