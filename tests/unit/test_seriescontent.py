@@ -1,7 +1,9 @@
 """Series content from instance facts (node.seriescontent): the geometry and time facts roles are decided on."""
+# mypy: disable-error-code="operator"
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 
@@ -19,7 +21,7 @@ CT, NM, SC = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.20", "1.2.840
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-def _ct(zs: list[float], times: list[float | None] | None = None, orientation: tuple[float, ...] = AXIAL,
+def _ct(zs: list[float], times: Sequence[float | None] | None = None, orientation: tuple[float, ...] = AXIAL,
         image_type: str = "ORIGINAL\\PRIMARY\\AXIAL", sop: str = CT) -> list[InstanceFacts]:
     times = times or [None] * len(zs)
     return [InstanceFacts(sop, image_type, (0.0, 0.0, z), orientation, t, None, 1, "", "")
