@@ -38,6 +38,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from node.audit import audit
+from node.header import read_stored
 from node.index import Arrival, Index
 from node.store import StorageError, fsync_dir
 
@@ -64,7 +65,7 @@ def resent_path(final: Path) -> Path:
 
 
 def _read(path: Path) -> Dataset:
-    return pydicom.dcmread(path, force=True)
+    return read_stored(path)  # the node's reader: the file meta it wrote decides the transfer syntax
 
 
 def _value_text(ds: Dataset, tag: BaseTag) -> str:

@@ -30,7 +30,7 @@ def _spool(store: InstanceStore, ds: pydicom.Dataset) -> Path:
 
 
 def _accept(r: Receiver, ds: pydicom.Dataset) -> Path:
-    path, _new = r.accept(_spool(r.store, ds), ds.SOPClassUID, ds.SOPInstanceUID, "MODALITY",
+    path, _new, _info = r.accept(_spool(r.store, ds), ds.SOPClassUID, ds.SOPInstanceUID, "MODALITY",
                           str(ds.file_meta.TransferSyntaxUID))
     return path
 
