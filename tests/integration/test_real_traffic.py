@@ -213,6 +213,7 @@ def test_localizers_reformats_and_dose_pages_are_never_chosen_the_contour_picks_
         "surview": _one(("ct_single", "GH342.dcm"), pid, ct_study),
         "reformat": _one(("ct_single", "CT1_J2KI"), pid, ct_study),
         "screen-capture": _one(("sc_misc", "CT-MONO2-16-ankle"), pid, ct_study),
+        "dose-page": _one(("sr_dose", "CT-SC-Philips_Brilliance16P.dcm"), pid, ct_study),  # no pixel data
         "colour-capture": _one(("sc_misc", "ColorTestImageJ.dcm"), pid, ct_study),
         "rdsr": _one(("sr_dose", "CT-RDSR-Siemens_Flash-TAP-SS.dcm"), pid, ct_study),
         "short-ct": _one(("ct_single", "CT_small.dcm"), pid, ct_study),
@@ -232,6 +233,7 @@ def test_localizers_reformats_and_dose_pages_are_never_chosen_the_contour_picks_
     assert roles[others["surview"].SeriesInstanceUID]["role_reason"].startswith("a localizer")
     assert "DERIVED" in roles[others["reformat"].SeriesInstanceUID]["role_reason"]
     assert "Secondary Capture" in roles[others["screen-capture"].SeriesInstanceUID]["role_reason"]
+    assert "dose page" in roles[others["dose-page"].SeriesInstanceUID]["role_reason"]
     assert "Secondary Capture" in roles[others["colour-capture"].SeriesInstanceUID]["role_reason"]
     assert "dose report" in roles[others["rdsr"].SeriesInstanceUID]["role_reason"]
     assert "too short" in roles[others["short-ct"].SeriesInstanceUID]["role_reason"]
@@ -299,6 +301,7 @@ def test_late_objects_rerun_a_done_case_only_when_an_input_changed(node_factory,
     late = [_one(("pr_ko", "PR000000.dcm"), pid, study), _one(("pr_ko", "Issue168.dcm"), pid, study),
             _one(("sr_dose", "CT-RDSR-GEPixelMed.dcm"), pid, study),
             _one(("sr_dose", "CT-ESR-GE_VCT.dcm"), pid, study),
+            _one(("sr_dose", "CT-SC-Philips_Brilliance16P.dcm"), pid, study),
             _one(("sr_other", "test-SR.dcm"), pid, study),
             _one(("mr_series", "philips_abd1", "adb1_1.dcm"), pid, study)]
     R.storescu(port, R.write(late, tmp_path / "late"))
