@@ -115,7 +115,7 @@ def compare(old: Path, new: Path) -> list[str]:
     a, b = _read(old), _read(new)
     diffs: list[str] = []
     tags = sorted({t for t in (*a.keys(), *b.keys()) if not t.is_private and t.group != 0x0002
-                   and int(t) not in _PIXEL_TAGS})
+                   and t.element != 0 and int(t) not in _PIXEL_TAGS})  # group lengths: encoding, not content
     for tag in tags:
         keyword = pydicom.datadict.keyword_for_tag(tag) or str(tag)
         if keyword in _IGNORED:
