@@ -317,3 +317,14 @@ def test_late_objects_rerun_a_done_case_only_when_an_input_changed(node_factory,
                       timeout=60)
     case = R.case_of(R.status_json(cfg), pid)
     assert case["state"] == "done" and case["version"] == 2 and len(runs) == 2
+    # the modality re-sends an input instance: identical, nothing happens; with corrected pixels, it runs again
+    R.storescu(port, R.write(perfusion[:1], tmp_path / "same"))
+    _flushed(node)
+    time.sleep(2.5)
+    assert node.index.get_case(pid).version == 2 and len(runs) == 2
+    corrected = perfusion[0]
+    corrected.PixelData = bytes(len(corrected.PixelData))
+    R.storescu(port, R.write([corrected], tmp_path / "corrected"))
+    assert wait_until(lambda: node.index.get_case(pid).version == 3 and node.index.get_case(pid).state == "done",
+                      timeout=60)
+    assert len(runs) == 3 and [s.action for s in node.index.superseded()] == ["replaced"]
