@@ -301,6 +301,7 @@ class Index:
         self._db.execute("PRAGMA busy_timeout=30000")
         self.data_dir = self.path.parent
         self._identity_cache: dict[tuple[str, str], str] = {}
+        self._reassigned = True  # whether any reassignment exists (refreshed per transaction that adds instances)
         self._content_cache: dict[tuple[str, str], tuple[tuple[int, float, float], SeriesContent]] = {}
         with self._lock:
             self._migrate()
@@ -386,6 +387,7 @@ class Index:
         events: list[IdentityEvent] = []
         with self._lock:
             with self._tx() as db:
+                self._reassigned = db.execute("SELECT 1 FROM reassignments LIMIT 1").fetchone() is not None
                 results = [self._add(db, a, stable_seconds, events) for a in arrivals]
             self._forget_cached_content()
         identity.emit(events)
@@ -394,11 +396,12 @@ class Index:
     def _case_for(self, db: sqlite3.Connection, info: InstanceInfo) -> str:
         """The case an instance joins: an operator's reassignment of its series or study, else its identity's."""
         pid, issuer = info.patient_id, info.issuer_of_patient_id
-        r = db.execute("SELECT to_case FROM reassignments WHERE patient_id=? AND issuer_of_patient_id=? AND "
-                       "(series_uid=? OR (series_uid='' AND study_uid=?)) ORDER BY series_uid DESC LIMIT 1",
-                       (pid, issuer, info.series_uid, info.study_uid)).fetchone()
-        if r is not None:
-            return str(r[0])
+        if self._reassigned:  # looked up once per transaction: most nodes never reassign anything
+            r = db.execute("SELECT to_case FROM reassignments WHERE patient_id=? AND issuer_of_patient_id=? AND "
+                           "(series_uid=? OR (series_uid='' AND study_uid=?)) ORDER BY series_uid DESC LIMIT 1",
+                           (pid, issuer, info.series_uid, info.study_uid)).fetchone()
+            if r is not None:
+                return str(r[0])
         if not pid:
             return case_id_for("", info.study_uid)
         cached = self._identity_cache.get((pid, issuer))
@@ -514,6 +517,7 @@ class Index:
         events: list[IdentityEvent] = []
         with self._lock:
             with self._tx() as db:
+                self._reassigned = db.execute("SELECT 1 FROM reassignments LIMIT 1").fetchone() is not None
                 old = db.execute("SELECT * FROM instances WHERE sop_instance_uid=?",
                                  (info.sop_instance_uid,)).fetchone()
                 if old is None:  # vanished meanwhile (retention): then it is simply new
@@ -698,13 +702,14 @@ class Index:
             else:
                 stale.append((r["series_uid"], stamp))
         if stale:
-            wanted = {uid for uid, _ in stale}
+            wanted = [uid for uid, _ in stale]
             by_series: dict[str, list[Any]] = {uid: [] for uid in wanted}
-            for r in self._db.execute(
-                    "SELECT series_uid, sop_class_uid, image_type, ipp_x, ipp_y, ipp_z, image_orientation, "
-                    "acquisition_time, temporal_position, number_of_frames, unusable, frames FROM instances "
-                    "WHERE case_id=?", (case_id,)):
-                if r["series_uid"] in wanted:
+            for i in range(0, len(wanted), 500):  # only the series that changed are read again
+                chunk = wanted[i:i + 500]
+                for r in self._db.execute(
+                        "SELECT series_uid, sop_class_uid, image_type, ipp_x, ipp_y, ipp_z, image_orientation, "
+                        "acquisition_time, temporal_position, number_of_frames, unusable, frames FROM instances "
+                        f"WHERE case_id=? AND series_uid IN ({','.join('?' * len(chunk))})", (case_id, *chunk)):
                     by_series[r["series_uid"]].append(facts_from_row(r))
             for uid, stamp in stale:
                 content = summarise(by_series[uid])

@@ -10,6 +10,7 @@ CT image volume, a single contiguous volume, or a reconstructed SPECT. Workflows
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -168,6 +169,14 @@ def summarise(instances: Iterable[InstanceFacts]) -> SeriesContent:
     unusable: list[str] = []
     n_unusable = 0
     frames = 0
+    keys: dict[tuple[float, ...], tuple[float, ...]] = {}  # most series have one orientation: round it once
+
+    def key(o: tuple[float, ...]) -> tuple[float, ...]:
+        k = keys.get(o)
+        if k is None:
+            k = keys[o] = _orientation_key(o)
+        return k
+
     for it in items:
         frames += max(1, it.number_of_frames)
         if it.unusable:
@@ -179,11 +188,11 @@ def summarise(instances: Iterable[InstanceFacts]) -> SeriesContent:
         if f_pos:
             points += f_pos
             if it.orientation is not None:
-                orients[_orientation_key(it.orientation)] += len(f_pos)
+                orients[key(it.orientation)] += len(f_pos)
         elif it.position is not None:
             points.append(it.position)
             if it.orientation is not None:
-                orients[_orientation_key(it.orientation)] += 1
+                orients[key(it.orientation)] += 1
         if f_times:
             times += f_times
         elif it.time is not None:
@@ -327,17 +336,23 @@ def coverage(ct: SeriesContent, nm: SeriesContent) -> float | None:
     return max(0.0, hi - lo) / length
 
 
+@functools.lru_cache(maxsize=256)
+def _orientation(text: str) -> tuple[float, ...] | None:
+    """An index row's ImageOrientationPatient text as six numbers (None when absent or malformed)."""
+    try:
+        values = tuple(float(v) for v in text.split("\\")) if text else None
+    except ValueError:
+        return None
+    return values if values is not None and len(values) == 6 else None
+
+
 def facts_from_row(row: Any) -> InstanceFacts:
     """InstanceFacts from an index row (sqlite3.Row or mapping with the instance columns)."""
     pos = (row["ipp_x"], row["ipp_y"], row["ipp_z"])
-    orient = row["image_orientation"]
-    try:
-        orientation = tuple(float(v) for v in orient.split("\\")) if orient else None
-    except ValueError:
-        orientation = None
+    orientation = _orientation(row["image_orientation"] or "")
     return InstanceFacts(
         sop_class_uid=row["sop_class_uid"], image_type=row["image_type"] or "",
         position=None if pos[0] is None else (float(pos[0]), float(pos[1]), float(pos[2])),
-        orientation=orientation if orientation and len(orientation) == 6 else None,
+        orientation=orientation,
         time=row["acquisition_time"], temporal_position=row["temporal_position"],
         number_of_frames=int(row["number_of_frames"] or 1), unusable=row["unusable"] or "", frames=row["frames"] or "")
