@@ -13,7 +13,7 @@ from node.perfusion.errors import PerfusionInputError
 from node.perfusion.measurements import PerfusionMeasurements
 from node.perfusion.settings import PerfusionSettings, parse_settings
 from node.report.groups import Group
-from node.seriescontent import ct_image_problem
+from node.seriescontent import GAP_FACTOR, ct_image_problem
 from node.workflow import (
     CaseSeries,
     ChosenSeries,
@@ -55,6 +55,9 @@ def perfusion_problem(series: SeriesRow, _ctx: RoleContext | None = None) -> str
         return f"{c.describe_time()}: too short a time span to hold a bolus passage (>= {PERFUSION_MIN_SPAN_S:g} s)"
     if c.positions < PERFUSION_MIN_POSITIONS:
         return f"{c.describe_time()} at a single slice position: a test bolus, not a perfusion series"
+    if c.gaps:
+        return (f"gaps in the stack: {c.gaps} step(s) between slice positions longer than {GAP_FACTOR:g} x the "
+                f"median {c.spacing_mm:.3g} mm (largest {c.largest_step_mm:.3g} mm)")
     return None
 
 

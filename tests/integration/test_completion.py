@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.uid import generate_uid
@@ -152,12 +153,12 @@ def test_interrupted_analysis_is_requeued_after_restart(tmp_path: Path) -> None:
 
 
 def _stack(n: int, spacing: float = 5.0, time_points: int = 1, span: float = 0.0, z0: float = 0.0,
-           image_type: str = "ORIGINAL\\PRIMARY\\AXIAL", sop: str = F.CT) -> SeriesContent:
+           image_type: str = "ORIGINAL\\PRIMARY\\AXIAL", sop: str = F.CT, facts: bool = False) -> Any:
     """The content of an axial stack of n slice positions (each repeated time_points times over span seconds)."""
-    facts = [InstanceFacts(sop, image_type, (0.0, 0.0, z0 + spacing * k), (1, 0, 0, 0, 1, 0),
+    items = [InstanceFacts(sop, image_type, (0.0, 0.0, z0 + spacing * k), (1, 0, 0, 0, 1, 0),
                            36000.0 + span * t / max(1, time_points - 1), None, 1, "", "")
              for t in range(time_points) for k in range(n)]
-    return summarise(facts)
+    return items if facts else summarise(items)
 
 
 def _nm(frames: int = 64, spacing: float = 4.4, z0: float = 0.0) -> SeriesContent:
@@ -185,6 +186,9 @@ def test_series_roles_by_content() -> None:
         _row("perf", "CT", for_uid="F1", content=_stack(8, time_points=15, span=42.0)),
         _row("three-phase", "CT", for_uid="F5", content=_stack(40, time_points=3, span=180.0)),
         _row("test-bolus", "CT", for_uid="F7", content=_stack(1, time_points=20, span=40.0)),
+        _row("gapped-perf", "CT", for_uid="F9", content=summarise([f for f in _stack(8, time_points=10, span=30.0,
+                                                                                      facts=True) if f.position[2]
+                                                                    not in (15.0, 20.0)])),
         _row("plan", "CT", for_uid="F2", content=_stack(48)),
         _row("short", "CT", for_uid="F2", content=_stack(10)),
         _row("scout", "CT", for_uid="F2", content=_stack(1, image_type="ORIGINAL\\PRIMARY\\LOCALIZER")),
@@ -203,14 +207,16 @@ def test_series_roles_by_content() -> None:
     explained = explain_roles(rows, names)
     roles = {uid: role for uid, (role, _why) in explained.items()}
     assert roles == {
-        "perf": "ct-perfusion", "three-phase": "other", "test-bolus": "other", "plan": "planning-ct",
-        "short": "other", "scout": "other", "mpr": "other", "dose-page": "other", "spectct": "spect-ct",
+        "perf": "ct-perfusion", "three-phase": "other", "test-bolus": "other", "gapped-perf": "other",
+        "plan": "planning-ct", "short": "other", "scout": "other", "mpr": "other", "dose-page": "other",
+        "spectct": "spect-ct",
         "gsa": "spect-gsa", "maa-text": "spect-maa", "maa-code": "spect-maa", "gsa-text": "spect-gsa",
         "unknown": "spect-unknown-tracer", "leber": "liver-rtstruct", "rois": "roi-rtstruct", "sr": "other",
     }
     why = {uid: w for uid, (_r, w) in explained.items()}
     assert "multi-phase" in why["three-phase"] and "3 time points" in why["three-phase"]
     assert "test bolus" in why["test-bolus"]
+    assert "gaps in the stack" in why["gapped-perf"]
     assert "too short" in why["short"] and "10 slices" in why["short"]
     assert why["scout"].startswith("a localizer") and "not planning-ct, spect-ct or ct-perfusion" in why["scout"]
     assert "DERIVED" in why["mpr"] and "Secondary Capture" in why["dose-page"]
