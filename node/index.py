@@ -584,11 +584,12 @@ class Index:
                               self._to_path(r["current_path"]), r["old_case"], r["new_case"], r["differences"],
                               r["at"]) for r in rows]
 
-    def replaced_paths(self) -> set[str]:
-        """Old instance paths that a replacement recorded (files a crash may have left before their removal)."""
+    def replaced_paths(self) -> dict[str, Path]:
+        """Old instance paths that a replacement recorded (files a crash may have left before their removal) ->
+        the superseded copy kept of each (a hard link of the same file)."""
         with self._lock:
-            return {str(self._to_path(r[0])) for r in self._db.execute(
-                "SELECT replaced_path FROM superseded WHERE replaced_path != ''")}
+            return {str(self._to_path(r[0])): self._to_path(r[1]) for r in self._db.execute(
+                "SELECT replaced_path, kept_path FROM superseded WHERE replaced_path != ''")}
 
     def _remove_from_series(self, db: sqlite3.Connection, series_uid: str, case_id: str, now: float) -> None:
         db.execute("UPDATE series SET n_instances=n_instances-1, changed_at=? WHERE series_uid=? AND case_id=?",

@@ -222,8 +222,8 @@ class Receiver:
         for path in self.store.iter_files():
             if str(path) in known:
                 continue
-            if str(path) in replaced:  # a replaced copy (kept under superseded/) whose removal a crash interrupted
-                path.unlink(missing_ok=True)
+            if str(path) in replaced and _same_file(path, replaced[str(path)]):
+                path.unlink(missing_ok=True)  # a replaced copy, kept under superseded/, whose removal a crash stopped
                 continue
             try:
                 info = read_header(path)  # already stored: index it whatever the policy
@@ -245,3 +245,10 @@ class Receiver:
         if added:
             logger.warning("re-indexed %d stored instance(s) the index had lost", added)
         return added
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False

@@ -105,3 +105,24 @@ def test_crash_after_the_index_moved_before_the_old_copy_was_removed(tmp_path: P
     assert kept.read_bytes() == old_bytes and not old.exists()
     assert [(s.action, s.old_case, s.new_case) for s in index.superseded()] == [("replaced", "P-OLD", "P-NEW")]
     index.close()
+
+
+def test_a_third_copy_at_the_freed_name_is_never_taken_for_a_leftover(tmp_path: Path) -> None:
+    data, ds, corrected, old_bytes = _first_and_corrected(tmp_path)
+    store, index, r = _open(data)
+    r.start()
+    first_name = Path(index.has_instance(ds.SOPInstanceUID))
+    _accept(r, corrected)  # replaces: the first name is free again, recorded as a replaced path
+    r.flush()
+    r.stop()
+    assert not first_name.exists() and Path(index.has_instance(ds.SOPInstanceUID)) != first_name
+    third = pydicom.dcmread(index.has_instance(ds.SOPInstanceUID))
+    third.PatientName = "Third^Copy"
+    r = Receiver(store, index, None, stable_seconds=1.0)
+    assert _accept(r, third) == first_name  # stored under the freed name; the process dies before indexing
+    index.close()
+    store, index, r = _open(data)
+    r.reconcile()  # not a leftover of the replacement (another file): handled as a re-send, nothing lost
+    assert _consistent(data, index) == (1, 2)
+    assert pydicom.dcmread(index.has_instance(ds.SOPInstanceUID)).PatientName == "Third^Copy"
+    index.close()
