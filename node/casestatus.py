@@ -5,7 +5,7 @@
 (:meth:`NodeStatus.to_json`) is the machine-readable contract of ``status --json``::
 
     {"cases": [{"case_id", "patient_id", "issuer_of_patient_id", "patient_name", "state", "reason", "version",
-                "workflows": {NAME: {"state", "reason", "inputs": {ROLE: SERIES_UID}}},
+                "workflows": {NAME: {"state", "reason", "inputs": {ROLE: SERIES_UID}, "flags": [TEXT]}},
                 "series": [{"series_uid", "study_uid", "modality", "sop_class_uid", "description", "instances",
                             "role", "role_reason", "stable"}]}],
      "conflicts": [{"kind", "key", "identities": [{"patient_id", "issuer_of_patient_id"}], "cases", "detected_at"}],
@@ -90,11 +90,12 @@ class WorkflowStatus:
 
     @property
     def flags(self) -> list[str]:
-        """Warnings the analysis recorded: values to review, not to trust blindly."""
+        """What the last run said to review (its warnings): values not to trust blindly, e.g. the region values a
+        workflow reported as not measurable, with the reason, and failed checks of its inputs."""
         return list(self.warnings)
 
     def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "reason": self.reason, "inputs": dict(self.inputs)}
+        return {"state": self.state, "reason": self.reason, "inputs": dict(self.inputs), "flags": self.flags}
 
 
 @dataclass(frozen=True)

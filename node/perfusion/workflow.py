@@ -84,7 +84,8 @@ class PerfusionWorkflow(Workflow[PerfusionSettings, PerfusionMeasurements]):
                            why_not=lambda s, ctx: perfusion_problem(s, ctx) if s.modality == "CT" else None),)
     settings_type = PerfusionSettings
     measurements_type = PerfusionMeasurements
-    legacy_keys = {"perfusion_methods": "methods", "aorta": "aorta", "portal_vein": "portal_vein", "spleen": "spleen"}
+    legacy_keys = {"perfusion_methods": "methods", "perfusion_tolerance": "tolerance", "aorta": "aorta",
+                   "portal_vein": "portal_vein", "spleen": "spleen"}
     report_rank = 20
 
     def parse_settings(self, table: ConfigTable, common: CommonSettings) -> PerfusionSettings:

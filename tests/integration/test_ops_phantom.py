@@ -111,7 +111,8 @@ def test_status_json_has_exactly_the_documented_schema(ops_case) -> None:
                           "version", "workflows", "series"}
         assert c["state"] in ("receiving", "stable", "queued", "analysing", "done", "failed", "held")
         for w in c["workflows"].values():
-            assert set(w) == {"state", "reason", "inputs"}
+            assert set(w) == {"state", "reason", "inputs", "flags"}
+            assert all(isinstance(f, str) and f for f in w["flags"])
             series_uids = {s["series_uid"] for s in c["series"]}
             assert set(w["inputs"].values()) <= series_uids
         for s in c["series"]:
@@ -133,7 +134,7 @@ def test_status_json_has_exactly_the_documented_schema(ops_case) -> None:
     assert done["workflows"]["perfusion"]["inputs"]["ct-perfusion"] == recorded
     waiting = cases[ops_case.waiting_patient]
     assert waiting["workflows"]["gsa"] == {"state": "waiting", "reason": "waits for spect-ct, planning-ct",
-                                           "inputs": {"spect-gsa": waiting["series"][0]["series_uid"]}}
+                                           "inputs": {"spect-gsa": waiting["series"][0]["series_uid"]}, "flags": []}
     assert {o["destination"] for o in status["outbox"]} == {"pacs", "tps", "archive"}
     for o in status["outbox"]:
         assert set(o) == {"destination", "case_id", "kind", "description", "sop_instance_uid", "sop_class_uid",

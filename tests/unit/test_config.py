@@ -61,6 +61,8 @@ def test_issue_keys_parse() -> None:
     ({"analysis": {"gsa": {"fls_threshold": 1.5}}}, "analysis.gsa.fls_threshold"),
     ({"analysis": {"gsa": {"fls_treshold": 0.5}}}, "analysis.gsa.fls_treshold"),
     ({"analysis": {"perfusion": {"methods": ["deconvolution"]}}}, "analysis.perfusion.methods[0]"),
+    ({"analysis": {"perfusion": {"tolerance": 0}}}, "analysis.perfusion.tolerance"),
+    ({"analysis": {"perfusion_tolerance": 1.5}}, "analysis.perfusion_tolerance"),
     ({"analysis": {"perfusion": {"spleen": {"center_mm": [1, 2, 3], "radius_mm": 0}}}},
      "analysis.perfusion.spleen.radius_mm"),
     ({"analysis": {"maa": {"lung_shunt_fraction": 1.5}}}, "analysis.maa.lung_shunt_fraction"),
@@ -136,6 +138,15 @@ def test_old_flat_analysis_keys_still_work_with_a_deprecation_notice() -> None:
     assert len(old.notices) == 4 and all("deprecated" in n for n in old.notices)
     assert any("[analysis.gsa] fls_threshold" in n for n in old.notices)
     assert any("[analysis.perfusion] methods" in n for n in old.notices)
+
+
+def test_perfusion_tolerance_is_a_perfusion_setting_and_its_flat_key_still_works() -> None:
+    assert parse_config({}, base_dir=Path("/tmp")).analysis.settings_for(PERFUSION).tolerance == 0.15
+    new = parse_config({"analysis": {"perfusion": {"tolerance": 0.2}}}, base_dir=Path("/tmp"))
+    assert new.analysis.settings_for(PERFUSION).tolerance == 0.2 and new.notices == ()
+    old = parse_config({"analysis": {"perfusion_tolerance": 0.1}}, base_dir=Path("/tmp"))
+    assert old.analysis.settings_for(PERFUSION).tolerance == 0.1
+    assert len(old.notices) == 1 and "[analysis.perfusion] tolerance" in old.notices[0]
 
 
 def test_parametric_map_fallback_per_destination() -> None:
