@@ -22,7 +22,7 @@ from pydicom.tag import Tag
 
 from node.classify import plan_case
 from node.config import Config
-from node.errors import AnalysisError
+from node.errors import AnalysisError, itk_reason
 from node.header import read_stored
 from node.index import Index, SeriesRow
 from node.record import CaseRecord, WorkflowRecord, dumps, encode
@@ -230,7 +230,7 @@ class AnalysisRunner:
             return
         except Exception as exc:
             logger.exception("case %s: %s analysis failed", case.case_id, wf.name)
-            record.errors[wf.name] = f"internal error ({type(exc).__name__}: {exc})"
+            record.errors[wf.name] = f"internal error ({type(exc).__name__}: {itk_reason(exc)})"
             self.last_error = f"{case.case_id}/{wf.name}: {exc}"
             return
         finally:
