@@ -404,6 +404,7 @@ class Recording:
 
     stores: list[Stored] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)  # Error Comment (0000,0902) of each response ("" if none)
     transfer_syntaxes: dict[int, str] = field(default_factory=dict)  # accepted context ID -> TS
 
 
@@ -438,7 +439,8 @@ class _Dimse:
 
 
 class RecordingProxy:
-    """TCP proxy from a sender to the node that records C-STORE data sets exactly as sent."""
+    """TCP proxy from a sender to the node that records C-STORE data sets exactly as sent. Each new connection goes
+    to `target` as it is then (a test may point it at another node between connections)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -504,6 +506,7 @@ class RecordingProxy:
                                              rec.transfer_syntaxes.get(cid, "")))
                 elif not upstream and field_ == 0x8001:
                     rec.statuses.append(struct.unpack("<H", command[0x0900][:2])[0])
+                    rec.comments.append(command.get(0x0902, b"").decode("ascii", "replace").rstrip("\0 "))
 
     def stores(self) -> list[Stored]:
         with self._lock:
@@ -512,6 +515,11 @@ class RecordingProxy:
     def statuses(self) -> list[int]:
         with self._lock:
             return [s for r in self.recordings for s in r.statuses]
+
+    def comments(self) -> list[str]:
+        """The Error Comment of each response, in the order of statuses()."""
+        with self._lock:
+            return [c for r in self.recordings for c in r.comments]
 
     def close(self) -> None:
         self._stop = True

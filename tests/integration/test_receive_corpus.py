@@ -218,6 +218,7 @@ def test_corpus_file_gets_its_status_and_is_stored_as_received(name: str, node_f
         statuses = proxy.statuses()
     assert statuses == [expect.status], f"{name} ({expect.fact}): got {[hex(s) for s in statuses]}"
     assert seen in (None, expect.status)
+    (comment,) = proxy.comments()
     (wire,) = [s for r in proxy.recordings for s in r.stores]
     node.receiver.flush()
     if expect.sender in ("pynetdicom", "raw"):  # these put the file's data set on the wire unchanged
@@ -226,6 +227,8 @@ def test_corpus_file_gets_its_status_and_is_stored_as_received(name: str, node_f
         assert not node.index.has_instance(wire.sop_instance)
         refusals = [r for r in caplog.records if "refused" in r.getMessage()]
         assert len(refusals) == 1 and f"0x{expect.status:04X}" in refusals[0].getMessage()
+        # the sender is told why too: an Error Comment (0000,0902), the reason the log line gives
+        assert comment and comment[:40] in refusals[0].getMessage(), (comment, refusals[0].getMessage())
         assert not any(r.exc_info for r in caplog.records) and "Traceback" not in caplog.text
         return
     stored = _check_stored_as_received(node, wire)
@@ -298,6 +301,93 @@ def test_orthanc_routing_delivers_everything_the_node_can_store(node_factory, tm
                 assert str(ds.file_meta.TransferSyntaxUID) == wire.transfer_syntax
                 assert not any(t.group == 2 for t in ds.keys())
     assert group2 >= 1  # GH1376: the case issue 13 saw from Orthanc
+
+
+#: What Orthanc 1.10.1 (Debian; dcmtk 3.6.7 inside), as the PACS in front of the node, does with each file of ts/
+#: and odd/ that it does not route (every other file is routed: the node then answers what EXPECT says).
+ORTHANC_DOES_NOT_ROUTE: dict[str, str] = {
+    "ts/HTJ2KLossless_08_RGB.dcm": "not stored: no Study Instance UID (Orthanc: 'Inexistent tag')",
+    "ts/HTJ2K_08_RGB.dcm": "not stored: no Study Instance UID (Orthanc: 'Inexistent tag')",
+    "ts/JLSL_16_15_1_1F.dcm": "not stored: no Study Instance UID (Orthanc: 'Inexistent tag')",
+    "ts/JPEGLSNearLossless_16.dcm": "not stored: no Study Instance UID (Orthanc: 'Inexistent tag')",
+    "ts/liver_deflate.dcm": "stored, cannot send: Deflated Image Frame Compression is unknown to dcmtk 3.6.7",
+    "ts/will-jxl.dcm": "stored, cannot send: JPEG XL is unknown to dcmtk 3.6.7",
+    "odd/2026-05-06-Deeply-Nested-Sequence.dcm": "not uploaded: it crashes Orthanc 1.10.1 itself",
+    "odd/GH220.dcm": "not stored: no Study/Series Instance UID",
+    "odd/GH223.dcm": "not stored: no Study Instance UID",
+    "odd/Issue195.dcm": "stored, cannot send: no SOP Class UID",
+    "odd/MR_truncated.dcm": "not stored: not parseable",
+    "odd/Tag-0040-A170-VR-CS.dcm": "not stored: Orthanc's parser reads (0040,A170) as a sequence",
+    "odd/UN_sequence.dcm": "not stored: no SOP Class / Study Instance UID",
+    "odd/no_meta.dcm": "not stored: not parseable",
+    "odd/no_preamble_dicm_in_data": "not stored: not parseable",
+}
+
+
+def _delete(pacs: OrthancServer, oid: str) -> None:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{pacs.http_port}/instances/{oid}", method="DELETE")
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+def test_orthanc_routes_each_file_of_ts_and_odd_alone_and_the_node_answers_as_for_any_sender(tmp_path: Path) -> None:
+    """Every file of ts/ and odd/, routed by Orthanc on its own (a job of one instance), to a node of its own (several
+    files are the same SOP instance in other transfer syntaxes): what Orthanc routes gets the status EXPECT gives
+    for the file (a refusal fails the job, a success completes it) and is stored exactly as Orthanc sent it; what
+    Orthanc does not route, the table ORTHANC_DOES_NOT_ROUTE says why, and that is checked too."""
+    import urllib.error
+
+    from node.service import Node
+
+    from conftest import RecordingSink
+
+    assert set(ORTHANC_DOES_NOT_ROUTE) <= set(EXPECT)
+    outcomes: dict[str, str] = {}
+    with Z.RecordingProxy(("127.0.0.1", 9)) as proxy, \
+            OrthancServer(tmp_path / "orthanc", peers={"LIVERNODE": ("127.0.0.1", proxy.port)}) as pacs:
+        for i, name in enumerate(_corpus_files()):
+            why = ORTHANC_DOES_NOT_ROUTE.get(name, "")
+            if why.startswith("not uploaded"):
+                outcomes[name] = why
+                continue
+            oid = pacs.upload((CORPUS / name).read_bytes())
+            if why.startswith("not stored"):
+                assert oid is None, f"{name}: Orthanc now stores it; route it"
+                outcomes[name] = why
+                continue
+            assert oid is not None, f"{name}: Orthanc did not store it"
+            node = Node(make_config(tmp_path / f"var{i}"), sink=RecordingSink())
+            _host, port = node.start()
+            try:
+                proxy.target = ("127.0.0.1", port)
+                before, sent = len(proxy.statuses()), len(proxy.stores())
+                try:
+                    job = pacs.route("LIVERNODE", [oid])
+                    routed = job["FailedInstancesCount"] == 0 and job["InstancesCount"] == 1
+                except urllib.error.HTTPError:
+                    routed = False
+                statuses, wires = proxy.statuses()[before:], proxy.stores()[sent:]
+                node.receiver.flush()
+                if why.startswith("stored, cannot send"):
+                    assert not routed and statuses == [] and wires == [], name
+                    outcomes[name] = why
+                    continue
+                expect = EXPECT[name]
+                assert statuses == [expect.status], f"{name}: {[hex(s) for s in statuses]} ({expect.fact})"
+                assert routed == (expect.status == OK), name  # a refusal fails the routing job, as it must
+                (wire,) = wires
+                if expect.status == OK:
+                    stored = _check_stored_as_received(node, wire)
+                    assert read_header(stored).unusable_reasons() == expect.unusable, name
+                else:
+                    assert not node.index.has_instance(wire.sop_instance)
+                outcomes[name] = f"routed, node answered 0x{expect.status:04X}"
+            finally:
+                node.stop()
+                _delete(pacs, oid)
+    assert sorted(outcomes) == _corpus_files()
+    assert sum(o.startswith("routed") for o in outcomes.values()) == len(EXPECT) - len(ORTHANC_DOES_NOT_ROUTE)
 
 
 def test_group_0002_inside_the_data_set_does_not_change_how_the_node_reads_it(node_factory, tmp_path: Path) -> None:
