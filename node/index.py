@@ -538,6 +538,8 @@ class Index:
                    f"VALUES ({', '.join('?' * len(_INSTANCE_COLUMNS))})",
                    self._instance_values(info, new_case, path, size, calling_ae, now))
         new_series = self._add_to_series(db, info, new_case, now)  # first: the same series keeps its row
+        if not new_series:  # ... and takes the corrected header (a corrected tracer decides the series' role)
+            self._refresh_series(db, info, new_case)
         self._remove_from_series(db, old["series_uid"], old["case_id"], now)
         self._touch_study(db, info, new_case, now, stable_seconds)
         db.execute("UPDATE studies SET stable=0, stable_due=? WHERE study_uid=?",
@@ -561,6 +563,19 @@ class Index:
         if retired:
             evaluate.discard(old["case_id"])
         return Replacement(old["case_id"], new_case, old["study_uid"], info.study_uid, tuple(sorted(evaluate)))
+
+    @staticmethod
+    def _refresh_series(db: sqlite3.Connection, info: InstanceInfo, case_id: str) -> None:
+        """A re-sent, corrected instance's series-level header values become the series' (the index keeps them
+        from the first instance otherwise)."""
+        db.execute("UPDATE series SET modality=?, sop_class_uid=?, series_description=?, series_number=?, "
+                   "frame_of_reference_uid=?, radiopharmaceutical=?, radiopharmaceutical_code=?, roi_names=?, "
+                   "referenced_frame_of_reference=?, referenced_series=?, protocol_name=? "
+                   "WHERE series_uid=? AND case_id=?",
+                   (info.modality, info.sop_class_uid, info.series_description, info.series_number,
+                    info.frame_of_reference_uid, info.radiopharmaceutical, info.radiopharmaceutical_code,
+                    "\\".join(info.roi_names), info.referenced_frame_of_reference, "\\".join(info.referenced_series),
+                    info.protocol_name, info.series_uid, case_id))
 
     def record_kept_first(self, sop_instance_uid: str, kept_path: Path, current: Path, case_id: str,
                           differences: str) -> None:

@@ -113,6 +113,20 @@ def compare(old: Path, new: Path) -> list[str]:
     if old.stat().st_size == new.stat().st_size and old.read_bytes() == new.read_bytes():
         return []
     a, b = _read(old), _read(new)
+    diffs = _differences(a, b)
+    same, why = _pixels_equal(a, b)
+    if not same:
+        diffs.append(why or "pixel data")
+    return diffs
+
+
+#: Sequences are compared item by item down to this depth (deeper: the sequence as a whole).
+_MAX_DEPTH = 6
+
+
+def _differences(a: Dataset, b: Dataset, path: str = "", depth: int = 0) -> list[str]:
+    """Public elements that differ (pixel data, file meta and group lengths aside), in words; inside sequences of
+    the same length, the element that differs ("RadiopharmaceuticalInformationSequence > Radiopharmaceutical")."""
     diffs: list[str] = []
     tags = sorted({t for t in (*a.keys(), *b.keys()) if not t.is_private and t.group != 0x0002
                    and t.element != 0 and int(t) not in _PIXEL_TAGS})  # group lengths: encoding, not content
@@ -125,10 +139,16 @@ def compare(old: Path, new: Path) -> list[str]:
             continue
         if not in_a and not in_b:
             continue
-        diffs.append(f"{keyword} {_value_text(a, tag)!r} -> {_value_text(b, tag)!r}")
-    same, why = _pixels_equal(a, b)
-    if not same:
-        diffs.append(why or "pixel data")
+        if in_a and in_b and depth < _MAX_DEPTH and a[tag].VR == "SQ" and b[tag].VR == "SQ" \
+                and len(a[tag].value) == len(b[tag].value):
+            items = list(zip(a[tag].value, b[tag].value, strict=True))
+            nested = [d for i, (x, y) in enumerate(items)
+                      for d in _differences(x, y, f"{path}{keyword}{f'[{i + 1}]' if len(items) > 1 else ''} > ",
+                                            depth + 1)]
+            if nested:
+                diffs += nested
+                continue
+        diffs.append(f"{path}{keyword} {_value_text(a, tag)!r} -> {_value_text(b, tag)!r}")
     return diffs
 
 
