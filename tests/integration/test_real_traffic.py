@@ -62,6 +62,29 @@ def _one(path: tuple[str, ...], pid: str, study: str, **more: Any) -> pydicom.Da
                      SeriesInstanceUID=generate_uid(), SOPInstanceUID=generate_uid(), **more)
 
 
+def _tm(seconds: float) -> str:
+    """A TM value for `seconds` after midnight."""
+    h, rest = divmod(seconds, 3600.0)
+    m, sec = divmod(rest, 60.0)
+    return f"{int(h):02d}{int(m):02d}{sec:09.6f}"
+
+
+def _ge_dynamic(pid: str, study: str, slices: int, times_s: list[float],
+                description: str) -> list[pydicom.Dataset]:
+    """The first `slices` neighbouring GE CT/PACE slices acquired again at each of `times_s` (seconds after
+    14:56:00): one series, the slices' positions and pixels as published, only UIDs and AcquisitionTime new."""
+    files = sorted(R.corpus("ct_series", "ge_ctpace_phantom"), key=lambda f: -float(R.read(f).ImagePositionPatient[2]))
+    series, for_uid = generate_uid(), generate_uid()
+    out = []
+    for t in times_s:
+        for f in files[:slices]:
+            out.append(R.relabel(R.read(f), PatientID=pid, PatientName=f"Traffic^{pid}", IssuerOfPatientID=None,
+                                 StudyInstanceUID=study, SeriesInstanceUID=series, FrameOfReferenceUID=for_uid,
+                                 SOPInstanceUID=generate_uid(), AcquisitionTime=_tm(53760.0 + t),
+                                 SeriesDescription=description))
+    return out
+
+
 def _flushed(node: Any) -> None:
     node.receiver.flush()
 
@@ -91,14 +114,18 @@ def test_two_patients_in_one_study_are_held_apart_released_and_reassigned(node_f
     assert all(c["series"] for c in st["cases"])
     assert all(w["state"] == "held" for w in ca["workflows"].values())
     (conflict,) = st["conflicts"]
-    assert conflict["kind"] == "study" and conflict["key"] == study
+    assert set(conflict) == {"kind", "key", "identities", "cases", "detected_at"}
+    assert all(set(i) == {"patient_id", "issuer_of_patient_id"} for i in conflict["identities"])
+    assert conflict["kind"] == "study" and conflict["key"] == study and conflict["detected_at"]
     assert sorted(conflict["cases"]) == ["TRAFFIC-A", "TRAFFIC-B"]
+    assert "identity conflict" in ca["reason"] and "release" in ca["reason"] and study in ca["reason"]
     assert {i["patient_id"] for i in conflict["identities"]} == {"TRAFFIC-A", "TRAFFIC-B"}
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "identity conflict" in r.getMessage()]
     assert warnings and study in warnings[0].getMessage()
     assert "AUDIT event=identity-conflict" in caplog.text and "result=held" in caplog.text
     table = R.cli(cfg, "status")
     assert "IDENTITY CONFLICTS" in table.stdout and study in table.stdout
+    assert "CASE TRAFFIC-A" in table.stdout and "state: HELD" in table.stdout  # the table shows the same facts
 
     # the operator releases A: analysed on its own series only; B stays held
     r = R.cli(cfg, "release", "TRAFFIC-A")
@@ -194,6 +221,41 @@ def test_a_corrected_resend_moves_the_series_and_keeps_the_old_copies(node_facto
     assert "AUDIT event=instance-resent" in caplog.text and "to_case=TRAFFIC-RIGHT" in caplog.text
 
 
+def test_an_analysed_case_whose_inputs_are_all_resent_under_the_corrected_patient(node_factory, tmp_path: Path,
+                                                                                    caplog: Any) -> None:
+    """The wrong patient's case was analysed (and its results delivered) before the modality corrected the
+    PatientID: the corrected patient's case is analysed; the wrong one is not left receiving with no series, it
+    is failed with a reason that sends the operator to what was delivered."""
+    cfg = _config(tmp_path, stable=1.0)
+    runs: list[str] = []
+    node = _start(node_factory, cfg, workflows={"perfusion": lambda ctx: runs.append(ctx.case_id)})
+    port = node.address[1]
+    study = generate_uid()
+    wrong = _ge_dynamic("TRAFFIC-WRONG-P", study, 4, [3.0 * k for k in range(10)], "Liver perfusion")
+    R.storescu(port, R.write(wrong, tmp_path / "wrong"))
+    assert wait_until(lambda: node.index.get_case("TRAFFIC-WRONG-P").state == "done", timeout=60)
+    assert runs == ["TRAFFIC-WRONG-P"]
+    right = [R.relabel(ds, PatientID="TRAFFIC-RIGHT-P", PatientName="Traffic^Right") for ds in wrong]
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write(right, tmp_path / "right"))
+        assert wait_until(lambda: (c := node.index.get_case("TRAFFIC-RIGHT-P")) is not None and c.state == "done",
+                          timeout=60)
+    st = R.status_json(cfg)
+    old, new = R.case_of(st, "TRAFFIC-WRONG-P"), R.case_of(st, "TRAFFIC-RIGHT-P")
+    assert old["series"] == [] and old["state"] == "failed" and old["version"] == 1
+    assert "all its instances were re-sent under another identity (now in case TRAFFIC-RIGHT-P)" in old["reason"]
+    assert "review what was delivered" in old["reason"]
+    assert [(s["series_uid"], s["instances"], s["role"]) for s in new["series"]] == [
+        (wrong[0].SeriesInstanceUID, 40, "ct-perfusion")]
+    assert new["state"] == "done" and new["version"] == 1 and runs == ["TRAFFIC-WRONG-P", "TRAFFIC-RIGHT-P"]
+    assert not [c for c in st["cases"] if c["state"] == "receiving" and not c["series"]]
+    assert st["conflicts"] == []
+    assert len(node.index.superseded()) == 40
+    retired = [r for r in caplog.records if r.name == "node.identity" and "TRAFFIC-WRONG-P" in r.getMessage()]
+    assert retired and "review what was delivered" in retired[-1].getMessage()
+    assert "AUDIT event=case-retired" in caplog.text
+
+
 # ------------------------------------------------------------------------------------------------ point 3 + 4
 def test_localizers_reformats_and_dose_pages_are_never_chosen_the_contour_picks_the_planning_ct(
         node_factory, tmp_path: Path) -> None:
@@ -258,6 +320,43 @@ def test_localizers_reformats_and_dose_pages_are_never_chosen_the_contour_picks_
     assert all(roles[ds.SeriesInstanceUID]["role"] == "other" for ds in others.values())
 
 
+def test_multi_phase_ct_and_a_test_bolus_are_not_perfusion_series_and_say_why(node_factory, tmp_path: Path) -> None:
+    """Real GE slices acquired again at several times (only AcquisitionTime and UIDs new): a 3- and a 4-phase
+    diagnostic CT (phases a minute or more apart) and a single-level test bolus are never ct-perfusion, each with
+    its reason; the same slices at 10 time points 3 s apart are (the control: the rule can say yes)."""
+    cfg = _config(tmp_path, stable=600.0)
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    pid, study = "TRAFFIC-PH", generate_uid()
+    series = {
+        "three-phase": _ge_dynamic(pid, study, 10, [0.0, 35.0, 150.0], "Abdomen 3 phases"),
+        "four-phase": _ge_dynamic(pid, study, 10, [0.0, 30.0, 70.0, 300.0], "Liver 4 phases"),
+        "test-bolus": _ge_dynamic(pid, study, 1, [2.0 * k for k in range(20)], "Test bolus"),
+        "perfusion": _ge_dynamic(pid, study, 4, [3.0 * k for k in range(10)], "Liver perfusion"),
+    }
+    R.storescu(port, R.write([ds for group in series.values() for ds in group], tmp_path / "dynamic"))
+    _flushed(node)
+    case = R.case_of(R.status_json(cfg), pid)
+    roles = R.series_by_uid(case)
+    got = {name: roles[group[0].SeriesInstanceUID] for name, group in series.items()}
+    assert [got[n]["instances"] for n in series] == [30, 40, 20, 40]
+    assert all(got[n]["role"] == "other" for n in ("three-phase", "four-phase", "test-bolus"))
+    # the reason per role: not ct-perfusion (too few time points / one position), nor one volume to plan on
+    assert ("3 time points over 150 s at each position: too few to hold a bolus passage (>= 8 needed), as in a "
+            "multi-phase diagnostic CT: not ct-perfusion") in got["three-phase"]["role_reason"]
+    assert ("4 time points over 300 s at each position: too few to hold a bolus passage (>= 8 needed), as in a "
+            "multi-phase diagnostic CT: not ct-perfusion") in got["four-phase"]["role_reason"]
+    assert ("20 time points over 38 s at a single slice position: a test bolus, not a perfusion series: "
+            "not ct-perfusion") in got["test-bolus"]["role_reason"]
+    for name, n in (("three-phase", 3), ("four-phase", 4), ("test-bolus", 20)):
+        assert f"positions repeat {n} times" in got[name]["role_reason"]
+        assert "a dynamic or multi-phase series, not one volume: not planning-ct" in got[name]["role_reason"]
+    assert got["perfusion"]["role"] == "ct-perfusion"
+    assert got["perfusion"]["role_reason"] == ("axial CT with 10 time points over 27 s at each of 4 slice positions: "
+                                               "a dynamic (perfusion) series")
+    assert case["workflows"]["perfusion"]["inputs"] == {"ct-perfusion": series["perfusion"][0].SeriesInstanceUID}
+
+
 def test_an_nm_spect_of_unknown_tracer_is_explained_and_a_site_rule_names_it(node_factory, tmp_path: Path) -> None:
     cfg = _config(tmp_path, stable=1.0, extra=r"""
 [classify.tracers]
@@ -284,6 +383,22 @@ def test_an_nm_spect_of_unknown_tracer_is_explained_and_a_site_rule_names_it(nod
     _flushed(node)
     (s,) = R.case_of(R.status_json(cfg), "TRAFFIC-M")["series"]
     assert s["role"] == "spect-maa" and "[classify.tracers]" in s["role_reason"] and "MAA" in s["role_reason"]
+    # a SPECT sent with the wrong radiopharmaceutical, then re-sent corrected: the corrected copy decides the role
+    typo = F.nm_multiframe("TRAFFIC-T", tracer_text="Tc-99m MDP", tracer_code="")
+    typo.SeriesDescription = "SPECT abdomen"
+    del typo.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalCodeSequence
+    R.storescu(port, R.write([typo], tmp_path / "typo"))
+    _flushed(node)
+    (s,) = R.case_of(R.status_json(cfg), "TRAFFIC-T")["series"]
+    assert s["role"] == "spect-unknown-tracer" and "'Tc-99m MDP'" in s["role_reason"]
+    typo.RadiopharmaceuticalInformationSequence[0].Radiopharmaceutical = "Tc-99m MAA"
+    R.storescu(port, R.write([typo], tmp_path / "corrected"))
+    _flushed(node)
+    (s,) = R.case_of(R.status_json(cfg), "TRAFFIC-T")["series"]
+    assert s["role"] == "spect-maa" and s["instances"] == 1
+    (row,) = node.index.superseded("TRAFFIC-T")
+    assert row.action == "replaced" and row.differences == (
+        "RadiopharmaceuticalInformationSequence > Radiopharmaceutical 'Tc-99m MDP' -> 'Tc-99m MAA'")
 
 
 # ------------------------------------------------------------------------------------------------ point 5
