@@ -4,15 +4,19 @@
 
 One node (its real workflows, a quiet period long enough that nothing is analysed) receives the whole corpus as
 published, folder after folder, with dcmtk storescu (each file on a presentation context of its own transfer
-syntax; pynetdicom for the few files storescu cannot send). Printed per file group (folder): how many files, the
-store statuses, the roles the node gave (`status --json` facts: node.casestatus) and why, then the identity
-conflicts and re-sends the corpus itself produces. With --files, one line per file.
+syntax); pynetdicom for the few files storescu cannot send, and a raw C-STORE of the file's own data set bytes
+(tests/pdufuzz.py) for those neither can (no SOP Class UID, no file meta, sequences nested thousands deep).
+Printed per file group (folder): how many files, the store statuses, the roles the node gave (`status --json`
+facts: node.casestatus) and why, then the identity conflicts and re-sends the corpus itself produces. With
+--files, one line per file.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -30,6 +34,8 @@ from testpeers.storescu import STATUS_CODES, send
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "realworld-dicom"
+sys.path.insert(0, str(ROOT / "tests"))  # the raw DICOM client of the tests (not a test module)
+import pdufuzz  # noqa: E402
 
 
 @dataclass
@@ -90,6 +96,37 @@ def _pynetdicom(port: int, path: Path) -> str:
     return "no response" if code is None else f"0x{code:04X}"
 
 
+def _raw(port: int, path: Path) -> tuple[str, str]:
+    """For files no toolkit sends: the file's data set bytes in one C-STORE, as they are. Returns the status and
+    the SOP Instance UID the C-STORE request named."""
+    sop_instance = ""
+    try:
+        sop_class, sop_instance, ts, dataset = pdufuzz.file_facts(path)
+        with pdufuzz.Client("127.0.0.1", port, timeout=60) as c:
+            if c.associate(calling="MODALITY", contexts=[(sop_class, [ts])]) != pdufuzz.A_ASSOCIATE_AC:
+                return "association refused", sop_instance
+            status = c.store(c.context(ts), sop_class, sop_instance, dataset)
+            c.release()
+    except (OSError, pdufuzz.Closed, AssertionError) as exc:
+        return f"not sendable: {type(exc).__name__}", sop_instance
+    return f"0x{status:04X}", sop_instance
+
+
+class Refusals(logging.Handler):
+    """The node's refusal log lines ("C-STORE <uid> from <ae> refused (0x....): <reason>"): SOP instance -> why."""
+
+    _LINE = re.compile(r"C-STORE (\S+) from \S+ refused \((0x[0-9A-F]{4})[^)]*\): (.*)", re.S)
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.why: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = self._LINE.match(record.getMessage())
+        if m is not None:
+            self.why[m.group(1)] = f"refused {m.group(2)}: {m.group(3)}"
+
+
 def run(corpus: Path) -> tuple[list[Group], Node, Path]:
     work = Path(tempfile.mkdtemp(prefix="corpus-"))
     config = parse_config({"node": {"ae_title": "LIVERNODE", "host": "127.0.0.1", "port": 0,
@@ -110,14 +147,17 @@ def run(corpus: Path) -> tuple[list[Group], Node, Path]:
                 sop = str(pydicom.dcmread(f, stop_before_pixels=True, force=True).get("SOPInstanceUID", ""))
             except Exception:
                 sop = ""
+            if response.startswith("not sendable") or response == "no response":
+                sender, (response, sop) = "raw", _raw(port, f)
             group.files.append(FileOutcome(str(f.relative_to(corpus)), sender, response, sop))
         groups.append(group)
     node.receiver.flush()
     return groups, node, work
 
 
-def attach_roles(groups: list[Group], node: Node) -> None:
-    """Each file's role and reason, through its SOP instance's series (the status model)."""
+def attach_roles(groups: list[Group], node: Node, refusals: Refusals) -> None:
+    """Each file's role and reason, through its SOP instance's series (the status model); a refused file's
+    reason, from the node's log line."""
     status = collect(node.config, node.index)
     series_of_sop = {}
     for r in node.index._db.execute("SELECT sop_instance_uid, series_uid, case_id FROM instances"):
@@ -129,6 +169,8 @@ def attach_roles(groups: list[Group], node: Node) -> None:
             where = series_of_sop.get(f.sop_instance_uid)
             if where is not None and where in facts and f.response == "0x0000":
                 f.role, f.why, f.case, f.state = facts[where]
+            elif f.response != "0x0000":
+                f.why = refusals.why.get(f.sop_instance_uid, "")
 
 
 def _short(text: str, n: int = 110) -> str:
@@ -182,10 +224,12 @@ def main() -> None:
     p.add_argument("--markdown", action="store_true", help="the group table as Markdown")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    refusals = Refusals()
+    logging.getLogger("node.scp").addHandler(refusals)
     started = time.perf_counter()
     groups, node, work = run(args.corpus)
     try:
-        attach_roles(groups, node)
+        attach_roles(groups, node, refusals)
         print_table(groups, node, args.files, args.markdown)
     finally:
         node.stop()

@@ -34,8 +34,7 @@ pytestmark = pytest.mark.network
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "realworld-dicom"  # ../shared from the repository
 OK, A900, C000 = 0x0000, 0xA900, 0xC000
-SC = "1.2.840.10008.5.1.4.1.1.7"
-IMPLICIT, EXPLICIT = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
+EXPLICIT = "1.2.840.10008.1.2.1"
 
 
 @dataclass(frozen=True)
@@ -117,47 +116,6 @@ def test_the_table_covers_every_file_of_ts_and_odd() -> None:
     assert _corpus_files() == sorted(EXPECT), "a corpus file was added or removed: say what it must get"
 
 
-# ---------------------------------------------------------------------- the file's own parts
-def _meta(raw: bytes) -> tuple[dict[int, bytes], int]:
-    """File meta elements (element number -> value, explicit VR LE, read by its group length) and where the
-    data set starts. ({}, 0) for a file without preamble + DICM."""
-    if raw[128:134] != b"DICM\x02\x00":  # (one file has "DICM" at 128 by chance, inside its data set)
-        return {}, 0
-    end = 144 + struct.unpack_from("<I", raw, 140)[0]
-    out, pos = {}, 132
-    while pos < end:
-        _, element = struct.unpack_from("<HH", raw, pos)
-        vr = raw[pos + 4:pos + 6]
-        if vr in (b"OB", b"OW", b"UN", b"UT", b"SQ"):
-            length, start = struct.unpack_from("<I", raw, pos + 8)[0], pos + 12
-        else:
-            length, start = struct.unpack_from("<H", raw, pos + 6)[0], pos + 8
-        out[element] = raw[start:start + length]
-        pos = start + length
-    return out, end
-
-
-def _uid(value: bytes) -> str:
-    return value.decode("ascii").rstrip("\0 ")
-
-
-def _file_facts(path: Path) -> tuple[str, str, str, bytes]:
-    """(SOP class, SOP instance, transfer syntax, data set bytes) of a corpus file, from its own bytes."""
-    raw = path.read_bytes()
-    meta, start = _meta(raw)
-    ts = _uid(meta[0x0010]) if 0x0010 in meta else IMPLICIT
-    ds: pydicom.Dataset
-    try:
-        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
-    except (RecursionError, Exception):  # noqa: BLE001 - the deeply nested file: use its file meta
-        ds = pydicom.Dataset()
-    sop_class = str(ds.get("SOPClassUID", "") or meta.get(0x0002, b"").decode("ascii").rstrip("\0 ") or SC)
-    sop_instance = str(ds.get("SOPInstanceUID", "") or "")
-    if not sop_instance:
-        sop_instance = _uid(meta[0x0003]) if 0x0003 in meta else generate_uid()
-    return sop_class, sop_instance, ts, raw[start:]
-
-
 def _profile(tmp: Path, sop_class: str, ts: str) -> Path:
     """A storescu association profile proposing exactly the file's SOP class in the file's transfer syntax, so
     storescu sends the file as it is (it would otherwise try to convert it)."""
@@ -170,7 +128,7 @@ def _profile(tmp: Path, sop_class: str, ts: str) -> Path:
 
 def _send(expect: Expect, path: Path, port: int, tmp: Path) -> int | None:
     """Send `path` to `port` as the table says; returns the status the sender saw (None: nothing answered)."""
-    sop_class, sop_instance, ts, dataset = _file_facts(path)
+    sop_class, sop_instance, ts, dataset = Z.file_facts(path)
     if expect.sender == "dcmtk":
         part10 = path.read_bytes()[128:132] == b"DICM"
         r = subprocess.run(["storescu", "-aet", "CORPUS", "-aec", "LIVERNODE", "-xf", str(_profile(tmp, sop_class, ts)),
@@ -199,10 +157,10 @@ def _check_stored_as_received(node, wire: Z.Stored) -> Path:
     stored_path = node.index.has_instance(wire.sop_instance)
     assert stored_path, f"{wire.sop_instance} answered Success but not indexed"
     stored = Path(stored_path).read_bytes()
-    meta, start = _meta(stored)
+    meta, start = Z.part10_meta(stored)
     assert stored[:128] == bytes(128) and stored[128:132] == b"DICM"
-    assert _uid(meta[0x0002]) == wire.sop_class and _uid(meta[0x0003]) == wire.sop_instance
-    assert _uid(meta[0x0010]) == wire.transfer_syntax
+    assert Z.uid_text(meta[0x0002]) == wire.sop_class and Z.uid_text(meta[0x0003]) == wire.sop_instance
+    assert Z.uid_text(meta[0x0010]) == wire.transfer_syntax
     assert stored[start:] == wire.dataset  # byte for byte what came over the wire
     return Path(stored_path)
 
@@ -222,7 +180,7 @@ def test_corpus_file_gets_its_status_and_is_stored_as_received(name: str, node_f
     (wire,) = [s for r in proxy.recordings for s in r.stores]
     node.receiver.flush()
     if expect.sender in ("pynetdicom", "raw"):  # these put the file's data set on the wire unchanged
-        assert wire.dataset == _file_facts(path)[3]
+        assert wire.dataset == Z.file_facts(path)[3]
     if expect.status != OK:
         assert not node.index.has_instance(wire.sop_instance)
         refusals = [r for r in caplog.records if "refused" in r.getMessage()]
@@ -252,7 +210,7 @@ def test_codec_samples_with_an_identity_are_stored_and_decodable(name: str, node
     with Z.RecordingProxy(("127.0.0.1", node.address[1])) as proxy:
         assert _send(E(OK, sender="pynetdicom"), path, proxy.port, tmp_path) == OK
     (wire,) = proxy.stores()
-    assert wire.dataset == _file_facts(path)[3]
+    assert wire.dataset == Z.file_facts(path)[3]
     node.receiver.flush()
     stored = _check_stored_as_received(node, wire)
     assert read_header(stored).unusable == ""
@@ -400,7 +358,7 @@ def test_group_0002_inside_the_data_set_does_not_change_how_the_node_reads_it(no
     ds.SOPInstanceUID = generate_uid()
     plain = tmp_path / "plain.dcm"
     ds.save_as(plain, enforce_file_format=True)
-    _, start = _meta(plain.read_bytes())
+    _, start = Z.part10_meta(plain.read_bytes())
     body = plain.read_bytes()[start:]
     lying = b"".join((struct.pack("<HH2sH", 2, 0x0010, b"UI", 22), b"1.2.840.10008.1.2.4.90"))
     dataset = struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(lying)) + lying + body
@@ -410,7 +368,7 @@ def test_group_0002_inside_the_data_set_does_not_change_how_the_node_reads_it(no
         c.release()
     node.receiver.flush()
     stored = Path(node.index.has_instance(str(ds.SOPInstanceUID)))
-    assert stored.read_bytes()[_meta(stored.read_bytes())[1]:] == dataset  # verbatim
+    assert stored.read_bytes()[Z.part10_meta(stored.read_bytes())[1]:] == dataset  # verbatim
     assert str(pydicom.dcmread(stored).file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.90"  # the trap
     mine = read_stored(stored)
     assert str(mine.file_meta.TransferSyntaxUID) == EXPLICIT
@@ -428,7 +386,7 @@ def _relabelled(tmp_path: Path, **uids: str) -> tuple[pydicom.Dataset, bytes]:
     path = tmp_path / "relabelled.dcm"
     ds.save_as(path, enforce_file_format=True)
     raw = path.read_bytes()
-    return ds, raw[_meta(raw)[1]:]
+    return ds, raw[Z.part10_meta(raw)[1]:]
 
 
 LONG_UID = "1.2.826.0.1.3680043.8.498." + "1234567890" * 5  # 76 characters
@@ -457,13 +415,13 @@ def test_strict_policy_restores_refusal(node_factory, tmp_path: Path) -> None:
     node = node_factory(make_config(tmp_path / "var", receive={"strict": True}), workflows={})
     port = node.address[1]
     for name in ("ts/HTJ2K_08_RGB.dcm", "odd/UnknownSopClassUid.dcm"):  # refused at negotiation
-        sop_class, _, ts, _ = _file_facts(CORPUS / name)
+        sop_class, _, ts, _ = Z.file_facts(CORPUS / name)
         with Z.Client("127.0.0.1", port) as c:
             assert c.associate(contexts=[(sop_class, [ts])]) == Z.A_ASSOCIATE_AC
             assert c.accepted[1][0] != 0, name  # the presentation context is not accepted
             c.release()
     for name, status in (("odd/2017-06-27-XSSInjection.dcm", A900),):  # no pixel data
-        sop_class, sop_instance, ts, dataset = _file_facts(CORPUS / name)
+        sop_class, sop_instance, ts, dataset = Z.file_facts(CORPUS / name)
         with Z.Client("127.0.0.1", port) as c:
             c.associate(contexts=[(sop_class, [ts])])
             assert c.store(c.context(ts), sop_class, sop_instance, dataset) == status
