@@ -250,3 +250,38 @@ def test_planning_ct_is_the_one_the_liver_contour_references_else_the_largest() 
             ConfigTable("analysis.gsa", {}), CommonSettings(names)))
         planning = selection.chosen[2]
         assert planning.series.series_uid == chosen and words in planning.why
+
+
+def test_tracer_from_code_then_text_then_site_rules_and_nothing_guessed_when_rules_disagree() -> None:
+    """Issue 13 point 4: the header's code decides over its text; the site's [classify.tracers] rules only where
+    the header names no tracer a workflow analyses; two rules matching one series is reported, not guessed."""
+    import re
+
+    from node.tracers import TracerRule, TracerRules
+
+    rules = TracerRules((TracerRule("Tc-99m MAA", (re.compile(r"\bMAA\b", re.I),)),
+                         TracerRule("Tc-99m GSA", (re.compile(r"\bGSA\b", re.I), re.compile("asialo", re.I)))))
+    names = ("Liver",)
+    rows = [
+        _row("code-gsa-text-maa", "NM", code="446534003", rp="Tc-99m MAA", content=_nm()),  # the code decides
+        _row("text-maa", "NM", rp="Tc99m MAA", content=_nm(), description="GSA study"),  # the text beats a rule
+        _row("rule-gsa", "NM", rp="Tc-99m", content=_nm(), description="Leber asialo SPECT"),
+        _row("unknown-text-rule", "NM", rp="Tc-99m MDP", content=_nm(), description="SPECT MAA"),
+        _row("both", "NM", content=_nm(), description="MAA vs GSA comparison"),
+        _row("none", "NM", content=_nm(), description="SPECT abdomen"),
+    ]
+    explained = explain_roles(rows, names, tracers=rules)
+    roles = {uid: role for uid, (role, _why) in explained.items()}
+    assert roles == {"code-gsa-text-maa": "spect-gsa", "text-maa": "spect-maa", "rule-gsa": "spect-gsa",
+                     "unknown-text-rule": "spect-maa", "both": "spect-unknown-tracer", "none": "spect-unknown-tracer"}
+    why = {uid: w for uid, (_r, w) in explained.items()}
+    assert "446534003" in why["code-gsa-text-maa"] and "[classify.tracers]" not in why["code-gsa-text-maa"]
+    assert "[classify.tracers]" not in why["text-maa"]
+    assert "tracer named by [classify.tracers]: SeriesDescription 'Leber asialo SPECT' matches 'asialo'" \
+        in why["rule-gsa"]
+    assert "Radiopharmaceutical 'Tc-99m MDP'" in why["unknown-text-rule"]
+    assert "rules of several tracers match" in why["both"] and "nothing is guessed" in why["both"]
+    assert "no [classify.tracers] rule matches SeriesDescription 'SPECT abdomen'" in why["none"]
+    assert "e.g. [classify.tracers]" in why["none"]  # what to configure
+    plan = plan_case(rows, names, tracers=rules)
+    assert len(plan.notes) == 2 and all("[classify.tracers]" in n for n in plan.notes)
