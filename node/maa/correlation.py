@@ -109,7 +109,7 @@ def correlate(nm: sitk.Image, tumours: Mapping[str, np.ndarray], tn: Mapping[str
     if not perfusion_maps:
         raise MaaInputError("the perfusion result holds no readable ALP/PVP/HPI Parametric Maps")
     fixed = perfusion.ct
-    reg = register_rigid(fixed, spect_ct)
+    reg = register_rigid(fixed, spect_ct, fixed_name="perfusion CT")
     transform, refinement = refine_slab(fixed, spect_ct, reg.transform)
     by_method: dict[str, list[PerfusionMap]] = defaultdict(list)
     for m in perfusion_maps:

@@ -56,7 +56,12 @@ def test_a_v1_data_folder_is_migrated_and_keeps_everything(v1_dir: Path) -> None
         series = index.series_of_case("P-V1")
         assert len(series) == counts["series"] == 3
         roles = plan_case(series, ("Liver",)).roles
-        assert sorted(roles.values()) == ["ct-perfusion", "spect-ct", "spect-gsa"]
+        # schema 3 judges series by content: the tiny 3-time-point "perfusion" and the 2-slice "SPECT/CT" of this
+        # folder are neither; the SPECT's slice positions were read from its stored header during the migration
+        assert sorted(roles.values()) == ["other", "other", "spect-gsa"]
+        nm = next(s for s in series if s.modality == "NM")
+        assert nm.content.positions == 8 and nm.content.spacing_mm == pytest.approx(4.4)
+        assert index.case_inputs("P-V1") == {s.series_uid for s in series}  # analysed: every series counts
         for s in series:  # every instance is found again, in this (moved) data folder
             paths = index.instance_paths(s.series_uid)
             assert len(paths) == s.n_instances and all(p.is_file() for p in paths)

@@ -80,6 +80,12 @@ def test_issue_keys_parse() -> None:
     ({"destinations": {"tps": {"ae_title": "TPS", "host": "h", "port": 104, "outputs": ["rtstruct"],
                                "tls": {"cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"}}}},
      "destinations.tps.tls.cert_file"),
+    ({"receive": {"duplicates": "overwrite"}}, "receive.duplicates"),
+    ({"classify": {"tracers": {"Tc-99m MDP": ["bone"]}}}, 'classify.tracers."Tc-99m MDP"'),
+    ({"classify": {"tracers": {"Tc-99m MAA": "MAA"}}}, 'classify.tracers."Tc-99m MAA"'),
+    ({"classify": {"tracers": {"Tc-99m MAA": ["(MAA"]}}}, 'classify.tracers."Tc-99m MAA"[0]'),
+    ({"classify": {"tracer_fields": ["SeriesDescription", "BodyPartExamined"]}}, "classify.tracer_fields[1]"),
+    ({"classify": {"tracer": {}}}, "classify.tracer"),
 ])
 def test_bad_configuration_names_the_key(raw: dict, key: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -172,3 +178,14 @@ def test_receive_section_parses_and_names_its_keys() -> None:
         with pytest.raises(ConfigError) as exc:
             parse_config(raw, base_dir=Path("/tmp"))
         assert exc.value.key == key
+
+
+def test_receive_and_classify_keys_parse() -> None:
+    cfg = parse_config({"receive": {"duplicates": "keep-first"},
+                        "classify": {"tracer_fields": ["SeriesDescription"],
+                                     "tracers": {"Tc-99m MAA": [r"\bMAA\b", "lung shunt"], "Tc-99m GSA": ["asialo"]}}})
+    assert cfg.receive.duplicates == "keep-first"
+    rules = cfg.classify.tracers
+    assert rules.fields == ("SeriesDescription",)
+    assert [(r.radiopharmaceutical, len(r.patterns)) for r in rules.rules] == [("Tc-99m MAA", 2), ("Tc-99m GSA", 1)]
+    assert parse_config({}).receive.duplicates == "replace" and parse_config({}).classify.tracers.rules == ()
