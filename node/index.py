@@ -4,10 +4,10 @@ The files under ``instances/`` are the truth; this index is what the node knows 
 the completion timers (``studies.stable_due``) and the case states, so a restart forgets nothing.
 One connection guarded by a lock: SQLite serialises writers anyway, and commits here are tiny.
 
-Schema: every statement names its columns; ``index_meta.schema_version`` says which layout a file has.
-Version 2 stores instance paths relative to the data folder (a data folder can be moved or restored
-elsewhere). Opening an older index migrates it in one transaction (see :data:`MIGRATIONS`); a newer one is
-refused rather than misread.
+Schema: every statement names its columns; ``index_meta.schema_version`` says which layout a file has. Version 2
+stores instance paths relative to the data folder (a data folder can be moved or restored elsewhere); version 3
+adds the series' radionuclide, dose summation type and RT references (RT Dose / RT Plan). Opening an older index
+migrates it in one transaction (see :data:`MIGRATIONS`); a newer one is refused rather than misread.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 CASE_STATES = ("receiving", "stable", "queued", "analysing", "done", "failed")
 
 #: The layout this code reads and writes. 1: data folders made before the index had a version (node 0.1).
-INDEX_SCHEMA_VERSION = 2
+INDEX_SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS index_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,7 +68,10 @@ CREATE TABLE IF NOT EXISTS series (
     referenced_frame_of_reference TEXT NOT NULL,
     first_received REAL NOT NULL,
     last_received REAL NOT NULL,
-    n_instances INTEGER NOT NULL
+    n_instances INTEGER NOT NULL,
+    radionuclide_code TEXT NOT NULL DEFAULT '',
+    dose_summation_type TEXT NOT NULL DEFAULT '',
+    referenced_sop_uids TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
 CREATE TABLE IF NOT EXISTS studies (
@@ -150,6 +153,9 @@ class SeriesRow:
     n_instances: int
     max_position_repeats: int  # how often the most repeated ImagePositionPatient occurs (perfusion detection)
     stable: bool
+    radionuclide_code: str = ""  # NM/PT (e.g. SNOMED 14691008 Yttrium-90)
+    dose_summation_type: str = ""  # RTDOSE: PLAN, BEAM, ...
+    referenced_sop_uids: tuple[str, ...] = ()  # RTDOSE: RT Plan(s), structure set(s); RTPLAN: structure set(s)
 
 
 @dataclass(frozen=True)
@@ -261,14 +267,15 @@ class Index:
         db.execute(
             """INSERT INTO series (series_uid, study_uid, patient_id, modality, sop_class_uid, series_description,
                  series_number, frame_of_reference_uid, radiopharmaceutical, radiopharmaceutical_code, roi_names,
-                 referenced_frame_of_reference, first_received, last_received, n_instances)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)
+                 referenced_frame_of_reference, first_received, last_received, n_instances, radionuclide_code,
+                 dose_summation_type, referenced_sop_uids)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,1,?,?,?)
                ON CONFLICT(series_uid) DO UPDATE SET last_received=excluded.last_received,
                n_instances=n_instances+1""",
             (info.series_uid, info.study_uid, info.patient_id, info.modality, info.sop_class_uid,
              info.series_description, info.series_number, info.frame_of_reference_uid, info.radiopharmaceutical,
              info.radiopharmaceutical_code, "\\".join(info.roi_names), info.referenced_frame_of_reference,
-             now, now))
+             now, now, info.radionuclide_code, info.dose_summation_type, "\\".join(info.referenced_sop_uids)))
         db.execute(
             """INSERT INTO studies (study_uid, patient_id, case_id, study_date, study_description, first_received,
                  last_received, stable_due, stable)
@@ -321,7 +328,7 @@ class Index:
                 """SELECT s.series_uid, s.study_uid, s.patient_id, s.modality, s.sop_class_uid, s.series_description,
                      s.series_number, s.frame_of_reference_uid, s.radiopharmaceutical, s.radiopharmaceutical_code,
                      s.roi_names, s.referenced_frame_of_reference, s.first_received, s.last_received,
-                     s.n_instances, st.stable,
+                     s.n_instances, st.stable, s.radionuclide_code, s.dose_summation_type, s.referenced_sop_uids,
                      (SELECT MAX(c) FROM (SELECT COUNT(*) AS c FROM instances i WHERE i.series_uid=s.series_uid
                         AND i.ipp_x IS NOT NULL
                         GROUP BY ROUND(i.ipp_x, 2), ROUND(i.ipp_y, 2), ROUND(i.ipp_z, 2))) AS position_repeats,
@@ -340,7 +347,9 @@ class Index:
                 roi_names=tuple(n for n in r["roi_names"].split("\\") if n),
                 referenced_frame_of_reference=r["referenced_frame_of_reference"],
                 first_received=r["first_received"], last_received=r["last_received"], n_instances=r["n_instances"],
-                max_position_repeats=int(repeats), stable=bool(r["stable"])))
+                max_position_repeats=int(repeats), stable=bool(r["stable"]),
+                radionuclide_code=r["radionuclide_code"], dose_summation_type=r["dose_summation_type"],
+                referenced_sop_uids=tuple(u for u in r["referenced_sop_uids"].split("\\") if u)))
         return out
 
     def instance_paths(self, series_uid: str) -> list[Path]:
@@ -509,5 +518,18 @@ def _v1_relative(index: Index, path: Path) -> str:
     return str(moved) if (index.data_dir / moved).is_file() else stored
 
 
+#: Series columns of schema 3 (RT Dose / RT Plan / radionuclide roles), added to older indexes.
+_V3_SERIES_COLUMNS = ("radionuclide_code", "dose_summation_type", "referenced_sop_uids")
+
+
+def _rt_columns(index: Index, db: sqlite3.Connection) -> None:
+    """2 -> 3: the series' radionuclide, dose summation type and RT references ('' for series received before:
+    they were NM/PT of a known tracer or images, which these columns do not change)."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(series)")}
+    for column in _V3_SERIES_COLUMNS:
+        if column not in have:
+            db.execute(f"ALTER TABLE series ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+
+
 #: MIGRATIONS[v] brings an index of schema v to v + 1.
-MIGRATIONS = {0: _create, 1: _relative_paths}
+MIGRATIONS = {0: _create, 1: _relative_paths, 2: _rt_columns}
