@@ -5,7 +5,7 @@
 (:meth:`NodeStatus.to_json`) is the machine-readable contract of ``status --json``::
 
     {"cases": [{"case_id", "patient_id", "issuer_of_patient_id", "patient_name", "state", "reason", "version",
-                "workflows": {NAME: {"state", "reason", "inputs": {ROLE: SERIES_UID}}},
+                "workflows": {NAME: {"state", "reason", "inputs": {ROLE: SERIES_UID}, "warnings": [TEXT]}},
                 "series": [{"series_uid", "study_uid", "modality", "sop_class_uid", "description", "instances",
                             "role", "role_reason", "stable"}]}],
      "conflicts": [{"kind", "key", "identities": [{"patient_id", "issuer_of_patient_id"}], "cases", "detected_at"}],
@@ -93,7 +93,10 @@ class WorkflowStatus:
         return list(self.warnings)
 
     def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "reason": self.reason, "inputs": dict(self.inputs)}
+        """`warnings`: what the last analysis said to review (e.g. a dose above a safety limit), from the case
+        record; [] when it said nothing or has not run."""
+        return {"state": self.state, "reason": self.reason, "inputs": dict(self.inputs),
+                "warnings": list(self.warnings)}
 
 
 @dataclass(frozen=True)

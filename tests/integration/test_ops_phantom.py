@@ -111,7 +111,8 @@ def test_status_json_has_exactly_the_documented_schema(ops_case) -> None:
                           "version", "workflows", "series"}
         assert c["state"] in ("receiving", "stable", "queued", "analysing", "done", "failed", "held")
         for w in c["workflows"].values():
-            assert set(w) == {"state", "reason", "inputs"}
+            assert set(w) == {"state", "reason", "inputs", "warnings"}
+            assert all(isinstance(text, str) and text for text in w["warnings"])
             series_uids = {s["series_uid"] for s in c["series"]}
             assert set(w["inputs"].values()) <= series_uids
         for s in c["series"]:
@@ -123,6 +124,9 @@ def test_status_json_has_exactly_the_documented_schema(ops_case) -> None:
     roles = {s["role"]: s for s in done["series"]}
     gsa = done["workflows"]["gsa"]
     assert gsa["state"] == "done"
+    # the MAA's predicted Y-90 dose crosses the resin limits at the partition-model activity (70 Gy normal-liver
+    # target by default): its safety flags are the workflow's warnings
+    assert any("non-tumoural liver mean dose" in text for text in done["workflows"]["maa"]["warnings"])
     assert gsa["inputs"]["spect-gsa"] == roles["spect-gsa"]["series_uid"]
     assert gsa["inputs"]["planning-ct"] == roles["planning-ct"]["series_uid"]
     # the perfusion input is the series the analysis recorded it used
