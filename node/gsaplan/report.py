@@ -10,10 +10,10 @@ from node.report.codes import (
     ABOVE_RANGE,
     DOSE_D70,
     DOSE_D90,
-    FINDING,
     LIVER,
     MEAN_DOSE,
     MEDIAN_DOSE,
+    NORMALITY,
     REGION_VOLUME,
     VOLUME,
     volume_receiving,
@@ -52,7 +52,7 @@ def report_groups(result: WorkflowResult[GsaPlanMeasurements], sources: Mapping[
         g.add(volume_receiving(t), r.v_percent.get(f"{t:g}"), "%", PLAN_DOSE,
               f"FLV{t:g}Gy" if name == "FLS" else f"V{t:g}Gy")
         if name == "FLS" and m.flv_percent > m.flv_warning_percent:
-            g.evaluations.append((FINDING, ABOVE_RANGE))
+            g.evaluations.append((NORMALITY, ABOVE_RANGE))
         groups.append(g)
     g = Group("gsaplan", FUNCTION_GROUP, LIVER, None, sources=dose, parameters=params)
     g.add(F_PERCENT, m.f_percent, "%", GSA_WEIGHTED, f"F{t:g}Gy")

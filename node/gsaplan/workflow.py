@@ -57,7 +57,7 @@ def _why(series: SeriesRow, ctx: RoleContext) -> str:
 
 class GsaPlanWorkflow(Workflow[GsaPlanSettings, GsaPlanMeasurements]):
     name = "gsaplan"
-    title = "Functional-liver dose of the GSA-guided radiotherapy plan"
+    title = "Functional-liver plan dose"  # of the GSA-guided radiotherapy plan the TPS returns
     procedure = report.PROCEDURE
     needs = ("plan-dose", "spect-gsa", "spect-ct", "planning-ct")  # the returned dose, and the GSA targets' inputs
     uses = ("rt-plan",)

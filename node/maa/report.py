@@ -14,7 +14,6 @@ from node.report.codes import (
     BELOW_RANGE,
     DOSE_D70,
     DOSE_D90,
-    FINDING,
     LIVER,
     LUNG,
     MASS,
@@ -22,6 +21,7 @@ from node.report.codes import (
     MEAN_DOSE,
     MEDIAN_DOSE,
     MIN_DOSE,
+    NORMALITY,
     REGION_VOLUME,
     TUMOUR,
     VOLUME,
@@ -85,8 +85,8 @@ def dose_groups(pd: PredictedDoseRecord, nm: list[Dataset]) -> list[Group]:
         if r.kind == "lungs" and pd.lungs is not None:
             g.add(MEAN_DOSE, pd.lungs.mean_gy, "Gy", LUNG_SHUNT_DOSE, "Dmean (A x LSF / lung mass)")
         for f in pd.flags:
-            if _flag_region(f.quantity) == name or (r.kind == "lungs" and _flag_region(f.quantity) == "lungs"):
-                g.evaluations.append((FINDING, BELOW_RANGE if "below" in f.message else ABOVE_RANGE))
+            if _flag_region(f.quantity) == name:
+                g.evaluations.append((NORMALITY, BELOW_RANGE if f.quantity.startswith("tumour") else ABOVE_RANGE))
                 g.parameters = g.parameters + [f"flag: {f.message}"]
         groups.append(g)
     if "lungs" not in pd.regions and pd.lungs is not None and pd.lungs.mean_gy is not None:
@@ -94,7 +94,7 @@ def dose_groups(pd: PredictedDoseRecord, nm: list[Dataset]) -> list[Group]:
         g.add(MEAN_DOSE, pd.lungs.mean_gy, "Gy", LUNG_SHUNT_DOSE, "Dmean (A x LSF / lung mass)")
         for f in pd.flags:
             if _flag_region(f.quantity) == "lungs":
-                g.evaluations.append((FINDING, ABOVE_RANGE))
+                g.evaluations.append((NORMALITY, ABOVE_RANGE))
                 g.parameters = g.parameters + [f"flag: {f.message}"]
         groups.append(g)
     g = Group("maa", DOSE_ACTIVITY, LIVER, None, sources=nm, parameters=params)

@@ -13,7 +13,7 @@ from node.report.groups import Coded, private
 __all__ = [
     "VOLUME", "MASS", "ABSORBED_DOSE", "MEAN_TRANSIT_TIME", "REGION_VOLUME", "LIVER", "LUNG", "AORTA",
     "PORTAL_VEIN", "SPLEEN", "TUMOUR", "concept", "unit", "derivation", "DOSE_D70", "DOSE_D90", "volume_receiving",
-    "RATIO", "DOSE_DIFFERENCE", "DVH_METHOD", "FINDING", "ABOVE_RANGE", "BELOW_RANGE", "ADMINISTERED_ACTIVITY",
+    "RATIO", "DOSE_DIFFERENCE", "DVH_METHOD", "NORMALITY", "ABOVE_RANGE", "BELOW_RANGE", "ADMINISTERED_ACTIVITY",
     "MEAN_DOSE", "MIN_DOSE", "MAX_DOSE", "MEDIAN_DOSE",
 ]
 
@@ -43,7 +43,7 @@ def volume_receiving(dose_gy: float) -> Coded:
 
 
 # ----------------------------------------------------------------- qualitative evaluations (safety flags)
-FINDING = Coded("121071", "DCM", "Finding")
+NORMALITY = Coded("121402", "DCM", "Normality")  # against the limit stated in the group's parameters
 ABOVE_RANGE = Coded("281302008", "SCT", "Above reference range")
 BELOW_RANGE = Coded("281300000", "SCT", "Below reference range")
 

@@ -11,10 +11,10 @@ from node.report.codes import (
     BELOW_RANGE,
     DOSE_D70,
     DOSE_DIFFERENCE,
-    FINDING,
     LIVER,
     LUNG,
     MEAN_DOSE,
+    NORMALITY,
     RATIO,
     TUMOUR,
 )
@@ -28,6 +28,8 @@ PROCEDURE = private("LN-P-Y90POST", "Y-90 post-therapy dosimetry, delivered vs p
 PREDICTED = private("LN-M-Y90PRED", "Y-90 LDM dose predicted from 99mTc-MAA SPECT/CT")
 DELIVERED = private("LN-M-Y90DEL", "Y-90 LDM dose from post-therapy imaging")
 DELIVERED_VS_PREDICTED = private("LN-M-Y90CMP", "Delivered vs predicted, registered CT-CT")
+#: the qualitative evaluation of a mismatch (delivered / predicted beyond the configured margin); no standard code
+AGREEMENT = private("LN-Y90AGREE", "Delivered vs predicted dose agreement")
 GROUP_PREFIX = "Y-90 delivered vs predicted, "
 SOURCE_GROUP = "Y-90 post-therapy image"
 
@@ -58,11 +60,11 @@ def report_groups(result: WorkflowResult[Y90PostMeasurements], sources: Mapping[
         g.add(DOSE_DIFFERENCE, r.d70_difference_gy, "Gy", DELIVERED_VS_PREDICTED, "D70 delivered - predicted")
         g.add(RATIO, r.d70_ratio, "{ratio}", DELIVERED_VS_PREDICTED, "D70 delivered / predicted")
         if r.mean_ratio is not None and abs(r.mean_ratio - 1.0) > m.mismatch_warning:
-            g.evaluations.append((FINDING, BELOW_RANGE if r.mean_ratio < 1 else ABOVE_RANGE))
+            g.evaluations.append((AGREEMENT, BELOW_RANGE if r.mean_ratio < 1 else ABOVE_RANGE))
         for f in m.flags:
             if f.quantity.startswith(f"tumour {name} ") or (r.kind == "non-tumoural liver"
                                                            and f.quantity.startswith("non-tumoural")):
-                g.evaluations.append((FINDING, BELOW_RANGE if f.quantity.startswith("tumour") else ABOVE_RANGE))
+                g.evaluations.append((NORMALITY, BELOW_RANGE if f.quantity.startswith("tumour") else ABOVE_RANGE))
                 g.parameters = g.parameters + [f"flag: {f.message}"]
         groups.append(g)
     g = Group("y90post", SOURCE_GROUP, LIVER, None, sources=image, parameters=params)

@@ -61,7 +61,7 @@ def _why(series: SeriesRow, _ctx: RoleContext) -> str:
 
 class Y90PostWorkflow(Workflow[Y90PostSettings, Y90PostMeasurements]):
     name = "y90post"
-    title = "Y-90 dose delivered (post-therapy imaging) vs predicted (MAA)"
+    title = "Y-90 post-therapy dose"  # delivered (post-therapy imaging) vs predicted (MAA)
     procedure = report.PROCEDURE
     needs = ("y90-post", "spect-maa")  # the post-therapy image, and the MAA planning it is compared with
     uses = ("spect-ct",)
