@@ -16,7 +16,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/liver-node serve --config config.toml
 
-test: $(STAMP)
+# The whole suite: lint and type checks first (fast), then every test against the real peers.
+test: lint
 	bash scripts/install-test-tools.sh
 	$(VENV)/bin/python -m pytest
 

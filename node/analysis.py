@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-import pydicom
 from pydicom import Dataset
 from pydicom.tag import Tag
 
 from node.classify import plan_case
 from node.config import Config
 from node.errors import AnalysisError
+from node.header import read_stored
 from node.index import Index, SeriesRow
 from node.record import CaseRecord, WorkflowRecord, dumps, encode
 from node.registry import Registry
@@ -58,7 +58,7 @@ class CaseReader:
         out: list[Dataset] = []
         for p in self.index.instance_paths(series.series_uid):
             try:
-                out.append(pydicom.dcmread(p))
+                out.append(read_stored(p))  # the node's reader: the meta it wrote decides the transfer syntax
             except Exception as exc:
                 raise AnalysisError(f"cannot read stored instance {p.name} of series "
                                     f"{series.series_description!r}: {exc}") from exc

@@ -29,6 +29,7 @@ __all__ = [
     "DestinationConfig",
     "OutboxConfig",
     "HealthConfig",
+    "ReceiveConfig",
     "DashboardConfig",
     "WebhookConfig",
     "NotificationsConfig",
@@ -69,7 +70,7 @@ class NodeConfig:
     host: str = "0.0.0.0"
     port: int = 11112
     data_dir: Path = Path("var")
-    max_pdu_size: int = 0  # 0 = unlimited: fewer, larger P-DATA PDUs on the hot path
+    max_pdu_size: int = 4 * 1024 * 1024  # largest PDU a peer may send us (bounds memory per association)
     max_associations: int = 10
     log_level: str = "INFO"
     min_free_disk_mb: int = 1024  # below this free space on data_dir's volume C-STOREs get 0xA700; 0 = off
@@ -145,6 +146,18 @@ class HealthConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 8080
+
+
+@dataclass(frozen=True)
+class ReceiveConfig:
+    """The receive edge: what is accepted, and how long a connection may take to ask for an association."""
+
+    strict: bool = False  # True: refuse what the tolerant default stores as "unusable" (see node/header.py)
+    negotiation_timeout_seconds: float = 5.0  # connect (TLS handshake included) to A-ASSOCIATE-RQ received
+    network_timeout_seconds: float = 60.0  # an association whose peer sends nothing this long is closed
+    max_negotiating: int = 32  # connections not yet associated, all peers together
+    max_negotiating_per_address: int = 8  # ... from one address
+    fast_path: bool = True  # node/netfast.py's tuned pynetdicom receive path; False = stock pynetdicom
 
 
 @dataclass(frozen=True)
@@ -228,6 +241,7 @@ class Config:
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    receive: ReceiveConfig = field(default_factory=ReceiveConfig)
     source: Path | None = None  # the file it came from, for messages
     workflows: Registry = DEFAULT_REGISTRY  # the workflows this configuration was validated for
     notices: tuple[str, ...] = ()  # deprecations found while reading (logged at start-up)
@@ -335,7 +349,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
         host=_host(n, "host", "0.0.0.0") or "0.0.0.0",
         port=n.required_integer("port", 11112, 0, 65535),
         data_dir=data_dir,
-        max_pdu_size=n.required_integer("max_pdu_size", 0, 0, 2**31 - 1),
+        max_pdu_size=_max_pdu(n),
         max_associations=n.required_integer("max_associations", 10, 1, 1000),
         log_level=log_level,
         min_free_disk_mb=n.required_integer("min_free_disk_mb", 1024, 0, 10**9),
@@ -382,6 +396,17 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     )
     h.finish()
 
+    rv = ConfigTable("receive", root.get("receive", {}))
+    receive = ReceiveConfig(
+        strict=rv.boolean("strict", False),
+        negotiation_timeout_seconds=rv.number("negotiation_timeout_seconds", 5.0, lo=0.1, hi=120.0),
+        network_timeout_seconds=rv.number("network_timeout_seconds", 60.0, lo=0.1, hi=3600.0),
+        max_negotiating=rv.required_integer("max_negotiating", 32, 1, 10000),
+        max_negotiating_per_address=rv.required_integer("max_negotiating_per_address", 8, 1, 10000),
+        fast_path=rv.boolean("fast_path", True),
+    )
+    rv.finish()
+
     dashboard = _dashboard(ConfigTable("dashboard", root.get("dashboard", {})), base, health)
     notifications = _notifications(ConfigTable("notifications", root.get("notifications", {})))
 
@@ -397,8 +422,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     root.finish()
     return Config(node=node, security=security, completion=completion, analysis=analysis,
                   destinations=tuple(dests), outbox=outbox, health=health, dashboard=dashboard,
-                  notifications=notifications, retention=retention, source=source, workflows=registry,
-                  notices=tuple(notices))
+                  notifications=notifications, retention=retention, receive=receive, source=source,
+                  workflows=registry, notices=tuple(notices))
 
 
 def _dashboard(d: ConfigTable, base: Path, health: HealthConfig) -> DashboardConfig:
@@ -462,6 +487,21 @@ def _notifications(s: ConfigTable) -> NotificationsConfig:
         webhooks=tuple(hooks))
     s.finish()
     return cfg
+
+
+MIN_PDU = 4096
+MAX_PDU = 64 * 1024 * 1024
+
+
+def _max_pdu(n: ConfigTable) -> int:
+    """node.max_pdu_size. 0 used to mean "unlimited"; the node no longer offers that (one connection could claim
+    gigabytes), so 0 reads as the default, and the SCP says so at start."""
+    v = n.integer("max_pdu_size", NodeConfig.max_pdu_size, 0, MAX_PDU)
+    if v == 0:
+        return 0
+    if v is None or v < MIN_PDU:
+        raise ConfigError(n.key("max_pdu_size"), f"must be between {MIN_PDU} and {MAX_PDU} bytes, got {v}")
+    return v
 
 
 def _analysis(root: ConfigTable, registry: Registry, notices: list[str]

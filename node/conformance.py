@@ -19,7 +19,7 @@ from pynetdicom import AE
 from node import __version__
 from node import dimse_status as statuses
 from node.config import Config
-from node.sopclasses import OUTPUT_SOP_CLASSES, STORAGE_SOP_CLASSES
+from node.sopclasses import OUTPUT_SOP_CLASSES, STORAGE_SOP_CLASSES, transfer_syntaxes
 
 __all__ = ["statement", "scp_contexts", "scp_ae"]
 
@@ -104,20 +104,33 @@ def statement(config: Config | None = None) -> str:
     for uid, ts in contexts.items():
         label = groups.setdefault(ts, f"TS-{len(groups) + 1}")
         add(f"| {_name(uid) if uid != VERIFICATION else 'Verification'} | {uid} | {label} |")
+    tolerant = not config.receive.strict
+    if tolerant:
+        label = groups.setdefault(tuple(transfer_syntaxes(False)), f"TS-{len(groups) + 1}")
+        add(f"| Any other storage SOP class: private (vendor) classes, standard storage classes newer than this "
+            f"table ([receive] strict = false) | (any) | {label} |")
     add("")
     add("#### 2.2.2 Association acceptance policy")
     add("")
     calling = ", ".join(config.security.allowed_calling_aes) or "any"
     add(f"- Called AE title must be `{n.ae_title}` ([node] ae_title); otherwise the association is rejected.")
     add(f"- Calling AE titles accepted: {calling} ([security] allowed_calling_aes; empty = any).")
-    add(f"- At most {ae.maximum_associations} simultaneous associations ([node] max_associations).")
+    r = config.receive
+    add(f"- At most {n.max_associations} simultaneous associations ([node] max_associations); beyond, an "
+        "association is rejected (rejected-transient, local limit exceeded). Connections that have not sent "
+        f"their A-ASSOCIATE-RQ do not count: at most {r.max_negotiating} of them ({r.max_negotiating_per_address} "
+        f"per address, the oldest of the busiest address closed first), each closed after "
+        f"{r.negotiation_timeout_seconds:g} s ([receive]).")
     add(f"- Maximum PDU size received: {'unlimited' if not ae.maximum_pdu_size else ae.maximum_pdu_size} "
         "([node] max_pdu_size).")
     add("- Asynchronous operations: not supported (one operation outstanding per association). "
         "SCP/SCU role selection: not supported (default roles). Extended negotiation: none.")
-    add(f"- Timeouts: ACSE {ae.acse_timeout:g} s, DIMSE {ae.dimse_timeout:g} s, network idle {ae.network_timeout:g} s.")
+    add(f"- Timeouts: ACSE {ae.acse_timeout:g} s, DIMSE {ae.dimse_timeout:g} s, network idle {ae.network_timeout:g} s "
+        "(also inside a PDU). A PDU longer than the maximum above aborts the association before it is read.")
     add("- A presentation context is accepted with the first transfer syntax proposed that is in the list below; "
-        "abstract syntaxes not in 2.2.1 are rejected (abstract syntax not supported).")
+        "abstract syntaxes not in 2.2.1 are rejected (abstract syntax not supported)"
+        + (": other services (query/retrieve, worklist, print, ...) always, storage classes only with "
+           "[receive] strict = true." if tolerant else "."))
     add("")
     add("#### 2.2.3 Transfer syntaxes accepted")
     add("")
@@ -131,23 +144,36 @@ def statement(config: Config | None = None) -> str:
         add("")
     add("#### 2.2.4 SOP-specific conformance: Storage SCP")
     add("")
-    add("Level of support: Level 2 (Full): every received data set is stored as received (preamble, file meta "
-        "and data set, byte for byte), including private elements. Success is answered only after the file and "
-        "its folder are fsynced. No element is coerced. A second copy of an already stored SOP Instance keeps "
-        "the first copy (answered Success).")
+    add("Level of support: Level 2 (Full): every received data set is stored as received: a zero preamble, "
+        "\"DICM\", a file meta group with the request's SOP Class and Instance UID and the presentation "
+        "context's transfer syntax, then the data set bytes exactly as received, private elements (and any group "
+        "0002 elements a sender left in the data set) included. Success is answered only after the file and its "
+        "folder are fsynced. No element is coerced. A second copy of an already stored SOP Instance keeps the "
+        "first copy (answered Success).")
+    add("")
+    add("Receive policy ([receive] strict, now " + ("true" if not tolerant else "false") + "): with false, "
+        "whatever can be parsed is stored and answered Success, so routing never stalls; image objects without "
+        "Pixel Data, private or unknown SOP classes, pixel data in an encoding the node cannot decode and UIDs "
+        "that are digits and dots but not conformant (a leading-zero component, more than 64 characters) are "
+        "logged and flagged as unusable for analysis. With true they are refused (0xA900, or at negotiation).")
     add("")
     add("| Status | Code | Meaning |")
     add("|---|---|---|")
     for name, code in (("SUCCESS", statuses.SUCCESS), ("OUT_OF_RESOURCES", statuses.OUT_OF_RESOURCES),
                        ("DATA_SET_DOES_NOT_MATCH_SOP_CLASS", statuses.DATA_SET_DOES_NOT_MATCH_SOP_CLASS),
-                       ("CANNOT_UNDERSTAND", statuses.CANNOT_UNDERSTAND)):
+                       ("CANNOT_UNDERSTAND", statuses.CANNOT_UNDERSTAND),
+                       ("PROCESSING_FAILURE", statuses.PROCESSING_FAILURE)):
         meaning = {
             "SUCCESS": "stored durably",
             "OUT_OF_RESOURCES": "Refused: disk full or unwritable, or free space below [node] min_free_disk_mb "
                                 "(ErrorComment says which)",
-            "DATA_SET_DOES_NOT_MATCH_SOP_CLASS": "Error: data set does not match the SOP class or request (bad "
-                                                 "UIDs, image without pixel data); ErrorComment says what",
-            "CANNOT_UNDERSTAND": "Error: data set undecodable or truncated; ErrorComment says where",
+            "DATA_SET_DOES_NOT_MATCH_SOP_CLASS": "Error: data set does not match the SOP class or request (Study, "
+                                                 "Series or SOP Instance UID missing or not a UID; with strict: "
+                                                 "image without pixel data, non-conformant UID); ErrorComment says "
+                                                 "what",
+            "CANNOT_UNDERSTAND": "Error: data set undecodable or truncated (deflated data measured after "
+                                 "inflating; sequences nested too deeply); ErrorComment says where",
+            "PROCESSING_FAILURE": "Failure: an internal error of the node (ErrorComment names it); never expected",
         }[name]
         add(f"| {name.replace('_', ' ').title()} | 0x{code:04X} | {meaning} |")
     add("")

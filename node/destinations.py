@@ -34,11 +34,11 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 from pynetdicom import AE, build_context, evt
-from pynetdicom import _config as pynetdicom_config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
+from node import netfast
 from node.audit import audit
 from node.config import Config, ConfigError, DestinationConfig
 from node.outbox import OutboxItem, atomic_write
@@ -54,10 +54,6 @@ logger = logging.getLogger(__name__)
 MAX_CONTEXTS = 128
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _SC_FALLBACK_STATUS = 0x0122  # "SOP class not supported" on the C-STORE itself
-
-# Send stored files as raw bytes without decoding them (pynetdicom reads and streams the file in PDU-sized
-# chunks). Process-wide, but it only changes sends of file paths, which only this module does.
-pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
 
 
 class DestinationError(RuntimeError):
@@ -160,6 +156,9 @@ class DicomDestination:
         self.ae_title = config.ae_title
         self.host = config.host
         self.port = config.port
+        # Stored files go out as their bytes, streamed in PDU-sized chunks, never decoded and re-encoded: the
+        # documented STORE_SEND_CHUNKED_DATASET option, set (once, not at import) by netfast.configure_process.
+        netfast.configure_process()
         self._calling = node.node.ae_title
         self._max_pdu = node.node.max_pdu_size
         self._pm_fallback = (config.parametric_map_fallback or node.outbox.parametric_map_fallback) == \

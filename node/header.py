@@ -4,27 +4,54 @@ The SCP calls :func:`read_header` on the freshly received bytes. It parses every
 checks the dataset against the C-STORE request, and returns an :class:`InstanceInfo` with what the index and the
 completion logic need. Problems raise :class:`InvalidInstanceError` subclasses that the network edge maps to
 PS3.4 statuses.
+
+Receive policy (``[receive] strict``). What can be parsed is stored as received, so a PACS routing job never
+stalls on one odd object; the tolerant default accepts, and marks *unusable as an analysis input* (see
+:data:`UNUSABLE_REASONS`), image objects without pixel data, private or unknown SOP classes, pixel data in an
+encoding the node cannot decode, and UIDs that are digits and dots but not conformant (a component with a leading
+zero, more than 64 characters). ``strict = true`` refuses those as before. Truncated or undecodable data sets are
+refused under both policies.
+
+:func:`read_stored` is the node's reader of stored files: it takes the file meta by its group length, so group
+0002 elements that a sender left inside the data set never override the transfer syntax the node recorded.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
+import struct
+import zlib
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom._uid_dict import UID_dictionary
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from node import fastheader
 from node.imaging.dicomtime import acquisition_seconds
-from node.sopclasses import IMAGE_SOP_CLASSES
+from node.sopclasses import IMAGE_SOP_CLASSES, STORAGE_SOP_CLASSES
+from node.store import MAX_UID_LENGTH
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # digits and dots: parseable, maybe not conformant
+_MAX_INFLATED = 1 << 30  # a deflated data set that inflates beyond 1 GiB is refused (a deflate bomb)
+
+#: Machine-readable reasons why an accepted instance cannot be an analysis input (InstanceInfo.unusable is
+#: "" or "<reason>: <words>", several joined by "; ").
+UNUSABLE_NO_PIXEL_DATA = "no-pixel-data"
+UNUSABLE_UNKNOWN_SOP_CLASS = "unknown-sop-class"
+UNUSABLE_PIXEL_CODEC = "pixel-codec-unavailable"
+UNUSABLE_NONCONFORMANT_UID = "nonconformant-uid"
+UNUSABLE_REASONS = (UNUSABLE_NO_PIXEL_DATA, UNUSABLE_UNKNOWN_SOP_CLASS, UNUSABLE_PIXEL_CODEC,
+                    UNUSABLE_NONCONFORMANT_UID)
 _PIXEL_TAGS = (Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009))
 _DEFER = 4096  # bytes: larger values stay on disk, unread
 
@@ -72,10 +99,40 @@ class InstanceInfo:
     radionuclide_code: str = ""  # NM/PT: RadionuclideCodeSequence code value (e.g. SNOMED 14691008 Yttrium-90)
     dose_summation_type: str = ""  # RTDOSE only: PLAN, BEAM, FRACTION, ...
     referenced_sop_uids: tuple[str, ...] = ()  # RTDOSE: its RT Plan(s) and structure set(s); RTPLAN: structure sets
+    #: "" when the instance may be an analysis input, else "<reason>: <words>" (reasons: UNUSABLE_REASONS)
+    unusable: str = ""
+
+    def unusable_reasons(self) -> tuple[str, ...]:
+        """The machine-readable reason codes (empty when usable)."""
+        return tuple(part.split(":", 1)[0] for part in self.unusable.split("; ")) if self.unusable else ()
 
 
 def is_valid_uid(uid: Any) -> bool:
+    """A conformant UID (PS3.5 9.1): <= 64 characters, digits and dots, no leading zero in a component."""
     return isinstance(uid, str) and 0 < len(uid) <= 64 and bool(_UID_RE.match(uid))
+
+
+def uid_problem(uid: str) -> str:
+    """Why a parseable UID is not conformant ("" when it is)."""
+    if len(uid) > 64:
+        return f"{len(uid)} characters (at most 64 allowed)"
+    if not _UID_RE.match(uid):
+        return "a component with a leading zero"
+    return ""
+
+
+@functools.lru_cache(maxsize=64)
+def pixel_decoder_available(transfer_syntax_uid: str) -> bool:
+    """Can the node decode pixel data in this transfer syntax (installed pydicom plugins)?"""
+    ts = UID(transfer_syntax_uid)
+    if not ts.is_compressed:
+        return True
+    try:
+        from pydicom.pixels import get_decoder
+
+        return bool(get_decoder(ts).is_available)
+    except (NotImplementedError, ValueError, ImportError):
+        return False
 
 
 def _str(ds: Dataset, kw: str) -> str:
@@ -229,43 +286,101 @@ def _scan_fast(path: Path) -> Any:
 
 
 def read_header(path: Path, expected_sop_class: str | None = None, expected_sop_instance: str | None = None,
-                transfer_syntax_uid: str = "") -> InstanceInfo:
+                transfer_syntax_uid: str = "", *, strict: bool = False) -> InstanceInfo:
     """Parse a received Part 10 file's header, validate it against the request, return the index row.
 
     Single-frame images in explicit VR little endian take the fast scanner; everything else, and anything the
-    scanner declines, is read by pydicom (bulk data deferred).
+    scanner declines, is read by pydicom (bulk data deferred). `strict` selects the refusing receive policy.
     """
     if expected_sop_class in FAST_SOP_CLASSES and transfer_syntax_uid:
-        ts_uid = UID(transfer_syntax_uid)
-        if ts_uid.is_little_endian and not ts_uid.is_implicit_VR and not ts_uid.is_deflated:
+        syntax = UID(transfer_syntax_uid)
+        if syntax.is_little_endian and not syntax.is_implicit_VR and not syntax.is_deflated:
             try:
-                return _info(_scan_fast(path), expected_sop_class, expected_sop_instance, transfer_syntax_uid)
+                return _info(_scan_fast(path), expected_sop_class, expected_sop_instance, transfer_syntax_uid,
+                             strict)
             except fastheader.Unsupported:
                 pass
-    size = os.path.getsize(path)
     try:
-        ds = pydicom.dcmread(path, defer_size=_DEFER, force=False)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError,
-            NotImplementedError, OverflowError, IndexError) as exc:
-        raise UndecodableDatasetError(f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
-    _check_complete(ds, size)
-    ts = str(transfer_syntax_uid or ds.file_meta.get("TransferSyntaxUID", ""))
-    try:
-        _check_pixel_size(ds, ts)
-    except UndecodableDatasetError:
-        raise
-    except Exception as exc:
-        raise UndecodableDatasetError(f"cannot decode pixel description: {exc}") from exc
-    try:
-        return _info(ds, expected_sop_class, expected_sop_instance, ts)
+        ds, size = _load(path)
+        _check_complete(ds, size)
     except InvalidInstanceError:
         raise
+    except RecursionError as exc:
+        raise UndecodableDatasetError("cannot decode dataset: sequences nested too deeply") from exc
+    except MemoryError as exc:
+        raise UndecodableDatasetError("cannot decode dataset: too large to parse") from exc
+    except Exception as exc:  # whatever pydicom raises on a malformed stream: the data set is undecodable
+        raise UndecodableDatasetError(f"cannot decode dataset: {type(exc).__name__}: {exc}"[:300]) from exc
+    ts = transfer_syntax_uid or str(ds.file_meta.get("TransferSyntaxUID", ""))
+    try:
+        _check_pixel_size(ds, ts)
+        return _info(ds, expected_sop_class, expected_sop_instance, ts, strict)
+    except InvalidInstanceError:
+        raise
+    except RecursionError as exc:
+        raise UndecodableDatasetError("cannot decode dataset: sequences nested too deeply") from exc
     except Exception as exc:  # a malformed value deep in the header: refuse it, never crash the association
-        raise UndecodableDatasetError(f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
+        raise UndecodableDatasetError(f"cannot decode dataset: {type(exc).__name__}: {exc}"[:300]) from exc
 
 
-def _info(ds: Dataset, expected_sop_class: str | None, expected_sop_instance: str | None,
-          transfer_syntax_uid: str) -> InstanceInfo:
+def _meta_end(head: bytes) -> int | None:
+    """Where the data set of a Part 10 file starts according to its (0002,0000) group length; None when the
+    file does not start with a preamble, DICM and a group length."""
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    return 144 + struct.unpack_from("<I", head, 140)[0]
+
+
+def _inflate(data: bytes | memoryview) -> bytes:
+    """A deflated data set (PS3.5 A.5: raw deflate), inflated; truncation and deflate bombs are refused."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = inflater.decompress(data, _MAX_INFLATED)
+    if inflater.unconsumed_tail:
+        raise UndecodableDatasetError(f"deflated data set inflates to more than {_MAX_INFLATED >> 20} MiB")
+    if not inflater.eof:
+        raise UndecodableDatasetError("dataset truncated: the deflated stream ends before its end marker")
+    return out
+
+
+def _load(path: Path, defer_size: int | None = _DEFER, stop_before_pixels: bool = False) -> tuple[Dataset, int]:
+    """(data set, size its declared lengths are measured against).
+
+    The usual file goes to pydicom.dcmread (values > `defer_size` left on disk; measured against the file size).
+    A deflated data set is inflated first and measured against the inflated size; a data set that carries group
+    0002 elements is read after the file meta the node wrote (by its group length), those elements dropped.
+    """
+    with open(path, "rb") as f:
+        head = f.read(_PREFIX)
+        size = os.fstat(f.fileno()).st_size
+        end = _meta_end(head)
+        if end is None or end + 2 > len(head):
+            return pydicom.dcmread(path, defer_size=defer_size, stop_before_pixels=stop_before_pixels), size
+        meta = FileMetaDataset(read_dataset(BytesIO(head[132:end]), is_implicit_VR=False, is_little_endian=True))
+        ts = UID(str(meta.get("TransferSyntaxUID", "")))
+        group2_inside = head[end:end + 2] == b"\x02\x00" if ts.is_little_endian else head[end:end + 2] == b"\x00\x02"
+        if not ts.is_deflated and not group2_inside:
+            return pydicom.dcmread(path, defer_size=defer_size, stop_before_pixels=stop_before_pixels), size
+        f.seek(end)
+        body = f.read()
+    if ts.is_deflated:
+        body = _inflate(body)
+    stop = (lambda tag, vr, length: tag in _PIXEL_TAGS) if stop_before_pixels else None
+    ds = read_dataset(BytesIO(body), ts.is_implicit_VR, ts.is_little_endian, stop_when=stop)
+    for tag in [t for t in ds.keys() if t.group == 0x0002]:
+        del ds[tag]
+    stored = FileDataset(str(path), ds, preamble=head[:128], file_meta=meta,
+                         is_implicit_VR=ts.is_implicit_VR, is_little_endian=ts.is_little_endian)
+    return stored, len(body)
+
+
+def read_stored(path: str | Path, stop_before_pixels: bool = False) -> Dataset:
+    """Read a stored instance the way the node wrote it (see the module docstring); use this, not
+    pydicom.dcmread, for received files."""
+    return _load(Path(path), defer_size=None, stop_before_pixels=stop_before_pixels)[0]
+
+
+def _info(ds: Any, expected_sop_class: str | None, expected_sop_instance: str | None,
+          transfer_syntax_uid: str, strict: bool = False) -> InstanceInfo:
     sop_class = _str(ds, "SOPClassUID")
     sop_inst = _str(ds, "SOPInstanceUID")
     if not sop_class:
@@ -276,14 +391,25 @@ def _info(ds: Dataset, expected_sop_class: str | None, expected_sop_instance: st
     if expected_sop_instance and sop_inst != expected_sop_instance:
         raise DatasetMismatchError(
             f"dataset SOPInstanceUID {sop_inst!r} does not match the request's {expected_sop_instance!r}")
+    unusable: list[str] = []
     for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         v = _str(ds, kw)
         if not v:
             raise DatasetMismatchError(f"required attribute {kw} missing or empty")
-        if not is_valid_uid(v):
-            raise DatasetMismatchError(f"{kw} {v!r} is not a valid UID")
-    if sop_class in IMAGE_SOP_CLASSES and not any(t in ds for t in _PIXEL_TAGS):
-        raise DatasetMismatchError(f"image SOP class {IMAGE_SOP_CLASSES[sop_class]} without pixel data")
+        if is_valid_uid(v):
+            continue
+        if strict or len(v) > MAX_UID_LENGTH or not _UID_SYNTAX.match(v):
+            raise DatasetMismatchError(f"{kw} {v[:80]!r} is not a valid UID")
+        unusable.append(f"{UNUSABLE_NONCONFORMANT_UID}: {kw} has {uid_problem(v)}")
+    has_pixels = any(t in ds for t in _PIXEL_TAGS)
+    if sop_class in IMAGE_SOP_CLASSES and not has_pixels:
+        if strict:
+            raise DatasetMismatchError(f"image SOP class {IMAGE_SOP_CLASSES[sop_class]} without pixel data")
+        unusable.append(f"{UNUSABLE_NO_PIXEL_DATA}: {IMAGE_SOP_CLASSES[sop_class]} without pixel data")
+    if sop_class not in UID_dictionary and sop_class not in STORAGE_SOP_CLASSES:
+        unusable.append(f"{UNUSABLE_UNKNOWN_SOP_CLASS}: private or unknown SOP class {sop_class}")
+    if has_pixels and transfer_syntax_uid and not pixel_decoder_available(transfer_syntax_uid):
+        unusable.append(f"{UNUSABLE_PIXEL_CODEC}: no decoder for {_ts_name(transfer_syntax_uid)} pixel data")
     ipp, iop = _geometry(ds)
     rp_text, rp_code = _radiopharmaceutical(ds)
     modality = _str(ds, "Modality")
@@ -330,4 +456,12 @@ def _info(ds: Dataset, expected_sop_class: str | None, expected_sop_instance: st
         radionuclide_code=_radionuclide(ds) if modality in ("NM", "PT") else "",
         dose_summation_type=_str(ds, "DoseSummationType").upper() if modality == "RTDOSE" else "",
         referenced_sop_uids=_rt_references(ds) if modality in ("RTDOSE", "RTPLAN") else (),
+        unusable="; ".join(unusable),
     )
+
+
+def _ts_name(uid: str) -> str:
+    from node.sopclasses import TOLERANT_EXTRA_TRANSFER_SYNTAXES
+
+    name = UID(uid).name
+    return TOLERANT_EXTRA_TRANSFER_SYNTAXES.get(uid, name if name and name != uid else uid)

@@ -18,3 +18,4 @@ def configure(level: str = "INFO") -> None:
     # pynetdicom narrates every PDU at INFO; keep its warnings and errors unless debugging.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # Python warnings (pydicom's value checks) as one log line, not two stderr lines

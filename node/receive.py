@@ -20,9 +20,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import NamedTuple
 
 from node.completion import Completion
-from node.header import read_header
+from node.header import InstanceInfo, read_header
 from node.index import Arrival, Index
 from node.store import InstanceStore, StorageError, publish, sync_file
 
@@ -36,14 +37,23 @@ _CLEAN_MARK = "clean-shutdown"
 _DISK_CHECK_SECONDS = 0.2  # written by stop(): the index is complete, start-up need not rescan the files
 
 
+class Accepted(NamedTuple):
+    """A received instance made durable: where it is, whether it is new, and its header."""
+
+    path: Path
+    new: bool
+    info: InstanceInfo
+
+
 class Receiver:
     def __init__(self, store: InstanceStore, index: Index, completion: Completion | None,
-                 stable_seconds: float, min_free_bytes: int = 0) -> None:
+                 stable_seconds: float, min_free_bytes: int = 0, strict: bool = False) -> None:
         self.store = store
         #: disk watermark ([node] min_free_disk_mb): below it, accept() refuses before storing anything
         self.min_free_bytes = min_free_bytes
         self.disk_low = False
         self._disk_checked = 0.0  # monotonic time of the last statvfs
+        self.strict = strict  # [receive] strict: refuse what the tolerant policy accepts as unusable
         self.index = index
         self.completion = completion
         self.stable_seconds = stable_seconds
@@ -82,8 +92,8 @@ class Receiver:
 
     # ------------------------------------------------------------------ hot path
     def accept(self, spooled: Path, sop_class_uid: str, sop_instance_uid: str, calling_ae: str,
-               transfer_syntax_uid: str = "") -> tuple[Path, bool]:
-        """Validate and durably store a spooled Part 10 file. Returns (stored path, newly stored?).
+               transfer_syntax_uid: str = "") -> Accepted:
+        """Validate and durably store a spooled Part 10 file. Returns (stored path, newly stored?, header).
 
         The spooled file is consumed (linked into place or removed) in every case. A second copy of an instance
         keeps the first (the link into place never overwrites). Below the disk watermark nothing is stored and
@@ -94,7 +104,7 @@ class Receiver:
         # fsync releases the GIL: let it run while the header is checked (measured: bench/ingest.py)
         syncing = self._sync_pool.submit(sync_file, spooled)
         try:
-            info = read_header(spooled, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+            info = read_header(spooled, sop_class_uid, sop_instance_uid, transfer_syntax_uid, strict=self.strict)
             final = self.store.path_for(info.study_uid, info.series_uid, info.sop_instance_uid)
             size = syncing.result()
             new = publish(spooled, final)
@@ -105,7 +115,7 @@ class Receiver:
             self._arrivals.put(Arrival(info, final, size, calling_ae, time.time()))
         else:
             logger.info("duplicate SOP Instance %s from %s: kept the stored copy", info.sop_instance_uid, calling_ae)
-        return final, new
+        return Accepted(final, new, info)
 
     def _check_watermark(self, spooled: Path) -> None:
         now = time.monotonic()
@@ -186,7 +196,7 @@ class Receiver:
             if str(path) in known:
                 continue
             try:
-                info = read_header(path)
+                info = read_header(path)  # already stored: index it whatever the policy
                 new, _ = self.index.add_instance(info, path, path.stat().st_size, "(recovered)",
                                                  self.stable_seconds)
                 if new and self.completion is not None:

@@ -1,8 +1,13 @@
 """The network edge: a pynetdicom AE serving Verification and Storage.
 
 Handlers stay tiny (spool the raw bytes, hand over, return a PS3.4 status); this is the only place where the
-node's exceptions become DIMSE statuses. Datasets are never decoded here: the received bytes are written as they
-came (preamble + file meta + dataset) and only the header is parsed by the receiver.
+node's exceptions become DIMSE statuses, and no exception leaves a handler. Datasets are never decoded here.
+
+What a stored file holds ("as received"): a 128-byte zero preamble, "DICM", a file meta group written by the
+node (group length, version, Media Storage SOP Class and Instance UID from the C-STORE request, the transfer
+syntax of the presentation context, pynetdicom's implementation UID and version name), then the data set bytes
+exactly as they arrived in the P-DATA fragments, unchanged (a sender's group 0002 elements inside the data set
+included). How pynetdicom is driven at this edge lives in node/netfast.py.
 """
 from __future__ import annotations
 
@@ -20,19 +25,17 @@ from typing import Any
 
 from pydicom import Dataset
 from pynetdicom import AE, evt
-from pynetdicom import _config as _pynetdicom_config
-from pynetdicom import dimse_messages as _dimse_messages
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
 
 from node import dimse_status as statuses
 from node import netfast
+from node.admission import Limits
 from node.audit import audit
-from node.config import Config
+from node.config import Config, NodeConfig
 from node.header import DatasetMismatchError, UndecodableDatasetError
 from node.receive import Receiver
-from node.sopclasses import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from node.sopclasses import STORAGE_SOP_CLASSES, may_be_storage_sop_class, transfer_syntaxes
 from node.store import InvalidUIDError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -118,11 +121,11 @@ def _discard(fd: int, name: str) -> None:
 
 
 class SpoolFile:
-    """The temp file pynetdicom streams a C-STORE dataset into (STORE_RECV_CHUNKED_DATASET).
+    """The temp file a C-STORE dataset streams into as its PDUs arrive (node/netfast.py).
 
     It lives in the node's tmp folder on the data volume, so committing it is an fsync and a rename, and it
     kicks off disk writeback while later PDUs are still arriving: most of the fsync's work is then done
-    before the last byte comes in. Provides what pynetdicom uses of a NamedTemporaryFile.
+    before the last byte comes in.
     """
 
     directory: Path | None = None
@@ -136,7 +139,6 @@ class SpoolFile:
         self._fd = fd
         self._pos = 0
         self._started = 0
-        self.file = self  # pynetdicom calls .file.flush()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self.name in self.failed:
@@ -168,18 +170,42 @@ class SpoolFile:
             self._fd = -1
 
 
-def enable_streaming_receive(tmp_dir: Path) -> None:
-    """Have pynetdicom stream every C-STORE dataset to a SpoolFile in `tmp_dir` (one node per process)."""
-    SpoolFile.directory = Path(tmp_dir)
-    _pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
-    _dimse_messages.NamedTemporaryFile = SpoolFile  # type: ignore[attr-defined]
-
-
 def _status(code: int, comment: str) -> Dataset:
     ds = Dataset()
     ds.Status = code
     ds.ErrorComment = comment[:64]  # LO
     return ds
+
+
+def _contained(handler: Any) -> Any:
+    """A notification handler that never raises into pynetdicom (which would log a traceback): one line."""
+    def run(event: Any) -> None:
+        try:
+            handler(event)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("%s failed for %s: %s: %s", handler.__name__, event.event.name, type(exc).__name__, exc)
+
+    run.__name__ = handler.__name__
+    return run
+
+
+def _rejection_reason(primitive: Any, calling: str, called: str, config: Config) -> str:
+    """The A-ASSOCIATE-RJ we sent, in words (PS3.8 7.1.1.9 result/source/diagnostic)."""
+    source = getattr(primitive, "result_source", None)
+    diagnostic = getattr(primitive, "diagnostic", None)
+    if source == 0x01 and diagnostic == 0x03:
+        return f"calling AE {calling!r} is not in security.allowed_calling_aes"
+    if source == 0x01 and diagnostic == 0x07:
+        return f"called AE {called!r} is not this node's AE title ({config.node.ae_title})"
+    if source == 0x01 and diagnostic == 0x02:
+        return "application context not supported"
+    if source == 0x03 and diagnostic == 0x02:
+        return f"{config.node.max_associations} associations already active (node.max_associations)"
+    if source == 0x02 and diagnostic == 0x02:
+        return "protocol version not supported"
+    if source == 0x02 and diagnostic == 0x01:
+        return "user identity not accepted"
+    return f"result source {source}, diagnostic {diagnostic}"
 
 
 def _peer(event: Any) -> tuple[str, str]:
@@ -195,7 +221,9 @@ class StorageSCP:
         self.receiver = receiver
         self.ssl_context = ssl_context
         self.tmp_dir = receiver.store.tmp
-        self.server: ThreadedAssociationServer | None = None
+        self.strict = config.receive.strict
+        self.max_pdu_size = config.node.max_pdu_size or NodeConfig.max_pdu_size
+        self.server: netfast.EdgeServer | None = None
         self.ae = self._make_ae()
         # per association: study UID -> [stored, refused], audited once per study when the association ends
         self._transfers: dict[int, dict[str, list[int]]] = {}
@@ -205,22 +233,21 @@ class StorageSCP:
 
     def _make_ae(self) -> AE:
         c = self.config
-        if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
-            # pynetdicom's standard handlers only feed its DEBUG log; unbound, every PDU and message is cheaper
-            _pynetdicom_config.LOG_HANDLER_LEVEL = "none"
         ae = AE(ae_title=c.node.ae_title)
-        ae.maximum_pdu_size = c.node.max_pdu_size
-        ae.maximum_associations = c.node.max_associations
+        ae.maximum_pdu_size = self.max_pdu_size
+        # the association limit is the edge server's (node/admission.py), which counts real associations only;
+        # pynetdicom's own check would also count connections that never asked for one
+        ae.maximum_associations = 100_000
         ae.require_called_aet = True
         ae.require_calling_aet = list(c.security.allowed_calling_aes)
-        ae.network_timeout = 60
-        ae.acse_timeout = 30
+        ae.network_timeout = c.receive.network_timeout_seconds
+        ae.acse_timeout = c.receive.negotiation_timeout_seconds
         ae.dimse_timeout = 60
         ae.add_supported_context(Verification)
         classes = dict.fromkeys([cx.abstract_syntax for cx in AllStoragePresentationContexts])
         classes.update(dict.fromkeys(STORAGE_SOP_CLASSES))
         for uid in classes:
-            ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+            ae.add_supported_context(uid, transfer_syntaxes(self.strict))
         return ae
 
     @property
@@ -228,56 +255,91 @@ class StorageSCP:
         store = self.observe_store(self.handle_store) if self.observe_store else self.handle_store  # metrics hook
         return [
             (evt.EVT_C_STORE, store),
-            (evt.EVT_CONN_OPEN, self._on_connect),
-            (evt.EVT_ACCEPTED, self._on_accepted),
-            (evt.EVT_REJECTED, self._on_rejected),
-            (evt.EVT_ABORTED, self._on_aborted),
-            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_CONN_OPEN, _contained(self._on_connect)),
+            (evt.EVT_ACCEPTED, _contained(self._on_accepted)),
+            (evt.EVT_REJECTED, _contained(self._on_rejected)),
+            (evt.EVT_ABORTED, _contained(self._on_aborted)),
+            (evt.EVT_RELEASED, _contained(self._on_released)),
             (evt.EVT_C_ECHO, self._on_echo),
         ]
+
+    def edge_settings(self) -> netfast.EdgeSettings:
+        r = self.config.receive
+        return netfast.EdgeSettings(
+            limits=Limits(max_associations=self.config.node.max_associations, max_negotiating=r.max_negotiating,
+                          max_negotiating_per_address=r.max_negotiating_per_address,
+                          negotiation_timeout=r.negotiation_timeout_seconds),
+            max_pdu_size=self.max_pdu_size,
+            network_timeout=float(self.ae.network_timeout or 60),
+            fast_path=r.fast_path,
+            extra_storage=None if self.strict else may_be_storage_sop_class,
+            transfer_syntaxes=tuple(transfer_syntaxes(self.strict)),
+            spool=SpoolFile,
+        )
 
     def start(self) -> tuple[str, int]:
         """Listen (non-blocking). Returns the bound (host, port)."""
         n = self.config.node
-        enable_streaming_receive(self.tmp_dir)
-        netfast.install()
-        self.server = self.ae.start_server((n.host, n.port), block=False, evt_handlers=self.handlers,
-                                           ssl_context=self.ssl_context)
+        if not n.max_pdu_size:
+            logger.warning("node.max_pdu_size = 0 (unlimited) is no longer honoured: one connection could claim "
+                           "gigabytes; receiving PDUs of up to %d bytes", self.max_pdu_size)
+        SpoolFile.directory = Path(self.tmp_dir)
+        self.server = netfast.start_server(self.ae, (n.host, n.port), self.edge_settings(), self.handlers,
+                                           self.ssl_context)
         host, port = self.server.server_address[:2]
-        logger.info("listening as %s on %s:%d%s", n.ae_title, host, port, " (TLS)" if self.ssl_context else "")
+        logger.info("listening as %s on %s:%d%s (%s receive policy)", n.ae_title, host, port,
+                    " (TLS)" if self.ssl_context else "", "strict" if self.strict else "tolerant")
         return host, port
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server = None
-        self.ae.shutdown()
+            self.server.shutdown()  # no new connections
+        self.ae.shutdown()  # ends the running associations (their events still see the server)
+        self.server = None
         SpoolFile.pool.drain()
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether the server runs node/netfast.py's fast path (False: stock pynetdicom)."""
+        return self.server is not None and self.server.fast
 
     # ------------------------------------------------------------------ handlers
     def handle_store(self, event: Any) -> int | Dataset:
+        """C-STORE: spool, check, store, answer. Never raises (pynetdicom would log a traceback)."""
+        try:
+            return self._store(event)
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one instance a failure status, nothing more
+            calling, addr = _peer(event)
+            logger.error("C-STORE from %s (%s) failed (0x%04X processing failure): %s: %s", calling, addr,
+                         statuses.PROCESSING_FAILURE, type(exc).__name__, exc)
+            return _status(statuses.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}")
+
+    def _store(self, event: Any) -> int | Dataset:
         req = event.request
         calling, _ = _peer(event)
         sop_class = str(req.AffectedSOPClassUID or "")
         sop_inst = str(req.AffectedSOPInstanceUID or "")
         try:
             spooled = self._spool(event)
-            path, new = self.receiver.accept(spooled, sop_class, sop_inst, calling,
-                                             str(event.context.transfer_syntax))
+            path, new, info = self.receiver.accept(spooled, sop_class, sop_inst, calling,
+                                                   str(event.context.transfer_syntax))
         except UndecodableDatasetError as exc:
-            logger.error("C-STORE %s from %s refused (0xC000): %s", sop_inst, calling, exc)
+            logger.error("C-STORE %s from %s refused (0xC000): %s", sop_inst[:80], calling, exc)
             self._count(event, "(undecodable)", ok=False)
             return _status(statuses.CANNOT_UNDERSTAND, str(exc))
         except (DatasetMismatchError, InvalidUIDError) as exc:
-            logger.error("C-STORE %s from %s refused (0xA900): %s", sop_inst, calling, exc)
+            logger.error("C-STORE %s from %s refused (0xA900): %s", sop_inst[:80], calling, exc)
             self._count(event, "(invalid)", ok=False)
             return _status(statuses.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, str(exc))
         except (StorageError, OSError) as exc:
-            logger.error("C-STORE %s from %s refused (0xA700 out of resources): %s", sop_inst, calling, exc)
+            logger.error("C-STORE %s from %s refused (0xA700 out of resources): %s", sop_inst[:80], calling, exc)
             self._count(event, "(not stored)", ok=False)
             return _status(statuses.OUT_OF_RESOURCES, f"cannot store: {exc.strerror or exc}")
+        if info.unusable and new:
+            logger.warning("C-STORE %s from %s stored, but not usable as an analysis input: %s", sop_inst[:80],
+                           calling, info.unusable)
         logger.debug("stored %s (%s)", path, "new" if new else "duplicate")
-        self._count(event, path.parent.parent.name, ok=True)
+        self._count(event, info.study_uid, ok=True)
         return statuses.SUCCESS
 
     def _count(self, event: Any, study_uid: str, ok: bool) -> None:
@@ -294,7 +356,13 @@ class StorageSCP:
 
     def _spool(self, event: Any) -> Path:
         """The Part 10 temp file holding the dataset exactly as received (preamble + file meta + dataset)."""
-        spooled = Path(event.dataset_path)  # streamed by pynetdicom into a SpoolFile (start() turns this on)
+        path = event.dataset_path  # the fast path streamed it into a SpoolFile as it arrived
+        if path is None:  # stock pynetdicom: the data set is in memory; write it out the same way
+            spool = SpoolFile()
+            path = spool.name
+            spool.write(event.encoded_dataset(include_meta=True))
+            spool.close()
+        spooled = Path(path)
         error = SpoolFile.failed.pop(str(spooled), None)
         if error is not None:
             spooled.unlink(missing_ok=True)
@@ -320,13 +388,17 @@ class StorageSCP:
         ae, addr = _peer(event)
         called = str(event.assoc.requestor.primitive.called_ae_title).strip() if event.assoc.requestor.primitive \
             else ""
-        logger.warning("association from %s (%s) calling %r rejected (unknown calling AE or wrong called AE)",
-                       ae, addr, called)
-        audit("association", direction="in", peer_ae=ae, address=addr, called_ae=called, result="rejected")
+        why = _rejection_reason(event.assoc.acceptor.primitive, ae, called, self.config)
+        logger.warning("association from %s (%s) calling %r rejected: %s", ae, addr, called, why)
+        audit("association", direction="in", peer_ae=ae, address=addr, called_ae=called, result="rejected",
+              reason=why)
 
     def _on_aborted(self, event: Any) -> None:
         ae, addr = _peer(event)
-        logger.warning("association with %s (%s) aborted", ae or "(unknown)", addr)
+        problem = self.server.problem_of(event.assoc) if self.server is not None else ""
+        # one line per bad association: the edge already said what was wrong
+        logger.log(logging.DEBUG if problem else logging.WARNING, "association with %s (%s) aborted",
+                   ae or "(unknown)", addr)
         self._audit_transfers(event, ae, addr)
         audit("association", direction="in", peer_ae=ae, address=addr, result="aborted")
 

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from node import netfast
 from node.analysis import AnalysisRunner
 from node.casestatus import NodeStatus, collect
 from node.completion import Completion
@@ -58,7 +59,8 @@ class Node:
         self.runner = AnalysisRunner(config, self.index, sink)
         self.completion = Completion(self.index, config, on_ready=self.runner.submit)
         self.receiver = Receiver(self.store, self.index, self.completion, config.completion.stable_seconds,
-                                 min_free_bytes=config.node.min_free_disk_mb * 1024 * 1024)
+                                 min_free_bytes=config.node.min_free_disk_mb * 1024 * 1024,
+                                 strict=config.receive.strict)
         ssl_context = None
         if config.security.tls is not None:
             from node.tls import TlsSetupError, server_context
@@ -99,9 +101,13 @@ class Node:
         for notice in self.config.notices:
             logger.warning("%s", notice)
         logger.info("workflows: %s", ", ".join(wf.name for wf in self.config.workflows))
-        removed = self.store.clean_tmp()
-        if removed:
-            logger.warning("removed %d partial file(s) of interrupted transfers (never acknowledged)", removed)
+        netfast.configure_process()  # pynetdicom's process-wide settings, once (the acceptor's own in scp.start)
+        left = self.store.clean_tmp()
+        if left.partial:
+            logger.warning("removed %d partial spool file(s) of interrupted transfers (%d bytes, never acknowledged)",
+                           left.partial, left.partial_bytes)
+        if left.empty:
+            logger.info("removed %d empty spool file(s) made ahead by the last run", left.empty)
         self.receiver.start()  # re-indexes stored files after an unclean stop
         self.runner.start()
         self.completion.start()

@@ -54,8 +54,9 @@ RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
-#: Accepted as received (no transcoding): uncompressed, Deflate, RLE, JPEG (lossless and lossy), JPEG-LS, JPEG 2000.
-TRANSFER_SYNTAXES: list[str] = [
+#: The transfer syntaxes the node has always accepted (and the only ones with ``[receive] strict = true``):
+#: uncompressed, Deflate, RLE, JPEG (lossless and lossy), JPEG-LS, JPEG 2000. Stored as received, no transcoding.
+STRICT_TRANSFER_SYNTAXES: list[str] = [
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     DeflatedExplicitVRLittleEndian,
@@ -70,6 +71,54 @@ TRANSFER_SYNTAXES: list[str] = [
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
 ]
+
+#: Also accepted by the tolerant policy (the default), stored as received: newer or rarer encapsulated pixel
+#: encodings (PS3.5 Table A-1) whose data set is explicit VR little endian, so the header can be read whether or
+#: not the node has a decoder for the pixels (an image it cannot decode is marked unusable, not refused).
+TOLERANT_EXTRA_TRANSFER_SYNTAXES: dict[str, str] = {
+    "1.2.840.10008.1.2.4.201": "High-Throughput JPEG 2000 Lossless",
+    "1.2.840.10008.1.2.4.202": "High-Throughput JPEG 2000 with RPCL Options Lossless",
+    "1.2.840.10008.1.2.4.203": "High-Throughput JPEG 2000",
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+    "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
+    "1.2.840.10008.1.2.4.92": "JPEG 2000 Part 2 Multi-component Lossless",
+    "1.2.840.10008.1.2.4.93": "JPEG 2000 Part 2 Multi-component",
+    "1.2.840.10008.1.2.4.100": "MPEG2 Main Profile / Main Level",
+    "1.2.840.10008.1.2.4.101": "MPEG2 Main Profile / High Level",
+    "1.2.840.10008.1.2.4.102": "MPEG-4 AVC/H.264 High Profile / Level 4.1",
+    "1.2.840.10008.1.2.4.103": "MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1",
+    "1.2.840.10008.1.2.4.104": "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 2D Video",
+    "1.2.840.10008.1.2.4.105": "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 3D Video",
+    "1.2.840.10008.1.2.4.106": "MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2",
+    "1.2.840.10008.1.2.4.107": "HEVC/H.265 Main Profile / Level 5.1",
+    "1.2.840.10008.1.2.4.108": "HEVC/H.265 Main 10 Profile / Level 5.1",
+}
+
+TOLERANT_TRANSFER_SYNTAXES: list[str] = STRICT_TRANSFER_SYNTAXES + list(TOLERANT_EXTRA_TRANSFER_SYNTAXES)
+
+#: Kept for callers that mean "what the node accepts by default".
+TRANSFER_SYNTAXES = TOLERANT_TRANSFER_SYNTAXES
+
+
+def transfer_syntaxes(strict: bool) -> list[str]:
+    """The transfer syntaxes offered to senders under the receive policy."""
+    return STRICT_TRANSFER_SYNTAXES if strict else TOLERANT_TRANSFER_SYNTAXES
+
+
+_STORAGE_BRANCH = "1.2.840.10008.5.1.4.1.1."  # PS3.4 storage SOP classes (and those newer than pynetdicom)
+_DICOM_ROOT = "1.2.840.10008."
+
+
+def may_be_storage_sop_class(uid: str) -> bool:
+    """Could an abstract syntax the node does not know be a storage SOP class? True for the standard storage
+    branch (a class newer than our tables) and for private (vendor) UIDs; False for other standard services
+    (query/retrieve, worklist, print, ...), which the node does not provide."""
+    if not uid or len(uid) > 64 or not all(part.isdigit() for part in uid.split(".")):
+        return False
+    return uid.startswith(_STORAGE_BRANCH) or not uid.startswith(_DICOM_ROOT)
+
 
 #: SOP classes the node creates, per output kind (routing key): the SCU side of the conformance statement.
 #: parametric-map includes Secondary Capture for the fallback rendition sent to peers refusing Parametric Map;

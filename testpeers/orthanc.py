@@ -227,6 +227,27 @@ class OrthancServer:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as rsp:
             return json.loads(rsp.read())
 
+    def post(self, path: str, body: bytes | dict[str, Any]) -> Any:
+        """POST to the REST API (a dict is sent as JSON); returns the parsed JSON answer. HTTP errors raise
+        urllib.error.HTTPError (its body says why)."""
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method="POST")
+        with urllib.request.urlopen(req, timeout=120) as rsp:
+            return json.loads(rsp.read())
+
+    def upload(self, dicom: bytes) -> str | None:
+        """Store a DICOM file through the REST API, as a modality would; its Orthanc ID, or None if refused."""
+        try:
+            return str(self.post("/instances", dicom)["ID"])
+        except urllib.error.HTTPError:
+            return None
+
+    def route(self, modality: str, instance_ids: list[str]) -> dict[str, Any]:
+        """C-STORE the instances to a configured modality in one job, as PACS auto-routing does. Raises
+        urllib.error.HTTPError if the job failed (one refusal fails the whole job)."""
+        return dict(self.post(f"/modalities/{modality.lower()}/store",
+                              {"Resources": instance_ids, "Synchronous": True}))
+
     def instance_count(self) -> int:
         return int(self.rest("/statistics")["CountInstances"])
 

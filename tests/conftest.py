@@ -2,6 +2,7 @@
 written out for the phantom-truth tests."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -18,6 +19,20 @@ from node.config import Config, parse_config
 from node.errors import AnalysisError
 from node.registry import DEFAULT_REGISTRY, Registry
 from node.workflow import InputSelection, OutputObject, RunContext, Workflow, WorkflowResult
+
+#: Set by test_netfast.test_stock_pynetdicom_passes_the_receive_tests: run as if pynetdicom were a version the fast
+#: path does not know, so every node in this test run receives with stock pynetdicom (the fallback).
+STOCK_PYNETDICOM = os.environ.get("LIVER_NODE_TEST_STOCK_PYNETDICOM") == "1"
+_STOCK_WRAPPER = ("import sys, runpy, node.netfast as n; n.SUPPORTED_PYNETDICOM = (); sys.argv[0] = 'node'; "
+                  "runpy.run_module('node', run_name='__main__')")
+
+
+@pytest.fixture(autouse=True)
+def _stock_pynetdicom(monkeypatch: pytest.MonkeyPatch) -> None:
+    if STOCK_PYNETDICOM:
+        import node.netfast
+
+        monkeypatch.setattr(node.netfast, "SUPPORTED_PYNETDICOM", ())
 
 
 def free_port() -> int:
@@ -39,7 +54,8 @@ def wait_until(predicate, timeout: float = 20.0, poll: float = 0.05) -> bool:
 def start_node_process(cfg: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     """`python -m node serve --config cfg` in its own process; returns once it accepts connections on `port`."""
     root = Path(__file__).resolve().parents[1]
-    p = subprocess.Popen([sys.executable, "-m", "node", "serve", "--config", str(cfg)], cwd=root,
+    start = ["-c", _STOCK_WRAPPER] if STOCK_PYNETDICOM else ["-m", "node"]
+    p = subprocess.Popen([sys.executable, *start, "serve", "--config", str(cfg)], cwd=root,
                          stdout=subprocess.DEVNULL, stderr=open(log, "a"))
     end = time.time() + 30
     while time.time() < end:

@@ -5,7 +5,8 @@ dashboard (browser), metrics, webhook and manifest tests and by scripts/dashboar
   a third destination ("archive", a DICOM peer on a closed port) takes the reports and fails, so the outbox has
   failures and a destination-failing alert;
 - a second patient sends only a GSA SPECT: a case that waits for its SPECT/CT and planning CT (and stalls);
-- one instance without pixel data is refused (0xA900);
+- one instance without a Series Instance UID is refused (0xA900; an image without pixel data no longer is: the
+  tolerant receive policy stores it, marked unusable);
 - a local webhook receiver answers 503 to the first POST (retried) and records every notification.
 """
 # mypy: disable-error-code="union-attr"
@@ -169,10 +170,10 @@ def start_ops_case(tmp: Path, timeout: float = 900.0) -> OpsCase:
         files = sorted(p for p in phantom.rglob("*.dcm") if "truth" not in p.parts)
         stored, refused = send_files("127.0.0.1", config.node.port, "LIVERNODE", files)
         assert (stored, refused) == (len(files), 0)
-        # the waiting patient: a GSA SPECT alone, and one CT without pixel data (refused 0xA900)
+        # the waiting patient: a GSA SPECT alone, and one CT without a Series Instance UID (refused 0xA900)
         nm = F.nm_multiframe(WAITING_PATIENT)
         bad = F.ct_series(WAITING_PATIENT, 1)[0]
-        del bad.PixelData
+        del bad.SeriesInstanceUID
         ae = AE(ae_title="WAITSCU")
         ae.add_requested_context(F.NM)
         ae.add_requested_context(F.CT)

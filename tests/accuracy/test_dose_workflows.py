@@ -23,6 +23,7 @@ from node.gsa.settings import GsaSettings
 from node.gsaplan.pipeline import run_gsaplan
 from node.gsaplan.settings import GsaPlanSettings
 from node.gsaplan.workflow import GSAPLAN
+from node.maa.measurements import SafetyFlagRecord
 from node.maa.pipeline import run_maa
 from node.maa.reference import MaaResult
 from node.maa.settings import MaaSettings
@@ -103,12 +104,17 @@ def test_predicted_dose_of_the_partition_activity_against_the_truth(case) -> Non
     assert len(checks) >= 9 and all(c.ok for c in checks), [c for c in checks if not c.ok]
 
 
+def _flags(result: MaaResult) -> list[SafetyFlagRecord]:
+    assert result.measurements.predicted_dose is not None
+    return result.measurements.predicted_dose.flags
+
+
 def test_safety_flags_follow_the_sphere_type_and_the_treatment(case) -> None:
     """At the partition activity (70 Gy normal-liver target) resin's 40 Gy limit is crossed; at the phantom's
     planned 1.8 GBq it is not, unless the liver is compromised (30 Gy); glass flags every tumour below 205 Gy and
     keeps 70 Gy for a compromised liver."""
-    flags = {f.quantity for f in case.maa.measurements.predicted_dose.flags}  # type: ignore[union-attr]
-    assert "non-tumoural liver mean dose" in flags
+    quantities = {f.quantity for f in case.maa.measurements.predicted_dose.flags}
+    assert "non-tumoural liver mean dose" in quantities
     assert any("non-tumoural liver" in w for w in case.maa.warnings)
     from node.dose.safety import DoseLimits
 
@@ -118,11 +124,11 @@ def test_safety_flags_follow_the_sphere_type_and_the_treatment(case) -> None:
     assert "non-tumoural liver mean dose" not in {f.quantity for f in at_plan.flags}
     assert {f.quantity for f in at_plan.flags} == {f"tumour {case.matched('T2')} mean dose"}  # ~88 Gy < 100 Gy
     glass = MaaSettings(prescribed_activity_gbq=1.8, compromised_liver=True, dose_limits=DoseLimits.eanm("glass"))
-    flags = run_maa(case.nm, case.maa_ct, None, None, glass).measurements.predicted_dose.flags  # type: ignore[union-attr]
+    flags = _flags(run_maa(case.nm, case.maa_ct, None, None, glass))
     assert {f.quantity for f in flags} == {f"tumour {case.matched(t)} mean dose" for t in ("T1", "T2", "T3")}
     assert all(f.limit_gy == 205.0 for f in flags)  # glass: no compromised-liver limit below its 70 Gy
     resin = MaaSettings(prescribed_activity_gbq=1.8, compromised_liver=True)
-    flags = run_maa(case.nm, case.maa_ct, None, None, resin).measurements.predicted_dose.flags  # type: ignore[union-attr]
+    flags = _flags(run_maa(case.nm, case.maa_ct, None, None, resin))
     assert "non-tumoural liver mean dose" in {f.quantity for f in flags}  # ~35 Gy > resin's 30 Gy compromised
 
 
@@ -186,7 +192,7 @@ def test_a_non_quantitative_post_therapy_image_still_shows_the_mismatch(case) ->
     pet = [pydicom.dcmread(p) for p in sorted((case.root / "y90-pet").glob("*.dcm"))]
     for ds in pet:
         ds.Units = "CNTS"
-    m = run_y90post(pet, case.pet_ct, case.maa.dose, Y90PostSettings()).measurements  # type: ignore[arg-type]
+    m = run_y90post(pet, case.pet_ct, case.maa.dose, Y90PostSettings()).measurements
     assert not m.source.quantitative and "not quantitative" in " ".join(m.notes)
     liver = m.regions["whole liver"]
     assert liver.mean_ratio == pytest.approx(1.0, abs=0.03)  # all of A x (1 - LSF) in the liver, as predicted
@@ -203,7 +209,7 @@ def test_returned_plan_flv20_and_f20_against_the_hand_computed_truth(case) -> No
     checks = GSAPLAN.phantom_checks(m, case.truth)
     assert len(checks) == 6 and all(c.ok for c in checks), checks
     assert case.plan.warnings == []  # FLV20Gy ~ 10 % < 20 %
-    strict = run_gsaplan(case.rt_dose, None, case.gsa.reference, GsaPlanSettings(flv_warning_percent=5.0))  # type: ignore[arg-type]
+    strict = run_gsaplan(case.rt_dose, None, case.gsa.reference, GsaPlanSettings(flv_warning_percent=5.0))
     assert len(strict.warnings) == 1 and "FLV20Gy" in strict.warnings[0]
 
 
@@ -234,9 +240,9 @@ def test_reports_carry_dose_figures_and_flags_and_the_later_visits_report_on_the
     pgroups = cast(Any, post.content).get_image_measurement_groups()
     t3 = next(g for g in pgroups if g.tracking_identifier.endswith(case.matched("T3")))
     ratios = t3.get_measurements(name=hd.sr.CodedConcept(RATIO.value, RATIO.scheme, RATIO.meaning))
-    evaluations = {(str(e.name.value), str(e.value.value)) for e in t3.get_qualitative_evaluations()}
+    pairs = {(str(e.name.value), str(e.value.value)) for e in t3.get_qualitative_evaluations()}
     # the mismatch (delivered below the prediction) and the delivered dose below resin's 100 Gy tumour minimum
-    assert float(ratios[0].value) < 0.7 and evaluations == {(AGREEMENT.value, BELOW_RANGE.value),
+    assert float(ratios[0].value) < 0.7 and pairs == {(AGREEMENT.value, BELOW_RANGE.value),
                                                             (NORMALITY.value, BELOW_RANGE.value)}
     assert "gsaplan" not in {str(o.description) for o in objects if o.dataset is case_sr}
     assert str(plan_sr.SeriesDescription).startswith("Functional-liver plan dose")

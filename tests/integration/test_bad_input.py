@@ -95,8 +95,8 @@ def _echo(port: int) -> bool:
     return ok
 
 
-def test_image_without_pixel_data_is_refused(served, caplog) -> None:
-    node, *_ = served
+def test_image_without_pixel_data_is_refused_when_strict(node_factory, tmp_path: Path, caplog) -> None:
+    node = node_factory(make_config(tmp_path / "strict", receive={"strict": True}), workflows={})
     (ds,) = F.ct_series("P-BAD", 1)
     del ds.PixelData
     with caplog.at_level(logging.ERROR, logger="node.scp"):
@@ -173,7 +173,10 @@ def test_junk_on_the_port(served, payload: bytes) -> None:
     node, *_ = served
     with socket.create_connection(("127.0.0.1", node.address[1]), timeout=10) as s:
         s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:  # the node may have aborted and closed already
+            pass
         s.settimeout(10)
         try:
             while s.recv(4096):
@@ -234,3 +237,71 @@ def test_disk_full_answers_out_of_resources_and_keeps_serving(small_disk: Path, 
         if stored:
             assert pydicom.dcmread(stored).SOPInstanceUID == ds.SOPInstanceUID
     assert not leftover_partials(node.store.tmp)
+
+
+def _deflated_dataset(ds) -> bytes:
+    """The data set of `ds` in Deflated Explicit VR Little Endian (PS3.5 A.5: raw deflate)."""
+    import zlib
+
+    explicit = _dataset_part(ds)
+    packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(explicit) + packer.flush()
+
+
+@pytest.mark.parametrize("cut", [0, 1, 500])
+def test_deflated_data_set_is_checked_after_inflating(node_factory, cut: int, caplog) -> None:
+    """Complete: stored (its declared lengths are measured in the inflated stream). Cut short: 0xC000."""
+    node = node_factory(workflows={})
+    (ds,) = F.ct_series("P-DEFLATE", 1)
+    deflated = _deflated_dataset(ds)
+    data = deflated[:len(deflated) - cut] if cut else deflated
+    ae = AE(ae_title="BADSCU")
+    ae.add_requested_context(F.CT, ["1.2.840.10008.1.2.1.99"])
+    assoc = ae.associate("127.0.0.1", node.address[1], ae_title="LIVERNODE")
+    try:
+        req = C_STORE()
+        req.MessageID, req.AffectedSOPClassUID, req.AffectedSOPInstanceUID, req.Priority = 1, F.CT, \
+            ds.SOPInstanceUID, 2
+        req.DataSet = BytesIO(data)
+        assoc._reactor_checkpoint.clear()
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        context_id = assoc.accepted_contexts[0].context_id
+        assert context_id is not None
+        with caplog.at_level(logging.ERROR, logger="node.scp"):
+            assoc.dimse.send_msg(req, context_id)
+            _, rsp = assoc.dimse.get_msg(block=True)
+        assoc._reactor_checkpoint.set()
+    finally:
+        assoc.release()
+    node.receiver.flush()
+    assert rsp is not None
+    if not cut:
+        assert rsp.Status == 0
+        stored = Path(node.index.has_instance(ds.SOPInstanceUID)).read_bytes()
+        assert stored.endswith(deflated)  # stored as received: still deflated
+    else:
+        assert rsp.Status == 0xC000 and "truncated" in str(rsp.ErrorComment)
+        assert "deflated stream ends before its end marker" in caplog.text
+        assert not node.index.has_instance(ds.SOPInstanceUID)
+
+
+def test_no_spool_file_possible_answers_out_of_resources_not_an_abort(node_factory) -> None:
+    """tmp/ gone (or the disk full before a spool file could even be made): 0xA700 with the reason, and the
+    association stays usable."""
+    import shutil
+
+    from node.scp import SpoolFile
+
+    node = node_factory(workflows={})
+    (ds, ds2) = F.ct_series("P-NOSPOOL", 2)
+    assoc = _assoc(node.address[1])
+    try:
+        SpoolFile.pool.drain()
+        shutil.rmtree(node.store.tmp)
+        rsp = assoc.send_c_store(ds)
+        assert rsp.Status == 0xA700 and "cannot store" in str(rsp.ErrorComment)
+        node.store.tmp.mkdir()
+        assert assoc.send_c_store(ds2).Status == 0
+    finally:
+        assoc.release()

@@ -178,3 +178,23 @@ def test_parametric_map_fallback_per_destination() -> None:
     assert cfg.outbox.parametric_map_fallback == "none"
     assert {d.name: d.parametric_map_fallback for d in cfg.destinations} == {"pacs": "secondary-capture",
                                                                              "other": None}
+
+
+def test_receive_section_parses_and_names_its_keys() -> None:
+    cfg = load_config(ROOT / "config.toml")
+    r = cfg.receive
+    assert (r.strict, r.negotiation_timeout_seconds, r.network_timeout_seconds) == (False, 5.0, 60.0)
+    assert (r.max_negotiating, r.max_negotiating_per_address, r.fast_path) == (32, 8, True)
+    assert cfg.node.max_pdu_size == 4 * 1024 * 1024
+    strict = parse_config({"receive": {"strict": True, "negotiation_timeout_seconds": 2}}, base_dir=Path("/tmp"))
+    assert strict.receive.strict and strict.receive.negotiation_timeout_seconds == 2.0
+    assert parse_config({"node": {"max_pdu_size": 0}}, base_dir=Path("/tmp")).node.max_pdu_size == 0  # old configs
+    for raw, key in (({"receive": {"strict": "yes"}}, "receive.strict"),
+                     ({"receive": {"negotiation_timeout_seconds": 0}}, "receive.negotiation_timeout_seconds"),
+                     ({"receive": {"max_negotiating": 0}}, "receive.max_negotiating"),
+                     ({"receive": {"timeout": 5}}, "receive.timeout"),
+                     ({"node": {"max_pdu_size": 100}}, "node.max_pdu_size"),
+                     ({"node": {"max_pdu_size": 2**31}}, "node.max_pdu_size")):
+        with pytest.raises(ConfigError) as exc:
+            parse_config(raw, base_dir=Path("/tmp"))
+        assert exc.value.key == key

@@ -57,4 +57,8 @@ def test_the_node_negotiates_exactly_what_the_statement_says(node_factory) -> No
         accepted |= {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
         assoc.release()
     expected = {(sop, ts) for sop, syntaxes in tables.items() for ts in syntaxes}
+    # the tolerant receive policy (the default, "Any other storage SOP class" row) accepts a private class too
+    from node.sopclasses import transfer_syntaxes
+
+    expected |= {("1.3.6.1.4.1.5962.301.1", ts) for ts in transfer_syntaxes(False)}
     assert accepted == expected, (sorted(accepted - expected)[:10], sorted(expected - accepted)[:10])

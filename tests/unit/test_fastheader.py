@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -63,7 +64,8 @@ def test_truncation_is_refused_by_both(ct_files: list[Path], tmp_path: Path, cut
         cut_file = tmp_path / f"cut{cut}-{src.name}"
         cut_file.write_bytes(raw[: len(raw) - cut])
         ds = pydicom.dcmread(src, stop_before_pixels=True)
-        for kwargs in ({}, {"expected_sop_class": str(ds.SOPClassUID),
-                            "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID)}):
+        calls: list[dict[str, Any]] = [{}, {"expected_sop_class": str(ds.SOPClassUID),
+                                            "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID)}]
+        for kwargs in calls:
             with pytest.raises(InvalidInstanceError):  # 0xC000 or 0xA900, never stored
                 read_header(cut_file, **kwargs)

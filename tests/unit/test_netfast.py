@@ -4,6 +4,8 @@ network test, which run with it installed.)"""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from pydicom.filebase import DicomBytesIO
@@ -82,3 +84,25 @@ def test_spool_pool_serves_its_folder_discards_others_and_drains(tmp_path: Path)
         SpoolFile.directory = old
         os.close(fd)
         os.close(fd2)
+
+
+def test_importing_the_node_changes_nothing_in_pynetdicom() -> None:
+    """Installing is the service's job at start; importing any module must leave pynetdicom as shipped."""
+    code = """
+import logging, tempfile, threading, time
+import pynetdicom, pynetdicom.association, pynetdicom.dul, pynetdicom.dimse_messages
+from pynetdicom import _config
+hook, validator = threading.excepthook, _config.VALIDATORS["UI"]
+import node.service, node.scp, node.netfast, node.destinations, node.sender, node.cli, node.receive
+assert not _config.STORE_SEND_CHUNKED_DATASET and not _config.STORE_RECV_CHUNKED_DATASET
+assert _config.LOG_HANDLER_LEVEL == "standard" and _config.VALIDATORS["UI"] is validator
+assert pynetdicom.association.time is time and pynetdicom.dul.time is time
+assert pynetdicom.dimse_messages.NamedTemporaryFile is tempfile.NamedTemporaryFile
+assert pynetdicom.transport.AssociationSocket.recv.__module__ == "pynetdicom.transport"
+assert threading.excepthook is hook
+assert not logging.getLogger("pynetdicom").filters
+print("unchanged")
+"""
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "unchanged" in r.stdout, r.stderr[-2000:]
