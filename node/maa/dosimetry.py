@@ -62,6 +62,9 @@ __all__ = ["DoseRegion", "DoseReference", "PredictedDose", "regions_on_ct", "pre
            "NON_TUMOURAL_LIVER", "LUNGS", "DVH_SERIES_NUMBER"]
 
 WHOLE_LIVER, NON_TUMOURAL_LIVER, LUNGS = "whole liver", "non-tumoural liver", "lungs"
+#: automatic tumours are carried to the CT on the liver's box grown by this margin (they lie in the liver; a region
+#: reaching further out is cut there)
+TUMOUR_MARGIN_MM = 20.0
 DVH_SERIES_NUMBER = 9612
 #: Every region's V(d) thresholds (Gy) in the record: tumours V100/V120, non-tumoural liver V30/V40.
 V_GY = {"tumour": TUMOUR_V_GY, NON_TUMOURAL_LIVER: NORMAL_LIVER_V_GY, WHOLE_LIVER: NORMAL_LIVER_V_GY, LUNGS: ()}
@@ -113,14 +116,24 @@ def regions_on_ct(regions: Regions, spect: sitk.Image, ct_image: sitk.Image) -> 
     """The MAA regions ("liver" and tumour names) as bool masks on the CT (its array order): the received
     contours as drawn, automatic regions from their SPECT-grid fractions (linear resampling, >= 0.5)."""
 
-    def moved(fraction: np.ndarray) -> np.ndarray:
-        image = sitk.Resample(as_image(fraction.astype(np.float32), spect), ct_image, sitk.Transform(),
+    def moved(fraction: np.ndarray, onto: sitk.Image) -> np.ndarray:
+        image = sitk.Resample(as_image(fraction.astype(np.float32), spect), onto, sitk.Transform(),
                               sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         return sitk.GetArrayViewFromImage(image) >= 0.5
 
-    out = {"liver": regions.drawn_on_ct["liver"] if "liver" in regions.drawn_on_ct else moved(regions.liver)}
+    liver = regions.drawn_on_ct["liver"] if "liver" in regions.drawn_on_ct else moved(regions.liver, ct_image)
+    out = {"liver": liver}
+    pad = [int(np.ceil(TUMOUR_MARGIN_MM / sp)) for sp in ct_image.GetSpacing()[::-1]]
+    box_grid, box = bounding_grid(ct_image, liver, pad) if liver.any() else (ct_image, None)
     for name, fraction in regions.tumours.items():
-        out[name] = regions.drawn_on_ct[name] if name in regions.drawn_on_ct else moved(fraction)
+        if name in regions.drawn_on_ct:
+            out[name] = regions.drawn_on_ct[name]
+        elif box is None:
+            out[name] = moved(fraction, ct_image)
+        else:  # tumours lie in the liver: resampled on its box of the CT only
+            mask = np.zeros(liver.shape, dtype=bool)
+            mask[box] = moved(fraction, box_grid)
+            out[name] = mask
     return out
 
 
