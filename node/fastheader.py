@@ -25,6 +25,7 @@ WANTED: dict[int, str] = {
     0x00080023: "ContentDate", 0x0008002A: "AcquisitionDateTime", 0x00080032: "AcquisitionTime",
     0x00080033: "ContentTime", 0x00080060: "Modality", 0x00081030: "StudyDescription",
     0x0008103E: "SeriesDescription", 0x00100010: "PatientName", 0x00100020: "PatientID",
+    0x00100021: "IssuerOfPatientID", 0x00181030: "ProtocolName",
     0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID", 0x00200011: "SeriesNumber",
     0x00200032: "ImagePositionPatient", 0x00200037: "ImageOrientationPatient", 0x00200052: "FrameOfReferenceUID",
     0x00200100: "TemporalPositionIdentifier", 0x00280002: "SamplesPerPixel", 0x00280008: "NumberOfFrames",

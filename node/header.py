@@ -37,6 +37,7 @@ from pydicom.uid import UID
 
 from node import fastheader
 from node.imaging.dicomtime import acquisition_seconds
+from node.instancecontent import frame_geometry, referenced_series
 from node.sopclasses import IMAGE_SOP_CLASSES, STORAGE_SOP_CLASSES
 from node.store import MAX_UID_LENGTH
 
@@ -101,6 +102,12 @@ class InstanceInfo:
     referenced_sop_uids: tuple[str, ...] = ()  # RTDOSE: its RT Plan(s) and structure set(s); RTPLAN: structure sets
     #: "" when the instance may be an analysis input, else "<reason>: <words>" (reasons: UNUSABLE_REASONS)
     unusable: str = ""
+    issuer_of_patient_id: str = ""  # (0010,0021): a patient is (PatientID, IssuerOfPatientID)
+    protocol_name: str = ""
+    referenced_series: tuple[str, ...] = ()  # RTSTRUCT only: the series its contours were drawn on
+    #: multi-frame objects: each frame's position and time (node.instancecontent); () for single frames
+    frame_positions: tuple[tuple[float, float, float], ...] = ()
+    frame_times: tuple[float, ...] = ()
 
     def unusable_reasons(self) -> tuple[str, ...]:
         """The machine-readable reason codes (empty when usable)."""
@@ -428,6 +435,9 @@ def _info(ds: Any, expected_sop_class: str | None, expected_sop_instance: str | 
     except (TypeError, ValueError):
         temporal = None
     image_type = ds.get("ImageType", "")
+    frames = frame_geometry(ds, ipp, iop, nframes) if nframes > 1 else None
+    if frames is not None and iop is None:
+        iop = frames.orientation  # Enhanced objects keep it in the functional groups
     return InstanceInfo(
         sop_class_uid=sop_class,
         sop_instance_uid=sop_inst,
@@ -457,6 +467,11 @@ def _info(ds: Any, expected_sop_class: str | None, expected_sop_instance: str | 
         dose_summation_type=_str(ds, "DoseSummationType").upper() if modality == "RTDOSE" else "",
         referenced_sop_uids=_rt_references(ds) if modality in ("RTDOSE", "RTPLAN") else (),
         unusable="; ".join(unusable),
+        issuer_of_patient_id=_str(ds, "IssuerOfPatientID"),
+        protocol_name=_str(ds, "ProtocolName"),
+        referenced_series=referenced_series(ds) if _str(ds, "Modality") == "RTSTRUCT" else (),
+        frame_positions=frames.positions if frames is not None else (),
+        frame_times=frames.times if frames is not None else (),
     )
 
 

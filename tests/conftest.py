@@ -162,13 +162,9 @@ def leftover_partials(tmp_dir: Path) -> list[Path]:
 
 def convention_max_slope(t: np.ndarray, c: np.ndarray, aorta: np.ndarray, portal: np.ndarray,
                          spleen: np.ndarray) -> tuple[float, float, float]:
-    """(ALP, PVP, HPI) by the max-slope convention (node/phantom/README.md), written out again for the tests:
-    the truth is checked against this, not against the phantom's or the node's code."""
+    """(ALP, PVP, HPI) by the textbook maximum slope (science.md 1a), written out again for the tests: the truth
+    is checked against this, not against the phantom's or the node's code."""
     t_spl = t[np.argmax(spleen)]
-    n = len(c)
-    # [1, 2, 1] over the samples, the missing neighbour's weight dropped at either end
-    c = np.array([(c[max(i - 1, 0)] * (i > 0) + 2 * c[i] + c[min(i + 1, n - 1)] * (i < n - 1))
-                  / (2 + (i > 0) + (i < n - 1)) for i in range(n)])
     art = [(c[i + 1] - c[i]) / (t[i + 1] - t[i]) for i in range(len(t) - 1) if t[i + 1] <= t_spl]
     por = [(c[i + 1] - c[i]) / (t[i + 1] - t[i]) for i in range(len(t) - 1) if t[i] >= t_spl]
     alp = 6000.0 * max(art) / max(aorta)

@@ -16,6 +16,8 @@ from node.gsaplan.measurements import GsaPlanMeasurements
 from node.gsaplan.settings import GsaPlanSettings, parse_settings
 from node.index import SeriesRow
 from node.report.groups import Group
+from node.selection import planning_problem
+from node.seriescontent import dose_grid_problem
 from node.workflow import (
     CaseSeries,
     ChosenSeries,
@@ -38,21 +40,73 @@ DOSE, PLAN = "plan dose", "RT plan"
 
 
 def _planning_frames(ctx: RoleContext) -> dict[str, str]:
-    """Frame of reference -> description of the case's CTs outside every NM/PT frame (planning CTs)."""
+    """Frame of reference -> description of the case's planning CTs: CT volumes a plan can be made on
+    (node.selection.planning_problem) outside every NM/PT frame of reference (those are SPECT/CT or PET/CT CTs, in
+    which the node's own predicted Y-90 dose lies)."""
     nuclear = ctx.nuclear_frames_of_reference
     return {s.frame_of_reference_uid: s.series_description for s in ctx.series
-            if s.modality == "CT" and s.frame_of_reference_uid and s.frame_of_reference_uid not in nuclear}
+            if s.modality == "CT" and s.frame_of_reference_uid and s.frame_of_reference_uid not in nuclear
+            and planning_problem(s, ctx) is None}
+
+
+def _plan_dose_problem(series: SeriesRow, ctx: RoleContext) -> str | None:
+    """Why an RTDOSE series is not a plan dose returned by the TPS (None: it is one)."""
+    if series.dose_summation_type not in WHOLE_PLAN:
+        return (f"dose summation type {series.dose_summation_type}: a part of a plan, not the whole plan's dose "
+                "(PLAN or MULTI_PLAN)")
+    problem = dose_grid_problem(series.content)
+    if problem is not None:
+        return problem
+    frame = series.frame_of_reference_uid
+    if frame and frame in ctx.nuclear_frames_of_reference:
+        emission = next(s for s in ctx.series if s.modality in ("NM", "PT") and s.frame_of_reference_uid == frame)
+        return (f"in the frame of reference of {emission.modality} {emission.series_description!r}: a dose on a "
+                "SPECT/CT or PET/CT (such as the node's own predicted Y-90 dose), not a plan on a planning CT")
+    if frame not in _planning_frames(ctx):
+        return ("no planning CT of the case shares its frame of reference (a contiguous axial ORIGINAL CT volume; "
+                "see the CT series' role reasons)")
+    return None
 
 
 def is_plan_dose(series: SeriesRow, ctx: RoleContext) -> bool:
-    return (series.modality == "RTDOSE" and series.dose_summation_type in WHOLE_PLAN
-            and series.frame_of_reference_uid in _planning_frames(ctx))
+    return series.modality == "RTDOSE" and _plan_dose_problem(series, ctx) is None
 
 
 def _why(series: SeriesRow, ctx: RoleContext) -> str:
     ct = _planning_frames(ctx).get(series.frame_of_reference_uid, "")
-    return (f"RTDOSE of a whole plan (summation {series.dose_summation_type or 'not stated'}) in the frame of "
-            f"reference of the planning CT {ct!r}: a plan dose from the TPS")
+    return (f"RTDOSE of a whole plan (summation {series.dose_summation_type or 'not stated'}), a dose grid of "
+            f"{series.content.describe_stack()}, in the frame of reference of the planning CT {ct!r}: a plan dose "
+            "from the TPS")
+
+
+def _why_not(series: SeriesRow, ctx: RoleContext) -> str | None:
+    return _plan_dose_problem(series, ctx) if series.modality == "RTDOSE" else None
+
+
+def _plan_problem(series: SeriesRow, ctx: RoleContext) -> str | None:
+    """Why an RTPLAN series is not the plan a returned dose may belong to (None: it may be)."""
+    frame = series.frame_of_reference_uid
+    if frame and frame in ctx.nuclear_frames_of_reference:
+        return ("in the frame of reference of an NM/PET series: a plan on a SPECT/CT or PET/CT (such as the node's "
+                "own beamless Y-90 activity plan), not one on a planning CT")
+    return None
+
+
+def is_rt_plan(series: SeriesRow, ctx: RoleContext) -> bool:
+    return series.modality == "RTPLAN" and _plan_problem(series, ctx) is None
+
+
+def _why_plan(series: SeriesRow, ctx: RoleContext) -> str:
+    frame = series.frame_of_reference_uid
+    ct = _planning_frames(ctx).get(frame) if frame else None
+    where = (f"in the frame of reference of the planning CT {ct!r}" if ct is not None
+             else "without a frame of reference of a planning CT of the case" if frame
+             else "without a frame of reference")
+    return f"RTPLAN {where}: the plan a returned plan dose may belong to (used when the dose references it)"
+
+
+def _why_not_plan(series: SeriesRow, ctx: RoleContext) -> str | None:
+    return _plan_problem(series, ctx) if series.modality == "RTPLAN" else None
 
 
 class GsaPlanWorkflow(Workflow[GsaPlanSettings, GsaPlanMeasurements]):
@@ -63,10 +117,10 @@ class GsaPlanWorkflow(Workflow[GsaPlanSettings, GsaPlanMeasurements]):
     uses = ("rt-plan",)
     depends_on = (GSA.name,)  # FLS, ITV, PTV, liver and the registered GSA on the planning CT
     role_rules = (
-        RoleRule("plan-dose", "RTDOSE of a whole plan (summation PLAN / MULTI_PLAN) in the frame of reference of a "
-                 "planning CT of the case", is_plan_dose, priority=5, explain=_why),
-        RoleRule("rt-plan", "RTPLAN (the plan a returned dose belongs to)", lambda s, ctx: s.modality == "RTPLAN",
-                 priority=5),
+        RoleRule("plan-dose", "RTDOSE of a whole plan (summation PLAN / MULTI_PLAN) with a dose grid, in the frame of "
+                 "reference of a planning CT of the case", is_plan_dose, priority=5, explain=_why, why_not=_why_not),
+        RoleRule("rt-plan", "RTPLAN outside every NM/PET frame of reference (the plan a returned dose may belong to)",
+                 is_rt_plan, priority=5, explain=_why_plan, why_not=_why_not_plan),
     )
     settings_type = GsaPlanSettings
     measurements_type = GsaPlanMeasurements

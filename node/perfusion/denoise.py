@@ -25,17 +25,17 @@ block their smoothing (measured: half the weights inside a hypovascular tumour).
 
 Spatial only: the temporal smoothing belongs to the maximum-slope convention (maxslope.py, which the phantom's
 truth follows too); the DISCM fit sees the samples as filtered here.
-Vectorised over voxels (one numpy operation per neighbour offset and pass).
+The pass itself is a compiled loop (node.perfusion.kernels): 26 neighbours x all time points per voxel.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from node.perfusion.kernels import OFFSETS, neighbour_d2_sample, similarity_filter_pass
 from node.perfusion.tissue_classes import principal_axes
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ GUIDE_COMPONENTS = 4
 
 #: Median of a chi-square variable with k degrees of freedom.
 _CHI2_MEDIAN = {1: 0.4549, 2: 1.3863, 3: 2.3660, 4: 3.3567, 5: 4.3515, 6: 5.3481}
-# half of the 26 neighbour offsets: the other half are their mirrors, with the same weights
-_OFFSETS = [o for o in itertools.product((-1, 0, 1), repeat=3) if o > (0, 0, 0)]
 
 
 @dataclass(frozen=True)
@@ -91,15 +89,6 @@ def passes_for(noise_hu: float) -> tuple[int, float]:
     return k, float(out)
 
 
-def _slices(offset: tuple[int, int, int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-    """(here, there): voxel p in `here` has its neighbour p + offset at the same place in `there`."""
-    here, there = [], []
-    for o in offset:
-        here.append(slice(max(0, -o), -o if o > 0 else None))
-        there.append(slice(max(0, o), None if o >= 0 else o))
-    return tuple(here), tuple(there)
-
-
 class CurveFilter:
     """The edge-preserving filter of one series, applied pass by pass; the weights of each pass come from the
     curves as they are at that pass, compared against the noise they carry by then (measured)."""
@@ -113,6 +102,7 @@ class CurveFilter:
         self.passes, predicted = passes_for(noise_hu) if mask.any() else (0, noise_hu)
         self.done = 0  # passes applied so far
         self._basis: np.ndarray | None = None
+        self._points: np.ndarray | None = None  # mask voxels sampled for the expected distances
         self._native: np.ndarray | None = None
         if native is not None and native_noise_hu and native_noise_hu > 0:
             # scaled so that its noise equals the curves' per component: d2 stays chi-square-like
@@ -126,64 +116,47 @@ class CurveFilter:
         the scaled native image if given."""
         if self._basis is None:
             self._basis = principal_axes(enh[:, self.mask], GUIDE_COMPONENTS)[1].astype(np.float32)
-        coeff = np.tensordot(self._basis.T, enh, axes=1)
-        return coeff if self._native is None else np.concatenate([coeff, self._native])
+        k = self._basis.shape[1]
+        coeff = np.empty((k + (self._native is not None),) + enh.shape[1:], dtype=np.float32)
+        np.matmul(self._basis.T, enh.reshape(enh.shape[0], -1), out=coeff[:k].reshape(k, -1))
+        if self._native is not None:
+            coeff[k] = self._native[0]
+        return coeff
 
-    def _weights(self, enh: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        coeff = self._coefficients(enh)
-        mask = self.mask
-        weights = []
-        norm = mask.astype(np.float32)  # the voxel itself, weight 1
-        for off in _OFFSETS:
-            here, there = _slices(off)
-            d2 = np.zeros(mask[here].shape, np.float32)
-            for c in coeff:
-                d2 += (c[here] - c[there]) ** 2
-            pair = mask[here] & mask[there]
-            expected = self._expected_d2(d2, pair)
-            w = np.exp(-np.maximum(d2 - expected, 0.0) / expected).astype(np.float32)
-            w *= pair
-            norm[here] += w
-            norm[there] += w
-            weights.append(w)
-        inv_norm = np.where(mask, 1.0 / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
-        return weights, inv_norm
+    def _expected(self, coeff: np.ndarray) -> np.ndarray:
+        """E[d2] per neighbour offset (26,), measured at this pass (see _expected_d2); mirrored offsets share it."""
+        if self._points is None:
+            idx = np.flatnonzero(self.mask)[::7]
+            self._points = np.stack(np.unravel_index(idx, self.mask.shape), axis=1).astype(np.int64)
+        d2 = neighbour_d2_sample(coeff, self.mask, self._points, OFFSETS[13:])
+        half = np.array([self._expected_d2(row[np.isfinite(row)]) for row in d2], dtype=np.float32)
+        return np.concatenate([half[::-1], half])  # OFFSETS[12 - j] mirrors OFFSETS[13 + j]
 
-    def _expected_d2(self, d2: np.ndarray, pair: np.ndarray) -> float:
+    def _expected_d2(self, values: np.ndarray) -> float:
         """E[d2] between two neighbours of one tissue, measured: most neighbour pairs are of one tissue, and their
         d2 is noise, chi-square with K degrees of freedom up to scale, so E = median x K / median(chi2_K).
 
         Measured rather than predicted because after a pass the noise of neighbours is correlated (their
         differences shrink faster than the noise): a predicted E would be too large at first and too small later.
         """
-        values = d2[pair][::7]
         if values.size < 50:  # a sliver of tissue: fall back on the white-noise prediction
             return max(2.0 * self.dof * self.noise_hu ** 2 * _kernel_energy(self.done), 1e-6)
         return max(float(np.median(values)) * self.dof / _CHI2_MEDIAN[self.dof], 1e-6)
-
-    def _apply(self, src: np.ndarray, dst: np.ndarray, weights: list[np.ndarray], inv_norm: np.ndarray) -> None:
-        """dst = the weighted mean of every voxel of src (C, Z, Y, X) and its neighbours."""
-        all_c = (slice(None),)
-        np.multiply(src, self.mask, out=dst)
-        for off, w in zip(_OFFSETS, weights):
-            here, there = _slices(off)
-            dst[all_c + here] += w * src[all_c + there]
-            dst[all_c + there] += w * src[all_c + here]
-        dst *= inv_norm
 
     def run(self, enh: np.ndarray, passes: int) -> None:
         """`passes` more passes over `enh` (T, Z, Y, X) in place; outside the mask the result is 0."""
         if passes <= 0 or self.passes == 0:
             return
         original, acc = enh, np.empty_like(enh)
+        native = self._native if self._native is not None else np.zeros((0,) + self.mask.shape, np.float32)
+        native_acc = np.empty_like(native)
         for _ in range(passes):
-            weights, inv_norm = self._weights(enh)
-            self._apply(enh, acc, weights, inv_norm)
+            coeff = self._coefficients(enh)
+            similarity_filter_pass(enh, native, coeff, self.mask, OFFSETS, self._expected(coeff), acc, native_acc)
             enh, acc = acc, enh
+            native, native_acc = native_acc, native
             if self._native is not None:
-                native = np.empty_like(self._native)
-                self._apply(self._native, native, weights, inv_norm)
-                self._native = native
+                self._native = native  # the next pass's guide uses the native image as filtered so far
             self.done += 1
         if enh is not original:  # odd number of passes: the result is in the scratch array
             original[...] = enh

@@ -112,21 +112,48 @@ class _Features:
     body: np.ndarray
 
 
-def _features(data: np.ndarray, grid: Grid, in_view: np.ndarray | None) -> _Features:
+@dataclass
+class SmoothedFrames:
+    """Statistics of the lightly smoothed HU frames (LIGHT_SIGMA_MM), computed in one pass over the series and
+    shared by input detection and the vessel mask (node.perfusion.preprocess.tissue_masks)."""
+
+    first: np.ndarray  # smoothed first frame (HU)
+    peak_enhancement: np.ndarray  # max over later frames of (smoothed frame - smoothed first frame)
+    ttp: np.ndarray  # index of that frame
+    peak_hu: np.ndarray  # max over all frames of the smoothed frame (HU)
+    never_air: np.ndarray  # above -500 HU in every smoothed frame
+
+
+LIGHT_SIGMA_MM = _LIGHT_SIGMA_MM
+
+
+def smoothed_frames(data: np.ndarray, grid: Grid) -> SmoothedFrames:
+    """One pass of the light Gaussian over every frame of HU `data` (T, Z, Y, X)."""
     sig = tuple(_LIGHT_SIGMA_MM / s for s in grid.spacing)
     first = ndimage.gaussian_filter(data[0], sig)
     pe = np.full(first.shape, -np.inf, dtype=np.float32)
     ttp = np.zeros(first.shape, dtype=np.int16)
-    # Not air or lung in any frame (moving body edges and padding drop out) and not near bone: a bone edge
-    # that moves by a voxel changes by hundreds of HU and would look like the brightest enhancement.
-    body = (first > -500) & ~ndimage.binary_dilation(first > _BONE_HU, iterations=2)
+    peak = first.copy()
+    never_air = first > -500
+    frame = np.empty_like(first)
     for t in range(1, data.shape[0]):
-        frame = ndimage.gaussian_filter(data[t], sig)
-        body &= frame > -500
+        ndimage.gaussian_filter(data[t], sig, output=frame)
+        never_air &= frame > -500
+        np.maximum(peak, frame, out=peak)
         e = frame - first
         later = e > pe
         pe[later] = e[later]
         ttp[later] = t
+    return SmoothedFrames(first, pe, ttp, peak, never_air)
+
+
+def _features(data: np.ndarray, grid: Grid, in_view: np.ndarray | None,
+              smoothed: SmoothedFrames | None = None) -> _Features:
+    sm = smoothed_frames(data, grid) if smoothed is None else smoothed
+    first, pe, ttp = sm.first, sm.peak_enhancement, sm.ttp
+    # Not air or lung in any frame (moving body edges and padding drop out) and not near bone: a bone edge
+    # that moves by a voxel changes by hundreds of HU and would look like the brightest enhancement.
+    body = sm.never_air & ~ndimage.binary_dilation(first > _BONE_HU, iterations=2)
     # Inputs are blood or spleen: unenhanced they read like soft tissue. Fat and air edges, whose small shifts
     # change HU a lot, drop out here (with a margin from air).
     body = ndimage.binary_erosion(body, structure=_IN_PLANE, iterations=2)
@@ -225,8 +252,8 @@ def detect_spleen(f: _Features, grid: Grid, aorta: np.ndarray, portal: np.ndarra
 
 # ------------------------------------------------------------------ orchestration
 def find_inputs(data: np.ndarray, grid: Grid, analysis: PerfusionSettings,
-                rt_masks: dict[str, np.ndarray] | None = None, in_view: np.ndarray | None = None
-                ) -> dict[str, InputRoi]:
+                rt_masks: dict[str, np.ndarray] | None = None, in_view: np.ndarray | None = None,
+                smoothed: SmoothedFrames | None = None) -> dict[str, InputRoi]:
     """Aorta, portal vein and spleen ROIs with their HU curves from motion-corrected HU `data` (T, Z, Y, X).
 
     `rt_masks` maps RTSTRUCT ROI names to boolean masks on the working grid; `in_view` marks voxels that
@@ -244,7 +271,7 @@ def find_inputs(data: np.ndarray, grid: Grid, analysis: PerfusionSettings,
         elif name in rt_match:
             rois[name] = make_roi(name, f"rtstruct:{rt_match[name]}", rt_masks[rt_match[name]], data, grid)
     if len(rois) < len(INPUT_NAMES):
-        f = _features(data, grid, in_view)
+        f = _features(data, grid, in_view, smoothed)
         if "aorta" not in rois:
             rois["aorta"] = make_roi("aorta", "automatic", detect_aorta(f, grid), data, grid)
         if "portal_vein" not in rois:

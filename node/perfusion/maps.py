@@ -1,7 +1,9 @@
-"""Voxel-wise perfusion maps of the analysed tissue for the configured methods.
+"""Voxel-wise perfusion maps of the analysed tissue for the configured methods, and the same parameters of one
+region curve with their 1-SD.
 
 Maps are computed only where `mask` is set (soft tissue that is not vessel, air, fat or bone, and was inside
-the field of view in every frame); elsewhere they are 0.
+the field of view in every frame); elsewhere they are NaN (not computed), and so are values a voxel's curve does
+not define (HPI, DV, MTT without uptake).
 """
 from __future__ import annotations
 
@@ -10,19 +12,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from node.perfusion.discm import discm_maps, fit_discm
-from node.perfusion.maxslope import MaxSlopeInputs, curve_max_slope, max_slope_maps
+from node.perfusion.discm import K2_RANGE, Convolver, CurveFit, VoxelFit, fit_curve, voxel_flows, voxel_maps
+from node.perfusion.maxslope import MaxSlopeInputs, max_slope_maps
 from node.perfusion.outputs import MapSet
+from node.perfusion.qualify import max_slope_curve_sd
 from node.perfusion.tissue_classes import N_CLASSES
 
 logger = logging.getLogger(__name__)
 
-#: Delays (s) searched for the DISCM on the mean tissue curve; the best pair is then used for every voxel.
-DELAY_GRID_S = (0.0, 1.0, 2.0, 3.0, 4.0)
+#: a class's model is fitted on its mean curve when it has at least this many voxels; smaller classes (partial
+#: volume slivers) take the fit of the nearest large class by curve shape
+MIN_CLASS_VOXELS_FOR_FIT = 50
 
 
-def _scatter(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    out = np.zeros(mask.shape, dtype=np.float32)
+def scatter(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A (Z, Y, X) float32 map holding `values` at the mask voxels and NaN elsewhere."""
+    out = np.full(mask.shape, np.nan, dtype=np.float32)
     out[mask] = values
     return out
 
@@ -32,58 +37,81 @@ def _filter_summary(noise_reduction: dict[str, object]) -> str:
     return f"edge-preserving x{passes}" if passes else "no spatial smoothing"
 
 
-def max_slope_set(enh: np.ndarray, mask: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
+def max_slope_set(curves: np.ndarray, mask: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
                   noise_reduction: dict[str, object], select: np.ndarray | None = None) -> MapSet:
-    """Dual-input maximum-slope maps (ALP, PVP, TLP, HPI) from denoised enhancement (T, Z, Y, X).
+    """Dual-input maximum-slope maps (ALP, PVP, TLP, HPI) from the denoised enhancement curves (T, N) of the mask
+    voxels.
 
     `noise_reduction` describes what was done to the curves (node.perfusion.denoise), for the record;
-    `select` are the (T, N) mean curves of each mask voxel's tissue class (node.perfusion.tissue_classes), on
-    which the steepest interval of each phase is chosen (see node.perfusion.maxslope).
+    `select` are the (T, N) mean curves of each voxel's tissue class (node.perfusion.tissue_classes), on which the
+    steepest interval of each phase is chosen (see node.perfusion.maxslope).
     """
-    maps = max_slope_maps(enh[:, mask], times, inputs, select)
+    maps = max_slope_maps(curves, times, inputs, select)
     params = {"t_spl_s": inputs.t_spl, "aorta_peak_hu": round(inputs.aorta_peak_hu, 2),
               "portal_peak_hu": round(inputs.portal_peak_hu, 2), "noise_reduction": noise_reduction,
               "steepest_interval": (f"chosen per tissue class (k-means of curve shapes, {N_CLASSES} classes) on the "
                                     "class mean curve, read on each voxel's curve" if select is not None
                                     else "chosen on each voxel's curve"),
-              "temporal_smoothing": "tissue curves [1, 2, 1] / 4 over the samples (ends [2, 1] / 3, [1, 2] / 3); "
-                                    "input curves unsmoothed",
-              "slope": "forward differences of consecutive smoothed samples",
+              "temporal_smoothing": "none",
+              "slope": "differences of consecutive samples (textbook)",
               "arterial_window": "t[i+1] <= t_spl", "portal_window": "t[i] >= t_spl",
               "denominators": "ALP: aortic peak, PVP: portal venous peak (direct Blomley form)"}
-    summary = f"t_spl {inputs.t_spl:g} s, {_filter_summary(noise_reduction)}, time [1 2 1]"
-    return MapSet("max-slope", {k: _scatter(v, mask) for k, v in maps.items()}, params, summary)
+    summary = f"t_spl {inputs.t_spl:g} s, {_filter_summary(noise_reduction)}"
+    return MapSet("max-slope", {k: scatter(v, mask) for k, v in maps.items()}, params, summary)
 
 
-def estimate_delays(curve: np.ndarray, times: np.ndarray, aorta: np.ndarray, portal: np.ndarray,
-                    grid: Sequence[float] = DELAY_GRID_S) -> tuple[float, float]:
-    """Arterial and portal delays (s) minimising the DISCM residual of one representative tissue curve."""
-    fit = fit_discm(np.asarray(curve, np.float32)[:, None], times, aorta, portal, grid, grid)
-    return float(fit.tau_a[0]), float(fit.tau_p[0])
+def _class_fits(conv: Convolver, means: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(K, 3): k2, tau_a, tau_p of every class, fitted on its mean curve; small classes (partial-volume slivers, a
+    few voxels) borrow those of the large class whose mean curve is nearest."""
+    k = means.shape[0]
+    out = np.full((k, 3), np.nan)
+    large = np.flatnonzero(counts >= MIN_CLASS_VOXELS_FOR_FIT)
+    if large.size == 0:
+        large = np.array([int(np.argmax(counts))])
+    for c in large:
+        fit = fit_curve(conv, means[c])
+        out[c] = fit.k2, fit.tau_a, fit.tau_p
+    for c in np.setdiff1d(np.arange(k), large):
+        out[c] = out[large[int(np.argmin(((means[large] - means[c]) ** 2).sum(axis=1)))]]
+    return out
 
 
-def discm_set(enh: np.ndarray, mask: np.ndarray, times: np.ndarray, aorta: np.ndarray, portal: np.ndarray,
-              noise_reduction: dict[str, object], reference_curve: np.ndarray) -> MapSet:
-    """DISCM maps (ALP, PVP, HPI, DV, MTT); delays fitted on `reference_curve` (e.g. mean liver curve)."""
-    tau_a, tau_p = estimate_delays(reference_curve, times, aorta, portal)
-    fit = fit_discm(enh[:, mask], times, aorta, portal, (tau_a,), (tau_p,))
-    maps = discm_maps(fit)
-    params = {"tau_a_s": tau_a, "tau_p_s": tau_p, "delay_grid_s": list(DELAY_GRID_S),
-              "fit": "linear least squares on the integrated form, per voxel", "noise_reduction": noise_reduction}
-    summary = f"tau_a {tau_a:g} s, tau_p {tau_p:g} s, {_filter_summary(noise_reduction)}"
-    logger.info("DISCM: delays tau_a %.1f s, tau_p %.1f s (from the reference tissue curve)", tau_a, tau_p)
-    return MapSet("discm", {k: _scatter(v, mask) for k, v in maps.items()}, params, summary)
+def discm_set(curves: np.ndarray, mask: np.ndarray, conv: Convolver, labels: np.ndarray, class_means: np.ndarray,
+              counts: np.ndarray, noise_reduction: dict[str, object]) -> MapSet:
+    """DISCM maps (ALP, PVP, TLP, HPI, DV, MTT) from the denoised curves (T, N) of the mask voxels: each tissue
+    class's k2 and delays from its mean curve, the flows per voxel (node.perfusion.discm)."""
+    per_class = _class_fits(conv, class_means, counts)
+    n = curves.shape[1]
+    k1a, k1p, k2 = np.zeros(n), np.zeros(n), np.ones(n)
+    for c in np.unique(labels):
+        sel = np.flatnonzero(labels == c)
+        fit = voxel_flows(conv, curves[:, sel], *(float(v) for v in per_class[c]))
+        k1a[sel], k1p[sel], k2[sel] = fit.k1a, fit.k1p, fit.k2
+    maps = voxel_maps(VoxelFit(k1a, k1p, k2))
+    used = counts > 0
+    w = counts[used] / counts[used].sum()
+    tau_a, tau_p = per_class[used, 1], per_class[used, 2]
+    params = {"fit": "convolution model, nonlinear least squares by variable projection (flows in closed form, "
+                     "k1a, k1p >= 0): k2 and delays per tissue class from its mean curve, flows per voxel",
+              "inputs": "aortic and portal curves, cubic spline onto a 0.1 s grid, zero before the first frame",
+              "tau_a_s_classes": {"weighted_mean": round(float(w @ tau_a), 2), "min": round(float(tau_a.min()), 2),
+                                  "max": round(float(tau_a.max()), 2)},
+              "tau_p_s_classes": {"weighted_mean": round(float(w @ tau_p), 2), "min": round(float(tau_p.min()), 2),
+                                  "max": round(float(tau_p.max()), 2)},
+              "k2_range_per_s": [float(v) for v in K2_RANGE], "noise_reduction": noise_reduction}
+    summary = f"tau_a {w @ tau_a:.1f} s, tau_p {w @ tau_p:.1f} s, {_filter_summary(noise_reduction)}"
+    logger.info("DISCM: class delays tau_a %.1f-%.1f s, tau_p %.1f-%.1f s", tau_a.min(), tau_a.max(),
+                tau_p.min(), tau_p.max())
+    return MapSet("discm", {k: scatter(v, mask) for k, v in maps.items()}, params, summary)
 
 
-def curve_parameters(curve: np.ndarray, times: np.ndarray, methods: Sequence[str], t_spl: float,
-                     aorta: np.ndarray, portal: np.ndarray, reference_curve: np.ndarray) -> dict[str, dict[str, float]]:
-    """Both methods' parameters for one tissue curve (e.g. an ROI's mean curve), as floats."""
-    out: dict[str, dict[str, float]] = {}
+def curve_parameters(curve: np.ndarray, times: np.ndarray, methods: Sequence[str], ms_inputs: MaxSlopeInputs,
+                     conv: Convolver, noise_sd: float) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
+    """{method: (values, 1-SD)} for one region curve whose samples carry independent noise `noise_sd` (HU)."""
+    out: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
     if "max-slope" in methods:
-        out["max-slope"] = curve_max_slope(curve, times, MaxSlopeInputs(
-            t_spl=t_spl, aorta_peak_hu=float(aorta.max()), portal_peak_hu=float(portal.max())))
+        out["max-slope"] = max_slope_curve_sd(curve, times, ms_inputs, noise_sd)
     if "discm" in methods:
-        tau_a, tau_p = estimate_delays(reference_curve, times, aorta, portal)
-        fit = fit_discm(np.asarray(curve, dtype=np.float32)[:, None], times, aorta, portal, (tau_a,), (tau_p,))
-        out["discm"] = {k: float(v[0]) for k, v in discm_maps(fit).items()}
+        fit: CurveFit = fit_curve(conv, np.asarray(curve, dtype=np.float64), noise_sd)
+        out["discm"] = (dict(fit.values) | {"tau_a_s": fit.tau_a, "tau_p_s": fit.tau_p}, dict(fit.sd))
     return out

@@ -1,25 +1,27 @@
-"""Dual-input maximum slope (science.md 1a; the clinical reference method of the CT perfusion paper).
+"""Dual-input maximum slope (science.md 1a; Miles, Blomley): the clinical reference method, as the textbook defines it.
 
-Discrete convention (the phantom's max-slope truth uses exactly this one on noiseless curves):
+Discrete definition (the phantoms' max-slope truth is this, computed by their own code on noiseless curves):
 
 * enhancement C(t) = HU(t) - mean HU of the pre-contrast frames;
-* tissue curves are smoothed in time with the binomial kernel [1, 2, 1] / 4 over neighbouring samples (the
-  first and last sample: [2, 1] / 3 and [1, 2] / 3), the temporal smoothing production software applies
-  before slopes are taken (science.md 1a); the input curves (aorta, portal vein, spleen) are region means and
-  are used as sampled;
-* slopes are forward differences of consecutive smoothed samples, s_i = (C'[i+1] - C'[i]) / (t[i+1] - t[i]);
+* slopes between consecutive samples, s_i = (C[i+1] - C[i]) / (t[i+1] - t[i]): no temporal smoothing (a
+  smoothing kernel carries the portal rise into the arterial window and lowers peaks, so it changes what is
+  measured even without noise: about +12 % ALP, -12 % PVP on a normal liver);
 * t_spl = time of the maximum sample of the spleen curve;
 * interval i is arterial if t[i+1] <= t_spl, portal if t[i] >= t_spl;
 * ALP = 6000 * max(arterial s_i) / max(C_aorta); PVP = 6000 * max(portal s_i) / max(C_portal);
   TLP = ALP + PVP; HPI = 100 * ALP / TLP  (mL/min/100 mL and %).
 
-A tissue that does not rise in a phase has no measurable inflow in it: negative maxima (noise) are reported as 0.
+Voxel maps keep a negative maximum (a voxel whose noise outweighs its rise) as it is: clipping it at 0 would
+bias every region mean of the map upwards (by ~20 % where the voxel noise is as large as the slope). A region's
+own curve, which carries little noise, reports a negative maximum as 0 (no measurable inflow). HPI is NaN where
+TLP <= 0 and limited to 0-100 %.
 
 Noise: the maximum of noisy slopes is biased upwards (the largest of several noisy values), and spatial
 averaging of the resulting map does not remove that bias. When curves to choose on are given (`select`: the
 pipeline gives each voxel's tissue-class mean curve, node.perfusion.tissue_classes), the steepest interval of
-each phase is chosen on them and the slope is read at that interval from the voxel's own (denoised) curve: the
-same convention on noiseless data, without the bias.
+each phase is chosen on them and the slope is read at that interval from the voxel's own (spatially denoised)
+curve: the same definition on noiseless data, without the bias. Noise reduction is spatial only
+(node.perfusion.denoise), so it never changes what is measured on noiseless data.
 """
 from __future__ import annotations
 
@@ -57,31 +59,13 @@ def phase_windows(times: np.ndarray, t_spl: float) -> tuple[np.ndarray, np.ndarr
     return arterial, portal
 
 
-def temporal_smooth(enh: np.ndarray) -> np.ndarray:
-    """Curves (T, ...) smoothed along time with [1, 2, 1] / 4; end samples [2, 1] / 3 and [1, 2] / 3.
-
-    The kernel is in samples, not seconds: with non-uniform spacing every sample still weighs its two
-    neighbours equally, which is what the phantom's max-slope truth does too.
-    """
-    c = np.asarray(enh)
-    if c.dtype.kind != "f":
-        c = c.astype(np.float64)
-    if c.shape[0] < 3:
-        return c.copy()
-    out = np.empty_like(c)
-    out[1:-1] = (c[:-2] + 2 * c[1:-1] + c[2:]) / 4
-    out[0] = (2 * c[0] + c[1]) / 3
-    out[-1] = (c[-2] + 2 * c[-1]) / 3
-    return out
-
-
 def slope_operator(times: np.ndarray) -> np.ndarray:
-    """(T-1, T) matrix taking sampled curves to the convention's slopes (smoothing, then forward differences).
+    """(T-1, T) matrix taking sampled curves to the slopes between consecutive samples (HU/s per HU).
 
-    Its rows' norms are how the slopes scale independent sample noise (used for the noise floor)."""
+    Row i is how slope i weighs the samples: its norm is how the slope scales independent sample noise
+    (sqrt(2) / (t[i+1] - t[i])), used for the values' 1-SD noise."""
     t = np.asarray(times, dtype=np.float64)
-    smooth = temporal_smooth(np.eye(t.size))
-    return np.diff(smooth, axis=0) / np.diff(t)[:, None]
+    return np.diff(np.eye(t.size), axis=0) / np.diff(t)[:, None]
 
 
 def forward_slopes(enh: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -100,8 +84,7 @@ def _phase_max(s: np.ndarray, window: np.ndarray, sel: np.ndarray | None) -> np.
 
 def max_slope_maps(enh: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
                    select: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """ALP, PVP, TLP (mL/min/100 mL) and HPI (%) for enhancement curves `enh` of shape (T, N) (unsmoothed:
-    the temporal smoothing of the convention is applied here).
+    """ALP, PVP, TLP (mL/min/100 mL) and HPI (%) for enhancement curves `enh` of shape (T, N).
 
     `select` (same shape, e.g. class mean curves) picks the steepest interval per phase (see module doc).
     """
@@ -112,18 +95,20 @@ def max_slope_maps(enh: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs,
     alp = np.empty(n, dtype=np.float32)
     pvp = np.empty(n, dtype=np.float32)
     for a in range(0, n, _CHUNK):
-        s = forward_slopes(temporal_smooth(enh[:, a:a + _CHUNK]), times)
-        sel = forward_slopes(temporal_smooth(select[:, a:a + _CHUNK]), times) if select is not None else None
+        s = forward_slopes(enh[:, a:a + _CHUNK], times)
+        sel = forward_slopes(select[:, a:a + _CHUNK], times) if select is not None else None
         alp[a:a + _CHUNK] = _phase_max(s, arterial, sel)
         pvp[a:a + _CHUNK] = _phase_max(s, portal, sel)
-    alp = np.maximum(alp, 0) * np.float32(FLOW_SCALE / inputs.aorta_peak_hu)
-    pvp = np.maximum(pvp, 0) * np.float32(FLOW_SCALE / inputs.portal_peak_hu)
+    alp *= np.float32(FLOW_SCALE / inputs.aorta_peak_hu)
+    pvp *= np.float32(FLOW_SCALE / inputs.portal_peak_hu)
     tlp = alp + pvp
-    hpi = np.where(tlp > 0, 100.0 * alp / np.where(tlp > 0, tlp, 1), 0).astype(np.float32)
+    hpi = np.where(tlp > 0, np.clip(100.0 * alp / np.where(tlp > 0, tlp, 1), 0.0, 100.0), np.nan).astype(np.float32)
     return {"ALP": alp, "PVP": pvp, "TLP": tlp, "HPI": hpi}
 
 
 def curve_max_slope(curve: np.ndarray, times: np.ndarray, inputs: MaxSlopeInputs) -> dict[str, float]:
-    """The same parameters for one curve (e.g. a region mean), as floats."""
+    """The same parameters for one curve (e.g. a region mean), as floats; a negative maximum is no inflow (0)."""
     maps = max_slope_maps(np.asarray(curve, dtype=np.float32)[:, None], times, inputs)
-    return {k: float(v[0]) for k, v in maps.items()}
+    alp, pvp = max(float(maps["ALP"][0]), 0.0), max(float(maps["PVP"][0]), 0.0)
+    tlp = alp + pvp
+    return {"ALP": alp, "PVP": pvp, "TLP": tlp, "HPI": 100.0 * alp / tlp if tlp > 0 else float("nan")}

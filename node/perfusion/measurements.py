@@ -9,8 +9,10 @@ import numpy as np
 
 from node.perfusion.inputs import InputRoi
 from node.perfusion.motion import FrameMotion
+from node.perfusion.qualify import AcquisitionCheck, RegionValue
 
-__all__ = ["SeriesInfo", "InputCurve", "MeanSd", "RegionStats", "LiverCurve", "PerfusionMeasurements"]
+__all__ = ["SeriesInfo", "InputCurve", "MeanSd", "RegionStats", "RegionValue", "AcquisitionCheck", "LiverCurve",
+           "PerfusionMeasurements"]
 
 
 @dataclass(frozen=True)
@@ -55,23 +57,37 @@ class MeanSd:
 
 @dataclass(frozen=True)
 class RegionStats:
-    """One RTSTRUCT region: map statistics per method and parameter, and the values of its mean curve."""
+    """One RTSTRUCT region: map statistics per method and parameter, the values of its mean curve with their 1-SD,
+    and the values the report gives, each qualified (node.perfusion.qualify)."""
 
     volume_ml: float
     analysed_volume_ml: float
+    analysed_voxels: int  # working-grid voxels wholly inside the contour that were analysed
     maps: dict[str, dict[str, MeanSd]]  # method -> parameter -> mean and SD over the analysed map voxels
-    roi_curve: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> parameter -> value
-    #: 1-SD noise (mL/min/100 mL) that image noise alone gives the region's max-slope ALP and PVP
-    max_slope_noise_sd: dict[str, float] | None = None
+    #: method -> parameter -> value of the region's mean curve (None where the curve does not define it)
+    roi_curve: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: method -> parameter -> 1-SD of that value from image noise (and, for the model, its misfit)
+    roi_curve_sd: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: noise per sample of the region's mean curve (HU): the image noise / sqrt(analysed voxels)
+    roi_curve_noise_hu: float | None = None
+    #: method -> parameter -> the reported value: the ROI curve's, its 1-SD, the map's mean and SD over the same
+    #: voxels, and whether it is measurable (with the reason when not)
+    values: dict[str, dict[str, RegionValue]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, entry: Mapping[str, Any], methods: tuple[str, ...]) -> RegionStats:
         """From node.perfusion.stats' record of one region (strict: a missing key raises KeyError)."""
         maps = {m: {p: MeanSd(v["mean"], v["sd"]) for p, v in entry[m].items()} for m in methods if m in entry}
-        curve = dict(entry.get("roi-curve", {}))
-        noise = curve.pop("max-slope-noise-sd", None)
-        return cls(entry["volume_ml"], entry["analysed_volume_ml"], maps,
-                   {m: dict(v) for m, v in curve.items()}, noise)
+        return cls(entry["volume_ml"], entry["analysed_volume_ml"], int(entry["analysed_voxels"]), maps,
+                   {m: dict(v) for m, v in entry.get("roi-curve", {}).items()},
+                   {m: dict(v) for m, v in entry.get("roi-curve-sd", {}).items()},
+                   entry.get("roi-curve-noise-hu"),
+                   {m: dict(v) for m, v in entry["values"].items()})
+
+    def not_measurable(self) -> list[tuple[str, str, str]]:
+        """(method, parameter, reason) of every value reported as not measurable."""
+        return [(m, p, v.reason or "not measurable") for m, params in self.values.items()
+                for p, v in params.items() if not v.measurable]
 
 
 @dataclass(frozen=True)
@@ -101,4 +117,16 @@ class PerfusionMeasurements:
     methods: dict[str, dict[str, Any]]  # method -> its parameters (as the method reports them)
     rtstruct: str  # how a received RTSTRUCT was used
     regional_statistics: dict[str, RegionStats]  # ROI name -> statistics
-    stages: dict[str, dict[str, float]]  # stage -> wall time and peak memory
+    stages: dict[str, dict[str, float]]  # stage -> wall time, CPU time and peak memory
+    #: checks of the acquisition (peaks sampled, wash-out covered, sampling interval, bolus resolved, motion); a
+    #: failed one makes the values it affects not measurable
+    acquisition_checks: list[AcquisitionCheck] = field(default_factory=list)
+    #: a region value whose 95 % interval spans more than this fraction of it is not measurable
+    tolerance: float = 0.15
+
+    def not_measurable(self) -> list[str]:
+        """Every region value reported as not measurable, in words with the reason (status flags, warnings)."""
+        return [f"{roi} {param} ({method}) " + (reason if reason.startswith("not measurable")
+                                                  else f"not measurable: {reason}")
+                for roi, stats in self.regional_statistics.items()
+                for method, param, reason in stats.not_measurable()]

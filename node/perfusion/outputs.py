@@ -1,8 +1,10 @@
 """DICOM outputs of a perfusion analysis (highdicom 0.28): Parametric Maps and Secondary Captures.
 
 * One Parametric Map per parameter and method: float32 on the working grid of the analysis (its own pixel
-  spacing, same frame of reference), a real-world value mapping in UCUM units, sources = the CT instances of
-  the reference time point (the frame everything was registered to).
+  spacing, same frame of reference), NaN where nothing was computed (outside the analysed tissue, or a value the
+  voxel's curve does not define), a real-world value mapping in UCUM units whose QuantityDefinitionSequence
+  codes the quantity and the method (DCM/SCT codes where they exist, else the node's scheme 99LIVERNODE),
+  sources = the CT instances of the reference time point (the frame everything was registered to).
 * Secondary Captures (RGB, 8 bit) for reading at any PACS station: colour maps fused over the reference CT on
   representative slices with colour bars and units, and the time-attenuation curves with the phase split.
 
@@ -38,18 +40,52 @@ class ParamInfo:
     ucum: str  # UCUM code value
     unit_text: str  # for people
     display: tuple[float, float]  # colour/VOI window (fixed so that slices and patients compare)
+    quantity: tuple[str, str, str]  # (code value, scheme, meaning) of the quantity (QuantityDefinitionSequence)
 
 
+#: The node's own coding scheme where DICOM (DCM) and SNOMED CT (SCT) have no code for the quantity or method
+#: (PS3.16 8.2: a private designator starts with "99"); the same values as the case report's (node.report.codes).
+PRIVATE_SCHEME = "99LIVERNODE"
 PARAMETERS: dict[str, ParamInfo] = {
-    "ALP": ParamInfo("Arterial liver perfusion", "mL/min/(100.mL)", "mL/min/100 mL", (0.0, 80.0)),
-    "PVP": ParamInfo("Portal venous perfusion", "mL/min/(100.mL)", "mL/min/100 mL", (0.0, 150.0)),
-    "TLP": ParamInfo("Total liver perfusion", "mL/min/(100.mL)", "mL/min/100 mL", (0.0, 200.0)),
-    "HPI": ParamInfo("Hepatic perfusion index", "%", "%", (0.0, 100.0)),
-    "DV": ParamInfo("Distribution volume", "%", "%", (0.0, 100.0)),
-    "MTT": ParamInfo("Mean transit time", "s", "s", (0.0, 60.0)),
+    "ALP": ParamInfo("Arterial liver perfusion", "mL/min/(100.mL)", "mL/min/100 mL", (0.0, 80.0),
+                     ("LN-ALP", PRIVATE_SCHEME, "Arterial liver perfusion")),
+    "PVP": ParamInfo("Portal venous perfusion", "mL/min/(100.mL)", "mL/min/100 mL", (0.0, 150.0),
+                     ("LN-PVP", PRIVATE_SCHEME, "Portal venous perfusion")),
+    # total blood flow per volume of tissue: DICOM's "Absolute Regional Blood Flow" (CID 4108)
+    "TLP": ParamInfo("Total liver perfusion", "mL/min/(100.mL)", "mL/min/100 mL", (0.0, 200.0),
+                     ("126390", "DCM", "Absolute Regional Blood Flow")),
+    "HPI": ParamInfo("Hepatic perfusion index", "%", "%", (0.0, 100.0),
+                     ("LN-HPI", PRIVATE_SCHEME, "Hepatic perfusion index")),
+    "DV": ParamInfo("Distribution volume", "%", "%", (0.0, 100.0),
+                    ("LN-DV", PRIVATE_SCHEME, "Distribution volume")),
+    "MTT": ParamInfo("Mean transit time", "s", "s", (0.0, 60.0), ("113052", "DCM", "Mean Transit Time")),
 }
 METHOD_TITLES = {"max-slope": "dual-input maximum slope", "discm": "dual-input single-compartment model"}
 METHOD_SHORT = {"max-slope": "MaxSlope", "discm": "DISCM"}
+#: the method as a coded value: DICOM's "Maximum Slope" (CID 4109); the model has no DICOM code
+METHOD_CODES = {"max-slope": ("126375", "DCM", "Maximum Slope"),
+                "discm": ("LN-M-DISCM", PRIVATE_SCHEME, "Dual-input single-compartment model (Materne)")}
+_MEASUREMENT_METHOD = ("370129005", "SCT", "Measurement Method")
+
+
+def quantity_definitions(param: str, method: str) -> list[Dataset]:
+    """QuantityDefinitionSequence items: the quantity (SCT 246205007 "Quantity") and the method (SCT 370129005
+    "Measurement Method"), both coded, so that a viewer can tell what the map holds without reading text."""
+    items = []
+    for name, value in ((("246205007", "SCT", "Quantity"), PARAMETERS[param].quantity),
+                        (_MEASUREMENT_METHOD, METHOD_CODES[method])):
+        item = Dataset()
+        item.ValueType = "CODE"
+        item.ConceptNameCodeSequence = [_code(*name)]
+        item.ConceptCodeSequence = [_code(*value)]
+        items.append(item)
+    return items
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    ds = Dataset()
+    ds.CodeValue, ds.CodingSchemeDesignator, ds.CodeMeaning = value, scheme, meaning
+    return ds
 
 
 @dataclass
@@ -70,7 +106,8 @@ def parametric_map(values: np.ndarray, param: str, mapset: MapSet, vol: Volume4D
     arr = np.ascontiguousarray(values, dtype=np.float32)
     volume = hd.Volume(arr, vol.grid.affine(), coordinate_system="PATIENT",
                        frame_of_reference_uid=sources[0].FrameOfReferenceUID)
-    lo, hi = float(arr.min()), float(arr.max())
+    finite = arr[np.isfinite(arr)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     mapping = hd.pm.RealWorldValueMapping(
         lut_label=param, lut_explanation=f"{info.name} ({METHOD_SHORT[mapset.method]})"[:64],
         unit=Code(info.ucum, "UCUM", info.ucum), value_range=(lo, hi if hi > lo else lo + 1.0),
@@ -87,6 +124,9 @@ def parametric_map(values: np.ndarray, param: str, mapset: MapSet, vol: Volume4D
         series_description=f"{param} {method} - {NOT_FOR_DIAGNOSIS}"[:64],
         **equipment_kwargs())
     copy_patient_study(sources[0], pm)
+    # the quantity and the method as coded values, in the real-world value mapping that gives the unit
+    pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0].QuantityDefinitionSequence = \
+        quantity_definitions(param, mapset.method)
     return pm
 
 
@@ -131,7 +171,7 @@ def fused_image(mapset: MapSet, vol: Volume4D, ref_t: int, k: int, analysed: np.
         ax.imshow(ct, cmap="gray", vmin=-160, vmax=240, interpolation="bilinear")
         values = _orient(_to_native(mapset.maps[param][k], vol), flips)
         shown = _orient(_to_native(analysed[k].astype(np.uint8), vol), flips).astype(bool)
-        overlay = np.ma.masked_where(~shown, values)
+        overlay = np.ma.masked_where(~shown | ~np.isfinite(values), values)
         im = ax.imshow(overlay, cmap="jet", vmin=info.display[0], vmax=info.display[1], alpha=0.65,
                        interpolation="nearest")
         ax.set_title(f"{param}: {info.name}", color="white", fontsize=10)

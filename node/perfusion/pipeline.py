@@ -2,7 +2,8 @@
 
 Stages (timed; wall time and peak RSS per stage go into the measurements):
 load (4D assembly) -> motion (rigid, to the arterial-peak frame) -> inputs (aorta, portal vein, spleen) ->
-preprocess (baseline, masks, spatial smoothing) -> maps (max slope, DISCM) -> outputs (DICOM objects).
+preprocess (baseline, masks, spatial smoothing, tissue classes) -> maps (max slope, DISCM) -> qualification
+(acquisition checks, region values with their 1-SD and "not measurable" flags) -> outputs (DICOM objects).
 """
 from __future__ import annotations
 
@@ -21,24 +22,26 @@ from node.imaging.capture import ImageRef, secondary_capture
 from node.imaging.grids import image_from_affine
 from node.perfusion import outputs as out
 from node.perfusion.denoise import denoise_within
+from node.perfusion.discm import Convolver
 from node.perfusion.errors import PerfusionInputError
-from node.perfusion.inputs import InputRoi, check_inputs, estimate_liver, find_inputs, set_enhancement
+from node.perfusion.inputs import InputRoi, check_inputs, estimate_liver, find_inputs, set_enhancement, smoothed_frames
 from node.perfusion.maps import curve_parameters, discm_set, max_slope_set
 from node.perfusion.maxslope import MaxSlopeInputs
 from node.perfusion.measurements import InputCurve, LiverCurve, PerfusionMeasurements, RegionStats, SeriesInfo
-from node.perfusion.motion import correct_motion, reference_frame
+from node.perfusion.motion import correct_motion, reference_frame, residual_motion
 from node.perfusion.preprocess import baseline_count, estimate_noise, subtract_baseline, tissue_masks
+from node.perfusion.qualify import acquisition_checks
 from node.perfusion.reference import PerfusionReference, PerfusionResult, first_time_point_image
 from node.perfusion.settings import PerfusionSettings
 from node.perfusion.stats import (
+    add_region_values,
     add_roi_curve_parameters,
-    max_slope_noise_sd,
     read_roi_masks,
     regional_statistics,
     roi_mean_curves,
     to_working_grid,
 )
-from node.perfusion.tissue_classes import class_mean_curves, curve_classes
+from node.perfusion.tissue_classes import class_curves, curve_classes
 from node.perfusion.volume4d import Volume4D, assemble
 from node.workflow import OutputObject
 
@@ -48,18 +51,21 @@ _N_REPRESENTATIVE_SLICES = 3
 
 
 class StageTimer:
-    """Wall time and peak resident memory (ru_maxrss, a high-water mark of the process) per stage."""
+    """Wall time, CPU time (all threads; on a shared machine it shows the work when the wall time shows the queue)
+    and peak resident memory (ru_maxrss, a high-water mark of the process) per stage."""
 
     def __init__(self) -> None:
         self.stages: dict[str, dict[str, float]] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         yield
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
-        self.stages[name] = {"wall_s": round(time.perf_counter() - start, 3), "peak_rss_mb": round(peak_mb, 1)}
-        logger.info("perfusion stage %s: %.2f s, peak RSS %.0f MB", name, self.stages[name]["wall_s"], peak_mb)
+        self.stages[name] = {"wall_s": round(time.perf_counter() - start, 3),
+                             "cpu_s": round(time.process_time() - cpu, 3), "peak_rss_mb": round(peak_mb, 1)}
+        logger.info("perfusion stage %s: %.2f s (CPU %.2f s), peak RSS %.0f MB", name, self.stages[name]["wall_s"],
+                    self.stages[name]["cpu_s"], peak_mb)
 
 
 def _liver_mask(roi_native: dict[str, np.ndarray], analysis: PerfusionSettings, vol: Volume4D,
@@ -137,13 +143,16 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: PerfusionSettings,
             rtstruct_note = f"not used: {exc}"
     with timer("inputs"):
         roi_work = {name: to_working_grid(m, vol.factor) for name, m in roi_native.items()}
-        rois = find_inputs(vol.data, vol.grid, analysis, roi_work, in_view)
+        smoothed = smoothed_frames(vol.data, vol.grid)  # shared by input detection and the vessel mask
+        rois = find_inputs(vol.data, vol.grid, analysis, roi_work, in_view, smoothed)
         n_base = baseline_count(rois["aorta"].hu)
         set_enhancement(rois, n_base)
         check_inputs(rois, vol.times)
+        residual_mm = residual_motion(vol.data, vol.grid, ref_t, rois["portal_vein"].centre_mm)
     with timer("preprocess"):
         baseline = subtract_baseline(vol.data, n_base)
-        masks = tissue_masks(baseline, vol.data, vol.grid.spacing)
+        masks = tissue_masks(baseline, vol.data, vol.grid.spacing, smoothed.peak_hu)
+        del smoothed
         analysed = masks.tissue & in_view
         if analysed.sum() < 100:
             raise PerfusionInputError("CT perfusion: almost no soft tissue to analyse (after air/fat/bone/vessel "
@@ -153,35 +162,34 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: PerfusionSettings,
         liver_curve = vol.data[:, liver].mean(axis=1) if liver.any() else np.zeros(vol.n_times)
         noise_reduction = denoise_within(vol.data, analysed, noise_hu, baseline,
                                          noise_hu / np.sqrt(n_base)).as_dict()
-        select = None
-        if "max-slope" in analysis.methods:
-            # the steepest interval is chosen on the mean curve of each voxel's class (node.perfusion.tissue_classes)
-            curves = vol.data[:, analysed]
-            select = class_mean_curves(curves, curve_classes(curves))
-            del curves
+        del baseline
+        curves = vol.data[:, analysed]
+        # tissue classes by curve shape: the steepest max-slope intervals and the model's delays come from their
+        # (practically noiseless) mean curves (node.perfusion.tissue_classes)
+        labels = curve_classes(curves)
+        class_means, class_counts = class_curves(curves, labels)
     aorta, portal, spleen = (rois[n].enhancement for n in ("aorta", "portal_vein", "spleen"))
     t_spl = float(vol.times[int(np.argmax(spleen))])
+    ms_inputs = MaxSlopeInputs(t_spl=t_spl, aorta_peak_hu=float(aorta.max()), portal_peak_hu=float(portal.max()))
+    conv = Convolver(vol.times, aorta, portal)
     with timer("maps"):
         map_sets = []
         if "max-slope" in analysis.methods:
-            ms_inputs = MaxSlopeInputs(t_spl=t_spl, aorta_peak_hu=float(aorta.max()),
-                                       portal_peak_hu=float(portal.max()))
-            map_sets.append(max_slope_set(vol.data, analysed, vol.times, ms_inputs, noise_reduction, select))
+            select = class_means.T[:, labels].astype(np.float32)
+            map_sets.append(max_slope_set(curves, analysed, vol.times, ms_inputs, noise_reduction, select))
+            del select
         if "discm" in analysis.methods:
-            map_sets.append(discm_set(vol.data, analysed, vol.times, aorta, portal, noise_reduction,
-                                      liver_curve if liver.any() else vol.data[:, analysed].mean(axis=1)))
-    regional = regional_statistics(map_sets, roi_native, analysed, vol) if roi_native else {}
-    if roi_curves:
+            map_sets.append(discm_set(curves, analysed, conv, labels, class_means, class_counts, noise_reduction))
+        del curves
+    with timer("qualification"):
+        checks = acquisition_checks(vol.times, aorta, portal, residual_mm)
+        regional = regional_statistics(map_sets, roi_native, analysed, vol) if roi_native else {}
+        roi_noise = {name: noise_hu / np.sqrt(max(regional[name]["analysed_voxels"], 1))
+                     for name in roi_curves if name in regional}
         add_roi_curve_parameters(regional, roi_curves, {
-            name: curve_parameters(curve, vol.times, analysis.methods, t_spl, aorta, portal,
-                                   liver_curve if liver.any() else curve)
-            for name, curve in roi_curves.items()})
-        if "max-slope" in analysis.methods:
-            for name in (n for n in roi_curves if "roi-curve" in regional.get(n, {})):
-                # how far image noise alone can move these values (1 SD), for the reader
-                n_used = round(regional[name]["analysed_volume_ml"] / vol.grid.voxel_volume_ml)
-                regional[name]["roi-curve"]["max-slope-noise-sd"] = max_slope_noise_sd(
-                    noise_hu, n_used, vol.times, float(aorta.max()), float(portal.max()))
+            name: curve_parameters(curve, vol.times, analysis.methods, ms_inputs, conv, roi_noise[name])
+            for name, curve in roi_curves.items() if name in regional}, roi_noise)
+        add_region_values(regional, list(analysis.methods), analysis.tolerance, checks)
     with timer("outputs"):
         plotted = {"aorta": aorta, "portal vein": portal, "spleen": spleen, "liver": liver_curve}
         objects = _build_outputs(map_sets, vol, ref_t, analysed, representative_slices(liver), plotted, t_spl)
@@ -210,7 +218,12 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: PerfusionSettings,
         rtstruct=rtstruct_note,
         regional_statistics={name: RegionStats.of(entry, analysis.methods) for name, entry in regional.items()},
         stages=timer.stages,
+        acquisition_checks=checks,
+        tolerance=analysis.tolerance,
     )
+    # what people must review: failed acquisition checks, and every region value reported as not measurable
+    warnings = [f"CT perfusion acquisition: {c.finding}" for c in checks if not c.passed]
+    warnings += measurements.not_measurable()
     # the unenhanced CT the maps were computed from, for workflows that register other images to the maps
     ct = (image_from_affine(first_frame, vol.grid.affine()) if first_frame is not None
           else first_time_point_image(ct_datasets))
@@ -218,4 +231,4 @@ def run_perfusion(ct_datasets: Sequence[Dataset], analysis: PerfusionSettings,
                                    tuple(o.dataset for o in objects if o.kind == "parametric-map"))
     logger.info("CT perfusion done: %d outputs, t_spl %.1f s, aorta peak %.0f HU, portal peak %.0f HU",
                 len(objects), t_spl, aorta.max(), portal.max())
-    return PerfusionResult("perfusion", measurements, objects, reference=reference)
+    return PerfusionResult("perfusion", measurements, objects, warnings, reference=reference)

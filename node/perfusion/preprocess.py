@@ -85,16 +85,24 @@ def sigma_voxels(sigma_mm: float, spacing: np.ndarray) -> tuple[float, ...]:
     return tuple(float(sigma_mm) / float(s) for s in spacing)
 
 
-def tissue_masks(baseline: np.ndarray, enh: np.ndarray, spacing: np.ndarray) -> Masks:
-    """Masks from the baseline HU image and the enhancement (T, Z, Y, X)."""
+def tissue_masks(baseline: np.ndarray, enh: np.ndarray, spacing: np.ndarray,
+                 smoothed_peak_hu: np.ndarray | None = None) -> Masks:
+    """Masks from the baseline HU image and the enhancement (T, Z, Y, X).
+
+    `smoothed_peak_hu`, the maximum over the frames of the lightly smoothed HU frames, saves smoothing every frame
+    again when input detection has it (node.perfusion.inputs.smoothed_frames, the same 1.5 mm Gaussian): the
+    smoothing is linear, so the smoothed enhancement's peak is that minus the smoothed baseline."""
     sig = sigma_voxels(1.5, spacing)  # light smoothing so single noisy voxels do not flip classes
     base = ndimage.gaussian_filter(baseline, sig)
     air = base < AIR_HU
     fat = (base >= AIR_HU) & (base < FAT_HU)
     bone = base > BONE_HU
-    peak = np.full(baseline.shape, -np.inf, dtype=np.float32)
-    for frame in enh:  # frame by frame: no second 4D array
-        np.maximum(peak, ndimage.gaussian_filter(frame, sig), out=peak)
+    if smoothed_peak_hu is not None:
+        peak = smoothed_peak_hu - base
+    else:
+        peak = np.full(baseline.shape, -np.inf, dtype=np.float32)
+        for frame in enh:  # frame by frame: no second 4D array
+            np.maximum(peak, ndimage.gaussian_filter(frame, sig), out=peak)
     # One voxel of margin: partially-filled vessel-edge voxels would otherwise bleed into parenchyma.
     vessel = ndimage.binary_dilation(peak > VESSEL_ENHANCEMENT_HU, iterations=1)
     tissue = (base >= TISSUE_HU[0]) & (base <= TISSUE_HU[1]) & ~vessel

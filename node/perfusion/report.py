@@ -58,6 +58,8 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
     ct = list(sources.get("ct-perfusion", []))
     maps = [o.dataset for o in result.outputs if o.kind == "parametric-map"]
     method_params = [p for name, params in m.methods.items() for p in _params(f"{name}: ", params)]
+    method_params.append(f"uncertainty = 1 SD of image noise (and model misfit); not measurable when the 95 % "
+                         f"interval spans more than {100 * m.tolerance:.0f} % of the value")
     groups = []
     for name, roi in m.inputs.items():
         g = Group("perfusion", f"{INPUT_PREFIX}{name.replace('_', ' ')}", _INPUT_SITES.get(name), None,
@@ -71,7 +73,7 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
         groups.append(g)
     for roi_name, stats in m.regional_statistics.items():
         g = Group("perfusion", f"{ROI_PREFIX}{roi_name}", LIVER,
-                  TUMOUR if _TUMOUR_NAME.search(roi_name) else None, sources=maps, parameters=method_params)
+                  TUMOUR if _TUMOUR_NAME.search(roi_name) else None, sources=maps, parameters=list(method_params))
         g.add(VOLUME, stats.volume_ml, "mL", REGION_VOLUME, "contoured volume")
         g.add(ANALYSED_VOLUME, stats.analysed_volume_ml, "mL", REGION_VOLUME, "analysed volume")
         for method in ("max-slope", "discm"):
@@ -79,8 +81,17 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
                 concept, unit = PARAMETER_CONCEPTS.get(param), PERFUSION_UNITS.get(param)
                 if concept is None or unit is None:
                     continue
-                g.add(concept, value.mean, unit, METHOD_CODES[method], f"{param} mean ({method})", "mean")
-                g.add(concept, value.sd, unit, METHOD_CODES[method], f"{param} SD ({method})", "sd")
+                code = METHOD_CODES[method]
+                # the region value (the ROI mean curve's) with its 1-SD noise, qualified where it is not measurable
+                v = stats.values.get(method, {}).get(param)
+                flag = None if v is None or v.measurable else (v.reason or "not measurable")
+                if v is not None:
+                    g.add(concept, v.value, unit, code, f"{param} (ROI curve, {method})", uncertainty=v.sd,
+                          not_measurable=flag)
+                if flag:
+                    g.parameters.append(f"{param} ({method}) not measurable: {flag}")
+                g.add(concept, value.mean, unit, code, f"{param} mean ({method})", "mean", not_measurable=flag)
+                g.add(concept, value.sd, unit, code, f"{param} SD ({method})", "sd")
         groups.append(g)
     return groups
 
@@ -99,15 +110,20 @@ def summary_section(groups: Sequence[Group]) -> list[str]:
     rois = [g for g in groups if g.identifier.startswith(ROI_PREFIX)]
     if rois:
         out += ["", f"{'ROI':<14}{'method':<10}" + "".join(f"{p:>13}" for p in ("ALP", "PVP", "TLP", "HPI %")),
-                "  mean +- SD; ALP/PVP/TLP in mL/min/100 mL"]
+                "  value of the ROI's mean curve +- 1 SD of image noise; ALP/PVP/TLP in mL/min/100 mL;",
+                "  n.m. = not measurable at this noise or acquisition (reason in the SR)"]
         for g in rois:
             for method in ("max-slope", "discm"):
                 cells = []
                 for p in ("ALP", "PVP", "TLP", "HPI"):
-                    code = METHOD_CODES[method]
-                    mean = g.get(PARAMETER_CONCEPTS[p], code, "mean")
-                    sd = g.get(PARAMETER_CONCEPTS[p], code, "sd")
-                    cells.append(("-" if mean is None else f"{fmt(mean, 0)}+-{fmt(sd, 0)}").rjust(13))
+                    item = g.item(PARAMETER_CONCEPTS[p], METHOD_CODES[method])
+                    if item is None:
+                        cells.append("-".rjust(13))
+                    elif item.not_measurable:
+                        cells.append("n.m.".rjust(13))
+                    else:
+                        sd = "" if item.uncertainty is None else f"+-{fmt(item.uncertainty, 0)}"
+                        cells.append(f"{fmt(item.value, 0)}{sd}".rjust(13))
                 if any(c.strip() != "-" for c in cells):
                     out.append(f"{g.identifier[len(ROI_PREFIX):][:14]:<14}{method:<10}" + "".join(cells))
     return out

@@ -22,6 +22,9 @@ class InputRoiOverride:
 @dataclass(frozen=True)
 class PerfusionSettings:
     methods: tuple[str, ...] = PERFUSION_METHODS  # "max-slope" and/or "discm"
+    #: a region value whose 95 % interval (+-1.96 SD of image noise and model misfit) spans more than this fraction
+    #: of the value is reported as not measurable (node.perfusion.qualify)
+    tolerance: float = 0.15
     aorta: InputRoiOverride | None = None
     portal_vein: InputRoiOverride | None = None
     spleen: InputRoiOverride | None = None
@@ -47,7 +50,9 @@ def parse_settings(table: ConfigTable, common: CommonSettings) -> PerfusionSetti
     for i, m in enumerate(methods):
         if m not in PERFUSION_METHODS:
             raise ConfigError(f"{table.key('methods')}[{i}]", f"unknown method {m!r}; use {list(PERFUSION_METHODS)}")
-    settings = PerfusionSettings(methods=methods, aorta=_roi_override(table, "aorta"),
+    settings = PerfusionSettings(methods=methods,
+                                 tolerance=table.number("tolerance", 0.15, lo=0.0, lo_open=True, hi=1.0),
+                                 aorta=_roi_override(table, "aorta"),
                                  portal_vein=_roi_override(table, "portal_vein"), spleen=_roi_override(table, "spleen"),
                                  liver_roi_names=common.liver_roi_names)
     table.finish()

@@ -245,7 +245,8 @@ def _write_planning(ctx: _Context) -> tuple[list[Path], np.ndarray, np.ndarray]:
     opts = CtOptions(patient_position=ctx.ct_position, compression=ctx.compression,
                      instance_numbers=ctx.instance_numbers(grid.shape[0], 1))
     labels = render.label_volume(grid, pose)
-    paths = write_ct_series(ctx.outdir / "planning-ct", ctx.patient, series, grid, [ctx.static_ct(labels, "planning")], opts)
+    paths = write_ct_series(ctx.outdir / "planning-ct", ctx.patient, series, grid, [ctx.static_ct(labels, "planning")],
+                            opts)
     ctx.doc.setdefault("series", {})["planning-ct"] = series.uid
     return paths, labels, render.sample_volume(grid, pose, A.liver_envelope, bool)
 

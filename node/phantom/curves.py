@@ -108,17 +108,14 @@ def sample(t_fine: np.ndarray, curve: np.ndarray, times: np.ndarray) -> np.ndarr
 
 def max_slope(times: np.ndarray, tissue: np.ndarray, aorta: np.ndarray, portal: np.ndarray,
               spleen: np.ndarray) -> dict[str, float]:
-    """Dual-input maximum slope with the node's discrete convention (README, 'Maximum-slope convention').
+    """Dual-input maximum slope as the textbook defines it (README, 'Maximum-slope definition'; science.md 1a).
 
-    Inputs are enhancement samples (HU above baseline); the tissue curve is smoothed over its samples with
-    [1, 2, 1] (ends renormalised), the inputs are not. Returns ALP, PVP, TLP (mL/min/100 mL), HPI (%)
-    and the splenic peak time t_spl (s).
+    Inputs are enhancement samples (HU above baseline); slopes between consecutive samples, no smoothing.
+    Returns ALP, PVP, TLP (mL/min/100 mL), HPI (%) and the splenic peak time t_spl (s).
     """
     t = np.asarray(times, float)
     c = np.asarray(tissue, float)
-    smoothed = np.convolve(np.pad(c, 1), [1.0, 2.0, 1.0], mode="valid")       # [1, 2, 1] over the samples,
-    smoothed /= np.convolve(np.pad(np.ones_like(c), 1), [1.0, 2.0, 1.0], mode="valid")  # renormalised at the ends
-    slopes = np.diff(smoothed) / np.diff(t)
+    slopes = np.diff(c) / np.diff(t)
     t_spl = float(t[int(np.argmax(spleen))])
     arterial = t[1:] <= t_spl
     portal_window = t[:-1] >= t_spl

@@ -81,7 +81,7 @@ class Grid:
         """A grid whose centre lies at `centre`; the origin is rounded to 0.01 mm (DICOM DS friendly)."""
         row_dir, col_dir = np.asarray(row_dir, float), np.asarray(col_dir, float)
         normal = np.cross(row_dir, col_dir)
-        half = [(n - 1) / 2.0 * s for n, s in zip(shape, spacing)]
+        half = [(n - 1) / 2.0 * s for n, s in zip(shape, spacing, strict=True)]
         origin = np.asarray(centre, float) - half[2] * row_dir - half[1] * col_dir - half[0] * normal
         return cls(tuple(shape), np.round(origin, 2), tuple(spacing), row_dir, col_dir)
 

@@ -44,7 +44,7 @@ def grow(mask: np.ndarray, spacing: tuple[float, float, float], margin_mm: float
     idx = np.argwhere(mask)
     lo = np.maximum(idx.min(axis=0) - pad, 0)
     hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     out[box] = distance_transform_edt(~mask[box], sampling=spacing) <= margin_mm
     return out
 

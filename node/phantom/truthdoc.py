@@ -11,13 +11,13 @@ from node.phantom import truth
 from node.phantom.curves import CurveSet
 from node.phantom.geometry import Rigid
 
-PHANTOM_VERSION = 2
+#: version 3: the max-slope truth is the textbook definition again (no temporal smoothing of the tissue curve)
+PHANTOM_VERSION = 3
 MAX_SLOPE_CONVENTION = (
-    "C = HU - baseline; C' = C smoothed over the samples with [1,2,1]/4 ([2,1]/3 and [1,2]/3 at the ends); "
-    "s_i = (C'[i+1]-C'[i])/(t[i+1]-t[i]); t_spl = time of the maximum spleen sample; "
-    "arterial intervals t[i+1] <= t_spl, portal intervals t[i] >= t_spl; "
-    "ALP = 6000*max arterial s_i / max(C_aorta); PVP = 6000*max portal s_i / max(C_portal); "
-    "TLP = ALP+PVP; HPI = 100*ALP/TLP; the input curves (aorta, portal vein, spleen) are not smoothed")
+    "textbook (Miles, Blomley): C = HU - baseline; s_i = (C[i+1]-C[i])/(t[i+1]-t[i]) between consecutive samples, "
+    "no smoothing; t_spl = time of the maximum spleen sample; arterial intervals t[i+1] <= t_spl, portal intervals "
+    "t[i] >= t_spl; ALP = 6000*max arterial s_i / max(C_aorta); PVP = 6000*max portal s_i / max(C_portal); "
+    "TLP = ALP+PVP; HPI = 100*ALP/TLP")
 
 
 def label_name(label: int) -> str:

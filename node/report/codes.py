@@ -12,9 +12,9 @@ from node.report.groups import Coded, private
 
 __all__ = [
     "VOLUME", "MASS", "ABSORBED_DOSE", "MEAN_TRANSIT_TIME", "REGION_VOLUME", "LIVER", "LUNG", "AORTA",
-    "PORTAL_VEIN", "SPLEEN", "TUMOUR", "concept", "unit", "derivation", "DOSE_D70", "DOSE_D90", "volume_receiving",
-    "RATIO", "DOSE_DIFFERENCE", "DVH_METHOD", "NORMALITY", "ABOVE_RANGE", "BELOW_RANGE", "ADMINISTERED_ACTIVITY",
-    "MEAN_DOSE", "MIN_DOSE", "MAX_DOSE", "MEDIAN_DOSE",
+    "PORTAL_VEIN", "SPLEEN", "TUMOUR", "NOT_MEASURABLE", "concept", "unit", "derivation", "DOSE_D70", "DOSE_D90",
+    "volume_receiving", "RATIO", "DOSE_DIFFERENCE", "DVH_METHOD", "NORMALITY", "ABOVE_RANGE", "BELOW_RANGE",
+    "ADMINISTERED_ACTIVITY", "MEAN_DOSE", "MIN_DOSE", "MAX_DOSE", "MEDIAN_DOSE",
 ]
 
 # ----------------------------------------------------------------- measurement names used by several workflows
@@ -58,6 +58,10 @@ AORTA = Coded("15825003", "SCT", "Aorta")
 PORTAL_VEIN = Coded("32764006", "SCT", "Portal vein")
 SPLEEN = Coded("78961009", "SCT", "Spleen")
 TUMOUR = Coded("108369006", "SCT", "Tumor")
+
+# ----------------------------------------------------------------- qualifiers
+#: Numeric value qualifier (CID 42) of a value reported as not measurable (e.g. at this image noise)
+NOT_MEASURABLE = Coded("114011", "DCM", "Value indeterminate")
 
 _DERIVATIONS = {"mean": Coded("373098007", "SCT", "Mean"), "sd": Coded("386136009", "SCT", "Standard Deviation")}
 

@@ -45,6 +45,8 @@ class Item:
     method: Coded
     label: str  # for people: e.g. "T/N", "ALP mean (max slope)"
     derivation: str | None = None  # "mean" or "sd"
+    uncertainty: float | None = None  # 1-SD of the value (same unit): the SR's measurement uncertainty (TID 310)
+    not_measurable: str | None = None  # why the value cannot be trusted: it then carries a qualifier, not bare
 
 
 @dataclass
@@ -62,18 +64,29 @@ class Group:
     evaluations: list[tuple[Coded, Coded]] = field(default_factory=list)
 
     def add(self, concept: Coded, value: float | None, unit: str, method: Coded, label: str,
-            derivation: str | None = None, scale: float = 1.0) -> None:
+            derivation: str | None = None, scale: float = 1.0, uncertainty: float | None = None,
+            not_measurable: str | None = None) -> None:
         """Append an item when `value` is a finite number; None (not measured) and NaN are not reported.
 
         The value comes from a typed field, so a renamed field fails type checking; None is a value the
-        workflow recorded on purpose ("not measurable"), never a missing key.
+        workflow recorded on purpose ("not computed"), never a missing key. `uncertainty` is the value's 1-SD (in
+        its unit, scaled like it); `not_measurable` says why a value cannot be trusted (it is then qualified).
         """
         if value is None:
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"{self.identifier}: {label} is {type(value).__name__}, not a number")
         if math.isfinite(float(value)):
-            self.items.append(Item(concept, float(value) * scale, unit, method, label, derivation))
+            sd = float(uncertainty) * scale if uncertainty is not None and math.isfinite(uncertainty) else None
+            self.items.append(Item(concept, float(value) * scale, unit, method, label, derivation, sd,
+                                   not_measurable))
+
+    def item(self, concept: Coded, method: Coded | None = None, derivation: str | None = None) -> Item | None:
+        """The first item of `concept` (and `method`; `derivation` when given, else one without), or None."""
+        for i in self.items:
+            if i.concept == concept and (method is None or i.method == method) and i.derivation == derivation:
+                return i
+        return None
 
     def get(self, concept: Coded, method: Coded | None = None, derivation: str | None = None) -> float | None:
         """The value of the first item of `concept` (and `method`, `derivation` when given), else None."""

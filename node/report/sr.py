@@ -3,7 +3,9 @@
 One TID 1501 group ("Measurements and qualitative evaluations", no geometry) per region or topic, with its
 tracking identifier, finding site, the images it was measured on (Source images for measurement group),
 the algorithm (name, version, method details as parameters) and its measurements (TID 300: coded name,
-value, UCUM unit, method, derivation for means and SDs). Referenced images are the SR's evidence; the SR
+value, UCUM unit, method, derivation for means and SDs; a value's 1-SD noise as its measurement uncertainty
+(TID 310) and, where it is not measurable, the qualifier "Value indeterminate" with the reason among the
+algorithm's parameters). Referenced images are the SR's evidence; the SR
 joins the study of the first evidence item (the MAA SPECT study when present).
 """
 from __future__ import annotations
@@ -37,7 +39,13 @@ def _group(g: Group) -> hd.sr.MeasurementsAndQualitativeEvaluations:
                                               parameters=[p[:1024] for p in g.parameters if p] or None)
     measurements = [
         hd.sr.Measurement(name=C.concept(i.concept), value=i.value, unit=C.unit(i.unit), method=C.concept(i.method),
-                          derivation=C.derivation(i.derivation) if i.derivation else None)
+                          derivation=C.derivation(i.derivation) if i.derivation else None,
+                          # TID 310: the value's 1-SD noise as its measurement uncertainty
+                          properties=hd.sr.MeasurementProperties(upper_measurement_uncertainty=i.uncertainty,
+                                                                 lower_measurement_uncertainty=i.uncertainty)
+                          if i.uncertainty is not None else None,
+                          # a value that cannot be trusted is qualified (CID 42 "Value indeterminate"), not bare
+                          qualifier=C.concept(C.NOT_MEASURABLE) if i.not_measurable else None)
         for i in g.items
     ]
     sources = [hd.sr.SourceImageForMeasurementGroup(referenced_sop_class_uid=ds.SOPClassUID,

@@ -12,6 +12,8 @@ from node.index import SeriesRow
 from node.maa.reference import MaaResult
 from node.maa.workflow import MAA
 from node.report.groups import Group
+from node.selection import choose_spect_ct
+from node.seriescontent import emission_problem
 from node.workflow import (
     CaseSeries,
     CommonSettings,
@@ -40,23 +42,51 @@ _Y90_WORDS = ("Y-90", "Y90", "90Y", "YTTRIUM", "SIR-SPHERES", "SIRSPHERES", "THE
 IMAGE, IMAGE_CT = "post-therapy image", "post-therapy CT"
 
 
+def _y90_by_code(series: SeriesRow) -> bool:
+    return (series.radionuclide_code.strip() in Y90_RADIONUCLIDE_CODES
+            or series.radiopharmaceutical_code.strip() in Y90_RADIOPHARMACEUTICAL_CODES)
+
+
+def _y90_by_text(series: SeriesRow) -> bool:
+    text = series.radiopharmaceutical.upper().replace("^", "").replace(" ", "")
+    return any(w.replace(" ", "") in text for w in _Y90_WORDS)
+
+
+def _volume(series: SeriesRow) -> bool:
+    return emission_problem(series.modality, series.sop_class_uid, series.content) is None
+
+
 def is_y90_code(series: SeriesRow, _ctx: RoleContext) -> bool:
-    return series.modality in ("PT", "NM") and (
-        series.radionuclide_code.strip() in Y90_RADIONUCLIDE_CODES
-        or series.radiopharmaceutical_code.strip() in Y90_RADIOPHARMACEUTICAL_CODES)
+    """A reconstructed PET or SPECT volume whose radionuclide or radiopharmaceutical code is Y-90."""
+    return series.modality in ("PT", "NM") and _y90_by_code(series) and _volume(series)
 
 
 def names_y90(series: SeriesRow, _ctx: RoleContext) -> bool:
-    """The radiopharmaceutical's free text names Y-90 (or a Y-90 microsphere product)."""
-    text = series.radiopharmaceutical.upper().replace("^", "").replace(" ", "")
-    return series.modality in ("PT", "NM") and any(w.replace(" ", "") in text for w in _Y90_WORDS)
+    """A reconstructed PET or SPECT volume whose radiopharmaceutical's free text names Y-90 (or a Y-90 microsphere
+    product)."""
+    return series.modality in ("PT", "NM") and _y90_by_text(series) and _volume(series)
+
+
+def _tracer(series: SeriesRow) -> str:
+    return " / ".join(v for v in (series.radionuclide_code, series.radiopharmaceutical_code,
+                                  series.radiopharmaceutical) if v) or "none"
 
 
 def _why(series: SeriesRow, _ctx: RoleContext) -> str:
-    what = " / ".join(v for v in (series.radionuclide_code, series.radiopharmaceutical_code,
-                                  series.radiopharmaceutical) if v) or "none"
     kind = "Y-90 PET" if series.modality == "PT" else "Y-90 bremsstrahlung SPECT"
-    return f"{series.modality} whose radionuclide / radiopharmaceutical ({what}) is Y-90: a post-therapy {kind}"
+    volume = "PET volume" if series.modality == "PT" else "NM SPECT"
+    return (f"reconstructed {volume} ({series.content.describe_stack()}) whose radionuclide / radiopharmaceutical "
+            f"({_tracer(series)}) is Y-90: a post-therapy {kind}")
+
+
+def _why_not(series: SeriesRow, _ctx: RoleContext) -> str | None:
+    """For PT and NM series: why not a post-therapy Y-90 image (the tracer, else what the series holds)."""
+    if series.modality not in ("PT", "NM"):
+        return None
+    if not (_y90_by_code(series) or _y90_by_text(series)):
+        return f"{series.modality} whose radionuclide / radiopharmaceutical ({_tracer(series)}) is not Y-90"
+    problem = emission_problem(series.modality, series.sop_class_uid, series.content)
+    return f"Y-90 {series.modality}, but {problem}" if problem is not None else None
 
 
 class Y90PostWorkflow(Workflow[Y90PostSettings, Y90PostMeasurements]):
@@ -66,11 +96,13 @@ class Y90PostWorkflow(Workflow[Y90PostSettings, Y90PostMeasurements]):
     needs = ("y90-post", "spect-maa")  # the post-therapy image, and the MAA planning it is compared with
     uses = ("spect-ct",)
     depends_on = (MAA.name,)  # the predicted dose, its regions and the MAA CT
+    tracers = ("Y-90 microspheres",)
     role_rules = (
-        RoleRule("y90-post", "PT or NM whose radionuclide is Y-90 (SNOMED 14691008) or radiopharmaceutical Y-90 "
-                 "microspheres (764678003)", is_y90_code, priority=5, explain=_why),
-        RoleRule("y90-post", "PT or NM whose radiopharmaceutical text names Y-90 / yttrium / a Y-90 microsphere "
-                 "product", names_y90, explain=_why),
+        RoleRule("y90-post", "reconstructed PET or SPECT volume whose radionuclide is Y-90 (SNOMED 14691008) or "
+                 "radiopharmaceutical Y-90 microspheres (764678003)", is_y90_code, priority=5, explain=_why,
+                 why_not=_why_not),
+        RoleRule("y90-post", "reconstructed PET or SPECT volume whose radiopharmaceutical text names Y-90 / yttrium / "
+                 "a Y-90 microsphere product", names_y90, explain=_why, why_not=_why_not),
     )
     output_kinds = ("rtdose",)  # the delivered dose, on the MAA grid
     settings_type = Y90PostSettings
@@ -85,9 +117,7 @@ class Y90PostWorkflow(Workflow[Y90PostSettings, Y90PostMeasurements]):
         image = newest(case, "y90-post", IMAGE)
         if image is None:
             raise PostTherapyInputError(f"no post-therapy Y-90 image in case {case.case_id}")
-        frame = image.series.frame_of_reference_uid
-        ct = newest(case, "spect-ct", IMAGE_CT, lambda s: bool(frame) and s.frame_of_reference_uid == frame,
-                    "sharing the post-therapy image's frame of reference")
+        ct = choose_spect_ct(case, image.series, IMAGE_CT) if image.series.frame_of_reference_uid else None
         return InputSelection((image,) + ((ct,) if ct is not None else ()))
 
     def run(self, ctx: RunContext, settings: Y90PostSettings) -> WorkflowResult[Y90PostMeasurements]:

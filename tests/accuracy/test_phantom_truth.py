@@ -113,7 +113,8 @@ def test_tissue_curves_satisfy_the_discm_ode(phantom):
                - k2 * cumulative_trapezoid(c, t, initial=0))
         assert np.max(np.abs(c - rhs)) < 0.02, region
         # An independent ODE solver driven by the stored input curves.
-        sol = solve_ivp(lambda tt, y: [k1a * np.interp(tt, t, ca) + k1p * np.interp(tt, t, cp) - k2 * y[0]],
+        sol = solve_ivp(lambda tt, y, k1a=k1a, k1p=k1p, k2=k2: [k1a * np.interp(tt, t, ca) + k1p * np.interp(tt, t, cp)
+                                                              - k2 * y[0]],
                         (t[0], t[-1]), [0.0], t_eval=t, max_step=0.05, rtol=1e-8, atol=1e-8)
         assert np.max(np.abs(sol.y[0] - c)) < 0.02, region
 
@@ -209,7 +210,7 @@ def test_every_object_passes_dciodvfy(phantom):
     assert {p.parent.name for p in paths} == {"ct-perfusion", "planning-ct", "spect-gsa-ct", "spect-maa-ct",
                                               "spect-gsa", "spect-maa", "planning-rtstruct", "perfusion-rtstruct"}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        errors = dict(zip(paths, pool.map(_dciodvfy_errors, paths)))
+        errors = dict(zip(paths, pool.map(_dciodvfy_errors, paths), strict=True))
     assert {p: e for p, e in errors.items() if e} == {}
 
 

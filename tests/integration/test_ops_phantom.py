@@ -111,8 +111,8 @@ def test_status_json_has_exactly_the_documented_schema(ops_case) -> None:
                           "version", "workflows", "series"}
         assert c["state"] in ("receiving", "stable", "queued", "analysing", "done", "failed", "held")
         for w in c["workflows"].values():
-            assert set(w) == {"state", "reason", "inputs", "warnings"}
-            assert all(isinstance(text, str) and text for text in w["warnings"])
+            assert set(w) == {"state", "reason", "inputs", "flags"}
+            assert all(isinstance(f, str) and f for f in w["flags"])
             series_uids = {s["series_uid"] for s in c["series"]}
             assert set(w["inputs"].values()) <= series_uids
         for s in c["series"]:
@@ -125,8 +125,8 @@ def test_status_json_has_exactly_the_documented_schema(ops_case) -> None:
     gsa = done["workflows"]["gsa"]
     assert gsa["state"] == "done"
     # the MAA's predicted Y-90 dose crosses the resin limits at the partition-model activity (70 Gy normal-liver
-    # target by default): its safety flags are the workflow's warnings
-    assert any("non-tumoural liver mean dose" in text for text in done["workflows"]["maa"]["warnings"])
+    # target by default): its safety flags are among the workflow's flags
+    assert any("non-tumoural liver mean dose" in text for text in done["workflows"]["maa"]["flags"])
     assert gsa["inputs"]["spect-gsa"] == roles["spect-gsa"]["series_uid"]
     assert gsa["inputs"]["planning-ct"] == roles["planning-ct"]["series_uid"]
     # the perfusion input is the series the analysis recorded it used
@@ -137,7 +137,7 @@ def test_status_json_has_exactly_the_documented_schema(ops_case) -> None:
     assert done["workflows"]["perfusion"]["inputs"]["ct-perfusion"] == recorded
     waiting = cases[ops_case.waiting_patient]
     assert waiting["workflows"]["gsa"] == {"state": "waiting", "reason": "waits for spect-ct, planning-ct",
-                                           "inputs": {"spect-gsa": waiting["series"][0]["series_uid"]}}
+                                           "inputs": {"spect-gsa": waiting["series"][0]["series_uid"]}, "flags": []}
     assert {o["destination"] for o in status["outbox"]} == {"pacs", "tps", "archive"}
     for o in status["outbox"]:
         assert set(o) == {"destination", "case_id", "kind", "description", "sop_instance_uid", "sop_class_uid",

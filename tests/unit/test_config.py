@@ -65,6 +65,8 @@ def test_issue_keys_parse() -> None:
     ({"analysis": {"gsa": {"fls_threshold": 1.5}}}, "analysis.gsa.fls_threshold"),
     ({"analysis": {"gsa": {"fls_treshold": 0.5}}}, "analysis.gsa.fls_treshold"),
     ({"analysis": {"perfusion": {"methods": ["deconvolution"]}}}, "analysis.perfusion.methods[0]"),
+    ({"analysis": {"perfusion": {"tolerance": 0}}}, "analysis.perfusion.tolerance"),
+    ({"analysis": {"perfusion_tolerance": 1.5}}, "analysis.perfusion_tolerance"),
     ({"analysis": {"perfusion": {"spleen": {"center_mm": [1, 2, 3], "radius_mm": 0}}}},
      "analysis.perfusion.spleen.radius_mm"),
     ({"analysis": {"maa": {"lung_shunt_fraction": 1.5}}}, "analysis.maa.lung_shunt_fraction"),
@@ -95,6 +97,12 @@ def test_issue_keys_parse() -> None:
     ({"destinations": {"tps": {"ae_title": "TPS", "host": "h", "port": 104, "outputs": ["rtstruct"],
                                "tls": {"cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"}}}},
      "destinations.tps.tls.cert_file"),
+    ({"receive": {"duplicates": "overwrite"}}, "receive.duplicates"),
+    ({"classify": {"tracers": {"Tc-99m MDP": ["bone"]}}}, 'classify.tracers."Tc-99m MDP"'),
+    ({"classify": {"tracers": {"Tc-99m MAA": "MAA"}}}, 'classify.tracers."Tc-99m MAA"'),
+    ({"classify": {"tracers": {"Tc-99m MAA": ["(MAA"]}}}, 'classify.tracers."Tc-99m MAA"[0]'),
+    ({"classify": {"tracer_fields": ["SeriesDescription", "BodyPartExamined"]}}, "classify.tracer_fields[1]"),
+    ({"classify": {"tracer": {}}}, "classify.tracer"),
 ])
 def test_bad_configuration_names_the_key(raw: dict, key: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -169,6 +177,15 @@ def test_old_flat_analysis_keys_still_work_with_a_deprecation_notice() -> None:
     assert any("[analysis.perfusion] methods" in n for n in old.notices)
 
 
+def test_perfusion_tolerance_is_a_perfusion_setting_and_its_flat_key_still_works() -> None:
+    assert parse_config({}, base_dir=Path("/tmp")).analysis.settings_for(PERFUSION).tolerance == 0.15
+    new = parse_config({"analysis": {"perfusion": {"tolerance": 0.2}}}, base_dir=Path("/tmp"))
+    assert new.analysis.settings_for(PERFUSION).tolerance == 0.2 and new.notices == ()
+    old = parse_config({"analysis": {"perfusion_tolerance": 0.1}}, base_dir=Path("/tmp"))
+    assert old.analysis.settings_for(PERFUSION).tolerance == 0.1
+    assert len(old.notices) == 1 and "[analysis.perfusion] tolerance" in old.notices[0]
+
+
 def test_parametric_map_fallback_per_destination() -> None:
     cfg = parse_config({"outbox": {"parametric_map_fallback": "none"}, "destinations": {
         "pacs": {"ae_title": "PACS", "host": "h", "port": 1, "outputs": ["parametric-map"],
@@ -198,3 +215,14 @@ def test_receive_section_parses_and_names_its_keys() -> None:
         with pytest.raises(ConfigError) as exc:
             parse_config(raw, base_dir=Path("/tmp"))
         assert exc.value.key == key
+
+
+def test_receive_and_classify_keys_parse() -> None:
+    cfg = parse_config({"receive": {"duplicates": "keep-first"},
+                        "classify": {"tracer_fields": ["SeriesDescription"],
+                                     "tracers": {"Tc-99m MAA": [r"\bMAA\b", "lung shunt"], "Tc-99m GSA": ["asialo"]}}})
+    assert cfg.receive.duplicates == "keep-first"
+    rules = cfg.classify.tracers
+    assert rules.fields == ("SeriesDescription",)
+    assert [(r.radiopharmaceutical, len(r.patterns)) for r in rules.rules] == [("Tc-99m MAA", 2), ("Tc-99m GSA", 1)]
+    assert parse_config({}).receive.duplicates == "replace" and parse_config({}).classify.tracers.rules == ()

@@ -22,7 +22,15 @@ from node.maa.measurements import (
     TumourRecord,
     UptakeRecord,
 )
-from node.perfusion.measurements import InputCurve, LiverCurve, MeanSd, PerfusionMeasurements, RegionStats, SeriesInfo
+from node.perfusion.measurements import (
+    InputCurve,
+    LiverCurve,
+    MeanSd,
+    PerfusionMeasurements,
+    RegionStats,
+    RegionValue,
+    SeriesInfo,
+)
 from node.report.build import build_report, summary_text
 from node.workflow import OutputObject, WorkflowResult
 from testpeers.orthanc import dciodvfy_errors, make_parametric_map
@@ -57,11 +65,18 @@ INPUTS = {
     "spleen": _input("automatic", [94.9, 38.0, 0.0], 101.58, 83.5, 15.0),
 }
 PERFUSION = perfusion_record(INPUTS, {
-    "Liver": RegionStats(1500.0, 1400.5, {
+    "Liver": RegionStats(1500.0, 1400.5, 11000, {
         "max-slope": {"ALP": MeanSd(11.2, 3.1), "PVP": MeanSd(70.4, 12.2), "TLP": MeanSd(81.6, 13.0),
                       "HPI": MeanSd(14.0, 2.0)},
         "discm": {"ALP": MeanSd(12.5, 2.5), "MTT": MeanSd(9.5, 1.5), "DV": MeanSd(25.0, 4.0)}}),
-    "Tumor 1": RegionStats(14.0, 13.0, {"max-slope": {"ALP": MeanSd(61.0, 9.0), "HPI": MeanSd(80.0, 5.0)}}),
+    "Tumor 1": RegionStats(
+        14.0, 13.0, 100, {"max-slope": {"ALP": MeanSd(61.0, 9.0), "HPI": MeanSd(80.0, 5.0)}},
+        # region values (the ROI curve's) with their 1-SD noise; HPI not measurable at this noise
+        values={"max-slope": {
+            "ALP": RegionValue(60.5, 1.2, 61.0, 9.0, measurable=True),
+            "HPI": RegionValue(79.0, 6.0, 80.0, 5.0, measurable=False,
+                               reason="not measurable at this noise: 95 % interval +-12 % spans 30 % of the value "
+                                      "(limit 15 %)")}}),
 })
 GSA = GsaMeasurements(
     method="threshold", fls_threshold_fraction=0.6, ptv_margin_mm=5.0, spect_filter="", spect_max_in_liver=1.0,
@@ -116,6 +131,8 @@ EXPECTED = [
     ("CT perfusion ROI Tumor 1", "Arterial liver perfusion", 9.0, UNIT_FLOW),
     ("CT perfusion ROI Tumor 1", "Hepatic perfusion index", 80.0, "%"),
     ("CT perfusion ROI Tumor 1", "Hepatic perfusion index", 5.0, "%"),
+    ("CT perfusion ROI Tumor 1", "Arterial liver perfusion", 60.5, UNIT_FLOW),
+    ("CT perfusion ROI Tumor 1", "Hepatic perfusion index", 79.0, "%"),
     ("GSA liver", "Volume", 2058.1, "cm3"), ("GSA FLS", "Volume", 700.2, "cm3"),
     ("GSA ITV", "Volume", 1357.9, "cm3"), ("GSA PTV", "Volume", 1500.3, "cm3"),
     ("MAA tumour T1", "Tumor to normal liver uptake ratio", 8.05, "{ratio}"),
@@ -242,3 +259,34 @@ def test_subset_and_empty_results():
     assert sr.StudyInstanceUID == ct[0].StudyInstanceUID
     assert len(cast(Any, hd.sr.Comprehensive3DSR.from_dataset(sr).content).get_image_measurement_groups()) == 3
     assert [o.kind for o in outputs] == ["report", "report"]
+
+
+def test_region_values_carry_their_noise_and_a_qualifier_where_not_measurable(case) -> None:
+    """The ROI curve's ALP carries its 1-SD as the measurement uncertainty (TID 310); its HPI, not measurable at
+    this noise, carries the qualifier "Value indeterminate" (CID 42), and so does the map's mean HPI; the reason
+    is among the algorithm's parameters; the summary page says n.m. instead of the number."""
+    sr, found = _read_measurements(case["paths"][0])
+    tumour = [f for f in found if f[0] == "CT perfusion ROI Tumor 1"]
+    alp = next(f[4] for f in tumour if f[1] == "Arterial liver perfusion" and f[2] == pytest.approx(60.5))
+    props = {str(i.ConceptNameCodeSequence[0].CodeValue): float(i.MeasuredValueSequence[0].NumericValue)
+             for i in alp[0].ContentSequence if "MeasuredValueSequence" in i}
+    assert props["371886008"] == pytest.approx(1.2) and props["371885007"] == pytest.approx(1.2)
+    assert alp.qualifier is None
+    for value in (79.0, 80.0):
+        hpi = next(f[4] for f in tumour if f[1] == "Hepatic perfusion index" and f[2] == pytest.approx(value))
+        assert hpi.qualifier is not None and hpi.qualifier.value == "114011"
+    sd_item = next(f[4] for f in tumour if f[1] == "Hepatic perfusion index" and f[2] == pytest.approx(5.0))
+    assert sd_item.qualifier is None
+    texts: list[str] = []
+
+    def walk(items: Any) -> None:
+        for item in items:
+            if "TextValue" in item:
+                texts.append(str(item.TextValue))
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    assert any(t.startswith("HPI (max-slope) not measurable: not measurable at this noise") for t in texts)
+    lines = summary_text("CASE-7", case["results"], case["sources"])
+    row = next(line for line in lines if line.startswith("Tumor 1") and "max-slope" in line)
+    assert "n.m." in row and "60.5+-1.20" in row.replace(" ", "")
