@@ -95,6 +95,8 @@ class WorkflowStatus:
         return list(self.warnings)
 
     def to_json(self) -> dict[str, Any]:
+        """`flags`: what the last analysis said to review (e.g. a dose above a safety limit, a value not
+        measurable), from the case record; [] when it said nothing or has not run."""
         return {"state": self.state, "reason": self.reason, "inputs": dict(self.inputs), "flags": self.flags}
 
 

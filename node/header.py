@@ -97,6 +97,9 @@ class InstanceInfo:
     roi_names: tuple[str, ...]  # RTSTRUCT only
     referenced_frame_of_reference: str  # RTSTRUCT only
     transfer_syntax_uid: str
+    radionuclide_code: str = ""  # NM/PT: RadionuclideCodeSequence code value (e.g. SNOMED 14691008 Yttrium-90)
+    dose_summation_type: str = ""  # RTDOSE only: PLAN, BEAM, FRACTION, ...
+    referenced_sop_uids: tuple[str, ...] = ()  # RTDOSE: its RT Plan(s) and structure set(s); RTPLAN: structure sets
     #: "" when the instance may be an analysis input, else "<reason>: <words>" (reasons: UNUSABLE_REASONS)
     unusable: str = ""
     issuer_of_patient_id: str = ""  # (0010,0021): a patient is (PatientID, IssuerOfPatientID)
@@ -182,6 +185,25 @@ def _radiopharmaceutical(ds: Dataset) -> tuple[str, str]:
     except (AttributeError, IndexError, TypeError):
         pass
     return text, code
+
+
+def _radionuclide(ds: Dataset) -> str:
+    try:
+        return _str(ds.RadiopharmaceuticalInformationSequence[0].RadionuclideCodeSequence[0], "CodeValue")
+    except (AttributeError, IndexError, TypeError):
+        return ""
+
+
+def _rt_references(ds: Dataset) -> tuple[str, ...]:
+    """SOP Instance UIDs an RT Dose or RT Plan references: the plan(s) a dose belongs to, the structure set(s)."""
+    out: list[str] = []
+    for keyword in ("ReferencedRTPlanSequence", "ReferencedStructureSetSequence"):
+        try:
+            items = ds.get(keyword) or []
+            out += [_str(item, "ReferencedSOPInstanceUID") for item in items]
+        except (AttributeError, TypeError):
+            continue
+    return tuple(u for u in dict.fromkeys(out) if u)
 
 
 def _rtstruct(ds: Dataset) -> tuple[tuple[str, ...], str]:
@@ -397,7 +419,8 @@ def _info(ds: Any, expected_sop_class: str | None, expected_sop_instance: str | 
         unusable.append(f"{UNUSABLE_PIXEL_CODEC}: no decoder for {_ts_name(transfer_syntax_uid)} pixel data")
     ipp, iop = _geometry(ds)
     rp_text, rp_code = _radiopharmaceutical(ds)
-    roi_names, ref_for = _rtstruct(ds) if _str(ds, "Modality") == "RTSTRUCT" else ((), "")
+    modality = _str(ds, "Modality")
+    roi_names, ref_for = _rtstruct(ds) if modality == "RTSTRUCT" else ((), "")
     try:
         series_number = int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") not in (None, "") else None
     except (TypeError, ValueError):
@@ -440,6 +463,9 @@ def _info(ds: Any, expected_sop_class: str | None, expected_sop_instance: str | 
         roi_names=roi_names,
         referenced_frame_of_reference=ref_for,
         transfer_syntax_uid=transfer_syntax_uid,
+        radionuclide_code=_radionuclide(ds) if modality in ("NM", "PT") else "",
+        dose_summation_type=_str(ds, "DoseSummationType").upper() if modality == "RTDOSE" else "",
+        referenced_sop_uids=_rt_references(ds) if modality in ("RTDOSE", "RTPLAN") else (),
         unusable="; ".join(unusable),
         issuer_of_patient_id=_str(ds, "IssuerOfPatientID"),
         protocol_name=_str(ds, "ProtocolName"),

@@ -10,9 +10,10 @@ elsewhere). Version 3 keys a case by patient identity (PatientID, IssuerOfPatien
 is (SeriesInstanceUID, case), instances know their case, and the index keeps what series selection needs without
 reading pixel data (ImageType, orientation, positions, times, frames of multi-frame objects, unusable reasons;
 node.seriescontent), identity conflicts and reassignments, the inputs of each case's last analysis (so a late
-object re-runs a case only when it changes an input) and the superseded copies of re-sent instances.
-Opening an older index migrates it in one transaction per step (see :data:`MIGRATIONS`); a newer one is refused
-rather than misread.
+object re-runs a case only when it changes an input) and the superseded copies of re-sent instances. Version 4
+adds the series' radionuclide, dose summation type and RT references (the roles of RT Dose, RT Plan and Y-90
+PET/SPECT series). Opening an older index migrates it in one transaction per step (see :data:`MIGRATIONS`); a
+newer one is refused rather than misread.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 CASE_STATES = ("receiving", "stable", "queued", "analysing", "done", "failed", "held")
 
 #: The layout this code reads and writes. 1: data folders made before the index had a version (node 0.1).
-INDEX_SCHEMA_VERSION = 3
+INDEX_SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS index_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -88,6 +89,9 @@ CREATE TABLE IF NOT EXISTS series (
     last_received REAL NOT NULL,
     changed_at REAL NOT NULL DEFAULT 0,
     n_instances INTEGER NOT NULL,
+    radionuclide_code TEXT NOT NULL DEFAULT '',
+    dose_summation_type TEXT NOT NULL DEFAULT '',
+    referenced_sop_uids TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (series_uid, case_id)
 );
 CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
@@ -168,11 +172,14 @@ _INSTANCE_COLUMNS = (
     "size", "calling_ae", "received_at", "case_id", "issuer_of_patient_id", "unusable", "frames")
 _CASE_COLUMNS = ("case_id", "patient_id", "patient_name", "state", "reason", "last_input_at", "analysed_input_at",
                  "version", "updated_at", "result", "issuer_of_patient_id")
-_SERIES_COLUMNS = ("series_uid", "case_id", "study_uid", "patient_id", "issuer_of_patient_id", "modality",
-                   "sop_class_uid", "series_description", "series_number", "frame_of_reference_uid",
-                   "radiopharmaceutical", "radiopharmaceutical_code", "roi_names", "referenced_frame_of_reference",
-                   "referenced_series", "protocol_name", "first_received", "last_received", "changed_at",
-                   "n_instances")
+#: Series columns of schema 3 (the 2 -> 3 migration fills exactly these), and those schema 4 adds.
+_V3_SERIES_COLUMNS = ("series_uid", "case_id", "study_uid", "patient_id", "issuer_of_patient_id", "modality",
+                      "sop_class_uid", "series_description", "series_number", "frame_of_reference_uid",
+                      "radiopharmaceutical", "radiopharmaceutical_code", "roi_names", "referenced_frame_of_reference",
+                      "referenced_series", "protocol_name", "first_received", "last_received", "changed_at",
+                      "n_instances")
+_DOSE_SERIES_COLUMNS = ("radionuclide_code", "dose_summation_type", "referenced_sop_uids")
+_SERIES_COLUMNS = _V3_SERIES_COLUMNS + _DOSE_SERIES_COLUMNS
 
 
 class IndexSchemaError(RuntimeError):
@@ -232,6 +239,9 @@ class SeriesRow:
     changed_at: float = 0.0  # last instance added, replaced or moved away
     #: what the series is (SOP classes, ImageType, geometry, times), from the index: node.seriescontent
     content: SeriesContent = field(default_factory=SeriesContent)
+    radionuclide_code: str = ""  # NM/PT (e.g. SNOMED 14691008 Yttrium-90)
+    dose_summation_type: str = ""  # RTDOSE: PLAN, BEAM, ...
+    referenced_sop_uids: tuple[str, ...] = ()  # RTDOSE: RT Plan(s), structure set(s); RTPLAN: structure set(s)
 
 
 @dataclass(frozen=True)
@@ -465,7 +475,7 @@ class Index:
              info.sop_class_uid, info.series_description, info.series_number, info.frame_of_reference_uid,
              info.radiopharmaceutical, info.radiopharmaceutical_code, "\\".join(info.roi_names),
              info.referenced_frame_of_reference, "\\".join(info.referenced_series), info.protocol_name, now, now,
-             now, 1))
+             now, 1, info.radionuclide_code, info.dose_summation_type, "\\".join(info.referenced_sop_uids)))
         return True
 
     @staticmethod
@@ -703,7 +713,9 @@ class Index:
                 issuer_of_patient_id=r["issuer_of_patient_id"], protocol_name=r["protocol_name"],
                 study_description=r["study_description"],
                 referenced_series=tuple(u for u in r["referenced_series"].split("\\") if u),
-                changed_at=r["changed_at"], content=content))
+                changed_at=r["changed_at"], content=content,
+                radionuclide_code=r["radionuclide_code"], dose_summation_type=r["dose_summation_type"],
+                referenced_sop_uids=tuple(u for u in r["referenced_sop_uids"].split("\\") if u)))
         return out
 
     def _contents(self, case_id: str, rows: list[sqlite3.Row]) -> dict[str, SeriesContent]:
@@ -1047,7 +1059,7 @@ def _identity_and_content(index: Index, db: sqlite3.Connection) -> None:
     db.execute("DROP INDEX IF EXISTS series_study")
     _create(index, db)  # the new series table, its indexes, and the tables new in schema 3
     db.execute(
-        f"INSERT INTO series ({', '.join(_SERIES_COLUMNS)}) "
+        f"INSERT INTO series ({', '.join(_V3_SERIES_COLUMNS)}) "
         "SELECT s.series_uid, st.case_id, s.study_uid, s.patient_id, '', s.modality, s.sop_class_uid, "
         "s.series_description, s.series_number, s.frame_of_reference_uid, s.radiopharmaceutical, "
         "s.radiopharmaceutical_code, s.roi_names, s.referenced_frame_of_reference, '', '', s.first_received, "
@@ -1080,5 +1092,40 @@ def _reread_multiframe(index: Index, db: sqlite3.Connection) -> None:
                        ("\\".join(info.referenced_series), series_uid, case_id))
 
 
+def _dose_columns(index: Index, db: sqlite3.Connection) -> None:
+    """3 -> 4: the series' radionuclide, dose summation type and RT references (the roles of RT Dose, RT Plan and
+    Y-90 PET/SPECT series), from the stored headers, so a series received before the upgrade (a Y-90 PET, a plan
+    dose) gets the role it would get today. Columns missing are added; each NM, PT, RTDOSE and RTPLAN series row
+    takes them from its first instance (as a new row does). RT Dose and RT Plan instances are re-read whole:
+    schema 3 knew neither SOP class (stored as unknown, unusable) nor an RT Dose's grid planes."""
+    from node.header import read_header
+
+    have = {r[1] for r in db.execute("PRAGMA table_info(series)")}
+    for column in _DOSE_SERIES_COLUMNS:
+        if column not in have:
+            db.execute(f"ALTER TABLE series ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+    rows = db.execute("SELECT sop_instance_uid, path, series_uid, case_id, modality FROM instances WHERE modality "
+                      "IN ('NM', 'PT', 'RTDOSE', 'RTPLAN') ORDER BY received_at, sop_instance_uid").fetchall()
+    done: set[tuple[str, str]] = set()
+    for uid, stored, series_uid, case_id, modality in rows:
+        whole = modality in ("RTDOSE", "RTPLAN")
+        if (series_uid, case_id) in done and not whole:
+            continue
+        try:
+            info = read_header(index._to_path(stored))
+        except Exception as exc:  # a file that cannot be read keeps what the index knew
+            logger.warning("index migration: cannot re-read %s: %s", stored, exc)
+            continue
+        if whole:
+            db.execute("UPDATE instances SET unusable=?, frames=? WHERE sop_instance_uid=?",
+                       (info.unusable, encode_frames(info.frame_positions, info.frame_times), uid))
+        if (series_uid, case_id) not in done:
+            done.add((series_uid, case_id))
+            db.execute("UPDATE series SET radionuclide_code=?, dose_summation_type=?, referenced_sop_uids=? "
+                       "WHERE series_uid=? AND case_id=?",
+                       (info.radionuclide_code, info.dose_summation_type, "\\".join(info.referenced_sop_uids),
+                        series_uid, case_id))
+
+
 #: MIGRATIONS[v] brings an index of schema v to v + 1.
-MIGRATIONS = {0: _create, 1: _relative_paths, 2: _identity_and_content}
+MIGRATIONS = {0: _create, 1: _relative_paths, 2: _identity_and_content, 3: _dose_columns}

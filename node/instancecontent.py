@@ -65,7 +65,8 @@ def frame_geometry(ds: Any, ipp: tuple[float, ...] | None, iop: tuple[float, ...
     Enhanced objects: each frame's PlanePositionSequence and FrameContentSequence; the orientation from the
     shared (else the first per-frame) functional group. NM: frame k of a tomographic stack lies at
     ``ipp + k * SpacingBetweenSlices * (row x column)`` (|SliceThickness| when the spacing is not recorded), the
-    convention node.imaging.volumes uses to build the volume (other multi-frame objects: no frame positions).
+    convention node.imaging.volumes uses to build the volume. RT Dose: the planes of its GridFrameOffsetVector.
+    Other multi-frame objects: no frame positions.
     """
     if n_frames <= 1:
         return FrameGeometry()
@@ -90,8 +91,11 @@ def frame_geometry(ds: Any, ipp: tuple[float, ...] | None, iop: tuple[float, ...
             if seconds is not None:
                 times.append(seconds)
         return FrameGeometry(tuple(positions), tuple(times), orientation)
-    if ipp is None or iop is None or str(ds.get("Modality", "")).strip() != "NM":
+    modality = str(ds.get("Modality", "")).strip()
+    if ipp is None or iop is None or modality not in ("NM", "RTDOSE"):
         return FrameGeometry(orientation=iop)
+    if modality == "RTDOSE":
+        return _dose_planes(ds, ipp, iop, n_frames)
     spacing = _number(ds.get("SpacingBetweenSlices"))
     if not spacing:
         spacing = abs(_number(ds.get("SliceThickness")) or 0.0)
@@ -102,6 +106,21 @@ def frame_geometry(ds: Any, ipp: tuple[float, ...] | None, iop: tuple[float, ...
     origin = np.array(ipp)
     n = min(n_frames, MAX_FRAMES_KEPT)
     pts = origin + np.outer(np.arange(n) * spacing, normal)
+    return FrameGeometry(tuple((float(p[0]), float(p[1]), float(p[2])) for p in np.round(pts, 3)), (), iop)
+
+
+def _dose_planes(ds: Any, ipp: tuple[float, ...], iop: tuple[float, ...], n_frames: int) -> FrameGeometry:
+    """RT Dose grid planes: frame k lies at ``ipp + (GridFrameOffsetVector[k] - GridFrameOffsetVector[0]) *
+    (row x column)`` (offsets relative to the first plane, or absolute along the normal: PS3.3 C.8.8.3.2)."""
+    try:
+        offsets = [float(v) for v in ds.get("GridFrameOffsetVector") or ()]
+    except (TypeError, ValueError):
+        offsets = []
+    if len(offsets) != n_frames:
+        return FrameGeometry(orientation=iop)
+    normal = np.cross(np.array(iop[:3]), np.array(iop[3:]))
+    steps = np.array(offsets[:MAX_FRAMES_KEPT]) - offsets[0]
+    pts = np.array(ipp) + np.outer(steps, normal)
     return FrameGeometry(tuple((float(p[0]), float(p[1]), float(p[2])) for p in np.round(pts, 3)), (), iop)
 
 

@@ -22,7 +22,8 @@ import numpy as np
 from pydicom.uid import UID
 
 __all__ = ["SeriesContent", "InstanceFacts", "summarise", "encode_frames", "CT_IMAGE_CLASSES", "NM_IMAGE_CLASS",
-           "ct_image_problem", "volume_problem", "spect_problem", "tomo_problem", "coverage", "is_original",
+           "PET_IMAGE_CLASSES", "ct_image_problem", "volume_problem", "spect_problem", "tomo_problem", "pet_problem",
+           "emission_problem", "dose_grid_problem", "coverage", "is_original",
            "sop_class_name", "facts_from_row", "MIN_VOLUME_SLICES", "MIN_VOLUME_EXTENT_MM", "GAP_FACTOR",
            "MIN_SPECT_COVERAGE"]
 
@@ -31,7 +32,12 @@ CT_IMAGE_CLASSES = {"1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
                     "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
                     "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage"}
 NM_IMAGE_CLASS = "1.2.840.10008.5.1.4.1.1.20"
-_NAMES = {**CT_IMAGE_CLASSES, NM_IMAGE_CLASS: "NM Image Storage",
+#: SOP classes whose instances are PET images (activity concentration per voxel).
+PET_IMAGE_CLASSES = {"1.2.840.10008.5.1.4.1.1.128": "Positron Emission Tomography Image Storage",
+                     "1.2.840.10008.5.1.4.1.1.130": "Enhanced PET Image Storage",
+                     "1.2.840.10008.5.1.4.1.1.128.1": "Legacy Converted Enhanced PET Image Storage"}
+_NAMES = {**CT_IMAGE_CLASSES, **PET_IMAGE_CLASSES, NM_IMAGE_CLASS: "NM Image Storage",
+          "1.2.840.10008.5.1.4.1.1.481.2": "RT Dose Storage", "1.2.840.10008.5.1.4.1.1.481.5": "RT Plan Storage",
           "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
           "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
           "1.2.840.10008.5.1.4.1.1.88.67": "X-Ray Radiation Dose SR Storage",
@@ -322,6 +328,57 @@ def spect_problem(modality: str, sop_class_uid: str, content: SeriesContent) -> 
     if not content.located or content.positions < 2:
         return ("no slice positions recorded (DetectorInformationSequence position and orientation, slice spacing): "
                 "it cannot be placed in the patient")
+    return None
+
+
+def pet_problem(modality: str, sop_class_uid: str, content: SeriesContent) -> str | None:
+    """Why this PT series is not one reconstructed PET volume placed in the patient (None: it is).
+
+    Screen captures, projections (MIP) and reformats, images accepted but not usable, unpositioned, multi-plane,
+    dynamic or gated (positions repeat) and gapped stacks are not.
+    """
+    if modality != "PT":
+        return f"modality {modality or '(none)'}, not PT"
+    classes = content.sop_classes or ((sop_class_uid,) if sop_class_uid else ())
+    other = [c for c in classes if c not in PET_IMAGE_CLASSES]
+    if other or not classes:
+        return (f"stored as {sop_class_name(other[0] if other else sop_class_uid)}: a picture of PET images, not PET "
+                "image data")
+    if content.unusable_instances:
+        return f"accepted but not usable ({', '.join(content.unusable)})"
+    derived = _terms(content, _DERIVED_TERMS) or _terms(content, _LOCALIZER_TERMS)
+    if derived:
+        return f"a {derived[0].lower()} (ImageType {content.image_types[0]}): not a reconstructed PET volume"
+    if not content.located or content.positions < 2:
+        return "fewer than two slice positions recorded (ImagePositionPatient): not a volume placed in the patient"
+    if content.orientations > 1:
+        return f"{content.orientations} different orientations in one series: not one volume"
+    if content.time_points > 1:
+        return (f"positions repeat {content.time_points} times ({content.describe_time()}): a dynamic or gated PET, "
+                "not one volume")
+    if content.gaps:
+        return (f"gaps in the stack: {content.gaps} step(s) longer than {GAP_FACTOR:g} x the median "
+                f"{content.spacing_mm:.3g} mm (largest {content.largest_step_mm:.3g} mm)")
+    return None
+
+
+def emission_problem(modality: str, sop_class_uid: str, content: SeriesContent) -> str | None:
+    """Why this series is not an emission volume the node can read activity from: a reconstructed SPECT (NM) or
+    PET (PT) volume placed in the patient (None: it is)."""
+    if modality == "PT":
+        return pet_problem(modality, sop_class_uid, content)
+    if modality == "NM":
+        return spect_problem(modality, sop_class_uid, content)
+    return f"modality {modality or '(none)'}, neither NM nor PT"
+
+
+def dose_grid_problem(content: SeriesContent) -> str | None:
+    """Why this RT Dose series holds no dose grid the node can read (None: it holds one, placed in the patient).
+    An RT Dose may carry only DVHs or dose points (no pixel data, no ImagePositionPatient)."""
+    if content.unusable_instances:
+        return f"accepted but not usable ({', '.join(content.unusable)})"
+    if not content.located:
+        return "no dose grid placed in the patient (no ImagePositionPatient: DVHs or dose points only)"
     return None
 
 

@@ -256,6 +256,9 @@ class Workflow(ABC, Generic[S, M]):
     legacy_keys: ClassVar[Mapping[str, str]] = {}
     #: position of its groups in the report (lower first); its key input's study is the report's study
     report_rank: ClassVar[int] = 100
+    #: its groups form a report of their own (SR + summary page) in the study of its key input instead of joining
+    #: the case report: findings of a later visit (post-therapy imaging, a plan the TPS sent back)
+    separate_report: ClassVar[bool] = False
 
     @abstractmethod
     def parse_settings(self, table: ConfigTable, common: CommonSettings) -> S:

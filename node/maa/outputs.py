@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import highdicom as hd
@@ -23,7 +23,7 @@ from node.derived import MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSI
 from node.gsa.outputs import lps_view
 from node.imaging.capture import figure_rgb, secondary_capture
 from node.imaging.grids import as_image
-from node.imaging.volumes import image_to_mask
+from node.imaging.volumes import array_to_mask, image_to_mask
 from node.maa.partition import PartitionPlan
 from node.maa.regions import Regions
 from node.maa.shunt import Shunt
@@ -118,25 +118,27 @@ def render_review(spect: sitk.Image, counts: np.ndarray, ct_on_spect: np.ndarray
     return figure_rgb(fig)
 
 
-def _rtstruct(spect: sitk.Image, regions: Regions, uptake: Uptake, ct_ordered: Sequence[Dataset],
-              ct_image: sitk.Image) -> Dataset:
-    """The regions used, on the SPECT/CT's CT (linear resampling of the fractions, >= 0.5)."""
+def _rtstruct(regions: Regions, uptake: Uptake, on_ct: Mapping[str, np.ndarray], shunt: Shunt,
+              ct_ordered: Sequence[Dataset], ct_image: sitk.Image) -> Dataset:
+    """The regions used (`on_ct`: bool masks on the CT, see node.maa.dosimetry.regions_on_ct) and, when they were
+    found, the lungs (the lung VOI of the shunt and of the Y-90 dose), on the SPECT/CT's CT."""
     tn = {t.name: t for t in uptake.tumours}
-
-    def on_ct(fraction: np.ndarray) -> np.ndarray:
-        moved = sitk.Resample(as_image(fraction.astype(np.float32), spect), ct_image, sitk.Transform(),
-                              sitk.sitkLinear, 0.0, sitk.sitkFloat32) >= 0.5
-        return image_to_mask(moved, ct_ordered)
-
     auto_liver = regions.liver_source != "RTSTRUCT"
     auto_tumours = regions.tumour_source != "RTSTRUCT"
-    rois = [rtstruct.RoiMask("Liver", on_ct(regions.liver), interpreted_type="ORGAN", color=(255, 215, 0),
+    rois = [rtstruct.RoiMask("Liver", array_to_mask(on_ct["liver"], ct_image, ct_ordered), interpreted_type="ORGAN",
+                             color=(255, 215, 0),
                              description=("liver from MAA SPECT uptake" if auto_liver else "liver (received)"))]
-    for name, frac in regions.tumours.items():
+    for name in regions.tumours:
         t = tn[name]
-        rois.append(rtstruct.RoiMask(name, on_ct(frac), interpreted_type="GTV", color=(230, 30, 30),
+        rois.append(rtstruct.RoiMask(name, array_to_mask(on_ct[name], ct_image, ct_ordered), interpreted_type="GTV",
+                                     color=(230, 30, 30),
                                      description=(f"MAA {'hot region' if auto_tumours else 'tumour'}: T/N "
                                                   f"{t.tn_ratio:.2f}, {t.volume_ml:.1f} mL")[:64]))
+    if shunt.lung_ct is not None and shunt.lung_ct_mask is not None:
+        lungs = sitk.Resample(as_image(shunt.lung_ct_mask.astype(np.uint8), shunt.lung_ct), ct_image,
+                              sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        rois.append(rtstruct.RoiMask("Lungs", image_to_mask(lungs, ct_ordered), interpreted_type="ORGAN",
+                                     color=(100, 180, 255), description="lungs from the SPECT/CT CT (lung shunt VOI)"))
     ds = rtstruct.write_rtstruct(ct_ordered, rois, structure_set_label="MAA REGIONS",
                                  series_description=f"MAA regions - {NOT_FOR_DIAGNOSIS}"[:64],
                                  series_number=RTSTRUCT_SERIES_NUMBER, manufacturer=MANUFACTURER,
@@ -148,8 +150,10 @@ def _rtstruct(spect: sitk.Image, regions: Regions, uptake: Uptake, ct_ordered: S
 
 def build_outputs(nm: Dataset, spect: sitk.Image, counts: np.ndarray, regions: Regions, uptake: Uptake,
                   shunt: Shunt, plan: PartitionPlan | None, ct_ordered: Sequence[Dataset] | None,
-                  ct_image: sitk.Image | None) -> list[OutputObject]:
-    """The review capture (always) and the regions' RTSTRUCT (when a region was automatic and a CT exists)."""
+                  ct_image: sitk.Image | None, on_ct: Mapping[str, np.ndarray] | None
+                  ) -> tuple[list[OutputObject], Dataset | None]:
+    """The review capture (always) and the regions' RTSTRUCT (when a region was automatic and a CT exists),
+    with that RTSTRUCT (None when not made)."""
     ct_on_spect = None
     if ct_image is not None:
         ct_on_spect = sitk.GetArrayFromImage(sitk.Resample(ct_image, spect, sitk.Transform(), sitk.sitkLinear,
@@ -165,10 +169,12 @@ def build_outputs(nm: Dataset, spect: sitk.Image, counts: np.ndarray, regions: R
                    "tumour-to-normal ratio outlined", image_plane=False)
     out = [OutputObject("secondary-capture", sc, "MAA regions review")]
     logger.debug("MAA review capture %dx%d", rgb.shape[1], rgb.shape[0])
-    if ct_ordered and ct_image is not None and (regions.liver_source != "RTSTRUCT"
-                                               or regions.tumour_source != "RTSTRUCT"):
+    rtss = None
+    if ct_ordered and ct_image is not None and on_ct is not None and (regions.liver_source != "RTSTRUCT"
+                                                                      or regions.tumour_source != "RTSTRUCT"):
         # Routed with the report (to the PACS), not as "rtstruct": the TPS takes the radiotherapy targets only,
-        # and these regions document the T/N measurement for the physicist to review or correct.
-        out.append(OutputObject("report", _rtstruct(spect, regions, uptake, ct_ordered, ct_image),
-                                "MAA regions structure set"))
-    return out
+        # and these regions document the T/N measurement for the physicist to review or correct. They are also
+        # the regions of the Y-90 dose's DVHs, so they go with that dose ("rtdose") when one is computed.
+        rtss = _rtstruct(regions, uptake, on_ct, shunt, ct_ordered, ct_image)
+        out.append(OutputObject("report", rtss, "MAA regions structure set"))
+    return out, rtss

@@ -21,6 +21,7 @@ from node.imaging.grids import spacing_zyx, voxel_ml
 from node.imaging.volumes import ct_series_image, nm_image
 from node.maa import outputs
 from node.maa.correlation import correlate
+from node.maa.dosimetry import PredictedDose, predict, regions_on_ct
 from node.maa.errors import MaaInputError
 from node.maa.measurements import (
     CorrelationRecord,
@@ -33,6 +34,7 @@ from node.maa.measurements import (
     UptakeRecord,
 )
 from node.maa.partition import PartitionPlan, partition_plan
+from node.maa.reference import MaaResult
 from node.maa.regions import (
     SEGMENT_FILTER_FWHM_MM,
     SPECT_FWHM_MM,
@@ -45,7 +47,7 @@ from node.maa.settings import MaaSettings
 from node.maa.shunt import Shunt, lung_shunt
 from node.maa.uptake import SPILL_MARGIN_MM, Uptake, measure_uptake
 from node.perfusion.reference import PerfusionReference
-from node.workflow import WorkflowResult
+from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset |
     spacing = spacing_zyx(spect)
     liver: np.ndarray | None = None
     tumours: dict[str, np.ndarray] = {}
+    drawn: dict[str, np.ndarray] = {}
     notes: list[str] = []
     if rtss is not None:
         if ct_image is None or ct_ordered is None:
@@ -110,7 +113,8 @@ def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset |
         elif _rtstruct_frame(rtss) != str(nm.get("FrameOfReferenceUID", "")):
             notes.append("RTSTRUCT not used: it was drawn in another frame of reference than the MAA SPECT/CT")
         else:
-            liver, tumours, rt_notes = rtstruct_regions(rtss, ct_ordered, ct_image, spect, analysis.liver_roi_names)
+            liver, tumours, rt_notes, drawn = rtstruct_regions(rtss, ct_ordered, ct_image, spect,
+                                                               analysis.liver_roi_names)
             notes += rt_notes
     details: dict[str, Any] = {}
     if liver is None:
@@ -127,7 +131,9 @@ def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset |
         found, details["tumours"] = automatic_tumours(counts, liver >= 0.5, spacing, SPILL_MARGIN_MM)
         tumours = {name: mask.astype(np.float32) for name, mask in found.items()}
         tumour_source = "automatic (hot regions in the liver, iterative sphere-model threshold)"
-    return Regions(liver, tumours, liver_source, tumour_source, notes, details)
+    drawn = {k: v for k, v in drawn.items() if (k == "liver" and liver_source == "RTSTRUCT")
+             or (k in tumours and tumour_source == "RTSTRUCT")}
+    return Regions(liver, tumours, liver_source, tumour_source, notes, details, drawn)
 
 
 def _plan(uptake: Uptake, shunt: Shunt, analysis: MaaSettings) -> tuple[PartitionPlan | None, str]:
@@ -142,7 +148,7 @@ def _plan(uptake: Uptake, shunt: Shunt, analysis: MaaSettings) -> tuple[Partitio
 
 
 def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset | None,
-            perfusion: PerfusionReference | None, analysis: MaaSettings) -> WorkflowResult[MaaMeasurements]:
+            perfusion: PerfusionReference | None, analysis: MaaSettings) -> MaaResult:
     """Uptake ratios, lung shunt, partition-model activity and perfusion correlation of one MAA SPECT.
 
     `perfusion`: what this case's perfusion analysis handed over (its unenhanced CT and maps), if it ran.
@@ -199,8 +205,21 @@ def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset |
             warnings.append(f"perfusion correlation not done: {correlation.reason}")
     lap("correlation_s")
 
-    objects = outputs.build_outputs(nm, spect, counts, regions, uptake, shunt, plan, ct_ordered, ct_image)
+    on_ct = regions_on_ct(regions, spect, ct_image) if ct_image is not None else None
+    objects, regions_rtss = outputs.build_outputs(nm, spect, counts, regions, uptake, shunt, plan, ct_ordered,
+                                                  ct_image, on_ct)
     lap("outputs_s")
+    predicted: PredictedDose | None = None
+    if analysis.predicted_dose:
+        structure_set = regions_rtss if regions_rtss is not None else (
+            rtstruct if regions.liver_source == "RTSTRUCT" and regions.tumour_source == "RTSTRUCT" else None)
+        predicted = predict(nm, spect, regions, on_ct or {}, shunt, plan, ct_ordered, ct_image, structure_set,
+                            analysis)
+        objects += predicted.outputs
+        if predicted.reference is not None and regions_rtss is not None:
+            objects.append(OutputObject("rtdose", regions_rtss, "MAA regions structure set (the dose's regions)"))
+        warnings += predicted.warnings
+    lap("dose_s")
     measurements = MaaMeasurements(
         spect=SpectRecord(series_instance_uid=str(nm.get("SeriesInstanceUID", "")),
                           sop_instance_uid=str(nm.get("SOPInstanceUID", "")), tracer=tracer_of(nm),
@@ -216,7 +235,9 @@ def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset |
         partition_model=PartitionRecord.of(plan) if plan else PartitionRecord(computed=False, reason=no_plan),
         correlation=correlation,
         timings_s=timings,
+        predicted_dose=predicted.record if predicted is not None else None,
     )
     logger.info("MAA done: %d tumours, overall T/N %s, LSF %s (%s), activity %s GBq", len(uptake.tumours),
                 uptake.overall_tn, shunt.lsf, shunt.source, plan.activity_gbq if plan else None)
-    return WorkflowResult("maa", measurements, objects, warnings)
+    return MaaResult("maa", measurements, objects, warnings,
+                     dose=predicted.reference if predicted is not None else None)

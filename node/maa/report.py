@@ -5,11 +5,29 @@ from collections.abc import Mapping, Sequence
 
 from pydicom import Dataset
 
-from node.maa.measurements import MaaMeasurements
+from node.maa.measurements import MaaMeasurements, PredictedDoseRecord, RegionDoseRecord
 from node.maa.partition import TISSUE_DENSITY_G_PER_ML
 from node.perfusion.report import MAX_SLOPE, METHOD_CODES, PARAMETER_CONCEPTS, PERFUSION_UNITS
-from node.report.codes import ABSORBED_DOSE, LIVER, LUNG, MASS, REGION_VOLUME, TUMOUR, VOLUME
-from node.report.groups import Group, fmt, private
+from node.report.codes import (
+    ABOVE_RANGE,
+    ABSORBED_DOSE,
+    BELOW_RANGE,
+    DOSE_D70,
+    DOSE_D90,
+    LIVER,
+    LUNG,
+    MASS,
+    MAX_DOSE,
+    MEAN_DOSE,
+    MEDIAN_DOSE,
+    MIN_DOSE,
+    NORMALITY,
+    REGION_VOLUME,
+    TUMOUR,
+    VOLUME,
+    volume_receiving,
+)
+from node.report.groups import Coded, Group, fmt, private
 from node.workflow import WorkflowResult
 
 __all__ = ["PROCEDURE", "report_groups", "summary_section"]
@@ -35,6 +53,66 @@ PEARSON = private("LN-M-PEARSON", "Pearson correlation over tumours")
 TUMOUR_PREFIX = "MAA tumour "
 NORMAL_LIVER, WHOLE_LIVER, LUNGS = "MAA normal liver", "MAA whole liver", "MAA lungs"
 ACTIVITY_GROUP, CORRELATION_GROUP = "Y-90 activity, partition model", "MAA T/N vs tumour ALP"
+DOSE_PREFIX = "Y-90 dose predicted, "
+DOSE_ACTIVITY = "Y-90 dose predicted: activity"
+LDM = private("LN-M-LDM", "Local deposition, Y-90 49.67 Gy kg/GBq, MAA SPECT/CT")
+LUNG_SHUNT_DOSE = private("LN-M-LUNGM", "49.67 x A x LSF / CT lung mass")
+DOSE_ACTIVITY_USED = private("LN-Y90-AD", "Y-90 activity of the predicted dose")
+
+
+def _flag_region(quantity: str) -> str:
+    """The dose region a safety flag is about (node.dose.safety quantities)."""
+    if quantity.startswith("tumour ") and quantity.endswith(" mean dose"):
+        return quantity[len("tumour "):-len(" mean dose")]
+    return "lungs" if quantity.startswith("lung") else "non-tumoural liver"
+
+
+def dose_groups(pd: PredictedDoseRecord, nm: list[Dataset]) -> list[Group]:
+    """The predicted dose's figures: one group per region (DVH figures, flags as qualitative evaluations)."""
+    limits = ", ".join(f"{k} = {v:g}" for k, v in pd.limits_gy.items() if v is not None)
+    params = [f"method = {pd.method}", f"activity (GBq) = {pd.activity_gbq} ({pd.activity_source})",
+              f"lung shunt fraction = {pd.lung_shunt_fraction}", f"sphere type = {pd.sphere_type}",
+              f"bilobar = {pd.bilobar}, compromised liver = {pd.compromised_liver}, prior lung dose (Gy) = "
+              f"{pd.prior_lung_dose_gy:g}", f"limits (Gy): {limits} ({pd.limits_source})",
+              f"density = {pd.density_calibration}", f"dose grid = {pd.dose_grid}",
+              f"structure grid = {pd.structure_grid}"]
+    groups = []
+    for name, r in pd.regions.items():
+        site = LUNG if r.kind == "lungs" else LIVER
+        g = Group("maa", f"{DOSE_PREFIX}{name}", site, TUMOUR if r.kind == "tumour" else None, sources=nm,
+                  parameters=params)
+        _dose_items(g, r, LDM)
+        if r.kind == "lungs" and pd.lungs is not None:
+            g.add(MEAN_DOSE, pd.lungs.mean_gy, "Gy", LUNG_SHUNT_DOSE, "Dmean (A x LSF / lung mass)")
+        for f in pd.flags:
+            if _flag_region(f.quantity) == name:
+                g.evaluations.append((NORMALITY, BELOW_RANGE if f.quantity.startswith("tumour") else ABOVE_RANGE))
+                g.parameters = g.parameters + [f"flag: {f.message}"]
+        groups.append(g)
+    if "lungs" not in pd.regions and pd.lungs is not None and pd.lungs.mean_gy is not None:
+        g = Group("maa", f"{DOSE_PREFIX}lungs", LUNG, None, sources=nm, parameters=params + [pd.lungs.method])
+        g.add(MEAN_DOSE, pd.lungs.mean_gy, "Gy", LUNG_SHUNT_DOSE, "Dmean (A x LSF / lung mass)")
+        for f in pd.flags:
+            if _flag_region(f.quantity) == "lungs":
+                g.evaluations.append((NORMALITY, ABOVE_RANGE))
+                g.parameters = g.parameters + [f"flag: {f.message}"]
+        groups.append(g)
+    g = Group("maa", DOSE_ACTIVITY, LIVER, None, sources=nm, parameters=params)
+    g.add(DOSE_ACTIVITY_USED, pd.activity_gbq, "GBq", LDM, f"activity ({pd.activity_source})")
+    groups.append(g)
+    return groups
+
+
+def _dose_items(g: Group, r: RegionDoseRecord, method: Coded) -> None:
+    g.add(VOLUME, r.volume_ml, "mL", REGION_VOLUME, "volume")
+    g.add(MEAN_DOSE, r.mean_gy, "Gy", method, "Dmean")
+    g.add(MEDIAN_DOSE, r.d50_gy, "Gy", method, "D50")
+    g.add(DOSE_D70, r.d70_gy, "Gy", method, "D70")
+    g.add(DOSE_D90, r.d90_gy, "Gy", method, "D90")
+    g.add(MIN_DOSE, r.min_gy, "Gy", method, "Dmin")
+    g.add(MAX_DOSE, r.max_gy, "Gy", method, "Dmax")
+    for dose_gy, percent in r.v_percent.items():
+        g.add(volume_receiving(float(dose_gy)), percent, "%", method, f"V{dose_gy}Gy")
 
 
 def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str, Sequence[Dataset]]) -> list[Group]:
@@ -88,6 +166,8 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
           "activity at normal-liver limit")
     g.add(ACTIVITY_LUNG_LIMIT, plan.activity_lung_limit_gbq, "GBq", PARTITION_MODEL, "activity at lung limit")
     groups.append(g)
+    if m.predicted_dose is not None and m.predicted_dose.computed:
+        groups += dose_groups(m.predicted_dose, nm)
     pearson = corr.pearson_r_tn_vs_alp if corr is not None else {}
     if pearson:
         g = Group("maa", CORRELATION_GROUP, LIVER, TUMOUR, sources=nm,
@@ -140,4 +220,17 @@ def summary_section(groups: Sequence[Group]) -> list[str]:
     corr = by_id.get(CORRELATION_GROUP)
     if corr:
         out.append("; ".join(i.label + " = " + fmt(i.value, 0) for i in corr.items))
+    dose = [g for g in groups if g.identifier.startswith(DOSE_PREFIX)]
+    if dose:
+        activity = by_id.get(DOSE_ACTIVITY)
+        used = activity.items[0].label if activity and activity.items else ""
+        gbq = fmt(activity.get(DOSE_ACTIVITY_USED) if activity else None, 0)
+        out += ["", f"Y-90 DOSE PREDICTED (local deposition) for {gbq} GBq {used[len('activity '):]}",
+                f"{'region':<20}{'mL':>8}{'Dmean':>8}{'D50':>8}{'D70':>8}{'D90':>8}   V(Gy) %"]
+        for g in dose:
+            vs = " ".join(f"{i.label[:-2]}={i.value:.0f}" for i in g.items if i.unit == "%")
+            mean = g.get(MEAN_DOSE, LUNG_SHUNT_DOSE) or g.get(MEAN_DOSE)
+            out.append(f"{g.identifier[len(DOSE_PREFIX):][:20]:<20}{fmt(g.get(VOLUME))}{fmt(mean)}"
+                       f"{fmt(g.get(MEDIAN_DOSE))}{fmt(g.get(DOSE_D70))}{fmt(g.get(DOSE_D90))}   {vs}")
+        out.append("  (Gy; lungs: 49.67 x A x LSF / CT lung mass; flags below are warnings, not prescriptions)")
     return out

@@ -73,6 +73,7 @@ class MaaWorkflow(Workflow[MaaSettings, MaaMeasurements]):
         RoleRule("spect-maa", "NM whose radiopharmaceutical text names MAA / aggregated albumin", names_maa,
                  explain=_why),
     )
+    output_kinds = ("rtdose",)  # the predicted Y-90 dose with its plan and regions, for a TPS
     settings_type = MaaSettings
     measurements_type = MaaMeasurements
     legacy_keys = {"normal_liver_dose_gy": "normal_liver_dose_gy", "lung_dose_limit_gy": "lung_dose_limit_gy",

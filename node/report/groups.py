@@ -60,6 +60,8 @@ class Group:
     items: list[Item] = field(default_factory=list)
     sources: list[Dataset] = field(default_factory=list)
     parameters: list[str] = field(default_factory=list)  # method details (algorithm parameters)
+    #: qualitative evaluations (name, value), e.g. a safety flag: (Finding, Above reference range)
+    evaluations: list[tuple[Coded, Coded]] = field(default_factory=list)
 
     def add(self, concept: Coded, value: float | None, unit: str, method: Coded, label: str,
             derivation: str | None = None, scale: float = 1.0, uncertainty: float | None = None,

@@ -51,15 +51,19 @@ def _group(g: Group) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     sources = [hd.sr.SourceImageForMeasurementGroup(referenced_sop_class_uid=ds.SOPClassUID,
                                                     referenced_sop_instance_uid=ds.SOPInstanceUID)
                for ds in g.sources]
+    evaluations = [hd.sr.QualitativeEvaluation(name=C.concept(name), value=C.concept(value))
+                   for name, value in g.evaluations]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=g.identifier[:64]),
         finding_type=C.concept(g.finding) if g.finding else None,
         finding_sites=[hd.sr.FindingSite(anatomic_location=C.concept(g.site))] if g.site else None,
-        algorithm_id=algorithm, measurements=measurements, source_images=sources or None)
+        algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=evaluations or None,
+        source_images=sources or None)
 
 
 def build_sr(case_id: str, groups: Sequence[Group], evidence: Sequence[Dataset],
-             workflows: Sequence[Workflow[Any, Any]]) -> Dataset:
+             workflows: Sequence[Workflow[Any, Any]],
+             series_description: str = f"Case measurements - {NOT_FOR_DIAGNOSIS}") -> Dataset:
     """The Comprehensive 3D SR holding `groups`; `evidence` must include every group source (first = study);
     `workflows` name the procedures reported."""
     observer = hd.sr.ObserverContext(
@@ -73,6 +77,6 @@ def build_sr(case_id: str, groups: Sequence[Group], evidence: Sequence[Dataset],
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(evidence), content=report, series_instance_uid=hd.UID(), series_number=SR_SERIES_NUMBER,
         sop_instance_uid=hd.UID(), instance_number=1, is_complete=True, is_final=False, is_verified=False,
-        series_description=f"Case measurements - {NOT_FOR_DIAGNOSIS}"[:64], **equipment_kwargs())
+        series_description=series_description[:64], **equipment_kwargs())
     logger.info("case %s: SR with %d groups, %d measurements", case_id, len(groups), sum(len(g.items) for g in groups))
     return sr
