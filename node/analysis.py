@@ -22,7 +22,7 @@ from pydicom.tag import Tag
 
 from node.classify import plan_case
 from node.config import Config
-from node.errors import AnalysisError
+from node.errors import AnalysisError, itk_reason
 from node.header import read_stored
 from node.index import Index, SeriesRow
 from node.record import CaseRecord, WorkflowRecord, dumps, encode
@@ -46,17 +46,22 @@ class OutputSink(Protocol):
 
 
 class CaseReader:
-    """Reads a case's series for one workflow and, when it ends, keeps only their headers (pixel data released)."""
+    """Reads a case's series for one workflow and, when it ends, keeps only their headers (pixel data released).
+
+    Only the case's own instances of a series are read (a series whose instances carry two patient identities is
+    two series of two cases). A series an operator reassigned to this case is read with the case's patient
+    identity, so no output carries another patient's."""
 
     def __init__(self, index: Index, case: CaseSeries) -> None:
         self.index = index
         self.case = case
         self._read: list[tuple[str, list[Dataset]]] = []
+        self._identity = index.get_case(case.case_id)
 
     def read(self, series: SeriesRow) -> list[Dataset]:
         """All instances of a series, pixel data included (remembered, under the series' role, for the report)."""
         out: list[Dataset] = []
-        for p in self.index.instance_paths(series.series_uid):
+        for p in self.index.instance_paths(series.series_uid, series.case_id or None):
             try:
                 out.append(read_stored(p))  # the node's reader: the meta it wrote decides the transfer syntax
             except Exception as exc:
@@ -64,8 +69,25 @@ class CaseReader:
                                     f"{series.series_description!r}: {exc}") from exc
         if not out:
             raise AnalysisError(f"series {series.series_description!r} has no readable instances")
+        self._as_case_patient(series, out)
         self._read.append((self.case.roles.get(series.series_uid, "other"), out))
         return out
+
+    def _as_case_patient(self, series: SeriesRow, datasets: list[Dataset]) -> None:
+        case = self._identity
+        if case is None or not case.patient_id or (series.patient_id, series.issuer_of_patient_id) == (
+                case.patient_id, case.issuer_of_patient_id):
+            return
+        for ds in datasets:  # reassigned by the operator: the case's patient, not the one in the file
+            ds.PatientID = case.patient_id
+            ds.PatientName = case.patient_name
+            if case.issuer_of_patient_id:
+                ds.IssuerOfPatientID = case.issuer_of_patient_id
+            elif "IssuerOfPatientID" in ds:
+                del ds.IssuerOfPatientID
+            for kw in ("PatientBirthDate", "PatientSex"):
+                if kw in ds:
+                    setattr(ds, kw, "")
 
     def release(self) -> dict[str, list[Dataset]]:
         """Drop the pixel data of everything read; returns role -> headers (the last series read of a role)."""
@@ -88,6 +110,8 @@ class AnalysisRunner:
         self.sink = sink
         self.registry = config.workflows if registry is None else registry
         self.report = report
+        #: called with a case id after each analysis (the node: Completion.evaluate_case, for what arrived meanwhile)
+        self.on_finished: Callable[[str], Any] | None = None
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self.last_error = ""
@@ -128,6 +152,11 @@ class AnalysisRunner:
                 logger.exception("analysis of case %s crashed", case_id)
                 self.last_error = f"{case_id}: {exc}"
                 self.index.finish_analysis(case_id, ok=False, reason=f"internal error: {exc}")
+            if self.on_finished is not None:
+                try:
+                    self.on_finished(case_id)
+                except Exception:
+                    logger.exception("evaluating case %s after its analysis failed", case_id)
 
     def _deliver(self, case_id: str, objects: Sequence[OutputObject]) -> int:
         if self.sink is not None:
@@ -141,7 +170,7 @@ class AnalysisRunner:
             return None
         series = self.index.series_of_case(case_id)
         analysis = self.config.analysis
-        plan = plan_case(series, analysis.liver_roi_names, self.registry)
+        plan = plan_case(series, analysis.liver_roi_names, self.registry, self.config.classify.tracers)
         case = CaseSeries(case_id, tuple(series), plan.roles)
         logger.info("analysing case %s: workflows %s; series: %s", case_id, ", ".join(plan.runnable) or "none",
                     ", ".join(f"{s.modality} {s.series_description!r} ({plan.roles[s.series_uid]}, "
@@ -160,10 +189,25 @@ class AnalysisRunner:
                 record.errors["report"] = f"{type(exc).__name__}: {exc}"
         ok = not record.errors
         reason = "; ".join(f"{name}: {text}" for name, text in record.errors.items())
-        state = self.index.finish_analysis(case_id, ok=ok, reason=reason, result=record.to_json())
+        state = self.index.finish_analysis(case_id, ok=ok, reason=reason, result=record.to_json(),
+                                           inputs=self._inputs(case, record))
         logger.info("case %s analysed: %s (%d outputs)%s", case_id, state, record.outputs,
                     f"; {reason}" if reason else "")
         return state
+
+    def _inputs(self, case: CaseSeries, record: CaseRecord) -> list[str]:
+        """The series this analysis used: each workflow's selection; for one that recorded none, every series of
+        the roles it needs or uses (a late instance of any of them re-runs the case)."""
+        used: list[str] = []
+        for wf in self.registry:
+            if wf.name not in record.workflows:
+                continue
+            chosen = [i["series_uid"] for i in record.inputs.get(wf.name, [])]
+            if not chosen:
+                roles = {*wf.needs, *wf.uses}
+                chosen = [s.series_uid for s in case.series if case.roles.get(s.series_uid) in roles]
+            used += chosen
+        return list(dict.fromkeys(used))
 
     def _run_workflow(self, wf: Workflow[Any, Any], case: CaseSeries, record: CaseRecord,
                       results: dict[str, WorkflowResult[Any]], sources: dict[str, list[Dataset]]) -> None:
@@ -186,7 +230,7 @@ class AnalysisRunner:
             return
         except Exception as exc:
             logger.exception("case %s: %s analysis failed", case.case_id, wf.name)
-            record.errors[wf.name] = f"internal error ({type(exc).__name__}: {exc})"
+            record.errors[wf.name] = f"internal error ({type(exc).__name__}: {itk_reason(exc)})"
             self.last_error = f"{case.case_id}/{wf.name}: {exc}"
             return
         finally:

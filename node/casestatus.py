@@ -12,11 +12,11 @@
      "outbox": [{"destination", "case_id", "kind", "description", "sop_instance_uid", "sop_class_uid", "state",
                  "attempts", "next_attempt", "last_error", "sent_as", "sent_at"}]}
 
-What the node cannot tell yet is still in the schema with an honest value, each filled in ONE place here:
-``issuer_of_patient_id`` (:func:`_issuer`: the index does not keep it yet, ""), ``role_reason``
-(the matching role rule in words: node.classify.explain_roles), ``conflicts`` (:func:`_conflicts`:
-patient-identity conflicts are not detected yet, []) and the case state ``held`` (a valid state everywhere;
-nothing sets it yet).
+Each field is filled in ONE place here: ``issuer_of_patient_id`` (:func:`_issuer`: the case's identity,
+node.identity), ``role_reason`` (why the series has its role, or why not each role it could have had:
+node.classify.explain_roles; a series an operator reassigned says so), ``conflicts`` (:func:`_conflicts`: the open
+patient-identity conflicts, node.identity) and the case state ``held`` (set by a conflict, left by a corrected
+re-send or an operator's release / reassignment).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from node.config import Config
 from node.errors import AnalysisError
 from node.index import CaseRow, Index, SeriesRow
 from node.record import CaseRecord, RecordError
+from node.selection import best_of_role
 from node.workflow import CaseSeries
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class WorkflowStatus:
         return list(self.warnings)
 
     def to_json(self) -> dict[str, Any]:
+        """`flags`: what the last analysis said to review (e.g. a dose above a safety limit, a value not
+        measurable), from the case record; [] when it said nothing or has not run."""
         return {"state": self.state, "reason": self.reason, "inputs": dict(self.inputs), "flags": self.flags}
 
 
@@ -230,13 +233,14 @@ class NodeStatus:
 
 # ------------------------------------------------------------------ the fields filled in one place each
 def _issuer(case: CaseRow) -> str:
-    """IssuerOfPatientID of the case's identity ("" until the index keeps it)."""
-    return str(getattr(case, "issuer_of_patient_id", "") or "")
+    """IssuerOfPatientID of the case's identity ("" when its instances carry none)."""
+    return case.issuer_of_patient_id
 
 
-def _conflicts(index: Index) -> list[Conflict]:
-    """Patient-identity conflicts (none are detected yet: [])."""
-    return []
+def _conflicts(index: Index, case_id: str | None = None) -> list[Conflict]:
+    """Open patient-identity conflicts (of one case when given)."""
+    return [Conflict(kind=c.kind, key=c.key, identities=c.identities, cases=c.cases, detected_at=c.detected_at)
+            for c in index.conflicts() if case_id is None or case_id in c.cases]
 
 
 # ------------------------------------------------------------------ inputs and workflow states
@@ -262,9 +266,9 @@ def _inputs(config: Config, case: CaseSeries, record: CaseRecord | None) -> dict
         try:
             chosen = wf.select_inputs(case, config.analysis.settings_for(wf)).chosen
             out[wf.name] = {case.roles.get(c.series.series_uid, "other"): c.series.series_uid for c in chosen}
-        except AnalysisError:
-            newest = {role: case.with_role(role) for role in (*wf.needs, *wf.uses)}
-            out[wf.name] = {role: found[0].series_uid for role, found in newest.items() if found}
+        except AnalysisError:  # not all its inputs yet: the series it would most likely use, per role
+            best = {role: best_of_role(case, role, config.analysis.common) for role in (*wf.needs, *wf.uses)}
+            out[wf.name] = {role: s.series_uid for role, s in best.items() if s is not None}
     return out
 
 
@@ -354,7 +358,10 @@ def disk_status(config: Config) -> DiskStatus | None:
 # ------------------------------------------------------------------ the one builder
 def case_status(config: Config, index: Index, case: CaseRow, outputs: Sequence[OutputStatus] = ()) -> CaseStatus:
     series = index.series_of_case(case.case_id)
-    roles = explain_roles(series, config.analysis.liver_roi_names, config.workflows)
+    roles = explain_roles(series, config.analysis.liver_roi_names, config.workflows, config.classify.tracers)
+    for uid, who in index.reassigned_series(case.case_id).items():
+        role, why = roles[uid]
+        roles[uid] = (role, f"{why} (reassigned to this case by an operator; its headers name patient {who})")
     role_of = {uid: r for uid, (r, _) in roles.items()}
     return CaseStatus(
         case_id=case.case_id, patient_id=case.patient_id, issuer_of_patient_id=_issuer(case),
@@ -375,6 +382,6 @@ def collect(config: Config, index: Index, outbox: Outbox | None = None, sender: 
     rows = [c for c in ([index.get_case(case_id)] if case_id is not None else index.cases()) if c is not None]
     outputs = _outputs(outbox, case_id) if outbox is not None else []
     cases = [case_status(config, index, c, outputs) for c in rows]
-    return NodeStatus(cases=cases, conflicts=_conflicts(index), outbox=outputs,
+    return NodeStatus(cases=cases, conflicts=_conflicts(index, case_id), outbox=outputs,
                       destinations=_destinations(config, outputs, sender), unrouted_outputs=config.unrouted_outputs(),
                       disk=disk_status(config), generated_at=time.time())

@@ -143,6 +143,22 @@ def cmd_release(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reassign(args: argparse.Namespace) -> int:
+    from node.operations import reassign
+
+    config = _config(args)
+    index, outbox = _open(config)
+    try:
+        from node.completion import Completion
+
+        evaluate = Completion(index, config, on_ready=lambda _case: None).evaluate_case
+        print(reassign(index, args.uid, args.to, _operator(), from_case=args.from_case, evaluate=evaluate))
+    finally:
+        index.close()
+        outbox.close()
+    return EXIT_OK
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     from node.retention import apply, plan
     from node.status import table
@@ -320,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(sub.add_parser("release", help="release a case held after a patient-identity conflict"))
     sp.add_argument("case")
     sp.set_defaults(fn=cmd_release)
+    sp = with_config(sub.add_parser("reassign", help="move a series (or a study's series) to another case: the "
+                                                     "operator's answer to an identity conflict"))
+    sp.add_argument("uid", help="SeriesInstanceUID, or StudyInstanceUID for all series of a study")
+    sp.add_argument("--to", required=True, help="the case it belongs to")
+    sp.add_argument("--from", dest="from_case", default=None, help="the case to move it from (when in several)")
+    sp.set_defaults(fn=cmd_reassign)
     sp = with_config(sub.add_parser("prune", help="apply the [retention] policy now (audited)"))
     sp.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     sp.set_defaults(fn=cmd_prune)

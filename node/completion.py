@@ -16,9 +16,12 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from node.classify import plan_case
+from node.classify import CasePlan, plan_case
 from node.config import Config
-from node.index import Index
+from node.errors import AnalysisError
+from node.index import CaseRow, Index, SeriesRow
+from node.record import CaseRecord, RecordError
+from node.workflow import CaseSeries
 
 logger = logging.getLogger(__name__)
 
@@ -66,36 +69,93 @@ class Completion:
         try:
             with self._lock:
                 self._armed.discard(study_uid)
-                case_id = self.index.mark_study_stable(study_uid)
-                if case_id is None:
+                cases = self.index.mark_study_stable(study_uid)
+                if cases is None:
                     state = self.index.study_due(study_uid)
                     if state is not None and not state[1]:  # more arrived since: wait for the new due time
                         self._arm(study_uid, state[0])
                     return
-            logger.info("study %s stable (case %s)", study_uid, case_id)
-            self.evaluate_case(case_id)
+            logger.info("study %s stable (case%s %s)", study_uid, "s" if len(cases) > 1 else "", ", ".join(cases))
+            for case_id in cases:
+                self.evaluate_case(case_id)
         except Exception:  # a timer must never die silently: log, and the study is re-armed on next arrival
             logger.exception("completion check of study %s failed", study_uid)
 
     def evaluate_case(self, case_id: str) -> bool:
-        """Queue the case if all its studies are stable and a workflow can run. Returns whether it was queued."""
+        """Queue the case if all its studies are stable and a workflow can run (an analysed case: only when an
+        input changed). Returns whether it was queued."""
         with self._case_lock:
             if not self.index.case_studies_stable(case_id):
                 return False
             case = self.index.get_case(case_id)
-            if case is None or case.state not in ("receiving", "stable"):
+            if case is None or case.state not in ("receiving", "stable", "done", "failed"):
                 return False
-            plan = plan_case(self.index.series_of_case(case_id), self.config.analysis.liver_roi_names,
-                             self.config.workflows)
+            series = self.index.series_of_case(case_id)
+            plan = plan_case(series, self.config.analysis.liver_roi_names, self.config.workflows,
+                             self.config.classify.tracers)
             waiting = "; ".join(f"{wf} waits for {', '.join(m)}" for wf, m in plan.waiting.items())
+            notes = "; ".join(plan.notes)
+            previous = case.state
+            allowed = ("receiving", "stable") if previous in ("receiving", "stable") else (previous,)
+            change = ""
+            if previous in ("done", "failed"):
+                if not series:
+                    return False  # retired (its series went to another case): nothing to analyse
+                change = self._input_change(case, series, plan)
+                if not change:
+                    logger.info("case %s: nothing that arrived since analysis v%d is an input; not analysed again",
+                                case_id, case.version)
+                    return False
             if not plan.runnable:
                 reason = waiting or "no workflow has its inputs (" + ", ".join(sorted(set(plan.roles.values()))) + ")"
-                self.index.set_case_state(case_id, "stable", reason, only_from=("receiving", "stable"))
+                reason += f"; {notes}" if notes else ""
+                if change:
+                    reason = f"{change}; {reason}"
+                self.index.set_case_state(case_id, "stable", reason, only_from=allowed)
                 logger.info("case %s stable, not ready: %s", case_id, reason)
                 return False
             reason = "ready: " + ", ".join(plan.runnable) + (f" ({waiting})" if waiting else "")
-            if not self.index.set_case_state(case_id, "queued", reason, only_from=("receiving", "stable")):
+            reason += f"; {notes}" if notes else ""
+            if change:
+                reason = f"{change}; {reason}"
+            if not self.index.set_case_state(case_id, "queued", reason, only_from=allowed):
                 return False
         logger.info("case %s ready for analysis: %s", case_id, reason)
         self.on_ready(case_id)
         return True
+
+    def _input_change(self, case: CaseRow, series: list[SeriesRow], plan: CasePlan) -> str:
+        """What changed in the inputs of an analysed case since its last analysis ("" = nothing)."""
+        try:
+            record = CaseRecord.from_json(case.result) if case.result else None
+        except RecordError:
+            record = None
+        since = case.analysed_input_at or 0.0
+        changed = {s.series_uid: s for s in series if s.changed_at > since}
+        inputs = self.index.case_inputs(case.case_id)
+        touched = [s for uid, s in changed.items() if uid in inputs]
+        if touched:
+            return (f"input series {', '.join(repr(s.series_description or s.series_uid) for s in touched)} "
+                    f"changed since analysis v{case.version}")
+        ran = list(record.workflows) if record is not None else []
+        new = [w for w in plan.runnable if w not in ran]
+        if new:
+            return f"{', '.join(new)} can run now (new inputs since analysis v{case.version})"
+        gone = [w for w in ran if w not in plan.runnable]
+        if gone:
+            return f"{', '.join(gone)} can no longer run (its inputs changed since analysis v{case.version})"
+        if record is None or not changed:
+            return ""
+        case_series = CaseSeries(case.case_id, tuple(series), plan.roles)
+        for wf in self.config.workflows:
+            recorded = {i["series_uid"] for i in record.inputs.get(wf.name, [])}
+            if wf.name not in plan.runnable or not recorded:
+                continue
+            try:
+                chosen = {c.series.series_uid for c in
+                          wf.select_inputs(case_series, self.config.analysis.settings_for(wf)).chosen}
+            except AnalysisError:
+                continue
+            if chosen != recorded:
+                return f"{wf.name} would now use other series than in analysis v{case.version}"
+        return ""

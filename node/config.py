@@ -16,6 +16,8 @@ from typing import Any, TypeVar, cast
 
 from node.configtable import ConfigError, ConfigTable
 from node.registry import DEFAULT_REGISTRY, Registry
+from node.resend import DUPLICATE_POLICIES
+from node.tracers import TRACER_FIELDS, TracerRule, TracerRules
 from node.workflow import CORE_OUTPUT_KINDS, CommonSettings, Workflow
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "OutboxConfig",
     "HealthConfig",
     "ReceiveConfig",
+    "ClassifyConfig",
     "DashboardConfig",
     "WebhookConfig",
     "NotificationsConfig",
@@ -150,7 +153,8 @@ class HealthConfig:
 
 @dataclass(frozen=True)
 class ReceiveConfig:
-    """The receive edge: what is accepted, and how long a connection may take to ask for an association."""
+    """The receive edge: what is accepted, how long a connection may take to ask for an association, and what a
+    re-sent SOP instance with different content does (node.resend)."""
 
     strict: bool = False  # True: refuse what the tolerant default stores as "unusable" (see node/header.py)
     negotiation_timeout_seconds: float = 5.0  # connect (TLS handshake included) to A-ASSOCIATE-RQ received
@@ -158,6 +162,15 @@ class ReceiveConfig:
     max_negotiating: int = 32  # connections not yet associated, all peers together
     max_negotiating_per_address: int = 8  # ... from one address
     fast_path: bool = True  # node/netfast.py's tuned pynetdicom receive path; False = stock pynetdicom
+    #: "replace": the new copy is used, the stored one kept as superseded; "keep-first": the reverse
+    duplicates: str = "replace"
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """``[classify]``: how series are recognised beyond their headers (node.classify, node.tracers)."""
+
+    tracers: TracerRules = field(default_factory=TracerRules)
 
 
 @dataclass(frozen=True)
@@ -242,6 +255,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     receive: ReceiveConfig = field(default_factory=ReceiveConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     source: Path | None = None  # the file it came from, for messages
     workflows: Registry = DEFAULT_REGISTRY  # the workflows this configuration was validated for
     notices: tuple[str, ...] = ()  # deprecations found while reading (logged at start-up)
@@ -404,8 +418,11 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
         max_negotiating=rv.required_integer("max_negotiating", 32, 1, 10000),
         max_negotiating_per_address=rv.required_integer("max_negotiating_per_address", 8, 1, 10000),
         fast_path=rv.boolean("fast_path", True),
+        duplicates=rv.choice("duplicates", "replace", DUPLICATE_POLICIES),
     )
     rv.finish()
+
+    classify = _classify(ConfigTable("classify", root.get("classify", {})), registry)
 
     dashboard = _dashboard(ConfigTable("dashboard", root.get("dashboard", {})), base, health)
     notifications = _notifications(ConfigTable("notifications", root.get("notifications", {})))
@@ -422,8 +439,39 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
     root.finish()
     return Config(node=node, security=security, completion=completion, analysis=analysis,
                   destinations=tuple(dests), outbox=outbox, health=health, dashboard=dashboard,
-                  notifications=notifications, retention=retention, receive=receive, source=source,
-                  workflows=registry, notices=tuple(notices))
+                  notifications=notifications, retention=retention, receive=receive, classify=classify,
+                  source=source, workflows=registry, notices=tuple(notices))
+
+
+def _classify(c: ConfigTable, registry: Registry) -> ClassifyConfig:
+    """``[classify]``: tracer_fields, and ``[classify.tracers]`` "<radiopharmaceutical>" = [patterns] (node.tracers).
+    Every radiopharmaceutical must be one a registered workflow analyses; every pattern a regular expression."""
+    from node.classify import known_tracers, recognises_tracer
+
+    fields = c.strings("tracer_fields", tuple(TRACER_FIELDS))
+    for i, f in enumerate(fields):
+        if f not in TRACER_FIELDS:
+            raise ConfigError(f"{c.key('tracer_fields')}[{i}]", f"unknown field {f!r}; use {list(TRACER_FIELDS)}")
+    t = c.sub("tracers")
+    rules = []
+    for name in list(t.table):
+        key = f'{t.prefix}."{name}"'
+        patterns = t.get(name)
+        if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise ConfigError(key, f"must be a non-empty list of patterns (regular expressions), got {patterns!r}")
+        if recognises_tracer(name, registry) is None:
+            raise ConfigError(key, f"no workflow analyses a radiopharmaceutical named {name!r}; name one of "
+                                   f"{list(known_tracers(registry))}")
+        compiled = []
+        for i, p in enumerate(patterns):
+            try:
+                compiled.append(re.compile(p, re.IGNORECASE))
+            except re.error as exc:
+                raise ConfigError(f"{key}[{i}]", f"not a valid regular expression ({exc}): {p!r}") from None
+        rules.append(TracerRule(name, tuple(compiled)))
+    t.finish()
+    c.finish()
+    return ClassifyConfig(tracers=TracerRules(tuple(rules), tuple(dict.fromkeys(fields))))
 
 
 def _dashboard(d: ConfigTable, base: Path, health: HealthConfig) -> DashboardConfig:

@@ -148,8 +148,13 @@ def statement(config: Config | None = None) -> str:
         "\"DICM\", a file meta group with the request's SOP Class and Instance UID and the presentation "
         "context's transfer syntax, then the data set bytes exactly as received, private elements (and any group "
         "0002 elements a sender left in the data set) included. Success is answered only after the file and its "
-        "folder are fsynced. No element is coerced. A second copy of an already stored SOP Instance keeps the "
-        "first copy (answered Success).")
+        "folder are fsynced. No element is coerced. A second copy of an already stored SOP Instance is stored "
+        "too and answered Success; then, off the association, it is compared with the stored copy: identical "
+        "content changes nothing; different content (identity, tracer, times, pixels) "
+        + ("replaces the stored copy, which is kept as superseded ([receive] duplicates = replace)"
+           if config.receive.duplicates == "replace" else
+           "leaves the stored copy in use, the new one kept as superseded ([receive] duplicates = keep-first)")
+        + ", logged and audited.")
     add("")
     add("Receive policy ([receive] strict, now " + ("true" if not tolerant else "false") + "): with false, "
         "whatever can be parsed is stored and answered Success, so routing never stalls; image objects without "

@@ -3,7 +3,8 @@
 Pages read the status model (node/casestatus.py) only: the case list with states and why cases wait, a case's
 workflows (inputs, key results, flags), its Secondary Captures as pictures, where each output went and its
 delivery state, and recent audit events. The only writes are the operator actions (resend, reprocess, release a
-held case), POST forms carrying a CSRF token, each audited with the operator's name (node/operations.py).
+held case, reassign a series to another case), POST forms carrying a CSRF token, each audited with the operator's
+name (node/operations.py).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from node.config import Config
 from node.health import Request, Response
 from node.index import Index
 from node.notifications import case_ref
-from node.operations import ActionRefused, UnknownCaseError, release, reprocess, resend
+from node.operations import ActionRefused, UnknownCaseError, reassign, release, reprocess, resend
 
 if TYPE_CHECKING:
     from node.outbox import Outbox
@@ -175,6 +176,7 @@ class Dashboard:
         if origin and origin != "null" and urllib.parse.urlsplit(origin).netloc != host:  # null: the token decides
             return self._error(403, f"Cross-site request refused (Origin {origin}).")
         operator = f"dashboard:{req.operator}"
+        shown = case_id  # the case page shown after the action
         try:
             if action == "resend":
                 if self.outbox is None:
@@ -186,13 +188,19 @@ class Dashboard:
                 msg = reprocess(self.index, case_id, operator)
             elif action == "release":
                 msg = release(self.index, case_id, operator, self.evaluate)
+            elif action == "reassign":
+                uid, target = req.form.get("series", "").strip(), req.form.get("to", "").strip()
+                if not uid or not target:
+                    raise ActionRefused("choose a series and the case it belongs to")
+                msg = reassign(self.index, uid, target, operator, from_case=case_id, evaluate=self.evaluate)
+                shown = target  # the source case may be gone (emptied)
             else:
                 return self._error(404, f"Unknown action {action!r}.")
         except UnknownCaseError as exc:
             return self._error(404, str(exc))
         except ActionRefused as exc:
             msg = f"Not done: {exc}"
-        location = f"/ui/case/{urllib.parse.quote(case_id, safe='')}?msg={urllib.parse.quote(msg)}"
+        location = f"/ui/case/{urllib.parse.quote(shown, safe='')}?msg={urllib.parse.quote(msg)}"
         return Response(303, headers={"Location": location})
 
 

@@ -26,6 +26,9 @@ from node.workflow import TruthCheck
 
 logger = logging.getLogger(__name__)
 
+#: phantom variants the demo adds to the default patient (node/phantom/README.md)
+DEMO_VARIANTS = ("y90", "tps-rtdose")
+
 def send_files(host: str, port: int, called_ae: str, files: Sequence[Path], ssl_context: Any = None) -> tuple[int, int]:
     """C-STORE every file over one association. Returns (stored, refused)."""
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
@@ -111,7 +114,9 @@ def run_demo(config: Config, args: argparse.Namespace) -> int:
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="liver-node-demo-"))
     print(f"1. writing a phantom patient to {workdir}")
-    write_phantom(workdir, size="small", seed=0)
+    # with the Y-90 dose truth (post-therapy PET/CT with a known MAA mismatch) and a plan dose "from the TPS" for
+    # the GSA case, so the dose workflows are checked too (the TPS dose references the phantom's planning CT)
+    write_phantom(workdir, size="small", seed=0, variants=DEMO_VARIANTS)
     truth = json.loads((workdir / "truth.json").read_text())
     case_id = truth["patient_id"]
     files = sorted(p for p in workdir.rglob("*.dcm") if "truth" not in p.parts)

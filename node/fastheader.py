@@ -25,11 +25,15 @@ WANTED: dict[int, str] = {
     0x00080023: "ContentDate", 0x0008002A: "AcquisitionDateTime", 0x00080032: "AcquisitionTime",
     0x00080033: "ContentTime", 0x00080060: "Modality", 0x00081030: "StudyDescription",
     0x0008103E: "SeriesDescription", 0x00100010: "PatientName", 0x00100020: "PatientID",
+    0x00100021: "IssuerOfPatientID", 0x00181030: "ProtocolName",
     0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID", 0x00200011: "SeriesNumber",
     0x00200032: "ImagePositionPatient", 0x00200037: "ImageOrientationPatient", 0x00200052: "FrameOfReferenceUID",
     0x00200100: "TemporalPositionIdentifier", 0x00280002: "SamplesPerPixel", 0x00280008: "NumberOfFrames",
     0x00280010: "Rows", 0x00280011: "Columns", 0x00280100: "BitsAllocated",
 }
+#: sequences the index reads: a file carrying one is left to pydicom (the scanner skips sequences). The
+#: radiopharmaceutical (NM, PET) names the tracer and radionuclide that give a series its role.
+DECLINED_SEQUENCES = {0x00540016: "RadiopharmaceuticalInformationSequence"}
 PIXEL_TAGS = {0x7FE00010: 16, 0x7FE00008: 32, 0x7FE00009: 64}  # tag -> bits per sample (PixelData: BitsAllocated)
 _NUMERIC_STRINGS = {b"DS", b"IS"}
 _US, _UL = struct.Struct("<H"), struct.Struct("<L")
@@ -170,6 +174,8 @@ def _scan(buf: memoryview, end: int, size: int) -> ScannedHeader:
             else:
                 pixels[tag] = length
             break  # pixel data is last in practice; trailing padding is not needed here
+        if tag in DECLINED_SEQUENCES:
+            raise Unsupported(f"{DECLINED_SEQUENCES[tag]} is read by pydicom")
         if length == _UNDEFINED:
             if vr not in (b"SQ", b"UN"):
                 raise Unsupported("undefined length outside a sequence")

@@ -37,6 +37,7 @@ from pydicom.uid import UID
 
 from node import fastheader
 from node.imaging.dicomtime import acquisition_seconds
+from node.instancecontent import frame_geometry, referenced_series
 from node.sopclasses import IMAGE_SOP_CLASSES, STORAGE_SOP_CLASSES
 from node.store import MAX_UID_LENGTH
 
@@ -96,8 +97,17 @@ class InstanceInfo:
     roi_names: tuple[str, ...]  # RTSTRUCT only
     referenced_frame_of_reference: str  # RTSTRUCT only
     transfer_syntax_uid: str
+    radionuclide_code: str = ""  # NM/PT: RadionuclideCodeSequence code value (e.g. SNOMED 14691008 Yttrium-90)
+    dose_summation_type: str = ""  # RTDOSE only: PLAN, BEAM, FRACTION, ...
+    referenced_sop_uids: tuple[str, ...] = ()  # RTDOSE: its RT Plan(s) and structure set(s); RTPLAN: structure sets
     #: "" when the instance may be an analysis input, else "<reason>: <words>" (reasons: UNUSABLE_REASONS)
     unusable: str = ""
+    issuer_of_patient_id: str = ""  # (0010,0021): a patient is (PatientID, IssuerOfPatientID)
+    protocol_name: str = ""
+    referenced_series: tuple[str, ...] = ()  # RTSTRUCT only: the series its contours were drawn on
+    #: multi-frame objects: each frame's position and time (node.instancecontent); () for single frames
+    frame_positions: tuple[tuple[float, float, float], ...] = ()
+    frame_times: tuple[float, ...] = ()
 
     def unusable_reasons(self) -> tuple[str, ...]:
         """The machine-readable reason codes (empty when usable)."""
@@ -175,6 +185,25 @@ def _radiopharmaceutical(ds: Dataset) -> tuple[str, str]:
     except (AttributeError, IndexError, TypeError):
         pass
     return text, code
+
+
+def _radionuclide(ds: Dataset) -> str:
+    try:
+        return _str(ds.RadiopharmaceuticalInformationSequence[0].RadionuclideCodeSequence[0], "CodeValue")
+    except (AttributeError, IndexError, TypeError):
+        return ""
+
+
+def _rt_references(ds: Dataset) -> tuple[str, ...]:
+    """SOP Instance UIDs an RT Dose or RT Plan references: the plan(s) a dose belongs to, the structure set(s)."""
+    out: list[str] = []
+    for keyword in ("ReferencedRTPlanSequence", "ReferencedStructureSetSequence"):
+        try:
+            items = ds.get(keyword) or []
+            out += [_str(item, "ReferencedSOPInstanceUID") for item in items]
+        except (AttributeError, TypeError):
+            continue
+    return tuple(u for u in dict.fromkeys(out) if u)
 
 
 def _rtstruct(ds: Dataset) -> tuple[tuple[str, ...], str]:
@@ -390,7 +419,8 @@ def _info(ds: Any, expected_sop_class: str | None, expected_sop_instance: str | 
         unusable.append(f"{UNUSABLE_PIXEL_CODEC}: no decoder for {_ts_name(transfer_syntax_uid)} pixel data")
     ipp, iop = _geometry(ds)
     rp_text, rp_code = _radiopharmaceutical(ds)
-    roi_names, ref_for = _rtstruct(ds) if _str(ds, "Modality") == "RTSTRUCT" else ((), "")
+    modality = _str(ds, "Modality")
+    roi_names, ref_for = _rtstruct(ds) if modality == "RTSTRUCT" else ((), "")
     try:
         series_number = int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") not in (None, "") else None
     except (TypeError, ValueError):
@@ -405,6 +435,9 @@ def _info(ds: Any, expected_sop_class: str | None, expected_sop_instance: str | 
     except (TypeError, ValueError):
         temporal = None
     image_type = ds.get("ImageType", "")
+    frames = frame_geometry(ds, ipp, iop, nframes) if nframes > 1 else None
+    if frames is not None and iop is None:
+        iop = frames.orientation  # Enhanced objects keep it in the functional groups
     return InstanceInfo(
         sop_class_uid=sop_class,
         sop_instance_uid=sop_inst,
@@ -430,7 +463,15 @@ def _info(ds: Any, expected_sop_class: str | None, expected_sop_instance: str | 
         roi_names=roi_names,
         referenced_frame_of_reference=ref_for,
         transfer_syntax_uid=transfer_syntax_uid,
+        radionuclide_code=_radionuclide(ds) if modality in ("NM", "PT") else "",
+        dose_summation_type=_str(ds, "DoseSummationType").upper() if modality == "RTDOSE" else "",
+        referenced_sop_uids=_rt_references(ds) if modality in ("RTDOSE", "RTPLAN") else (),
         unusable="; ".join(unusable),
+        issuer_of_patient_id=_str(ds, "IssuerOfPatientID"),
+        protocol_name=_str(ds, "ProtocolName"),
+        referenced_series=referenced_series(ds) if _str(ds, "Modality") == "RTSTRUCT" else (),
+        frame_positions=frames.positions if frames is not None else (),
+        frame_times=frames.times if frames is not None else (),
     )
 
 

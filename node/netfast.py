@@ -644,7 +644,7 @@ class _FastRequestHandler(RequestHandler):
         for event, bound in server._handlers.items():  # as pynetdicom's RequestHandler does
             if event.is_intervention:
                 if bound:
-                    assoc.bind(event, *bound)  # type: ignore[misc]
+                    assoc.bind(event, *bound)
             elif isinstance(event, evt.NotificationEvent):
                 for handler, args in bound:  # type: ignore[misc]
                     assoc.bind(event, handler, args)
@@ -703,7 +703,7 @@ class _FastAssociation(Association):
             context_id, msg = self.dimse.get_msg(block=False)
             if msg is not None:
                 try:
-                    self._serve_request(msg, context_id)  # type: ignore[arg-type]
+                    self._serve_request(msg, context_id)
                 finally:
                     self.dimse.forget(msg)
             if self.is_established and self.acse.is_release_requested():
@@ -898,7 +898,7 @@ class _FastDIMSE(DIMSEServiceProvider):
         self._incoming: _Incoming | None = None
 
     # -------------------------------------------------------------- receiving
-    def receive_primitive(self, primitive: P_DATA) -> None:  # type: ignore[override]
+    def receive_primitive(self, primitive: P_DATA) -> None:
         try:
             for context_id, data in primitive.presentation_data_value_list:
                 self._fragment(context_id, data)

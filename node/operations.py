@@ -1,4 +1,4 @@
-"""Operator actions shared by the CLI and the dashboard: resend, reprocess, release. Each is audited.
+"""Operator actions shared by the CLI and the dashboard: resend, reprocess, release, reassign. Each is audited.
 
 Every action names the case; an unknown case raises :class:`UnknownCaseError` (the CLI's exit status 4), an
 action that cannot be done now raises :class:`ActionRefused` with the reason (exit status 1).
@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from node.audit import audit
-from node.index import Index
+from node.identity import identity_text
+from node.index import Index, ReassignError
 
 if TYPE_CHECKING:
     from node.outbox import Outbox
@@ -57,14 +58,42 @@ def resend(index: Index, outbox: Outbox, case_id: str | None, operator: str, fai
 
 
 def release(index: Index, case_id: str, operator: str, evaluate: Callable[[str], bool] | None = None) -> str:
-    """Release a held case: it goes back to 'stable' and is evaluated for analysis again (`evaluate`, the running
-    node's Completion.evaluate_case; without it the node evaluates it when its next study becomes stable)."""
+    """Release a held case: it is released from the identity conflicts that hold it (they stay open for the other
+    cases involved), goes back to 'stable' and is evaluated for analysis again (`evaluate`, the running node's
+    Completion.evaluate_case; without it the node evaluates it when its next study becomes stable). Its series
+    stay its own: nothing is merged. A new identity joining the conflict holds it again."""
     _known(index, case_id)
     case = index.get_case(case_id)
     if case is None or case.state != "held":
         raise ActionRefused(f"case {case_id!r} is {case.state if case else 'gone'}, not held: nothing to release")
-    if not index.set_case_state(case_id, "stable", "released by operator", only_from=("held",)):
+    conflicts = index.release_case(case_id)
+    if conflicts is None:
         raise ActionRefused(f"case {case_id!r} changed state meanwhile; look again")
-    audit("operator-action", action="release", case=case_id, operator=operator, result="released")
+    audit("operator-action", action="release", case=case_id, operator=operator, result="released",
+          conflicts=",".join(f"{c.kind}:{c.key}" for c in conflicts) or "none")
     queued = evaluate(case_id) if evaluate is not None else False
     return f"case {case_id} released" + (" and queued for analysis" if queued else "")
+
+
+def reassign(index: Index, uid: str, to_case: str, operator: str, from_case: str | None = None,
+             evaluate: Callable[[str], bool] | None = None) -> str:
+    """Move a series (or every series of a study, given its StudyInstanceUID) into another case: the operator says
+    whose images they are. Later instances of it from the same identity follow; the files stay as received and
+    the analysis reads them with the target case's identity. Conflicts are re-examined (a study left in one case
+    is no longer a conflict); both cases are evaluated again."""
+    _known(index, to_case)
+    if from_case is not None:
+        _known(index, from_case)
+    if not index.series_cases(uid):
+        raise ActionRefused(f"no series or study {uid!r} in the index")
+    try:
+        change = index.reassign(uid, to_case, from_case, operator)
+    except ReassignError as exc:
+        raise ActionRefused(str(exc)) from None
+    target = index.get_case(to_case)
+    audit("operator-action", action="reassign", case=change.old_case, to_case=to_case, uid=uid, operator=operator,
+          identity=identity_text(target.patient_id, target.issuer_of_patient_id) if target else "", result="moved")
+    for case in change.evaluate:
+        if evaluate is not None:
+            evaluate(case)
+    return f"{uid} moved from case {change.old_case} to case {to_case}"

@@ -25,6 +25,7 @@ from typing import NamedTuple
 from node.completion import Completion
 from node.header import InstanceInfo, read_header
 from node.index import Arrival, Index
+from node.resend import Resender, resent_path
 from node.store import InstanceStore, StorageError, publish, sync_file
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,11 @@ class Accepted(NamedTuple):
 
 class Receiver:
     def __init__(self, store: InstanceStore, index: Index, completion: Completion | None,
-                 stable_seconds: float, min_free_bytes: int = 0, strict: bool = False) -> None:
+                 stable_seconds: float, min_free_bytes: int = 0, strict: bool = False,
+                 duplicates: str = "replace") -> None:
         self.store = store
+        #: re-sent SOP instances ([receive] duplicates): compared and replaced or set aside off the hot path
+        self.resender = Resender(store.root, index, duplicates, stable_seconds)
         #: disk watermark ([node] min_free_disk_mb): below it, accept() refuses before storing anything
         self.min_free_bytes = min_free_bytes
         self.disk_low = False
@@ -96,8 +100,9 @@ class Receiver:
         """Validate and durably store a spooled Part 10 file. Returns (stored path, newly stored?, header).
 
         The spooled file is consumed (linked into place or removed) in every case. A second copy of an instance
-        keeps the first (the link into place never overwrites). Below the disk watermark nothing is stored and
-        StorageError (0xA700 at the network edge) says so, before the disk is actually full.
+        never overwrites the stored one (the link into place never overwrites): it is stored beside it under a name
+        of its own and the index writer compares the two (node.resend). Below the disk watermark nothing is stored
+        and StorageError (0xA700 at the network edge) says so, before the disk is actually full.
         """
         if self.min_free_bytes:
             self._check_watermark(spooled)
@@ -108,13 +113,16 @@ class Receiver:
             final = self.store.path_for(info.study_uid, info.series_uid, info.sop_instance_uid)
             size = syncing.result()
             new = publish(spooled, final)
+            if not new:  # re-sent: kept beside the stored copy until the index writer compares them
+                final = resent_path(final)
+                publish(spooled, final)
         finally:
             wait([syncing])  # never leave a sync running on a file we are about to remove
             spooled.unlink(missing_ok=True)
-        if new:
-            self._arrivals.put(Arrival(info, final, size, calling_ae, time.time()))
-        else:
-            logger.info("duplicate SOP Instance %s from %s: kept the stored copy", info.sop_instance_uid, calling_ae)
+        self._arrivals.put(Arrival(info, final, size, calling_ae, time.time()))
+        if not new:
+            logger.info("SOP Instance %s received again from %s: compared with the stored copy when indexed",
+                        info.sop_instance_uid, calling_ae)
         return Accepted(final, new, info)
 
     def _check_watermark(self, spooled: Path) -> None:
@@ -165,9 +173,16 @@ class Receiver:
                     self._arrivals.task_done()
 
     def _index(self, batch: list[Arrival]) -> None:
+        # Instances indexed already (or twice in this batch) are re-sends: node.resend, one at a time, after.
+        known = self.index.known_instances(a.info.sop_instance_uid for a in batch)
+        fresh: list[Arrival] = []
+        again: list[Arrival] = []
+        for a in batch:
+            (again if a.info.sop_instance_uid in known else fresh).append(a)
+            known.add(a.info.sop_instance_uid)
         for attempt in range(3):
             try:
-                results = self.index.add_instances(batch, self.stable_seconds)
+                results = self.index.add_instances(fresh, self.stable_seconds)
                 break
             except sqlite3.Error as exc:
                 self.last_error = f"index write failed: {exc}"
@@ -177,28 +192,51 @@ class Receiver:
         else:
             return
         studies = set()
-        for arrival, (new, _case) in zip(batch, results, strict=True):
+        for arrival, (new, _case) in zip(fresh, results, strict=True):
             if new:
                 studies.add(arrival.info.study_uid)
-            else:  # same SOP Instance UID already stored under another study/series: keep the first copy
-                logger.warning("SOP Instance %s arrived again under another series: kept the first copy",
-                               arrival.info.sop_instance_uid)
-                arrival.path.unlink(missing_ok=True)
+            else:  # indexed meanwhile (start-up reconcile): a re-send after all
+                again.append(arrival)
+        cases: set[str] = set()
+        for arrival in again:
+            try:
+                outcome = self.resender.handle(arrival)
+            except Exception as exc:  # the copy stays on disk: start-up hands it over again (reconcile)
+                self.last_error = f"re-sent instance not compared: {exc}"
+                logger.error("cannot compare re-sent SOP Instance %s with the stored copy (%s); it stays on disk "
+                             "and is handled at the next start", arrival.info.sop_instance_uid, exc)
+                continue
+            studies.update(outcome.studies)
+            cases.update(outcome.evaluate)
         if self.completion is not None:
             for study in studies:
                 self.completion.instance_arrived(study)
+            for case_id in sorted(cases):
+                self.completion.evaluate_case(case_id)
 
     def reconcile(self) -> int:
         """Index files on disk that the index lacks (the process stopped between storing and indexing)."""
         known = self.index.all_paths()
+        replaced = self.index.replaced_paths()
         added = 0
         for path in self.store.iter_files():
             if str(path) in known:
                 continue
+            if str(path) in replaced and _same_file(path, replaced[str(path)]):
+                path.unlink(missing_ok=True)  # a replaced copy, kept under superseded/, whose removal a crash stopped
+                continue
             try:
                 info = read_header(path)  # already stored: index it whatever the policy
-                new, _ = self.index.add_instance(info, path, path.stat().st_size, "(recovered)",
-                                                 self.stable_seconds)
+                arrival = Arrival(info, path, path.stat().st_size, "(recovered)", time.time())
+                if self.index.stored_instance(info.sop_instance_uid) is not None:
+                    outcome = self.resender.handle(arrival)
+                    if self.completion is not None:
+                        for study in outcome.studies:
+                            self.completion.instance_arrived(study)
+                    added += int(outcome.action != "identical")
+                    continue
+                new, _ = self.index.add_instance(info, path, arrival.size, arrival.calling_ae, self.stable_seconds,
+                                                 arrival.received_at)
                 if new and self.completion is not None:
                     self.completion.instance_arrived(info.study_uid)
                 added += int(new)
@@ -207,3 +245,10 @@ class Receiver:
         if added:
             logger.warning("re-indexed %d stored instance(s) the index had lost", added)
         return added
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False

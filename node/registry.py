@@ -10,14 +10,16 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from node.gsa.workflow import GSA
+from node.gsaplan.workflow import GSAPLAN
 from node.maa.workflow import MAA
 from node.perfusion.workflow import PERFUSION
 from node.workflow import CORE_OUTPUT_KINDS, RoleRule, Workflow
+from node.y90post.workflow import Y90POST
 
 __all__ = ["Registry", "RegistryError", "DEFAULT_REGISTRY", "WORKFLOWS"]
 
 #: Every workflow of the node (run order follows dependencies).
-WORKFLOWS: tuple[Workflow[Any, Any], ...] = (PERFUSION, GSA, MAA)
+WORKFLOWS: tuple[Workflow[Any, Any], ...] = (PERFUSION, GSA, MAA, Y90POST, GSAPLAN)
 
 
 class RegistryError(ValueError):

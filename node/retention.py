@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from node import resend
 from node.audit import audit
 from node.casestatus import CaseStatus, collect
 from node.config import Config
@@ -34,8 +35,8 @@ __all__ = ["Deletion", "plan", "apply", "SUPERSEDED_DIR"]
 
 logger = logging.getLogger(__name__)
 
-#: Where superseded copies of re-sent instances are kept, under data_dir.
-SUPERSEDED_DIR = "superseded"
+#: Where superseded copies of re-sent instances are kept, under data_dir (node.resend puts them there).
+SUPERSEDED_DIR = resend.SUPERSEDED_DIR
 _DAY = 86400.0
 
 
@@ -85,7 +86,7 @@ def plan(config: Config, index: Index, outbox: Outbox | None, now: float | None 
         age_days = (now - _finished_at(case)) / _DAY
         if pol.received_days and age_days >= pol.received_days:
             for s in case.series:
-                paths = tuple(index.instance_paths(s.series_uid))
+                paths = tuple(index.instance_paths(s.series_uid, case.case_id))
                 out.append(Deletion("received", case.case_id, f"{s.modality} {s.description or s.series_uid}",
                                     s.series_uid, paths, _size(paths),
                                     f"done and delivered {age_days:.1f} days ago "
@@ -127,7 +128,7 @@ def apply(config: Config, index: Index, outbox: Outbox | None, deletions: Sequen
             for p in d.paths:
                 p.unlink(missing_ok=True)
             if d.kind == "received":
-                index.forget_series(d.key)
+                index.forget_series(d.key, d.case_id)
                 _remove_empty_dirs({p.parent for p in d.paths}, Path(config.node.data_dir) / "instances")
             elif d.kind == "outbox" and outbox is not None:
                 outbox.mark_pruned([int(i) for i in d.key.split(",")])

@@ -26,7 +26,7 @@ from typing import Any
 from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import time
 
 from node import dimse_status as statuses
 from node import netfast
@@ -43,13 +43,14 @@ logger = logging.getLogger(__name__)
 _SOCKET_BUFFER = 4 * 1024 * 1024
 _WRITEBACK_CHUNK = 1 << 17  # start disk writeback every 128 KiB received, so the final fsync has little left to do
 
+_sync_file_range: Any = None
 try:  # Linux: start writeback of a range without waiting for it (no Python binding in os)
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     _sync_file_range = _libc.sync_file_range
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     _SYNC_FILE_RANGE_WRITE = 2
 except (OSError, AttributeError):
-    _sync_file_range = None
+    pass
 
 
 class _SpoolPool:
@@ -244,7 +245,7 @@ class StorageSCP:
         ae.acse_timeout = c.receive.negotiation_timeout_seconds
         ae.dimse_timeout = 60
         ae.add_supported_context(Verification)
-        classes = dict.fromkeys([cx.abstract_syntax for cx in AllStoragePresentationContexts])
+        classes = dict.fromkeys(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
         classes.update(dict.fromkeys(STORAGE_SOP_CLASSES))
         for uid in classes:
             ae.add_supported_context(uid, transfer_syntaxes(self.strict))

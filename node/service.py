@@ -58,9 +58,10 @@ class Node:
             sink = self.outbox
         self.runner = AnalysisRunner(config, self.index, sink)
         self.completion = Completion(self.index, config, on_ready=self.runner.submit)
+        self.runner.on_finished = self.completion.evaluate_case  # what arrived during an analysis
         self.receiver = Receiver(self.store, self.index, self.completion, config.completion.stable_seconds,
                                  min_free_bytes=config.node.min_free_disk_mb * 1024 * 1024,
-                                 strict=config.receive.strict)
+                                 strict=config.receive.strict, duplicates=config.receive.duplicates)
         ssl_context = None
         if config.security.tls is not None:
             from node.tls import TlsSetupError, server_context

@@ -31,9 +31,12 @@ IMAGE_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
 }
 
-#: Non-image storage SOP classes the node keeps (structures, reports, registrations).
+#: Non-image storage SOP classes the node keeps (structures, plans and doses, reports, registrations). An RT Dose
+#: is not an image class here: it may carry DVHs or point doses without a dose grid (PS3.3 C.8.8.3).
 NON_IMAGE_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RT Dose Storage",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RT Plan Storage",
     "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR Storage",
     "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR Storage",
     "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR Storage",
@@ -46,6 +49,10 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 NM_IMAGE = "1.2.840.10008.5.1.4.1.1.20"
 RT_STRUCTURE_SET = "1.2.840.10008.5.1.4.1.1.481.3"
+RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
+RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 #: The transfer syntaxes the node has always accepted (and the only ones with ``[receive] strict = true``):
 #: uncompressed, Deflate, RLE, JPEG (lossless and lossy), JPEG-LS, JPEG 2000. Stored as received, no transcoding.
@@ -115,12 +122,14 @@ def may_be_storage_sop_class(uid: str) -> bool:
 
 #: SOP classes the node creates, per output kind (routing key): the SCU side of the conformance statement.
 #: parametric-map includes Secondary Capture for the fallback rendition sent to peers refusing Parametric Map;
-#: report includes the MAA regions structure set, which goes with the case report to the PACS, and the summary's
-#: Encapsulated PDF.
+#: report includes the MAA regions structure set and the Y-90 dose (RT Dose with the beamless RT Plan it references),
+#: which go with the case report to the PACS, and the summary's Encapsulated PDF; rtdose (declared by the MAA
+#: workflow) is that dose with its plan and the structure set its DVHs refer to, for a TPS.
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 OUTPUT_SOP_CLASSES: dict[str, tuple[str, ...]] = {
-    "parametric-map": ("1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.7"),
-    "secondary-capture": ("1.2.840.10008.5.1.4.1.1.7",),
-    "report": ("1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7", RT_STRUCTURE_SET, ENCAPSULATED_PDF),
+    "parametric-map": ("1.2.840.10008.5.1.4.1.1.30", SECONDARY_CAPTURE),
+    "secondary-capture": (SECONDARY_CAPTURE,),
+    "report": (COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE, RT_STRUCTURE_SET, RT_DOSE, RT_PLAN, ENCAPSULATED_PDF),
     "rtstruct": (RT_STRUCTURE_SET,),
+    "rtdose": (RT_DOSE, RT_PLAN, RT_STRUCTURE_SET),
 }

@@ -46,6 +46,7 @@ def render_status(status: NodeStatus, with_outbox: bool = True) -> str:
                     ", ".join(f"{r}={uid[-16:]}" for r, uid in w.inputs.items()) or "-")
                    for w in case.workflows.values()]
         lines += table(("WORKFLOW", "STATE", "REASON", "INPUTS (role=series UID end)"), wf_rows)
+        lines += [f"  ! {w.name}: {text}" for w in case.workflows.values() for text in w.warnings]
         rows = [(s.role, s.modality, (s.description or "-")[:32], s.instances, "yes" if s.stable else "no",
                  _when(s.last_received), s.series_uid[-20:], s.role_reason) for s in case.series]
         lines += table(("ROLE", "MOD", "SERIES", "INSTANCES", "STABLE", "LAST RECEIVED", "SERIES UID (end)", "WHY"),

@@ -10,6 +10,7 @@ and the demo iterate the registry and ask each workflow:
 ``needs`` / ``uses``      series roles it needs (key input first) / uses when present
 ``depends_on``            workflows whose results it takes (run first; handed over in ``RunContext.upstream``)
 ``role_rules``            how a series gets a role only this workflow knows (e.g. NM + 99mTc-GSA = spect-gsa)
+``tracers``               the radiopharmaceuticals it analyses (names for ``[classify.tracers]``)
 ``output_kinds``          routing keys beyond :data:`CORE_OUTPUT_KINDS` that its outputs use (e.g. "rtdose")
 ``parse_settings``        its ``[analysis.NAME]`` table -> its frozen settings dataclass (errors name the key)
 ``select_inputs``         which series of the case it uses, and why (the seam a series selector replaces)
@@ -119,9 +120,16 @@ class RoleRule:
     priority: int = 10
     #: why a given series matched, in words with its own values (status, dashboard); `description` when None
     explain: Callable[[SeriesRow, RoleContext], str] | None = None
+    #: why a series of the kind this rule looks at does NOT get the role (e.g. a CT localizer for a CT role), in
+    #: words; None when the series is not of its kind at all. `status` shows it for series no rule claims.
+    why_not: Callable[[SeriesRow, RoleContext], str | None] | None = None
 
     def why(self, series: SeriesRow, ctx: RoleContext) -> str:
         return self.explain(series, ctx) if self.explain is not None else self.description
+
+    def rejection(self, series: SeriesRow, ctx: RoleContext) -> str | None:
+        """Why `series` does not get this role, when it is of the kind the rule looks at (else None)."""
+        return self.why_not(series, ctx) if self.why_not is not None else None
 
 
 @dataclass(frozen=True)
@@ -239,6 +247,9 @@ class Workflow(ABC, Generic[S, M]):
     uses: ClassVar[tuple[str, ...]] = ()  # roles used when present
     depends_on: ClassVar[tuple[str, ...]] = ()  # workflows whose results it takes (run before it)
     role_rules: ClassVar[tuple[RoleRule, ...]] = ()
+    #: radiopharmaceuticals it analyses, as its role rules recognise them ("Tc-99m MAA"): the names a site may use
+    #: in ``[classify.tracers]`` and the ones `status` suggests for an NM SPECT of unknown tracer
+    tracers: ClassVar[tuple[str, ...]] = ()
     output_kinds: ClassVar[tuple[str, ...]] = ()  # routing keys beyond CORE_OUTPUT_KINDS
     settings_type: ClassVar[type]
     measurements_type: ClassVar[type]
@@ -246,6 +257,9 @@ class Workflow(ABC, Generic[S, M]):
     legacy_keys: ClassVar[Mapping[str, str]] = {}
     #: position of its groups in the report (lower first); its key input's study is the report's study
     report_rank: ClassVar[int] = 100
+    #: its groups form a report of their own (SR + summary page) in the study of its key input instead of joining
+    #: the case report: findings of a later visit (post-therapy imaging, a plan the TPS sent back)
+    separate_report: ClassVar[bool] = False
 
     @abstractmethod
     def parse_settings(self, table: ConfigTable, common: CommonSettings) -> S:

@@ -10,7 +10,8 @@ pynetdicom or the node, so a test can say exactly what went over the wire:
   association, closes in the middle of a PDU, slow senders), each a function of (host, port);
 - :class:`Client`: a raw association (associate, C-ECHO, C-STORE of exact bytes) with time limits;
 - :class:`RecordingProxy`: sits between a real sender and the node and records every C-STORE data set as the
-  bytes that went over the wire, and every C-STORE response status.
+  bytes that went over the wire, and every C-STORE response status;
+- :func:`file_facts`: what a sender that sends a file as it is puts on the wire (also for bench.corpus).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 VERIFICATION = "1.2.840.10008.1.1"
@@ -404,6 +406,7 @@ class Recording:
 
     stores: list[Stored] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)  # Error Comment (0000,0902) of each response ("" if none)
     transfer_syntaxes: dict[int, str] = field(default_factory=dict)  # accepted context ID -> TS
 
 
@@ -438,7 +441,8 @@ class _Dimse:
 
 
 class RecordingProxy:
-    """TCP proxy from a sender to the node that records C-STORE data sets exactly as sent."""
+    """TCP proxy from a sender to the node that records C-STORE data sets exactly as sent. Each new connection goes
+    to `target` as it is then (a test may point it at another node between connections)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -504,6 +508,7 @@ class RecordingProxy:
                                              rec.transfer_syntaxes.get(cid, "")))
                 elif not upstream and field_ == 0x8001:
                     rec.statuses.append(struct.unpack("<H", command[0x0900][:2])[0])
+                    rec.comments.append(command.get(0x0902, b"").decode("ascii", "replace").rstrip("\0 "))
 
     def stores(self) -> list[Stored]:
         with self._lock:
@@ -512,6 +517,11 @@ class RecordingProxy:
     def statuses(self) -> list[int]:
         with self._lock:
             return [s for r in self.recordings for s in r.statuses]
+
+    def comments(self) -> list[str]:
+        """The Error Comment of each response, in the order of statuses()."""
+        with self._lock:
+            return [c for r in self.recordings for c in r.comments]
 
     def close(self) -> None:
         self._stop = True
@@ -523,3 +533,52 @@ class RecordingProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------- a file's own parts
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def part10_meta(raw: bytes) -> tuple[dict[int, bytes], int]:
+    """File meta elements of a Part 10 file's bytes (element number -> value, explicit VR LE, read by its group
+    length) and where the data set starts. ({}, 0) for a file without preamble + DICM."""
+    if raw[128:134] != b"DICM\x02\x00":  # (one corpus file has "DICM" at 128 by chance, inside its data set)
+        return {}, 0
+    end = 144 + struct.unpack_from("<I", raw, 140)[0]
+    out, pos = {}, 132
+    while pos < end:
+        _, element = struct.unpack_from("<HH", raw, pos)
+        vr = raw[pos + 4:pos + 6]
+        if vr in (b"OB", b"OW", b"UN", b"UT", b"SQ"):
+            length, start = struct.unpack_from("<I", raw, pos + 8)[0], pos + 12
+        else:
+            length, start = struct.unpack_from("<H", raw, pos + 6)[0], pos + 8
+        out[element] = raw[start:start + length]
+        pos = start + length
+    return out, end
+
+
+def uid_text(value: bytes) -> str:
+    return value.decode("ascii").rstrip("\0 ")
+
+
+def file_facts(path: Path) -> tuple[str, str, str, bytes]:
+    """(SOP class, SOP instance, transfer syntax, data set bytes) of a file, from its own bytes: what a sender
+    that sends the file as it is puts in its C-STORE (implicit VR without file meta; Secondary Capture and a new
+    UID when the file names no SOP class or instance)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    raw = path.read_bytes()
+    meta, start = part10_meta(raw)
+    ts = uid_text(meta[0x0010]) if 0x0010 in meta else IMPLICIT_LE
+    ds: pydicom.Dataset
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+    except (RecursionError, Exception):  # noqa: BLE001 - e.g. a data set nested too deep: use its file meta
+        ds = pydicom.Dataset()
+    sop_class = str(ds.get("SOPClassUID", "") or uid_text(meta.get(0x0002, b"")) or SECONDARY_CAPTURE)
+    sop_instance = str(ds.get("SOPInstanceUID", "") or "")
+    if not sop_instance:
+        sop_instance = uid_text(meta[0x0003]) if 0x0003 in meta else generate_uid()
+    return sop_class, sop_instance, ts, raw[start:]

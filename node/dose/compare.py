@@ -54,7 +54,7 @@ def register_post_therapy(maa_ct: sitk.Image, post_ct: sitk.Image) -> RigidRegis
 
     Raises :class:`node.gsa.registration.RegistrationError` when it fails its plausibility checks.
     """
-    return register_rigid(maa_ct, post_ct)
+    return register_rigid(maa_ct, post_ct, fixed_name="MAA SPECT/CT's CT", moving_name="post-therapy SPECT/CT's CT")
 
 
 def delivered_on_grid(delivered: sitk.Image, grid: sitk.Image,

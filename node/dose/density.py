@@ -30,6 +30,8 @@ from itertools import pairwise
 import numpy as np
 import SimpleITK as sitk
 
+from node.imaging.grids import bounding_grid
+
 __all__ = ["DensityCalibration", "DEFAULT_CALIBRATION", "MassMap", "mass_on_grid"]
 
 #: Each dose voxel is sampled at f^3 sub-voxel centres (f = 2 x dose spacing / CT spacing, within these bounds)
@@ -111,7 +113,7 @@ def _fine_grid(grid: sitk.Image, factor: int, z0: int, nz: int) -> sitk.Image:
 
 
 def mass_on_grid(ct: sitk.Image, grid: sitk.Image, calibration: DensityCalibration = DEFAULT_CALIBRATION,
-                 transform: sitk.Transform | None = None) -> MassMap:
+                 transform: sitk.Transform | None = None, where: np.ndarray | None = None) -> MassMap:
     """Mass (kg) of the tissue in every voxel of `grid` from the CT `ct` (HU) through `calibration`.
 
     The CT is taken as what it is, a set of boxes of uniform density: each grid voxel's density is the mean
@@ -121,7 +123,23 @@ def mass_on_grid(ct: sitk.Image, grid: sitk.Image, calibration: DensityCalibrati
     `transform` maps `grid` patient coordinates to `ct` patient coordinates (ITK convention; identity when the
     two share a frame of reference, as a SPECT/CT or PET/CT does). Sub-voxels outside the CT do not count;
     a voxel with no sub-voxel inside the CT gets NaN (its mass is unknown, and so is its dose).
+
+    `where` (bool (z, y, x) on `grid`): only the bounding box of these voxels is computed, the rest is NaN; the
+    voxels holding activity are all a dose needs (the supersampled average is most of a dose's time).
     """
+    if where is not None:
+        where = np.asarray(where, dtype=bool)
+        size = tuple(int(n) for n in grid.GetSize())[::-1]
+        if where.shape != size:
+            raise ValueError(f"'where' has shape {where.shape}, the grid {size}")
+        voxel = float(np.prod(grid.GetSpacing())) / 1000.0
+        density_full = np.full(size, math.nan)
+        if where.any():
+            sub, box = bounding_grid(grid, where)
+            part = mass_on_grid(ct, sub, calibration, transform)
+            density_full[box] = part.density_g_per_ml
+        return MassMap(density_g_per_ml=density_full, mass_kg=density_full * voxel / 1000.0, voxel_ml=voxel,
+                       calibration=calibration)
     density = sitk.GetImageFromArray(calibration.density(sitk.GetArrayViewFromImage(ct)))
     density.CopyInformation(ct)
     grid_spacing = np.asarray(grid.GetSpacing(), dtype=float)

@@ -170,23 +170,29 @@ def _geometry(dose: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return np.ascontiguousarray(array), origin, row, col, (sx, sy, sz)
 
 
-def _rt_dvh(ds: Dataset, structure_set: Dataset, dvhs: Mapping[str, Dvh]) -> None:
+def _rt_dvh(ds: Dataset, structure_set: Dataset, dvhs: Mapping[str, Dvh],
+            composite: Mapping[str, tuple[str, Sequence[str]]]) -> None:
     numbers = {str(item.ROIName): int(item.ROINumber) for item in structure_set.get("StructureSetROISequence", [])}
     ds.ReferencedStructureSetSequence = DicomSequence([_ref(structure_set)])
     items = []
-    for roi, dvh in dvhs.items():
-        if roi not in numbers:
-            raise ValueError(f"DVH {roi!r} names no ROI of the structure set (ROIs: {sorted(numbers)})")
+    for key, dvh in dvhs.items():
+        included, excluded = composite.get(key, (key, ()))
+        for roi in (included, *excluded):
+            if roi not in numbers:
+                raise ValueError(f"DVH {key!r} names no ROI {roi!r} of the structure set (ROIs: {sorted(numbers)})")
         if dvh.empty:
             continue
         width = next((w for w in _DVH_BIN_WIDTHS_GY if dvh.max_gy() / w < _DVH_MAX_BINS), _DVH_BIN_WIDTHS_GY[-1])
         doses, volume_pct = dvh.curve(width)
         volumes = volume_pct / 100.0 * dvh.total  # mL = cm3 receiving >= each bin's lower edge
         item = Dataset()
-        roi_ref = Dataset()
-        roi_ref.ReferencedROINumber = numbers[roi]
-        roi_ref.DVHROIContributionType = "INCLUDED"
-        item.DVHReferencedROISequence = DicomSequence([roi_ref])
+        contributions = []
+        for roi, how in ((included, "INCLUDED"), *((r, "EXCLUDED") for r in excluded)):
+            roi_ref = Dataset()
+            roi_ref.ReferencedROINumber = numbers[roi]
+            roi_ref.DVHROIContributionType = how
+            contributions.append(roi_ref)
+        item.DVHReferencedROISequence = DicomSequence(contributions)
         item.DVHType = "CUMULATIVE"
         item.DoseUnits = "GY"
         item.DoseType = "PHYSICAL"
@@ -207,14 +213,16 @@ def _rt_dvh(ds: Dataset, structure_set: Dataset, dvhs: Mapping[str, Dvh]) -> Non
 def build_rt_dose(dose: sitk.Image, reference: Dataset, *, series_description: str, comment: str, method: str,
                   rt_plan: Dataset | None = None, summation_type: str = "PLAN",
                   structure_set: Dataset | None = None, dvhs: Mapping[str, Dvh] | None = None,
+                  dvh_composite: Mapping[str, tuple[str, Sequence[str]]] | None = None,
                   source_images: Sequence[Dataset] = (), dose_type: str = "PHYSICAL",
                   heterogeneity_correction: str | None = "IMAGE", instance_number: int = 1) -> Dataset:
     """An RT Dose of `dose` (Gy; any orthonormal grid) in the frame of reference and study of `reference`.
 
-    `comment` goes to Dose Comment (<= 64 characters), `method` (the full description of the calculation) to
-    Image Comments. `rt_plan` is required for the plan-based summation types (PLAN, BEAM, ...). `dvhs` (ROI
-    name -> DVH) with `structure_set` add the RT DVH module. `source_images` (the emission image, the CT) are
-    listed in Source Image Sequence. Raises ValueError for inconsistent arguments.
+    `comment` goes to Dose Comment (<= 64 characters), `method` (the full description of the calculation) to Image
+    Comments. `rt_plan` is required for the plan-based summation types (PLAN, BEAM, ...). `dvhs` (ROI name -> DVH)
+    with `structure_set` add the RT DVH module; `dvh_composite` maps a DVH that is not one ROI to (included ROI,
+    excluded ROIs), e.g. the non-tumoural liver = liver minus the tumours. `source_images` (the emission image,
+    the CT) are listed in Source Image Sequence. Raises ValueError for inconsistent arguments.
     """
     summation_type = summation_type.upper()
     if summation_type in _PLAN_SUMMATIONS and rt_plan is None:
@@ -273,7 +281,7 @@ def build_rt_dose(dose: sitk.Image, reference: Dataset, *, series_description: s
         if _structure_set_frame(structure_set) != ds.FrameOfReferenceUID:
             raise ValueError("the structure set is in another frame of reference than the dose")
         if dvhs:
-            _rt_dvh(ds, structure_set, dvhs)
+            _rt_dvh(ds, structure_set, dvhs, dvh_composite or {})
     ds.PixelData = pixels.tobytes()
     ds.file_meta = _file_meta(ds)
     return ds

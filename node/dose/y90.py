@@ -22,7 +22,7 @@ def predicted_dose(spect: sitk.Image, ct: sitk.Image, liver: np.ndarray, lungs: 
     """Y-90 dose predicted by a 99mTc-MAA SPECT (counts image) with its own CT (same frame of reference), for
     `planned_gbq` and lung shunt `lsf`; `liver`/`lungs` are VOIs on the SPECT grid."""
     activity = predicted_from_maa(sitk.GetArrayViewFromImage(spect), spect, liver, lungs, planned_gbq, lsf)
-    return ldm_dose(activity, mass_on_grid(ct, spect, calibration))
+    return ldm_dose(activity, mass_on_grid(ct, spect, calibration, where=activity.gbq > 0))
 
 
 def delivered_dose_from_pet(pet: sitk.Image, pet_headers: Sequence[Dataset], ct: sitk.Image,
@@ -40,7 +40,7 @@ def delivered_dose_from_counts(image: sitk.Image, ct: sitk.Image, voi: np.ndarra
     """Delivered Y-90 dose from a non-quantitative image (bremsstrahlung SPECT): counts in `voi` (None: the whole
     field) scaled to `administered_gbq` x `fraction`."""
     activity = scaled_to_administered(sitk.GetArrayViewFromImage(image), image, voi, administered_gbq, fraction)
-    return ldm_dose(activity, mass_on_grid(ct, image, calibration))
+    return ldm_dose(activity, mass_on_grid(ct, image, calibration, where=activity.gbq > 0))
 
 
 def region_mass_kg(ct: sitk.Image, mask: np.ndarray, calibration: DensityCalibration = DEFAULT_CALIBRATION) -> float:

@@ -19,13 +19,14 @@ from node.gsa.errors import GsaInputError
 from node.gsa.liver import LiverMask, find_liver
 from node.gsa.measurements import GsaMeasurements, SeriesRef
 from node.gsa.outputs import Contour, GsaFigures, Layer, build_fusion_captures, build_rtstruct, render_page
+from node.gsa.reference import GsaReference, GsaResult
 from node.gsa.settings import GsaSettings
 from node.gsa.targets import Targets, compute_targets, volume_cm3
 from node.imaging.grids import binned_grid, binned_mask, bounding_grid, fraction_inside_fov, spect_on_grid
 from node.imaging.pages import Identity
 from node.imaging.registration import RigidRegistration, register_rigid
 from node.imaging.volumes import array_to_mask, ct_series_image, nm_image
-from node.workflow import OutputObject, WorkflowResult
+from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,9 @@ def _check_inputs(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequenc
 
 
 def _targets(spect: sitk.Image, planning: sitk.Image, transform: sitk.Transform, liver: np.ndarray,
-             analysis: GsaSettings) -> tuple[Targets, float]:
-    """FLS/ITV/PTV on the full planning grid, and the fraction of the liver inside the SPECT field of view.
+             analysis: GsaSettings) -> tuple[Targets, float, sitk.Image, tuple[slice, slice, slice], np.ndarray]:
+    """FLS/ITV/PTV on the full planning grid, the fraction of the liver inside the SPECT field of view, and the
+    box of the planning grid they lie in with the (filtered) SPECT thresholded there.
 
     The SPECT is resampled only onto the liver's bounding box grown by the PTV margin (+1 voxel), which holds
     every voxel the targets can reach, so the result equals a full-grid computation at a fraction of the cost.
@@ -85,16 +87,17 @@ def _targets(spect: sitk.Image, planning: sitk.Image, transform: sitk.Transform,
                             "registration: the functional threshold would be wrong (check the SPECT/CT range "
                             "and the registration)")
     reference_max = float(spect_on_grid(spect, grid, transform, REFERENCE_FILTER_FWHM_MM)[in_box].max())
-    found = compute_targets(spect_on_grid(spect, grid, transform, SPECT_FILTER_FWHM_MM), in_box, spacing_zyx,
-                            fls_threshold=analysis.fls_threshold, ptv_margin_mm=analysis.ptv_margin_mm,
-                            reference_max=reference_max)
+    counts = spect_on_grid(spect, grid, transform, SPECT_FILTER_FWHM_MM)
+    found = compute_targets(counts, in_box, spacing_zyx, fls_threshold=analysis.fls_threshold,
+                            ptv_margin_mm=analysis.ptv_margin_mm, reference_max=reference_max)
 
     def full(part: np.ndarray) -> np.ndarray:
         out = np.zeros(liver.shape, dtype=bool)
         out[box] = part
         return out
 
-    return dataclasses.replace(found, fls=full(found.fls), itv=full(found.itv), ptv=full(found.ptv)), in_fov
+    return (dataclasses.replace(found, fls=full(found.fls), itv=full(found.itv), ptv=full(found.ptv)), in_fov, grid,
+            box, counts)
 
 
 def _contours(liver: LiverMask, targets: Targets, analysis: GsaSettings,
@@ -160,7 +163,7 @@ def _captures(planning_ct: Sequence[Dataset], nm: Dataset, planning: sitk.Image,
 
 
 def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Dataset],
-            liver_rtstruct: Dataset | None, analysis: GsaSettings) -> WorkflowResult[GsaMeasurements]:
+            liver_rtstruct: Dataset | None, analysis: GsaSettings) -> GsaResult:
     """FLS/ITV/PTV from a 99mTc-GSA SPECT/CT on the planning CT, as an RTSTRUCT and fusion Secondary Captures.
 
     Raises an :class:`~node.errors.AnalysisError` subclass, with the reason, when the inputs cannot be used
@@ -185,7 +188,7 @@ def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Data
     lap("register_s")
 
     liver = find_liver(liver_rtstruct, ordered, planning, spect, reg.transform, analysis.liver_roi_names)
-    targets, in_fov = _targets(spect, planning, reg.transform, liver.mask, analysis)
+    targets, in_fov, box_grid, box, counts = _targets(spect, planning, reg.transform, liver.mask, analysis)
     # Whole-field check on a coarse grid: the hottest SPECT region should be liver.
     display, factors = binned_grid(planning, DISPLAY_SPACING_MM)
     spect_display = spect_on_grid(spect, display, reg.transform, SPECT_FILTER_FWHM_MM)
@@ -216,7 +219,15 @@ def run_gsa(planning_ct: Sequence[Dataset], nm: Dataset, spect_ct: Sequence[Data
     outputs = [OutputObject(kind="rtstruct", dataset=rtss, description="GSA FLS/ITV/PTV structure set")]
     outputs += [OutputObject(kind="secondary-capture", dataset=sc, description=f"GSA fusion check ({plane})")
                 for sc, plane in zip(captures, ("axial", "coronal"), strict=True)]
-    return WorkflowResult("gsa", measurements, outputs, warnings)
+    reference = GsaReference(
+        grid=box_grid, liver=np.ascontiguousarray(liver.mask[box]), fls=np.ascontiguousarray(targets.fls[box]),
+        itv=np.ascontiguousarray(targets.itv[box]), ptv=np.ascontiguousarray(targets.ptv[box]),
+        gsa_counts=np.asarray(counts, dtype=np.float32),
+        counts_filter=f"GSA SPECT registered onto the planning CT, Gaussian FWHM {SPECT_FILTER_FWHM_MM:g} mm (the "
+                      "image the FLS threshold was applied to)",
+        frame_of_reference_uid=str(ordered[0].get("FrameOfReferenceUID", "")),
+        patient_id=str(ordered[0].get("PatientID", "")), liver_roi_name=liver.roi_name)
+    return GsaResult("gsa", measurements, outputs, warnings, reference=reference)
 
 
 def _measurements(analysis: GsaSettings, reg: RigidRegistration, liver: LiverMask, targets: Targets,

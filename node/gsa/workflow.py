@@ -14,9 +14,10 @@ from node.gsa.settings import GsaSettings, parse_settings
 from node.index import SeriesRow
 from node.report.groups import Group
 from node.report.summary import SummaryBlock
+from node.selection import choose_liver_contour, choose_planning_ct, choose_spect_ct
+from node.seriescontent import spect_problem
 from node.workflow import (
     CaseSeries,
-    ChosenSeries,
     CommonSettings,
     InputSelection,
     RoleContext,
@@ -36,21 +37,25 @@ GSA_CODES = frozenset({"446534003"})
 SPECT, SPECT_CT, PLANNING_CT, LIVER = "GSA SPECT", "SPECT/CT CT", "planning CT", "liver contour"
 
 
+def _spect(series: SeriesRow) -> bool:
+    return spect_problem(series.modality, series.sop_class_uid, series.content) is None
+
+
 def is_gsa_code(series: SeriesRow, _ctx: RoleContext) -> bool:
-    return series.modality == "NM" and series.radiopharmaceutical_code.strip() in GSA_CODES
+    return series.modality == "NM" and series.radiopharmaceutical_code.strip() in GSA_CODES and _spect(series)
 
 
 def names_gsa(series: SeriesRow, _ctx: RoleContext) -> bool:
     """The radiopharmaceutical's free text names GSA (used when no known code decides)."""
     text = series.radiopharmaceutical.upper().replace("-", " ")
     words = set(text.replace("^", " ").replace("(", " ").replace(")", " ").split())
-    return series.modality == "NM" and ("GSA" in words or "GALACTOSYL" in text)
-
+    return series.modality == "NM" and ("GSA" in words or "GALACTOSYL" in text) and _spect(series)
 
 
 def _why(series: SeriesRow, _ctx: RoleContext) -> str:
     what = series.radiopharmaceutical_code or series.radiopharmaceutical or "none"
-    return f"NM whose radiopharmaceutical ({what}) is 99mTc-GSA"
+    return f"reconstructed NM SPECT ({series.content.describe_stack()}) whose radiopharmaceutical ({what}) is 99mTc-GSA"
+
 
 class GsaWorkflow(Workflow[GsaSettings, GsaMeasurements]):
     name = "gsa"
@@ -58,6 +63,7 @@ class GsaWorkflow(Workflow[GsaSettings, GsaMeasurements]):
     procedure = report.PROCEDURE
     needs = ("spect-gsa", "spect-ct", "planning-ct")
     uses = ("liver-rtstruct",)
+    tracers = ("Tc-99m GSA",)
     role_rules = (
         RoleRule("spect-gsa", "NM whose radiopharmaceutical code is 99mTc-GSA (SNOMED 446534003)", is_gsa_code,
                  priority=5, explain=_why),
@@ -76,24 +82,19 @@ class GsaWorkflow(Workflow[GsaSettings, GsaMeasurements]):
         nm = newest(case, "spect-gsa", SPECT)
         if nm is None:
             raise GsaInputError(f"no GSA SPECT in case {case.case_id}")
-        spect_ct = newest(case, "spect-ct", SPECT_CT, lambda s: s.frame_of_reference_uid ==
-                          nm.series.frame_of_reference_uid, "sharing the SPECT's frame of reference")
+        spect_ct = choose_spect_ct(case, nm.series, SPECT_CT)
         if spect_ct is None:
-            raise GsaInputError("the GSA SPECT has no SPECT/CT sharing its frame of reference; cannot register it")
-        livers = case.with_role("liver-rtstruct")
-        # Prefer the planning CT a received liver contour was drawn on.
-        liver_fors = {s.referenced_frame_of_reference for s in livers}
-        plannings = sorted(case.with_role("planning-ct"), key=lambda s: s.frame_of_reference_uid not in liver_fors)
-        if not plannings:
-            raise GsaInputError("no planning CT in the case")
-        planning = plannings[0]
-        why = ("the planning CT a received liver contour was drawn on" if planning.frame_of_reference_uid in
-               liver_fors else f"newest of {len(plannings)} planning-ct series" if len(plannings) > 1
-               else "the planning-ct series")
-        chosen = [nm, spect_ct, ChosenSeries(PLANNING_CT, planning, why)]
-        liver = next((s for s in livers if s.referenced_frame_of_reference == planning.frame_of_reference_uid), None)
+            raise GsaInputError("the GSA SPECT has no SPECT/CT CT (an ORIGINAL axial CT sharing its frame of reference "
+                                "and covering it); cannot register it")
+        common = CommonSettings(settings.liver_roi_names)
+        planning = choose_planning_ct(case, common, PLANNING_CT)
+        if planning is None:
+            raise GsaInputError("no planning CT in the case (a contiguous axial ORIGINAL CT volume; see the series' "
+                                "role reasons)")
+        chosen = [nm, spect_ct, planning]
+        liver = choose_liver_contour(case, planning.series, LIVER, common)
         if liver is not None:
-            chosen.append(ChosenSeries(LIVER, liver, "liver contour drawn on the planning CT"))
+            chosen.append(liver)
         return InputSelection(tuple(chosen))
 
     def run(self, ctx: RunContext, settings: GsaSettings) -> WorkflowResult[GsaMeasurements]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from node.errors import itk_reason
 from node.imaging.errors import RegistrationError
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ MAX_ROTATION_DEG = 15.0
 MIN_BODY_OVERLAP = 0.20
 #: Step (mm) of the z-shift search that initialises the registration (the coarsest level then refines it).
 Z_SEARCH_STEP_MM = 10.0
+#: A CT narrower than this many working voxels along any axis cannot be binned 4x for the initial search
+#: (SimpleITK refuses: "InputImage is too small").
+MIN_WORKING_VOXELS = 4
+#: Inside the body, a CT whose values span less than this (HU) holds no structure for mutual information.
+MIN_CONTRAST_HU = 1.0
+_AXES = ("from side to side (x)", "from front to back (y)", "along the body (z)")
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,28 @@ def _working(image: sitk.Image) -> sitk.Image:
     return sitk.Clamp(sitk.Cast(small, sitk.sitkFloat32), sitk.sitkFloat32, -1000.0, 2000.0)
 
 
+def _check_size(image: sitk.Image, name: str) -> None:
+    """Refuse, in words, a CT too small along an axis to be binned for the registration (SimpleITK would say
+    "InputImage is too small!")."""
+    for axis, (n, step) in enumerate(zip(image.GetSize(), image.GetSpacing(), strict=True)):
+        factor = max(1, int(round(WORKING_SPACING_MM / step)))
+        if n // factor < MIN_WORKING_VOXELS:
+            count = f"{n} slice{'s' if n != 1 else ''}" if axis == 2 else f"{n} pixels"
+            raise RegistrationError(f"the {name} is too small to register: {count} of {step:.3g} mm "
+                                    f"({n * step:.0f} mm) {_AXES[axis]}; at least "
+                                    f"{MIN_WORKING_VOXELS * factor * step:.0f} mm is needed")
+
+
+def _check_contrast(working: sitk.Image, name: str) -> None:
+    """Refuse a CT of one value everywhere (mutual information has nothing to work on; SimpleITK's failure would
+    read as "does not overlap")."""
+    values = sitk.GetArrayViewFromImage(working)
+    low, high = float(values.min()), float(values.max())
+    if high - low < MIN_CONTRAST_HU and high > BODY_HU:  # all air: "no patient body" (below) says it better
+        raise RegistrationError(f"the {name} holds the same value everywhere ({low:.0f} HU): no anatomy to "
+                                "register on (a blank or synthetic image?)")
+
+
 def _coarse(image: sitk.Image) -> sitk.Image:
     """The working image binned 4x (block averages, smooth enough): the resolution of the initial search."""
     return sitk.BinShrink(image, [4, 4, 4])
@@ -171,16 +200,22 @@ def _candidate_translations(fixed: sitk.Image, moving: sitk.Image, fixed_body: s
     return out
 
 
-def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, seed: int = 20240601) -> RigidRegistration:
+def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, seed: int = 20240601, fixed_name: str = "planning CT",
+                   moving_name: str = "SPECT/CT's CT") -> RigidRegistration:
     """Register `moving` (SPECT/CT's CT) to `fixed` (planning CT); both in HU with patient geometry.
 
     Initialisation: no rotation; x/y translation from the body centres of mass; z translation the best (by
     the metric on 12 mm images) of a scan of shifts every Z_SEARCH_STEP_MM. Then a 3-level pyramid (binned to
     about 12, 6, 3 mm) of Mattes mutual information, sampled at random (fixed seed: reproducible) inside the
     dilated planning-CT body, regular-step gradient descent.
-    Raises :class:`RegistrationError` when SimpleITK fails or the result fails the plausibility checks.
+    Raises :class:`RegistrationError` when a CT cannot be registered (too small, no structure: said in words,
+    naming it as `fixed_name` / `moving_name`), SimpleITK fails or the result fails the plausibility checks.
     """
+    _check_size(fixed, fixed_name)
+    _check_size(moving, moving_name)
     f, m = _working(fixed), _working(moving)
+    _check_contrast(f, fixed_name)
+    _check_contrast(m, moving_name)
     f_body, m_body = _body(f), _body(m)
     sample_mask = sitk.BinaryDilate(f_body, [3, 3, 3])  # body plus its edge: the outline carries information
     centre = tuple(float(v) for v in _centroid(f_body))
@@ -217,7 +252,7 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, seed: int = 2024060
             except RuntimeError:
                 continue  # this start puts too few samples inside the moving image
         if not scored:
-            raise RegistrationError("the SPECT/CT's CT does not overlap the planning CT from any starting position")
+            raise RegistrationError(f"the {moving_name} does not overlap the {fixed_name} from any starting position")
         best = np.asarray(min(scored)[1])
         reg = method()
         reg.SetInitialTransform(initial(best), inPlace=False)
@@ -230,7 +265,8 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, seed: int = 2024060
         reg.AddCommand(sitk.sitkIterationEvent, lambda: iterations.__setitem__(0, iterations[0] + 1))
         result = reg.Execute(f, m)
     except RuntimeError as exc:  # ITK exceptions: e.g. all samples map outside the moving image
-        raise RegistrationError(f"rigid registration of the SPECT/CT to the planning CT failed: {exc}") from None
+        raise RegistrationError(f"rigid registration of the {moving_name} to the {fixed_name} failed: "
+                                f"{itk_reason(exc)}") from None
     transform = sitk.Euler3DTransform(result.GetNthTransform(0).Downcast()
                                       if isinstance(result, sitk.CompositeTransform) else result.Downcast())
     dice, overlap = _body_agreement(f_body, m_body, transform)

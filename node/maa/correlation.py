@@ -134,7 +134,7 @@ def align_to_perfusion(spect_ct: sitk.Image, perfusion: PerfusionReference) -> P
     Raises an AnalysisError subclass (RegistrationError) when it fails.
     """
     fixed = perfusion.ct
-    reg = register_rigid(fixed, spect_ct)
+    reg = register_rigid(fixed, spect_ct, fixed_name="perfusion CT")
     transform, refinement = refine_slab(fixed, spect_ct, reg.transform)
     return PerfusionAlignment(transform, CorrelationRegistration(
         initial=reg.summary(), refinement=refinement,

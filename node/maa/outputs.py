@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import highdicom as hd
@@ -28,7 +28,6 @@ import rtstruct
 from node.derived import MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study
 from node.gsa.outputs import Layer
 from node.imaging.capture import secondary_capture
-from node.imaging.grids import as_image
 from node.imaging.pages import (
     CT_WINDOW,
     DIM,
@@ -46,7 +45,7 @@ from node.imaging.pages import (
     table,
     text_block,
 )
-from node.imaging.volumes import image_to_mask
+from node.imaging.volumes import array_to_mask, image_to_mask
 from node.maa.partition import PartitionPlan
 from node.maa.regions import Regions
 from node.maa.settings import MaaSettings
@@ -253,7 +252,7 @@ def _info_column(frame: PageFrame, regions: Regions, uptake: Uptake, shunt: Shun
     colour_bar(frame, (x, y + 36, w - 20, 22), UPTAKE_CMAP, 0.0, vmax, "MAA uptake, multiple of the normal liver",
                ticks=list(range(0, int(vmax) + 1, max(1, int(vmax) // 5))), marks=[(1.0, "")])
     y += 100
-    lines = [("heading", f"Partition model, Y-90 {settings.sphere_type} microspheres")]
+    lines = [("heading", f"Partition model, Y-90 {settings.sphere_type.value} microspheres")]
     if plan is not None:
         lines += [
             ("body", f"Limits: normal liver <= {plan.normal_liver_limit_gy:g} Gy, lungs <= {plan.lung_limit_gy:g} Gy."),
@@ -277,13 +276,6 @@ def _info_column(frame: PageFrame, regions: Regions, uptake: Uptake, shunt: Shun
     text_block(frame, x, y, lines, w)
 
 
-def _on_ct(fraction: np.ndarray, spect: sitk.Image, ct_ordered: Sequence[Dataset], ct_image: sitk.Image) -> np.ndarray:
-    """A fraction on the SPECT grid as a mask on the CT slices (linear resampling, >= 0.5)."""
-    moved = sitk.Resample(as_image(fraction.astype(np.float32), spect), ct_image, sitk.Transform(), sitk.sitkLinear,
-                          0.0, sitk.sitkFloat32) >= 0.5
-    return image_to_mask(moved, ct_ordered)
-
-
 def _generation(received: Dataset | None, name: str, automatic: bool, how: str) -> tuple[str, str | None]:
     """(ROIGenerationAlgorithm, description) of a region: automatic ones say how; a received ROI keeps its own."""
     if automatic or received is None:
@@ -295,21 +287,24 @@ def _generation(received: Dataset | None, name: str, automatic: bool, how: str) 
     return algorithm, ((f"{description}; " if description else "") + "copied from the received structure set")[:64]
 
 
-def _rtstruct(spect: sitk.Image, regions: Regions, uptake: Uptake, shunt: Shunt, ct_ordered: Sequence[Dataset],
-              ct_image: sitk.Image, received: Dataset | None) -> Dataset:
-    """The regions used, on the SPECT/CT's CT (liver and lungs ORGAN, tumour uptake regions CONTROL)."""
+def _rtstruct(regions: Regions, uptake: Uptake, on_ct: Mapping[str, np.ndarray], shunt: Shunt,
+              ct_ordered: Sequence[Dataset], ct_image: sitk.Image, received: Dataset | None) -> Dataset:
+    """The regions used, on the SPECT/CT's CT (liver and lungs ORGAN, tumour uptake regions CONTROL): `on_ct`
+    are their bool masks on the CT (node.maa.dosimetry.regions_on_ct), the very regions of the Y-90 dose's
+    DVHs; the lungs are those of the lung shunt (and of the dose's lung VOI)."""
     tn = {t.name: t for t in uptake.tumours}
     auto_liver = regions.liver_source != "RTSTRUCT"
     auto_tumours = regions.tumour_source != "RTSTRUCT"
     algorithm, how = _generation(received, "Liver", auto_liver, "liver: MAA SPECT uptake region")
-    rois = [rtstruct.RoiMask("Liver", _on_ct(regions.liver, spect, ct_ordered, ct_image), interpreted_type="ORGAN",
+    rois = [rtstruct.RoiMask("Liver", array_to_mask(on_ct["liver"], ct_image, ct_ordered), interpreted_type="ORGAN",
                              color=COLOURS["liver"],
                              description="liver from MAA SPECT uptake" if auto_liver else "liver (received)",
                              generation_algorithm=algorithm, generation_description=how)]
-    for name, frac in regions.tumours.items():
+    for name in regions.tumours:
         t = tn[name]
         algorithm, how = _generation(received, name, auto_tumours, "hot region of the MAA SPECT (sphere model)")
-        rois.append(rtstruct.RoiMask(name, _on_ct(frac, spect, ct_ordered, ct_image), interpreted_type=TUMOUR_ROI_TYPE,
+        rois.append(rtstruct.RoiMask(name, array_to_mask(on_ct[name], ct_image, ct_ordered),
+                                     interpreted_type=TUMOUR_ROI_TYPE,
                                      color=COLOURS["tumour"],
                                      description=f"MAA uptake region {name}: T/N {t.tn_ratio:.1f}, "
                                                  f"{t.volume_ml:.1f} cm3"[:64],
@@ -333,15 +328,18 @@ def _rtstruct(spect: sitk.Image, regions: Regions, uptake: Uptake, shunt: Shunt,
 
 def build_outputs(nm: Dataset, spect: sitk.Image, counts: np.ndarray, regions: Regions, uptake: Uptake,
                   shunt: Shunt, plan: PartitionPlan | None, ct_ordered: Sequence[Dataset] | None,
-                  ct_image: sitk.Image | None, received: Dataset | None = None,
-                  settings: MaaSettings | None = None) -> list[OutputObject]:
-    """The review page (always) and the regions' RTSTRUCT (when a region was automatic and a CT exists).
+                  ct_image: sitk.Image | None, on_ct: Mapping[str, np.ndarray] | None,
+                  received: Dataset | None = None, settings: MaaSettings | None = None
+                  ) -> tuple[list[OutputObject], Dataset | None]:
+    """The review page (always) and the regions' RTSTRUCT (when a region was automatic and a CT exists), with
+    that RTSTRUCT (None when not made).
 
-    `received` is the RTSTRUCT the regions came from, if any (its ROIs' generation algorithms are kept).
+    `on_ct`: the regions as bool masks on the CT (node.maa.dosimetry.regions_on_ct); `received` is the RTSTRUCT
+    the regions came from, if any (its ROIs' generation algorithms are kept).
     """
     settings = settings or MaaSettings()
     description = f"MAA regions - {NOT_FOR_DIAGNOSIS}"
-    caption = _caption(uptake, shunt, plan, settings.sphere_type)
+    caption = _caption(uptake, shunt, plan, settings.sphere_type.value)
     page = render_review(Identity.of(nm, description), spect, counts, ct_image, regions, uptake, shunt, plan,
                          settings)
     sources = [nm] + (list(ct_ordered) if ct_ordered else [])
@@ -352,10 +350,12 @@ def build_outputs(nm: Dataset, spect: sitk.Image, counts: np.ndarray, regions: R
                    "liver, tumour and lung regions used for the uptake ratios and the lung shunt outlined",
         image_plane=False)
     out = [OutputObject("secondary-capture", sc, "MAA regions review")]
-    if ct_ordered and ct_image is not None and (regions.liver_source != "RTSTRUCT"
-                                               or regions.tumour_source != "RTSTRUCT"):
+    rtss = None
+    if ct_ordered and ct_image is not None and on_ct is not None and (regions.liver_source != "RTSTRUCT"
+                                                                      or regions.tumour_source != "RTSTRUCT"):
         # Routed with the report (to the PACS), not as "rtstruct": the TPS takes the radiotherapy targets only,
-        # and these regions document the T/N measurement for the physicist to review or correct.
-        out.append(OutputObject("report", _rtstruct(spect, regions, uptake, shunt, ct_ordered, ct_image, received),
-                                "MAA regions structure set"))
-    return out
+        # and these regions document the T/N measurement for the physicist to review or correct. They are also
+        # the regions of the Y-90 dose's DVHs, so they go with that dose ("rtdose") when one is computed.
+        rtss = _rtstruct(regions, uptake, on_ct, shunt, ct_ordered, ct_image, received)
+        out.append(OutputObject("report", rtss, "MAA regions structure set"))
+    return out, rtss

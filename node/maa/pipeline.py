@@ -21,6 +21,7 @@ from node.imaging.grids import spacing_zyx, voxel_ml
 from node.imaging.volumes import ct_series_image, nm_image
 from node.maa import outputs
 from node.maa.correlation import PerfusionAlignment, align_to_perfusion, correlate, lesion_names
+from node.maa.dosimetry import PredictedDose, predict, regions_on_ct
 from node.maa.errors import MaaInputError
 from node.maa.measurements import (
     CorrelationRecord,
@@ -33,6 +34,7 @@ from node.maa.measurements import (
     UptakeRecord,
 )
 from node.maa.partition import PartitionPlan, partition_plan
+from node.maa.reference import MaaResult
 from node.maa.regions import (
     SEGMENT_FILTER_FWHM_MM,
     SPECT_FWHM_MM,
@@ -46,7 +48,7 @@ from node.maa.settings import MaaSettings
 from node.maa.shunt import Shunt, lung_shunt
 from node.maa.uptake import SPILL_MARGIN_MM, Uptake, measure_uptake
 from node.perfusion.reference import PerfusionReference
-from node.workflow import WorkflowResult
+from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset |
     spacing = spacing_zyx(spect)
     liver: np.ndarray | None = None
     tumours: dict[str, np.ndarray] = {}
+    drawn: dict[str, np.ndarray] = {}
     notes: list[str] = []
     if rtss is not None:
         if ct_image is None or ct_ordered is None:
@@ -111,7 +114,8 @@ def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset |
         elif _rtstruct_frame(rtss) != str(nm.get("FrameOfReferenceUID", "")):
             notes.append("RTSTRUCT not used: it was drawn in another frame of reference than the MAA SPECT/CT")
         else:
-            liver, tumours, rt_notes = rtstruct_regions(rtss, ct_ordered, ct_image, spect, analysis.liver_roi_names)
+            liver, tumours, rt_notes, drawn = rtstruct_regions(rtss, ct_ordered, ct_image, spect,
+                                                               analysis.liver_roi_names)
             notes += rt_notes
     details: dict[str, Any] = {}
     if liver is None:
@@ -128,7 +132,9 @@ def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset |
         found, details["tumours"] = automatic_tumours(counts, liver >= 0.5, spacing, SPILL_MARGIN_MM)
         tumours = {name: mask.astype(np.float32) for name, mask in found.items()}
         tumour_source = "automatic (hot regions in the liver, iterative sphere-model threshold)"
-    return Regions(liver, tumours, liver_source, tumour_source, notes, details)
+    drawn = {k: v for k, v in drawn.items() if (k == "liver" and liver_source == "RTSTRUCT")
+             or (k in tumours and tumour_source == "RTSTRUCT")}
+    return Regions(liver, tumours, liver_source, tumour_source, notes, details, drawn)
 
 
 def _plan(uptake: Uptake, shunt: Shunt, analysis: MaaSettings) -> tuple[PartitionPlan | None, str]:
@@ -158,7 +164,7 @@ def _align(perfusion: PerfusionReference | None, ct_image: sitk.Image | None,
 
 
 def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset | None,
-            perfusion: PerfusionReference | None, analysis: MaaSettings) -> WorkflowResult[MaaMeasurements]:
+            perfusion: PerfusionReference | None, analysis: MaaSettings) -> MaaResult:
     """Uptake ratios, lung shunt, partition-model activity and perfusion correlation of one MAA SPECT.
 
     `perfusion`: what this case's perfusion analysis handed over (its unenhanced CT and maps), if it ran.
@@ -221,9 +227,21 @@ def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset |
             warnings.append(f"perfusion correlation not done: {correlation.reason}")
     lap("correlation_s")
 
-    objects = outputs.build_outputs(nm, spect, counts, regions, uptake, shunt, plan, ct_ordered, ct_image,
-                                    rtstruct, analysis)
+    on_ct = regions_on_ct(regions, spect, ct_image) if ct_image is not None else None
+    objects, regions_rtss = outputs.build_outputs(nm, spect, counts, regions, uptake, shunt, plan, ct_ordered,
+                                                  ct_image, on_ct, rtstruct, analysis)
     lap("outputs_s")
+    predicted: PredictedDose | None = None
+    if analysis.predicted_dose:
+        structure_set = regions_rtss if regions_rtss is not None else (
+            rtstruct if regions.liver_source == "RTSTRUCT" and regions.tumour_source == "RTSTRUCT" else None)
+        predicted = predict(nm, spect, regions, on_ct or {}, shunt, plan, ct_ordered, ct_image, structure_set,
+                            analysis)
+        objects += predicted.outputs
+        if predicted.reference is not None and regions_rtss is not None:
+            objects.append(OutputObject("rtdose", regions_rtss, "MAA regions structure set (the dose's regions)"))
+        warnings += predicted.warnings
+    lap("dose_s")
     measurements = MaaMeasurements(
         spect=SpectRecord(series_instance_uid=str(nm.get("SeriesInstanceUID", "")),
                           sop_instance_uid=str(nm.get("SOPInstanceUID", "")), tracer=tracer_of(nm),
@@ -236,14 +254,16 @@ def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset |
                               regions.details),
         uptake=UptakeRecord.of(uptake),
         lung_shunt=ShuntRecord.of(shunt),
-        partition_model=(PartitionRecord.of(plan, analysis.sphere_type) if plan
-                         else PartitionRecord(computed=False, reason=no_plan, sphere_type=analysis.sphere_type)),
+        partition_model=(PartitionRecord.of(plan, analysis.sphere_type.value) if plan
+                         else PartitionRecord(computed=False, reason=no_plan, sphere_type=analysis.sphere_type.value)),
         correlation=correlation,
         timings_s=timings,
+        predicted_dose=predicted.record if predicted is not None else None,
     )
     logger.info("MAA done: %d tumours (%s), overall T/N %s, LSF %s (%s), maximum activity %s GBq",
                 len(uptake.tumours), ", ".join(t.name for t in uptake.tumours) or "none",
                 "n/a" if uptake.overall_tn is None else f"{uptake.overall_tn:.2f}",
                 "n/a" if shunt.lsf is None else f"{shunt.lsf:.1%}", shunt.source,
                 f"{plan.activity_gbq:.2f}" if plan else "n/a")
-    return WorkflowResult("maa", measurements, objects, warnings)
+    return MaaResult("maa", measurements, objects, warnings,
+                     dose=predicted.reference if predicted is not None else None)

@@ -42,7 +42,7 @@ from skimage.segmentation import watershed
 import rtstruct
 from node.gsa.liver import match_liver_roi
 from node.imaging.grids import distance_mm, fraction_on, grow_mm, spacing_zyx
-from node.imaging.volumes import mask_to_image
+from node.imaging.volumes import mask_to_array, mask_to_image
 from node.maa.errors import MaaInputError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,9 @@ class Regions:
     tumour_source: str
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # thresholds and levels of the automatic method
+    #: the received contours rasterised on the SPECT/CT's CT (bool (z, y, x) in the CT image's array order), by
+    #: region: "liver" and tumour names; empty for automatic regions (they are made on the SPECT grid)
+    drawn_on_ct: dict[str, np.ndarray] = field(default_factory=dict)
 
     def renamed(self, names: dict[str, str]) -> Regions:
         """The regions with tumours renamed (`names`: old -> new; others keep theirs); renamed ones first, in
@@ -241,8 +244,10 @@ def _interpreted_types(rtss: Dataset) -> dict[str, str]:
 
 
 def rtstruct_regions(rtss: Dataset, ct_ordered: Sequence[Dataset], ct_image: sitk.Image, nm: sitk.Image,
-                     liver_names: Sequence[str]) -> tuple[np.ndarray | None, dict[str, np.ndarray], list[str]]:
-    """(liver fraction or None, {tumour name: fraction}, notes) of an RTSTRUCT drawn on the SPECT/CT's CT.
+                     liver_names: Sequence[str]
+                     ) -> tuple[np.ndarray | None, dict[str, np.ndarray], list[str], dict[str, np.ndarray]]:
+    """(liver fraction or None, {tumour name: fraction}, notes, masks on the CT ("liver" and tumour names)) of an
+    RTSTRUCT drawn on the SPECT/CT's CT.
 
     Raises MaaInputError when the structure set cannot be placed on that CT.
     """
@@ -257,7 +262,7 @@ def rtstruct_regions(rtss: Dataset, ct_ordered: Sequence[Dataset], ct_image: sit
     if ignored:
         notes.append(f"RTSTRUCT ROIs not used (neither liver nor tumour): {', '.join(ignored)}")
     if not wanted:
-        return None, {}, notes
+        return None, {}, notes, {}
     try:
         masks = rtstruct.read_masks(rtss, ct_ordered, names=wanted)
     except rtstruct.RTStructError as exc:
@@ -269,7 +274,9 @@ def rtstruct_regions(rtss: Dataset, ct_ordered: Sequence[Dataset], ct_image: sit
         notes.append(f"RTSTRUCT ROI {n!r} is empty or outside the SPECT field of view: not used")
         fractions.pop(n)
     liver = fractions.pop(liver_name, None) if liver_name else None
-    return liver, fractions, notes
+    on_ct = {("liver" if n == liver_name else n): mask_to_array(masks[n], ct_ordered, ct_image)
+             for n in masks if n == liver_name and liver is not None or n in fractions}
+    return liver, fractions, notes, on_ct
 
 
 def volume_ml(fraction: np.ndarray, image: sitk.Image) -> float:

@@ -11,10 +11,28 @@ from collections.abc import Mapping, Sequence
 from pydicom import Dataset
 
 from node.maa.correlation import MIN_POINTS
-from node.maa.measurements import MaaMeasurements
+from node.maa.measurements import MaaMeasurements, PredictedDoseRecord, RegionDoseRecord
 from node.maa.partition import TISSUE_DENSITY_G_PER_ML
 from node.perfusion.report import MAX_SLOPE, METHOD_CODES, PARAMETER_CONCEPTS, PERFUSION_UNITS
-from node.report.codes import ABSORBED_DOSE, LIVER, LUNG, MASS, REGION_VOLUME, TUMOUR, VOLUME
+from node.report.codes import (
+    ABOVE_RANGE,
+    ABSORBED_DOSE,
+    BELOW_RANGE,
+    DOSE_D70,
+    DOSE_D90,
+    LIVER,
+    LUNG,
+    MASS,
+    MAX_DOSE,
+    MEAN_DOSE,
+    MEDIAN_DOSE,
+    MIN_DOSE,
+    NORMALITY,
+    REGION_VOLUME,
+    TUMOUR,
+    VOLUME,
+    volume_receiving,
+)
 from node.report.groups import Coded, Group, private
 from node.report.summary import CM3, NOT_MEASURABLE_TEXT, Column, Note, SummaryBlock, Table, number, value_text
 from node.workflow import WorkflowResult
@@ -43,6 +61,11 @@ PEARSON = private("LN-M-PEARSON", "Pearson correlation over tumours")
 
 SUFFIX = " (MAA SPECT)"
 ACTIVITY_GROUP, CORRELATION_GROUP = "Y-90 activity (partition model)", "T/N vs ALP (MAA SPECT, CT perfusion)"
+DOSE_PREFIX = "Y-90 dose predicted, "
+DOSE_ACTIVITY = "Y-90 dose predicted: activity"
+LDM = private("LN-M-LDM", "Local deposition, Y-90 49.67 Gy kg/GBq, MAA SPECT/CT")
+LUNG_SHUNT_DOSE = private("LN-M-LUNGM", "49.67 x A x LSF / CT lung mass")
+DOSE_ACTIVITY_USED = private("LN-Y90-AD", "Y-90 activity of the predicted dose")
 
 
 def _tumour_source(m: MaaMeasurements) -> str:
@@ -50,6 +73,74 @@ def _tumour_source(m: MaaMeasurements) -> str:
         return "MAA SPECT/CT: RTSTRUCT"
     named = m.regions.automatic.get("names") if isinstance(m.regions.automatic, dict) else None
     return "MAA SPECT: hot region" + (", named after the perfusion RTSTRUCT lesion" if named else "")
+
+
+#: the dose regions under the names every output of the case gives them (tumours keep their own names), so their
+#: SR groups share the region's tracking UID. The dose's whole liver is the MAA liver contour carried to the CT:
+#: no region name, so the summary does not list it again among the sources of a liver contour.
+_DOSE_REGIONS = {"non-tumoural liver": "Normal liver", "lungs": "Lungs"}
+DOSE_REGION_SOURCE = "MAA SPECT/CT: regions carried to its CT (dose grid)"
+
+
+def _dose_region(name: str, kind: str) -> str:
+    """The region name of a dose region: the tumour's own name, else the case-wide name of the organ part."""
+    return name if kind == "tumour" else _DOSE_REGIONS.get(kind, "")
+
+
+def _flag_region(quantity: str) -> str:
+    """The dose region a safety flag is about (node.dose.safety quantities)."""
+    if quantity.startswith("tumour ") and quantity.endswith(" mean dose"):
+        return quantity[len("tumour "):-len(" mean dose")]
+    return "lungs" if quantity.startswith("lung") else "non-tumoural liver"
+
+
+def dose_groups(pd: PredictedDoseRecord, nm: list[Dataset]) -> list[Group]:
+    """The predicted dose's figures: one group per region (DVH figures, flags as qualitative evaluations)."""
+    limits = ", ".join(f"{k} = {v:g}" for k, v in pd.limits_gy.items() if v is not None)
+    params = [f"method = {pd.method}", f"activity (GBq) = {pd.activity_gbq} ({pd.activity_source})",
+              f"lung shunt fraction = {pd.lung_shunt_fraction}", f"sphere type = {pd.sphere_type}",
+              f"bilobar = {pd.bilobar}, compromised liver = {pd.compromised_liver}, prior lung dose (Gy) = "
+              f"{pd.prior_lung_dose_gy:g}", f"limits (Gy): {limits} ({pd.limits_source})",
+              f"density = {pd.density_calibration}", f"dose grid = {pd.dose_grid}",
+              f"structure grid = {pd.structure_grid}"]
+    groups = []
+    for name, r in pd.regions.items():
+        site = LUNG if r.kind == "lungs" else LIVER
+        g = Group("maa", f"{DOSE_PREFIX}{name}", site, TUMOUR if r.kind == "tumour" else None, sources=nm,
+                  parameters=params, region=_dose_region(name, r.kind), region_source=DOSE_REGION_SOURCE)
+        _dose_items(g, r, LDM)
+        if r.kind == "lungs" and pd.lungs is not None:
+            g.add(MEAN_DOSE, pd.lungs.mean_gy, "Gy", LUNG_SHUNT_DOSE, "Dmean (A x LSF / lung mass)")
+        for f in pd.flags:
+            if _flag_region(f.quantity) == name:
+                g.evaluations.append((NORMALITY, BELOW_RANGE if f.quantity.startswith("tumour") else ABOVE_RANGE))
+                g.parameters = g.parameters + [f"flag: {f.message}"]
+        groups.append(g)
+    if "lungs" not in pd.regions and pd.lungs is not None and pd.lungs.mean_gy is not None:
+        g = Group("maa", f"{DOSE_PREFIX}lungs", LUNG, None, sources=nm, parameters=params + [pd.lungs.method],
+                  region="Lungs", region_source="MAA SPECT/CT CT: lungs")
+        g.add(MEAN_DOSE, pd.lungs.mean_gy, "Gy", LUNG_SHUNT_DOSE, "Dmean (A x LSF / lung mass)")
+        for f in pd.flags:
+            if _flag_region(f.quantity) == "lungs":
+                g.evaluations.append((NORMALITY, ABOVE_RANGE))
+                g.parameters = g.parameters + [f"flag: {f.message}"]
+        groups.append(g)
+    g = Group("maa", DOSE_ACTIVITY, LIVER, None, sources=nm, parameters=params)
+    g.add(DOSE_ACTIVITY_USED, pd.activity_gbq, "GBq", LDM, f"activity ({pd.activity_source})")
+    groups.append(g)
+    return groups
+
+
+def _dose_items(g: Group, r: RegionDoseRecord, method: Coded) -> None:
+    g.add(VOLUME, r.volume_ml, "mL", REGION_VOLUME, "volume")
+    g.add(MEAN_DOSE, r.mean_gy, "Gy", method, "Dmean")
+    g.add(MEDIAN_DOSE, r.d50_gy, "Gy", method, "D50")
+    g.add(DOSE_D70, r.d70_gy, "Gy", method, "D70")
+    g.add(DOSE_D90, r.d90_gy, "Gy", method, "D90")
+    g.add(MIN_DOSE, r.min_gy, "Gy", method, "Dmin")
+    g.add(MAX_DOSE, r.max_gy, "Gy", method, "Dmax")
+    for dose_gy, percent in r.v_percent.items():
+        g.add(volume_receiving(float(dose_gy)), percent, "%", method, f"V{dose_gy}Gy")
 
 
 def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str, Sequence[Dataset]]) -> list[Group]:
@@ -112,6 +203,8 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
           "activity at normal-liver limit")
     g.add(ACTIVITY_LUNG_LIMIT, plan.activity_lung_limit_gbq, "GBq", PARTITION_MODEL, "activity at lung limit")
     groups.append(g)
+    if m.predicted_dose is not None and m.predicted_dose.computed:
+        groups += dose_groups(m.predicted_dose, nm)
     pearson = corr.pearson_r_tn_vs_alp if corr is not None else {}
     if pearson:
         # r only from MIN_POINTS tumours on (node.maa.correlation); the summary says so when there is none
@@ -138,7 +231,8 @@ def _g(text: str | None) -> str:
 
 def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
     blocks: list[SummaryBlock] = []
-    tumours = [g for g in groups if g.finding == TUMOUR and g.region]
+    dose_ids = {g.identifier for g in groups if g.identifier.startswith(DOSE_PREFIX)}  # the dose: its own table
+    tumours = [g for g in groups if g.finding == TUMOUR and g.region and g.identifier not in dose_ids]
     alp, pvp, hpi = (PARAMETER_CONCEPTS[p] for p in ("ALP", "PVP", "HPI"))
     if tumours:
         rows: list[tuple[str, ...]] = []
@@ -165,7 +259,7 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
                       if any(c.endswith(NOT_MEASURABLE_TEXT) for r in rows for c in r) else ""),)))
     else:
         blocks.append(Note("No tumour found on the MAA SPECT."))
-    by_region = {g.region: g for g in groups if g.region}
+    by_region = {g.region: g for g in groups if g.region and g.identifier not in dose_ids}
     rows = []
     for region in ("Normal liver", "Lungs"):
         found = by_region.get(region)
@@ -213,4 +307,27 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
                           f"coefficient (needs {MIN_POINTS})")
     if texts:
         blocks.append(Note("T/N vs tumour ALP: " + "; ".join(texts) + "."))
+    blocks += _dose_blocks(groups)
     return blocks
+
+
+def _dose_blocks(groups: Sequence[Group]) -> list[SummaryBlock]:
+    """The predicted Y-90 dose: one row per region (DVH figures); its safety flags are the section's warnings."""
+    dose = [g for g in groups if g.identifier.startswith(DOSE_PREFIX)]
+    if not dose:
+        return []
+    activity = next((g for g in groups if g.identifier == DOSE_ACTIVITY), None)
+    used = activity.item(DOSE_ACTIVITY_USED) if activity is not None else None
+    what = f"{number(used.value, 'GBq')} GBq {used.label[len('activity '):]}" if used is not None else "-"
+    rows = []
+    for g in dose:
+        mean = g.item(MEAN_DOSE, LUNG_SHUNT_DOSE) or g.item(MEAN_DOSE)
+        vs = ", ".join(f"{i.label[:-2]} {number(i.value, '%', 0)}" for i in g.items if i.unit == "%")
+        rows.append((g.region or g.identifier[len(DOSE_PREFIX):], value_text(g.item(VOLUME)), value_text(mean),
+                     *(value_text(g.item(c)) for c in (MEDIAN_DOSE, DOSE_D70, DOSE_D90)), vs or "-"))
+    return [Table(
+        (Column("region", align="l", width=1.6), Column("volume", CM3), Column("Dmean", "Gy"), Column("D50", "Gy"),
+         Column("D70", "Gy"), Column("D90", "Gy"), Column("V (Gy)", "% of volume", align="l", width=2.2)),
+        tuple(rows), title=f"Y-90 dose predicted (local deposition) for {what}",
+        notes=("Lungs: 49.67 x A x LSF / CT lung mass. Safety flags (warnings below) are warnings, not "
+               "prescriptions.",))]

@@ -75,7 +75,12 @@ class Shunt:
     warnings: list[str] = field(default_factory=list)
     #: the lungs found on the SPECT/CT's CT (uint8 0/1 image on the in-plane-binned CT grid), for the review
     #: page and structure set; None when there was no CT or no lung in it
-    lung_mask: sitk.Image | None = None
+    lung_mask: sitk.Image | None = field(default=None, repr=False)
+    #: when measured: the lungs as a fraction (0..1) on the SPECT grid, and as a mask on the (in-plane binned) CT
+    #: they were found on, with that CT (for the Y-90 dose: lung VOI, CT lung mass)
+    lung_fraction: np.ndarray | None = field(default=None, repr=False)
+    lung_ct: sitk.Image | None = field(default=None, repr=False)
+    lung_ct_mask: np.ndarray | None = field(default=None, repr=False)
 
 
 
@@ -174,4 +179,5 @@ def _measured(counts: np.ndarray, nm: sitk.Image, liver_bin: np.ndarray, ct_imag
         warnings.append(f"measured LSF {lsf:.1%} differs from the configured {configured:.1%}")
     logger.info("MAA lung shunt fraction %.4f (lungs %.0f mL, core %.0f mL)", lsf, lungs.volume_ml, core_ml)
     return Shunt(lsf, "measured on SPECT", "the SPECT/CT covers the lungs", configured, lungs.volume_ml,
-                 core_ml, lung_conc / normal_level if normal_level else None, warnings)
+                 core_ml, lung_conc / normal_level if normal_level else None, warnings,
+                 lung_fraction=lung, lung_ct=ct_image, lung_ct_mask=lungs.mask)

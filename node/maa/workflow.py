@@ -16,6 +16,8 @@ from node.perfusion.reference import PerfusionResult
 from node.perfusion.workflow import PERFUSION
 from node.report.groups import Group
 from node.report.summary import SummaryBlock
+from node.selection import choose_spect_ct
+from node.seriescontent import spect_problem
 from node.workflow import (
     CaseSeries,
     CommonSettings,
@@ -37,8 +39,12 @@ MAA_CODES = frozenset({"85693008", "81761004"})
 SPECT, SPECT_CT, REGIONS = "MAA SPECT", "SPECT/CT CT", "regions (RTSTRUCT)"
 
 
+def _spect(series: SeriesRow) -> bool:
+    return spect_problem(series.modality, series.sop_class_uid, series.content) is None
+
+
 def is_maa_code(series: SeriesRow, _ctx: RoleContext) -> bool:
-    return series.modality == "NM" and series.radiopharmaceutical_code.strip() in MAA_CODES
+    return series.modality == "NM" and series.radiopharmaceutical_code.strip() in MAA_CODES and _spect(series)
 
 
 def names_maa(series: SeriesRow, _ctx: RoleContext) -> bool:
@@ -46,13 +52,13 @@ def names_maa(series: SeriesRow, _ctx: RoleContext) -> bool:
     text = series.radiopharmaceutical.upper().replace("-", " ")
     words = set(text.replace("^", " ").replace("(", " ").replace(")", " ").split())
     return series.modality == "NM" and ("MAA" in words or "MACROAGGREGATED" in text or "MICROAGGREGATED" in text
-                                        or "AGGREGATED ALBUMIN" in text)
-
+                                        or "AGGREGATED ALBUMIN" in text) and _spect(series)
 
 
 def _why(series: SeriesRow, _ctx: RoleContext) -> str:
     what = series.radiopharmaceutical_code or series.radiopharmaceutical or "none"
-    return f"NM whose radiopharmaceutical ({what}) is 99mTc-MAA"
+    return f"reconstructed NM SPECT ({series.content.describe_stack()}) whose radiopharmaceutical ({what}) is 99mTc-MAA"
+
 
 class MaaWorkflow(Workflow[MaaSettings, MaaMeasurements]):
     name = "maa"
@@ -61,12 +67,14 @@ class MaaWorkflow(Workflow[MaaSettings, MaaMeasurements]):
     needs = ("spect-maa",)
     uses = ("spect-ct", "roi-rtstruct", "liver-rtstruct")
     depends_on = (PERFUSION.name,)  # T/N next to the perfusion maps of the same case
+    tracers = ("Tc-99m MAA",)
     role_rules = (
         RoleRule("spect-maa", "NM whose radiopharmaceutical code is 99mTc-MAA (SNOMED 85693008, 81761004)",
                  is_maa_code, priority=5, explain=_why),
         RoleRule("spect-maa", "NM whose radiopharmaceutical text names MAA / aggregated albumin", names_maa,
                  explain=_why),
     )
+    output_kinds = ("rtdose",)  # the predicted Y-90 dose with its plan and regions, for a TPS
     settings_type = MaaSettings
     measurements_type = MaaMeasurements
     legacy_keys = {"normal_liver_dose_gy": "normal_liver_dose_gy", "lung_dose_limit_gy": "lung_dose_limit_gy",
@@ -82,8 +90,7 @@ class MaaWorkflow(Workflow[MaaSettings, MaaMeasurements]):
             raise MaaInputError(f"no MAA SPECT in case {case.case_id}")
         same_frame = nm.series.frame_of_reference_uid
         chosen = [nm]
-        ct = newest(case, "spect-ct", SPECT_CT, lambda s: s.frame_of_reference_uid == same_frame,
-                    "sharing the SPECT's frame of reference")
+        ct = choose_spect_ct(case, nm.series, SPECT_CT)
         if ct is not None:
             chosen.append(ct)
         def on_spect(s: SeriesRow) -> bool:

@@ -90,41 +90,57 @@ def summary_text(case_id: str, results: Mapping[str, WorkflowResult[Any]],
 def build_report(case_id: str, results: Mapping[str, WorkflowResult[Any]],
                  sources: Mapping[str, Sequence[Dataset]], registry: Registry = DEFAULT_REGISTRY
                  ) -> list[OutputObject]:
-    """The SR (TID 1500) with every measurement of the case and its summary page(s) as Secondary Captures.
+    """The SR (TID 1500) with every measurement of the case and its summary page(s) as Secondary Captures, and
+    one more SR with its page(s) per workflow that reports on its own (``Workflow.separate_report``: a later
+    visit, in the study of its key input).
 
-    `results`: workflow name -> result; `sources`: role -> input datasets (headers suffice). Returns [] when no
-    result holds a measurement (TID 1500 needs at least one group).
+    `results`: workflow name -> result; `sources`: role -> input datasets (headers suffice). A report without a
+    measurement is not made (TID 1500 needs at least one group).
     """
     reporting = _reporting(results, registry)
-    groups = collect_groups(results, sources, registry)
+    together = [(wf, r) for wf, r in reporting if not wf.separate_report]
+    out = _report(case_id, together, sources, "Case measurements", "Case summary", "case")
+    for wf, result in reporting:
+        if wf.separate_report:
+            out += _report(case_id, [(wf, result)], sources, wf.title, wf.title, wf.name)
+    return out
+
+
+def _report(case_id: str, reporting: Sequence[tuple[Workflow[Any, Any], WorkflowResult[Any]]],
+            sources: Mapping[str, Sequence[Dataset]], sr_title: str, page_title: str, what: str
+            ) -> list[OutputObject]:
+    groups = [g for wf, result in reporting for g in wf.report_groups(result, sources) if g.items]
     if not groups:
-        if results:
-            logger.warning("case %s: no measurements in results %s: no report", case_id, sorted(results))
+        if reporting:
+            logger.warning("case %s: no measurements in results %s: no report", case_id,
+                           sorted(wf.name for wf, _ in reporting))
         return []
     primary = _primary(reporting, sources)
     refs = referenced(groups)
     evidence = [primary] + [ds for ds in refs if str(ds.SOPInstanceUID) != str(primary.SOPInstanceUID)]
-    sr = build_sr(case_id, groups, evidence, sorted((wf for wf, _ in reporting), key=lambda wf: wf.name))
-    description = f"Case summary - {NOT_FOR_DIAGNOSIS}"
+    sr = build_sr(case_id, groups, evidence, sorted((wf for wf, _ in reporting), key=lambda wf: wf.name),
+                  series_description=f"{sr_title} - {NOT_FOR_DIAGNOSIS}")
+    description = f"{page_title} - {NOT_FOR_DIAGNOSIS}"
     sections = summary_sections(reporting, groups)
     names = ", ".join(wf.title for wf, _ in reporting)
     subtitle = "measured values with their units;  \u00b1 = 1 SD;  n.m. = not measurable (why: see notes)"
-    pages = render_pages(Identity.of(primary, description), sections, "Case summary", subtitle)
+    identity = Identity.of(primary, description)
+    pages = render_pages(identity, sections, page_title, subtitle)
     series_uid = hd.UID()
     text = "\n".join(summary_lines(case_id, sections))  # the pages' text, searchable (ImageComments)
-    out = [OutputObject("report", sr, "case measurements (SR TID 1500)")]
+    out = [OutputObject("report", sr, f"{what} measurements (SR TID 1500)")]
     for n, rgb in enumerate(pages, start=1):
         sc = secondary_capture(
             rgb, primary, refs, series_uid=series_uid, series_number=SUMMARY_SERIES_NUMBER, instance_number=n,
             series_description=description,
             comments=f"{NOT_FOR_DIAGNOSIS}. Case {case_id}: summary page {n} of {len(pages)} of the structured "
                      f"report {sr.SOPInstanceUID}. Text of the summary:\n{text}",
-            derivation=f"summary of the case measurements ({names})", image_plane=False)
-        out.append(OutputObject("report", sc, f"case summary page {n}/{len(pages)}"))
-    identity = Identity.of(primary, description)
-    pdf = render_pdf(identity, sections, "Case summary", subtitle)
-    document = encapsulated_pdf(pdf, primary, [sr, *(o.dataset for o in out[1:])], title="Case summary",
+            derivation=f"summary of the {what} measurements ({names})", image_plane=False)
+        out.append(OutputObject("report", sc, f"{what} summary page {n}/{len(pages)}"))
+    pdf = render_pdf(identity, sections, page_title, subtitle)
+    document = encapsulated_pdf(pdf, primary, [sr, *(o.dataset for o in out[1:])], title=page_title,
                                 series_uid=hd.UID(), series_number=PDF_SERIES_NUMBER)
-    out.append(OutputObject("report", document, "case summary (PDF)"))
-    logger.info("case %s: report with %d groups, %d summary page(s) and their PDF", case_id, len(groups), len(pages))
+    out.append(OutputObject("report", document, f"{what} summary (PDF)"))
+    logger.info("case %s: %s report with %d groups, %d summary page(s) and their PDF", case_id, what, len(groups),
+                len(pages))
     return out

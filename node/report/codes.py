@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from highdicom.sr import CodedConcept
 
-from node.report.groups import Coded
+from node.report.groups import Coded, private
 
 __all__ = [
     "VOLUME", "MASS", "ABSORBED_DOSE", "MEAN_TRANSIT_TIME", "TIME_TO_PEAK", "REGION_VOLUME", "LIVER", "LUNG",
     "AORTA", "PORTAL_VEIN", "SPLEEN", "TUMOUR", "NOT_MEASURABLE", "DECIMALS", "concept", "unit", "derivation",
-    "rounded", "decimals_of",
+    "rounded", "decimals_of", "DOSE_D70", "DOSE_D90", "volume_receiving", "RATIO", "DOSE_DIFFERENCE", "DVH_METHOD",
+    "NORMALITY", "ABOVE_RANGE", "BELOW_RANGE", "ADMINISTERED_ACTIVITY", "MEAN_DOSE", "MIN_DOSE", "MAX_DOSE",
+    "MEDIAN_DOSE",
 ]
 
 # ----------------------------------------------------------------- measurement names used by several workflows
@@ -25,8 +27,33 @@ ABSORBED_DOSE = Coded("128513", "DCM", "Absorbed Dose")
 MEAN_TRANSIT_TIME = Coded("113052", "DCM", "Mean Transit Time")
 TIME_TO_PEAK = Coded("113069", "DCM", "Time To Peak")
 
+# ----------------------------------------------------------------- dose-volume figures (Y-90 and plan doses)
+# DICOM CID 10061 (absorbed radiation dose types) names Dmean, Dmin, Dmax and the median (D50); Dx and Vx have no
+# standard code.
+MEAN_DOSE = Coded("128533", "DCM", "Mean Absorbed Radiation Dose")
+MIN_DOSE = Coded("128532", "DCM", "Minimum Absorbed Radiation Dose")
+MAX_DOSE = Coded("128531", "DCM", "Maximum Absorbed Radiation Dose")
+MEDIAN_DOSE = Coded("128539", "DCM", "Median Absorbed Radiation Dose")
+DOSE_D70 = private("LN-D70", "Minimum dose to the hottest 70 % of the volume")
+DOSE_D90 = private("LN-D90", "Minimum dose to the hottest 90 % of the volume")
+RATIO = Coded("118586006", "SCT", "Ratio")  # delivered / predicted
+DOSE_DIFFERENCE = private("LN-DDIFF", "Absorbed dose difference")  # delivered - predicted
+ADMINISTERED_ACTIVITY = Coded("113507", "DCM", "Administered activity")
+
+
+def volume_receiving(dose_gy: float) -> Coded:
+    """Vx: percent of a region's volume receiving at least `dose_gy` (V100 Gy, V30 Gy, FLV20Gy ...)."""
+    return private(f"LN-V{dose_gy:g}GY", f"Percent volume receiving at least {dose_gy:g} Gy")
+
+
+# ----------------------------------------------------------------- qualitative evaluations (safety flags)
+NORMALITY = Coded("121402", "DCM", "Normality")  # against the limit stated in the group's parameters
+ABOVE_RANGE = Coded("281302008", "SCT", "Above reference range")
+BELOW_RANGE = Coded("281300000", "SCT", "Below reference range")
+
 # ----------------------------------------------------------------- methods used by several workflows
 REGION_VOLUME = Coded("126030", "DCM", "Sum of segmented voxel method for volume")
+DVH_METHOD = private("LN-M-DVH", "Cumulative DVH, structure voxels, trilinear dose")
 
 # ----------------------------------------------------------------- anatomy (finding sites and types)
 LIVER = Coded("10200004", "SCT", "Liver")

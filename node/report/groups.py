@@ -66,6 +66,8 @@ class Group:
     #: region share its tracking UID in the SR: one finding, measured by several workflows.
     region: str = ""
     region_source: str = ""  # where the region comes from, in words ("planning CT, RTSTRUCT 'Liver'")
+    #: qualitative evaluations (name, value), e.g. a safety flag: (Finding, Above reference range)
+    evaluations: list[tuple[Coded, Coded]] = field(default_factory=list)
 
     def add(self, concept: Coded, value: float | None, unit: str, method: Coded, label: str,
             derivation: str | None = None, scale: float = 1.0, uncertainty: float | None = None,

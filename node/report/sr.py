@@ -67,11 +67,14 @@ def _group(g: Group, tracking_uid: str) -> hd.sr.MeasurementsAndQualitativeEvalu
     sources = [hd.sr.SourceImageForMeasurementGroup(referenced_sop_class_uid=ds.SOPClassUID,
                                                     referenced_sop_instance_uid=ds.SOPInstanceUID)
                for ds in g.sources]
+    evaluations = [hd.sr.QualitativeEvaluation(name=C.concept(name), value=C.concept(value))
+                   for name, value in g.evaluations]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=g.identifier[:64]),
         finding_type=C.concept(g.finding) if g.finding else None,
         finding_sites=[hd.sr.FindingSite(anatomic_location=C.concept(g.site))] if g.site else None,
-        algorithm_id=algorithm, measurements=measurements, source_images=sources or None)
+        algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=evaluations or None,
+        source_images=sources or None)
 
 
 def tracking_uids(groups: Sequence[Group]) -> list[str]:
@@ -88,7 +91,8 @@ def tracking_uids(groups: Sequence[Group]) -> list[str]:
 
 def _identify_private_scheme(sr: Dataset, groups: Sequence[Group]) -> None:
     """Name this software's coding scheme in the SOP Common module (PS3.3 C.12.1.1.8) when the SR uses it."""
-    used = any(c.scheme == PRIVATE_SCHEME for g in groups for i in g.items for c in (i.concept, i.method))
+    used = (any(c.scheme == PRIVATE_SCHEME for g in groups for i in g.items for c in (i.concept, i.method))
+            or any(c.scheme == PRIVATE_SCHEME for g in groups for pair in g.evaluations for c in pair))
     if not used:
         return
     item = Dataset()
@@ -101,7 +105,8 @@ def _identify_private_scheme(sr: Dataset, groups: Sequence[Group]) -> None:
 
 
 def build_sr(case_id: str, groups: Sequence[Group], evidence: Sequence[Dataset],
-             workflows: Sequence[Workflow[Any, Any]]) -> Dataset:
+             workflows: Sequence[Workflow[Any, Any]],
+             series_description: str = f"Case measurements - {NOT_FOR_DIAGNOSIS}") -> Dataset:
     """The Comprehensive 3D SR holding `groups`; `evidence` must include every group source (first = study);
     `workflows` name the procedures reported."""
     observer = hd.sr.ObserverContext(
@@ -115,7 +120,7 @@ def build_sr(case_id: str, groups: Sequence[Group], evidence: Sequence[Dataset],
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(evidence), content=report, series_instance_uid=hd.UID(), series_number=SR_SERIES_NUMBER,
         sop_instance_uid=hd.UID(), instance_number=1, is_complete=True, is_final=False, is_verified=False,
-        series_description=f"Case measurements - {NOT_FOR_DIAGNOSIS}"[:64], **equipment_kwargs())
+        series_description=series_description[:64], **equipment_kwargs())
     _identify_private_scheme(sr, groups)
     logger.info("case %s: SR with %d groups, %d measurements", case_id, len(groups), sum(len(g.items) for g in groups))
     return sr

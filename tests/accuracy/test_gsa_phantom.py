@@ -45,7 +45,8 @@ def phantoms(tmp_path_factory) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def results(phantoms) -> dict[str, WorkflowResult]:
-    out = {name: run_gsa(p["planning"], p["nm"], p["spect_ct"], p["rtss"], ANALYSIS) for name, p in phantoms.items()}
+    out: dict[str, WorkflowResult] = {name: run_gsa(p["planning"], p["nm"], p["spect_ct"], p["rtss"], ANALYSIS)
+                                      for name, p in phantoms.items()}
     p = phantoms["default"]
     out["no-rtstruct"] = run_gsa(p["planning"], p["nm"], p["spect_ct"], None, ANALYSIS)
     return out

@@ -105,7 +105,12 @@ def test_rtstruct_regions_tn_within_10_percent(phantom):
         entry = m.uptake.tumours[f"Tumor {t['name']}"]
         assert entry.tn_ratio == pytest.approx(phantom["truth"]["maa"]["tn_ratio"][t["name"]], rel=0.10)
         assert entry.volume_ml == pytest.approx(4 / 3 * np.pi * t["radius_mm"] ** 3 / 1000, rel=0.15)
-    assert [o.kind for o in result.outputs] == ["secondary-capture"]  # nothing automatic to send back
+    # nothing automatic to send back: no structure set of the node's; the predicted dose refers to the one received
+    assert {(o.kind, o.dataset.Modality) for o in result.outputs} == {
+        ("secondary-capture", "OT"), ("report", "RTDOSE"), ("report", "RTPLAN"), ("report", "OT"),
+        ("rtdose", "RTDOSE"), ("rtdose", "RTPLAN")}
+    (dose,) = [o.dataset for o in result.outputs if o.kind == "rtdose" and o.dataset.Modality == "RTDOSE"]
+    assert dose.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == rtss.SOPInstanceUID
 
 
 def test_configured_lsf_when_no_spect_ct(phantom):
@@ -138,8 +143,11 @@ def test_refuses_ct_of_another_frame_of_reference(phantom):
 
 
 def test_outputs_pass_dciodvfy_and_are_labelled(tmp_path, phantom, automatic):
-    kinds = sorted(o.kind for o in automatic.outputs)
-    assert kinds == ["report", "secondary-capture"]  # the regions' RTSTRUCT travels with the report, not to the TPS
+    kinds = {(o.kind, o.dataset.Modality) for o in automatic.outputs}
+    # the regions' RTSTRUCT travels with the report, and with the predicted dose it belongs to ("rtdose"), never as
+    # the TPS's targets ("rtstruct")
+    assert kinds == {("secondary-capture", "OT"), ("report", "RTSTRUCT"), ("report", "RTDOSE"), ("report", "RTPLAN"),
+                     ("report", "OT"), ("rtdose", "RTDOSE"), ("rtdose", "RTPLAN"), ("rtdose", "RTSTRUCT")}
     for n, obj in enumerate(automatic.outputs):
         path = tmp_path / f"{n}.dcm"
         obj.dataset.save_as(path, enforce_file_format=True)
@@ -148,8 +156,7 @@ def test_outputs_pass_dciodvfy_and_are_labelled(tmp_path, phantom, automatic):
     sc = next(o.dataset for o in automatic.outputs if o.kind == "secondary-capture")
     assert "DERIVED" in sc.ImageType and "not for primary diagnosis" in sc.SeriesDescription
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == phantom["nm"].SOPInstanceUID
-    rtss = next(o.dataset for o in automatic.outputs if o.kind == "report")
-    assert rtss.Modality == "RTSTRUCT"
+    rtss = next(o.dataset for o in automatic.outputs if o.kind == "report" and o.dataset.Modality == "RTSTRUCT")
     assert set(rtstruct.roi_names(rtss)) == {"Liver", "Lungs", *automatic.measurements.uptake.tumours}
     # measurement regions, never targets: a planning system must not take them as GTV/CTV/PTV
     types = rtstruct.roi_interpreted_types(rtss)

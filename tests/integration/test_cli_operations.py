@@ -36,7 +36,7 @@ def test_reprocess_and_resend(tmp_path: Path) -> None:
     from node.config import load_config
 
     config = load_config(cfg)
-    ct = F.ct_series("P-OPS", 2, time_points=3)
+    ct = F.ct_series("P-OPS", 2, time_points=8)
     runs: list[float] = []
 
     def perfusion(_ctx) -> list[OutputObject]:  # a stand-in analysis that produces one object

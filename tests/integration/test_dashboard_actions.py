@@ -1,5 +1,6 @@
 """Dashboard operator actions over HTTP on a node with a stand-in analysis: reprocess and release a held case
-(each audited, the held case notified), a read-only dashboard, and the same action for an unknown case."""
+(each audited, the held case notified), reassign a series of an identity conflict, a read-only dashboard, and the
+same action for an unknown case."""
 # mypy: disable-error-code="union-attr"
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.network
 
 
 def _node(tmp_path: Path, **dashboard) -> tuple[Node, list]:
-    ct = F.ct_series("P-ACT", 2, time_points=3)
+    ct = F.ct_series("P-ACT", 2, time_points=8)
     cfg = make_config(tmp_path / "var", health={"enabled": True, "port": 0}, dashboard={"enabled": True, **dashboard},
                       destinations={"pacs": {"folder": "results/pacs", "outputs": ["secondary-capture"]}},
                       notifications={"check_interval_seconds": 0.2, "webhooks": {}})
@@ -49,9 +50,9 @@ def _node(tmp_path: Path, **dashboard) -> tuple[Node, list]:
     return node, runs
 
 
-def _post(node: Node, path: str, csrf: str) -> tuple[int, str, str]:
+def _post(node: Node, path: str, csrf: str, **form: str) -> tuple[int, str, str]:
     req = urllib.request.Request(f"http://127.0.0.1:{node.health.port}{path}",
-                                 data=urllib.parse.urlencode({"csrf": csrf}).encode(), method="POST")
+                                 data=urllib.parse.urlencode({"csrf": csrf, **form}).encode(), method="POST")
     try:
         with urllib.request.urlopen(req, timeout=10) as rsp:
             return rsp.status, rsp.url, rsp.read().decode()
@@ -123,3 +124,38 @@ def test_a_read_only_dashboard_has_no_buttons_and_refuses_actions(tmp_path: Path
         assert node.index.get_case("P-ACT").version == 1 and runs == ["P-ACT"]
     finally:
         node.stop()
+
+
+def test_an_identity_conflict_is_shown_and_a_series_reassigned_from_the_dashboard(tmp_path: Path) -> None:
+    node, runs = _node(tmp_path)
+    try:
+        study = pydicom_study(node)
+        other = F.ct_series("P-OTHER", 2, study_uid=study)  # another patient's images in P-ACT's study
+        ae = AE(ae_title="ACT")
+        ae.add_requested_context(F.CT)
+        assoc = ae.associate("127.0.0.1", node.config.node.port, ae_title="LIVERNODE")
+        for ds in other:
+            assert assoc.send_c_store(ds).Status == 0
+        assoc.release()
+        assert wait_until(lambda: node.index.get_case("P-ACT").state == "held", timeout=20)
+        assert node.index.get_case("P-OTHER").state == "held"
+        cases = _text(_page(node, "/ui/"))
+        assert "1 patient-identity conflict(s)" in cases
+        page = _page(node, "/ui/case/P-OTHER")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        assert f"Identity conflict on study {study}" in _text(page) and 'id="reassign"' in page
+        code, _, body = _post(node, "/ui/case/P-OTHER/action/reassign", csrf, series=other[0].SeriesInstanceUID,
+                              to="P-ACT")
+        assert code == 200 and "moved from case P-OTHER to case P-ACT" in _text(body)
+        assert node.index.get_case("P-OTHER") is None and node.index.conflicts() == []
+        assert node.index.get_case("P-ACT").state != "held"
+        assert len(node.index.series_of_case("P-ACT")) == 2
+        audit = _text(_page(node, "/ui/audit"))
+        assert "action=reassign" in audit and "identity-conflict-resolved" in audit
+    finally:
+        node.stop()
+
+
+def pydicom_study(node: Node) -> str:
+    (series,) = node.index.series_of_case("P-ACT")
+    return series.study_uid

@@ -21,6 +21,11 @@ MUST_PASS = [
     "T2 DISCM PVP", "T3 DISCM ALP", "T3 DISCM PVP",
     "FLS volume", "ITV volume", "PTV volume", "registration translation error", "registration rotation error",
     "MAA T/N T1", "MAA T/N T2", "MAA T/N T3",
+    "Y-90 predicted mean dose liver", "Y-90 predicted mean dose normal_liver", "Y-90 predicted mean dose T1",
+    "Y-90 predicted mean dose T2", "Y-90 predicted mean dose T3", "Y-90 predicted mean dose lungs",
+    "Y-90 delivered/predicted T1", "Y-90 delivered/predicted T2", "Y-90 delivered/predicted T3",
+    "Y-90 delivered/predicted liver", "GSA plan FLV20Gy", "GSA plan F20Gy", "GSA plan mean dose whole liver",
+    "GSA plan mean dose FLS", "GSA plan mean dose ITV", "GSA plan mean dose PTV",
 ]
 
 

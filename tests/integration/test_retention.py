@@ -65,8 +65,8 @@ port = {dead}
 outputs = ["rtstruct"]
 """)
     config = load_config(cfg)
-    delivered_ct = F.ct_series("P-DELIVERED", 2, time_points=3)
-    undelivered_ct = F.ct_series("P-UNDELIVERED", 2, time_points=3)
+    delivered_ct = F.ct_series("P-DELIVERED", 2, time_points=8)
+    undelivered_ct = F.ct_series("P-UNDELIVERED", 2, time_points=8)
     waiting_ct = F.ct_series("P-WAITING", 3)  # a planning CT alone: no workflow, never done
 
     def stand_in(ctx) -> list[OutputObject]:  # one Secondary Capture; the undelivered case an RTSTRUCT too

@@ -136,20 +136,47 @@ def test_required_sop_classes_and_transfer_syntaxes_are_accepted(node_factory) -
     assert not missing
 
 
-def test_duplicate_sop_instance_kept_once(node_factory) -> None:
+def test_duplicate_sop_instance_replaces_and_keeps_the_old_copy(node_factory) -> None:
     node = node_factory(workflows={})
     (ds,) = F.ct_series("P-DUP", 1)
     assoc = _scu(node.address[1], [(F.CT, None)])
     assert assoc.send_c_store(ds).Status == 0
     first = _stored(node, ds.SOPInstanceUID)
     before = first.read_bytes()
-    ds.PatientName = "Changed^Name"  # a resend with other content must not overwrite what was stored
+    assert assoc.send_c_store(ds).Status == 0  # identical content: nothing changes
+    node.receiver.flush()
+    assert _stored(node, ds.SOPInstanceUID) == first and first.read_bytes() == before
+    ds.PatientName = "Changed^Name"  # a resend with other content replaces it; the old copy is kept, not deleted
     assert assoc.send_c_store(ds).Status == 0
     assoc.release()
     node.receiver.flush()
-    assert first.read_bytes() == before
+    data = node.config.node.data_dir
     assert node.index.counts()["instances"] == 1
-    assert len(list((node.config.node.data_dir / "instances").rglob("*.dcm"))) == 1
+    (current,) = list((data / "instances").rglob("*.dcm"))
+    assert pydicom.dcmread(current).PatientName == "Changed^Name" and _stored(node, ds.SOPInstanceUID) == current
+    (kept,) = list((data / "superseded").rglob("*.dcm"))
+    assert kept.read_bytes() == before
+    (row,) = node.index.superseded()
+    assert row.action == "replaced" and "PatientName" in row.differences and row.kept_path == kept
+
+
+def test_duplicate_keep_first_keeps_the_stored_copy_and_sets_the_new_one_aside(node_factory, tmp_path: Path) -> None:
+    node = node_factory(make_config(tmp_path / "var", receive={"duplicates": "keep-first"}), workflows={})
+    (ds,) = F.ct_series("P-DUP", 1)
+    assoc = _scu(node.address[1], [(F.CT, None)])
+    assert assoc.send_c_store(ds).Status == 0
+    first = _stored(node, ds.SOPInstanceUID)
+    before = first.read_bytes()
+    ds.PatientName = "Changed^Name"
+    assert assoc.send_c_store(ds).Status == 0
+    assoc.release()
+    node.receiver.flush()
+    data = node.config.node.data_dir
+    assert first.read_bytes() == before and node.index.counts()["instances"] == 1
+    assert list((data / "instances").rglob("*.dcm")) == [first]
+    (kept,) = list((data / "superseded").rglob("*.dcm"))
+    assert pydicom.dcmread(kept).PatientName == "Changed^Name"
+    assert node.index.superseded()[0].action == "kept-first"
 
 
 def test_calling_ae_allow_list_and_called_ae(node_factory, tmp_path: Path) -> None:

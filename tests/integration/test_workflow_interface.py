@@ -218,7 +218,10 @@ def _wf(name: str, depends_on: tuple[str, ...] = ()) -> Workflow[Any, Any]:
 
 
 def test_registry_orders_by_dependencies_and_refuses_inconsistent_sets() -> None:
-    assert DEFAULT_REGISTRY.names == ("perfusion", "gsa", "maa")
+    # the dose workflows run after the ones whose results they take (y90post: maa; gsaplan: gsa)
+    assert DEFAULT_REGISTRY.names == ("perfusion", "gsa", "maa", "y90post", "gsaplan")
+    assert {wf.name: wf.depends_on for wf in DEFAULT_REGISTRY}["y90post"] == ("maa",)
+    assert {wf.name: wf.depends_on for wf in DEFAULT_REGISTRY}["gsaplan"] == ("gsa",)
     assert Registry([_wf("c", ("b",)), _wf("a"), _wf("b", ("a",))]).names == ("a", "b", "c")
     with pytest.raises(RegistryError, match="twice"):
         Registry([_wf("a"), _wf("a")])
@@ -233,7 +236,7 @@ def test_registry_orders_by_dependencies_and_refuses_inconsistent_sets() -> None
 def test_each_workflow_declares_settings_measurements_and_roles() -> None:
     config = make_config(Path("/tmp/unused"))
     roles = {r.role for wf in DEFAULT_REGISTRY for r in wf.role_rules}
-    assert roles == {"ct-perfusion", "spect-gsa", "spect-maa"}
+    assert roles == {"ct-perfusion", "spect-gsa", "spect-maa", "y90-post", "plan-dose", "rt-plan"}
     for wf in DEFAULT_REGISTRY:
         assert dataclasses.is_dataclass(wf.settings_type) and dataclasses.is_dataclass(wf.measurements_type)
         assert isinstance(config.analysis.settings_for(wf), wf.settings_type)

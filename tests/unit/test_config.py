@@ -5,12 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from node.config import ConfigError, load_config, parse_config
 from node.gsa.workflow import GSA
+from node.gsaplan.workflow import GSAPLAN
 from node.maa.workflow import MAA
 from node.perfusion.workflow import PERFUSION
+from node.y90post.workflow import Y90POST
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +31,8 @@ def test_shipped_config_is_valid_and_runs_without_a_pacs() -> None:
     assert {d.kind for d in cfg.destinations} == {"folder"}
     assert all(str(d.folder).startswith(str(cfg.node.data_dir)) for d in cfg.destinations)
     assert {k for d in cfg.destinations for k in d.outputs} == {"parametric-map", "secondary-capture", "report",
-                                                               "rtstruct"}
+                                                               "rtstruct", "rtdose"}
+    assert cfg.unrouted_outputs() == ()  # every kind the registered workflows produce has a destination
 
 
 def test_issue_keys_parse() -> None:
@@ -69,6 +73,19 @@ def test_issue_keys_parse() -> None:
     ({"analysis": {"maa": "yes"}}, "analysis.maa"),
     ({"analysis": {"fls_threshold": 0.5, "gsa": {"fls_threshold": 0.6}}}, "analysis.fls_threshold"),
     ({"analysis": {"parametric_map_fallback": "jpeg"}}, "analysis.parametric_map_fallback"),
+    ({"analysis": {"maa": {"sphere_type": "ceramic"}}}, "analysis.maa.sphere_type"),
+    ({"analysis": {"maa": {"prescribed_activity_gbq": 0}}}, "analysis.maa.prescribed_activity_gbq"),
+    ({"analysis": {"maa": {"bilobar": "yes"}}}, "analysis.maa.bilobar"),
+    ({"analysis": {"maa": {"dose_limits": {"normal_liver_max_gy": -1}}}},
+     "analysis.maa.dose_limits.normal_liver_max_gy"),
+    ({"analysis": {"maa": {"dose_limits": {"tumour_minimum_gy": 90}}}}, "analysis.maa.dose_limits.tumour_minimum_gy"),
+    ({"analysis": {"maa": {"dose_limits": {"normal_liver_compromised_max_gy": 50}}}}, "analysis.maa.dose_limits"),
+    ({"analysis": {"maa": {"ct_density": {"hu": [0, -10], "density_g_per_ml": [1, 1]}}}},
+     "analysis.maa.ct_density"),
+    ({"analysis": {"maa": {"ct_density": {"hu": "linear"}}}}, "analysis.maa.ct_density.hu"),
+    ({"analysis": {"y90post": {"mismatch_warning": 0}}}, "analysis.y90post.mismatch_warning"),
+    ({"analysis": {"gsaplan": {"flv_warning_percent": 120}}}, "analysis.gsaplan.flv_warning_percent"),
+    ({"destinations": {"tps": {"folder": "x", "outputs": ["rt-dose"]}}}, "destinations.tps.outputs[0]"),
     ({"outbox": {"parametric_map_fallback": "jpeg"}}, "outbox.parametric_map_fallback"),
     ({"destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "outputs": ["report"]}}},
      "destinations.pacs.port"),
@@ -80,6 +97,12 @@ def test_issue_keys_parse() -> None:
     ({"destinations": {"tps": {"ae_title": "TPS", "host": "h", "port": 104, "outputs": ["rtstruct"],
                                "tls": {"cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"}}}},
      "destinations.tps.tls.cert_file"),
+    ({"receive": {"duplicates": "overwrite"}}, "receive.duplicates"),
+    ({"classify": {"tracers": {"Tc-99m MDP": ["bone"]}}}, 'classify.tracers."Tc-99m MDP"'),
+    ({"classify": {"tracers": {"Tc-99m MAA": "MAA"}}}, 'classify.tracers."Tc-99m MAA"'),
+    ({"classify": {"tracers": {"Tc-99m MAA": ["(MAA"]}}}, 'classify.tracers."Tc-99m MAA"[0]'),
+    ({"classify": {"tracer_fields": ["SeriesDescription", "BodyPartExamined"]}}, "classify.tracer_fields[1]"),
+    ({"classify": {"tracer": {}}}, "classify.tracer"),
 ])
 def test_bad_configuration_names_the_key(raw: dict, key: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -119,6 +142,26 @@ def test_workflow_tables_parse_into_each_workflows_settings() -> None:
     assert (maa.lung_shunt_fraction, maa.normal_liver_dose_gy, maa.lung_dose_limit_gy) == (0.07, 40.0, 30.0)
     assert perfusion.liver_roi_names == gsa.liver_roi_names == maa.liver_roi_names == ("LIVER_CONTOUR",)
     assert cfg.notices == ()
+
+
+def test_dose_settings_choose_the_sphere_types_limits_and_a_site_may_change_them() -> None:
+    cfg = parse_config({"analysis": {
+        "maa": {"sphere_type": "glass", "bilobar": True, "prior_lung_dose_gy": 12.0, "prescribed_activity_gbq": 2.5,
+                "dose_limits": {"tumour_min_gy": 150.0},
+                "ct_density": {"name": "CT1", "hu": [-1000, 0, 1000], "density_g_per_ml": [0.001, 1.0, 1.6]}},
+        "y90post": {"mismatch_warning": 0.3}, "gsaplan": {"threshold_gy": 15.0}},
+        "destinations": {"tps": {"folder": "tps", "outputs": ["rtstruct", "rtdose"]}}}, base_dir=Path("/tmp"))
+    maa = cfg.analysis.settings_for(MAA)
+    assert maa.sphere_type.value == "glass" and maa.prescribed_activity_gbq == 2.5
+    assert maa.dose_limits.tumour_min_gy == 150.0 and maa.dose_limits.normal_liver_max_gy == 70.0  # glass default
+    assert "site changes: tumour_min_gy = 150" in maa.dose_limits.source
+    assert maa.treatment.bilobar and maa.treatment.prior_lung_dose_gy == 12.0
+    assert maa.ct_density.name == "CT1" and float(maa.ct_density.density(np.array([500.0]))[0]) == pytest.approx(1.3)
+    assert cfg.analysis.settings_for(Y90POST).mismatch_warning == 0.3
+    assert cfg.analysis.settings_for(GSAPLAN).threshold_gy == 15.0
+    assert [d.name for d in cfg.destinations_for("rtdose")] == ["tps"]
+    resin = parse_config({}, base_dir=Path("/tmp")).analysis.settings_for(MAA)
+    assert resin.sphere_type.value == "resin" and resin.dose_limits.normal_liver_max_gy == 40.0
 
 
 def test_old_flat_analysis_keys_still_work_with_a_deprecation_notice() -> None:
@@ -172,3 +215,14 @@ def test_receive_section_parses_and_names_its_keys() -> None:
         with pytest.raises(ConfigError) as exc:
             parse_config(raw, base_dir=Path("/tmp"))
         assert exc.value.key == key
+
+
+def test_receive_and_classify_keys_parse() -> None:
+    cfg = parse_config({"receive": {"duplicates": "keep-first"},
+                        "classify": {"tracer_fields": ["SeriesDescription"],
+                                     "tracers": {"Tc-99m MAA": [r"\bMAA\b", "lung shunt"], "Tc-99m GSA": ["asialo"]}}})
+    assert cfg.receive.duplicates == "keep-first"
+    rules = cfg.classify.tracers
+    assert rules.fields == ("SeriesDescription",)
+    assert [(r.radiopharmaceutical, len(r.patterns)) for r in rules.rules] == [("Tc-99m MAA", 2), ("Tc-99m GSA", 1)]
+    assert parse_config({}).receive.duplicates == "replace" and parse_config({}).classify.tracers.rules == ()

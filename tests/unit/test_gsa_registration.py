@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from node.errors import AnalysisError
+from node.errors import AnalysisError, itk_reason
 from node.imaging.registration import RegistrationError, register_rigid
 from node.record import encode
 
@@ -106,3 +106,38 @@ def test_unrelated_moving_ct_is_refused(fixed):
     phantom.SetOrigin((-75.0, -75.0, -75.0))
     with pytest.raises(RegistrationError, match="implausible|overlap|failed"):
         register_rigid(fixed, phantom)
+
+
+@pytest.mark.parametrize(("slices", "which"), [(3, "moving"), (1, "moving"), (2, "fixed")])
+def test_a_ct_too_short_to_register_is_refused_in_words(fixed, slices: int, which: str):
+    short = body_image((100, 72, slices), (3.2, 3.2, 4.0), (-160.0, -115.0, -20.0))
+    pair = (fixed, short) if which == "moving" else (short, fixed)
+    with pytest.raises(RegistrationError) as info:
+        register_rigid(*pair, fixed_name="planning CT", moving_name="SPECT/CT's CT")
+    name = "SPECT/CT's CT" if which == "moving" else "planning CT"
+    message = str(info.value)
+    assert message.startswith(f"the {name} is too small to register: {slices} slice")
+    assert f"({slices * 4} mm) along the body (z); at least 16 mm is needed" in message
+    assert "ITK" not in message and "BinShrink" not in message  # not SimpleITK's words
+
+
+def test_a_ct_of_one_value_is_refused_as_such_not_as_not_overlapping(fixed):
+    blank = sitk.Image((60, 60, 30), sitk.sitkFloat32)  # 0 HU everywhere: a body, but no anatomy
+    blank.SetSpacing((3.0, 3.0, 4.0))
+    blank.SetOrigin((-100.0, -100.0, -60.0))
+    for pair, name in (((fixed, blank), "post-therapy CT"), ((blank, fixed), "MAA CT")):
+        with pytest.raises(RegistrationError) as info:
+            register_rigid(*pair, fixed_name="MAA CT", moving_name="post-therapy CT")
+        assert str(info.value) == (f"the {name} holds the same value everywhere (0 HU): no anatomy to register on "
+                                   "(a blank or synthetic image?)")
+
+
+def test_simpleitk_errors_read_without_source_paths_or_addresses():
+    tiny = sitk.Image((2, 2, 2), sitk.sitkFloat32)
+    with pytest.raises(RuntimeError) as info:  # SimpleITK's own exception, as an analysis would meet it
+        sitk.BinShrink(tiny, [4, 4, 4])
+    assert ".hxx" in str(info.value) and "0x" in str(info.value)
+    reason = itk_reason(info.value)
+    assert reason.startswith("SimpleITK BinShrink: InputImage is too small!")
+    assert ".hxx" not in reason and "0x" not in reason
+    assert itk_reason(ValueError("first line\nsecond")) == "first line"

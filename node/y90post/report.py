@@ -1,0 +1,94 @@
+"""The post-therapy dosimetry report: predicted vs delivered per region (its own SR, in the post-therapy study)."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pydicom import Dataset
+
+from node.report.codes import (
+    ABOVE_RANGE,
+    ADMINISTERED_ACTIVITY,
+    BELOW_RANGE,
+    DOSE_D70,
+    DOSE_DIFFERENCE,
+    LIVER,
+    LUNG,
+    MEAN_DOSE,
+    NORMALITY,
+    RATIO,
+    TUMOUR,
+)
+from node.report.groups import Group, fmt, private
+from node.workflow import WorkflowResult
+from node.y90post.measurements import Y90PostMeasurements
+
+__all__ = ["PROCEDURE", "report_groups", "summary_section", "GROUP_PREFIX"]
+
+PROCEDURE = private("LN-P-Y90POST", "Y-90 post-therapy dosimetry, delivered vs predicted")
+PREDICTED = private("LN-M-Y90PRED", "Y-90 LDM dose predicted from 99mTc-MAA SPECT/CT")
+DELIVERED = private("LN-M-Y90DEL", "Y-90 LDM dose from post-therapy imaging")
+DELIVERED_VS_PREDICTED = private("LN-M-Y90CMP", "Delivered vs predicted, registered CT-CT")
+#: the qualitative evaluation of a mismatch (delivered / predicted beyond the configured margin); no standard code
+AGREEMENT = private("LN-Y90AGREE", "Delivered vs predicted dose agreement")
+GROUP_PREFIX = "Y-90 delivered vs predicted, "
+SOURCE_GROUP = "Y-90 post-therapy image"
+
+
+def report_groups(result: WorkflowResult[Y90PostMeasurements], sources: Mapping[str, Sequence[Dataset]]
+                  ) -> list[Group]:
+    m = result.measurements
+    image = list(sources.get("y90-post", []))[:1]
+    reg = m.registration
+    params = [f"delivered dose = {m.dose_method}", f"source = {m.source.activity_method}",
+              f"administered (GBq) = {m.source.administered_gbq} ({m.source.administered_source})",
+              f"predicted for (GBq) = {m.predicted_activity_gbq}, scaled to the administered {m.compared_at_gbq}",
+              f"registration = {reg.method}; translation (mm) = {reg.translation_mm}, rotation (deg) = "
+              f"{reg.rotation_deg}, body Dice = {reg.body_dice}",
+              f"mismatch flagged beyond |delivered/predicted - 1| > {m.mismatch_warning:g}"]
+    groups = []
+    for name, r in m.regions.items():
+        if not r.compared:
+            continue
+        g = Group("y90post", f"{GROUP_PREFIX}{name}", LUNG if r.kind == "lungs" else LIVER,
+                  TUMOUR if r.kind == "tumour" else None, sources=image, parameters=params)
+        g.add(MEAN_DOSE, r.predicted_mean_gy, "Gy", PREDICTED, "Dmean predicted")
+        g.add(MEAN_DOSE, r.delivered_mean_gy, "Gy", DELIVERED, "Dmean delivered")
+        g.add(DOSE_DIFFERENCE, r.mean_difference_gy, "Gy", DELIVERED_VS_PREDICTED, "Dmean delivered - predicted")
+        g.add(RATIO, r.mean_ratio, "{ratio}", DELIVERED_VS_PREDICTED, "Dmean delivered / predicted")
+        g.add(DOSE_D70, r.predicted_d70_gy, "Gy", PREDICTED, "D70 predicted")
+        g.add(DOSE_D70, r.delivered_d70_gy, "Gy", DELIVERED, "D70 delivered")
+        g.add(DOSE_DIFFERENCE, r.d70_difference_gy, "Gy", DELIVERED_VS_PREDICTED, "D70 delivered - predicted")
+        g.add(RATIO, r.d70_ratio, "{ratio}", DELIVERED_VS_PREDICTED, "D70 delivered / predicted")
+        if r.mean_ratio is not None and abs(r.mean_ratio - 1.0) > m.mismatch_warning:
+            g.evaluations.append((AGREEMENT, BELOW_RANGE if r.mean_ratio < 1 else ABOVE_RANGE))
+        for f in m.flags:
+            if f.quantity.startswith(f"tumour {name} ") or (r.kind == "non-tumoural liver"
+                                                           and f.quantity.startswith("non-tumoural")):
+                g.evaluations.append((NORMALITY, BELOW_RANGE if f.quantity.startswith("tumour") else ABOVE_RANGE))
+                g.parameters = g.parameters + [f"flag: {f.message}"]
+        groups.append(g)
+    g = Group("y90post", SOURCE_GROUP, LIVER, None, sources=image, parameters=params)
+    g.add(ADMINISTERED_ACTIVITY, m.source.administered_gbq, "GBq", DELIVERED,
+          f"administered ({m.source.administered_source})")
+    groups.append(g)
+    return groups
+
+
+def summary_section(groups: Sequence[Group]) -> list[str]:
+    out = ["Y-90 post-therapy dosimetry: dose delivered (D) vs predicted from the MAA (P)", "",
+           f"{'region':<20}{'Dmean P':>9}{'Dmean D':>9}{'D-P':>8}{'D/P':>7}{'D70 P':>8}{'D70 D':>8}{'D-P':>8}"
+           f"{'D/P':>7}"]
+    for g in groups:
+        if not g.identifier.startswith(GROUP_PREFIX):
+            continue
+        means = [i.value for i in g.items if i.concept == MEAN_DOSE]
+        d70 = [i.value for i in g.items if i.concept == DOSE_D70]
+        diffs = [i.value for i in g.items if i.concept == DOSE_DIFFERENCE]
+        ratios = [i.value for i in g.items if i.concept == RATIO]
+        if len(means) < 2 or len(d70) < 2 or len(diffs) < 2 or len(ratios) < 2:
+            continue
+        out.append(f"{g.identifier[len(GROUP_PREFIX):][:20]:<20}{fmt(means[0], 9)}{fmt(means[1], 9)}"
+                   f"{fmt(diffs[0])}{fmt(ratios[0], 7)}{fmt(d70[0])}{fmt(d70[1])}{fmt(diffs[1])}{fmt(ratios[1], 7)}")
+    out.append("  (Gy; D-P < 0: the MAA over-predicted the region; both doses by local deposition in the MAA's "
+               "regions)")
+    return out
