@@ -5,7 +5,7 @@
 One node (its real workflows, a quiet period long enough that nothing is analysed) receives the whole corpus as
 published, folder after folder, with dcmtk storescu (each file on a presentation context of its own transfer
 syntax); pynetdicom for the few files storescu cannot send, and a raw C-STORE of the file's own data set bytes
-(tests/pdufuzz.py) for those neither can (no SOP Class UID, no file meta, sequences nested thousands deep).
+(testpeers/pdufuzz.py) for those neither can (no SOP Class UID, no file meta, sequences nested thousands deep).
 Printed per file group (folder): how many files, the store statuses, the roles the node gave (`status --json`
 facts: node.casestatus) and why, then the identity conflicts and re-sends the corpus itself produces. With
 --files, one line per file.
@@ -16,7 +16,6 @@ import argparse
 import logging
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -30,12 +29,11 @@ from pynetdicom import _config as pynetdicom_config
 from node.casestatus import collect
 from node.config import parse_config
 from node.service import Node
+from testpeers import pdufuzz
 from testpeers.storescu import STATUS_CODES, send
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "realworld-dicom"
-sys.path.insert(0, str(ROOT / "tests"))  # the raw DICOM client of the tests (not a test module)
-import pdufuzz  # noqa: E402
 
 
 @dataclass

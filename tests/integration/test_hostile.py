@@ -1,6 +1,6 @@
 """Hostile network input (issue 17): bounded memory, no lockout, no tracebacks, no leftover spool files.
 
-The fuzzer (tests/pdufuzz.py) is the project's own, written from PS3.8; the node runs as its own process so its
+The fuzzer (testpeers/pdufuzz.py) is the project's own, written from PS3.8; the node runs as its own process so its
 memory and its log are what an operator would see. A real sender (dcmtk storescu) keeps storing meanwhile.
 """
 from __future__ import annotations
@@ -16,11 +16,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pdufuzz as Z
 import pydicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from testpeers import pdufuzz as Z
 
 import factories as F
 from conftest import free_port, make_config, start_node_process, wait_until

@@ -18,7 +18,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pdufuzz as Z
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
@@ -26,6 +25,7 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from node.header import read_header, read_stored
+from testpeers import pdufuzz as Z
 from testpeers.orthanc import OrthancServer
 
 from conftest import make_config
