@@ -61,12 +61,14 @@ class Scale:
 
 #: One scale per quantity, the same for both methods (a lesion has the same colour on both methods' pages
 #: when it has the same value). Ranges span normal liver to hypervascular tumours (mL/min/100 mL, %, s).
+#: Every map is perceptually uniform and chromatic over the values it shows, so it never reads as the grey CT
+#: beneath (cividis, tried for DV, runs through a near-grey middle where liver DV lies).
 SCALES: dict[str, Scale] = {
     "ALP": Scale("viridis", 0.0, 100.0, "mL/min/100 mL", 20.0),
     "PVP": Scale("viridis", 0.0, 150.0, "mL/min/100 mL", 50.0),
     "TLP": Scale("viridis", 0.0, 200.0, "mL/min/100 mL", 50.0),
     "HPI": Scale("plasma", 0.0, 100.0, "%", 20.0),
-    "DV": Scale("cividis", 0.0, 100.0, "%", 20.0),
+    "DV": Scale("inferno", 0.0, 100.0, "%", 20.0),
     "MTT": Scale("magma", 0.0, 40.0, "s", 10.0),
 }
 QUANTITY_WORDS = {

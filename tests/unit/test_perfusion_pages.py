@@ -107,3 +107,49 @@ def test_region_values_as_the_report_states_them_and_why_not_measurable():
     baseline = flag_pixels(())  # the table's own n.m. cell
     assert flag_pixels(("T1 PVP: not measurable at this noise: the 95 % interval, 9 mL/min/100 mL either side, "
                         "spans 30 % of the value (limit 15 %)",)) > baseline + 200
+
+
+def test_phantom_map_pages_colour_only_inside_the_analysed_liver(tmp_path, monkeypatch):
+    """The pages the pipeline itself renders for a phantom case (slices it chose, its liver estimate, its NaN maps):
+    no colour outside the liver voxels holding a value, and colour over most of them."""
+    import pydicom
+
+    from node.perfusion import outputs
+    from node.perfusion.pipeline import run_perfusion
+    from node.perfusion.settings import PerfusionSettings
+    from node.phantom import write_phantom
+
+    rendered = []
+
+    def recording(*args, **kwargs):
+        page, geometry = render_map_page(*args, **kwargs)
+        rendered.append((args[4], page, geometry))
+        return page, geometry
+
+    monkeypatch.setattr(outputs, "render_map_page", recording)
+    out = write_phantom(tmp_path, "small", 2, ())
+    datasets = [pydicom.dcmread(p) for p in sorted((out / "ct-perfusion").glob("*.dcm"))]
+    run_perfusion(datasets, PerfusionSettings())
+    assert len(rendered) >= 2  # both methods, slices through the lesions
+    for s, page, geometry in rendered:
+        coloured = page.pixels.astype(int)
+        coloured = (coloured.max(axis=2) - coloured.min(axis=2)) > 30
+        for g in geometry:
+            computed = s.liver & np.isfinite(s.maps[g.quantity])
+            left, top, right, bottom = (int(v) for v in g.box)
+            inside = np.zeros_like(coloured)
+            inside[top:bottom, left:right] = True
+            allowed = _footprint(g, computed)
+            # lesion outlines and their labels are drawn in colour over the map: they lie inside the liver too
+            stray = coloured & inside & ~allowed
+            assert not stray.any(), f"{g.quantity}: {int(stray.sum())} coloured pixels outside the liver"
+            # colour over most of it, as far as the scale's colours are chromatic at these values (magma and
+            # inferno start near black); most of the liver's values must be shown in colour at all
+
+            scale = SCALES[g.quantity]
+            rgb = matplotlib.colormaps[scale.cmap](
+                np.clip((s.maps[g.quantity][computed] - scale.lo) / (scale.hi - scale.lo), 0, 1))[:, :3] * 255
+            chromatic = float(((rgb.max(axis=1) - rgb.min(axis=1)) > 40).mean())
+            assert chromatic > 0.5, (g.quantity, chromatic)
+            shown = (coloured & inside & allowed).sum()
+            assert shown > 0.5 * chromatic * allowed[top:bottom, left:right].sum(), (g.quantity, chromatic)
