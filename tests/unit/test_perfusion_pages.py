@@ -38,24 +38,36 @@ def _footprint(geometry, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _coloured(page) -> np.ndarray:
+    """Page pixels whose colour is not a grey (CT, text and background are grey)."""
+    rgb = page.pixels.astype(int)
+    return (rgb.max(axis=2) - rgb.min(axis=2)) > 30
+
+
+def _colour_in_panel(coloured: np.ndarray, g, computed: np.ndarray) -> tuple[int, int]:
+    """Assert no coloured pixel of panel `g` lies outside the footprint of `computed` (lesion outlines and labels
+    are drawn inside the liver); return (coloured pixels inside the footprint, footprint pixels in the panel)."""
+    left, top, right, bottom = (int(v) for v in g.box)
+    inside = np.zeros_like(coloured)
+    inside[top:bottom, left:right] = True
+    allowed = _footprint(g, computed)
+    stray = coloured & inside & ~allowed
+    assert not stray.any(), f"{g.quantity}: {int(stray.sum())} coloured pixels outside the liver"
+    return int((coloured & inside & allowed).sum()), int(allowed[top:bottom, left:right].sum())
+
+
 @pytest.mark.parametrize("quantities", [("ALP", "PVP", "TLP", "HPI"), ("ALP", "PVP", "HPI", "DV", "MTT")])
 def test_colour_only_inside_the_liver_where_a_value_exists(quantities):
     s = _slice()
     page, geometry = render_map_page(IDENTITY, "test method", "words", quantities, s, "slice 1 of 1",
                                      "through T1", (1, 1), "time point 1", "test liver")
-    rgb = page.pixels.astype(int)
-    assert rgb.shape == (PAGE_PX[1], PAGE_PX[0], 3) and page.identity == IDENTITY
+    assert page.pixels.shape == (PAGE_PX[1], PAGE_PX[0], 3) and page.identity == IDENTITY
     assert [g.quantity for g in geometry] == list(quantities)
-    coloured = (rgb.max(axis=2) - rgb.min(axis=2)) > 30
+    coloured = _coloured(page)
     computed = s.liver & np.isfinite(s.maps["ALP"])
     for g in geometry:
-        left, top, right, bottom = (int(v) for v in g.box)
-        inside = np.zeros_like(coloured)
-        inside[top:bottom, left:right] = True
-        allowed = _footprint(g, computed)
-        stray = coloured & inside & ~allowed
-        assert not stray.any(), f"{g.quantity}: {int(stray.sum())} coloured pixels outside the liver"
-        assert (coloured & inside & allowed).sum() > 0.5 * allowed[top:bottom, left:right].sum()
+        shown, footprint = _colour_in_panel(coloured, g, computed)
+        assert shown > 0.5 * footprint
         # the scale of the quantity is drawn as a colour bar under its panel
         b_left, b_top, b_right, b_bottom = (int(v) for v in g.bar)
         strip = page.pixels[b_top:b_bottom, b_left:b_right].reshape(-1, 3).astype(float)
@@ -132,24 +144,15 @@ def test_phantom_map_pages_colour_only_inside_the_analysed_liver(tmp_path, monke
     run_perfusion(datasets, PerfusionSettings())
     assert len(rendered) >= 2  # both methods, slices through the lesions
     for s, page, geometry in rendered:
-        coloured = page.pixels.astype(int)
-        coloured = (coloured.max(axis=2) - coloured.min(axis=2)) > 30
+        coloured = _coloured(page)
         for g in geometry:
             computed = s.liver & np.isfinite(s.maps[g.quantity])
-            left, top, right, bottom = (int(v) for v in g.box)
-            inside = np.zeros_like(coloured)
-            inside[top:bottom, left:right] = True
-            allowed = _footprint(g, computed)
-            # lesion outlines and their labels are drawn in colour over the map: they lie inside the liver too
-            stray = coloured & inside & ~allowed
-            assert not stray.any(), f"{g.quantity}: {int(stray.sum())} coloured pixels outside the liver"
+            shown, footprint = _colour_in_panel(coloured, g, computed)
             # colour over most of it, as far as the scale's colours are chromatic at these values (magma and
             # inferno start near black); most of the liver's values must be shown in colour at all
-
             scale = SCALES[g.quantity]
             rgb = matplotlib.colormaps[scale.cmap](
                 np.clip((s.maps[g.quantity][computed] - scale.lo) / (scale.hi - scale.lo), 0, 1))[:, :3] * 255
             chromatic = float(((rgb.max(axis=1) - rgb.min(axis=1)) > 40).mean())
             assert chromatic > 0.5, (g.quantity, chromatic)
-            shown = (coloured & inside & allowed).sum()
-            assert shown > 0.5 * chromatic * allowed[top:bottom, left:right].sum(), (g.quantity, chromatic)
+            assert shown > 0.5 * chromatic * footprint, (g.quantity, chromatic)
