@@ -6,11 +6,13 @@ spatial smoothing: a small lesion is not mixed with its surroundings by the nois
 intervals are used); the mean and SD of the map over the same voxels are reported beside it. It carries the
 standard deviation that image noise gives it: the noise of the ROI's mean curve (the image noise per voxel /
 sqrt(voxels), measured on the series) propagated through the method, for the maximum slope through the steepest
-intervals of the ROI's mean curve (a slope between samples dt apart scales noise by sqrt(2) / dt), for the model
-through the Jacobian of its fit (with the residual of the fit when that is larger: a misfit is uncertainty too). A
-value is *not measurable* when its 95 % interval, +-1.96 SD, spans more than `perfusion_tolerance` of the value
-(3.92 SD > 15 % by default, i.e. 1 SD > 3.8 %), when it is not finite, or when an acquisition check that it depends
-on failed. Each such value says why.
+intervals of the ROI's mean curve (a slope between samples dt apart scales noise by sqrt(2) / dt; the largest SD of
+the intervals that may be the steepest, see max_slope_curve_sd), for the model through the Jacobian of its fit
+(with the residual of the fit when that is larger: a misfit is uncertainty too). A value is *not measurable* when
+its 95 % interval, +-1.96 SD, spans more than `perfusion_tolerance` of the value (3.92 SD > 15 % by default, i.e.
+1 SD > 3.8 %), when it is not finite, when an acquisition check that it depends on failed, or (model values)
+when another interpolation of the input curves between their samples moves it by more than MAX_INPUT_DEPENDENCE
+(a bias no averaging removes). Each such value says why.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ from node.perfusion.maxslope import FLOW_SCALE, MaxSlopeInputs, phase_windows
 
 Z95 = 1.959964
 #: longest sampling interval at which the slopes of a first pass are resolved (the issue's limit), applied to the
-#: series' sampling interval (the median of its intervals: a protocol of 4 s whose frames jitter by +-15 % samples
-#: every 4 s; a single long gap in the first pass is the bolus check's concern)
+#: series' sampling interval: its mean interval, to 0.1 s as protocols state it (a 4 s protocol whose frames jitter
+#: by +-15 % samples every 4 s; a single long gap in the first pass is the bolus check's concern)
 MAX_SAMPLING_INTERVAL_S = 4.0
 #: samples the model needs across the aortic first pass (full width at half maximum W, on its spline, over the mean
 #: interval h of the frames spanning it). From sampling theory, not from the phantoms: a bolus of Gaussian shape
@@ -210,11 +212,11 @@ def acquisition_checks(times: np.ndarray, aorta: np.ndarray, portal: np.ndarray,
         f"the series ends {t[-1] - t[ip]:.1f} s ({after} frames) after the portal peak, the portal curve falls "
         f"{100 * drop:.0f} % by then: wash-out not covered" if not ok else "portal peak and wash-out covered",
         dm("DV", "MTT")))
-    dt = float(np.median(np.diff(t)))
+    dt = round(float(t[-1] - t[0]) / (n - 1), 1)
     ok = dt <= MAX_SAMPLING_INTERVAL_S + 1e-6
     out.append(AcquisitionCheck(
-        "sampling interval", ok, round(dt, 3), f"<= {MAX_SAMPLING_INTERVAL_S:g} s (median interval)",
-        f"frames {dt:.1f} s apart (median; limit {MAX_SAMPLING_INTERVAL_S:g} s): slopes and the first pass are "
+        "sampling interval", ok, dt, f"<= {MAX_SAMPLING_INTERVAL_S:g} s (mean interval)",
+        f"frames {dt:.1f} s apart (on average; limit {MAX_SAMPLING_INTERVAL_S:g} s): slopes and the first pass are "
         "not resolved" if not ok else "sampling interval within the limit", ms(*ALL[:4]) + dm(*ALL)))
     fwhm, (start, end) = _fwhm_s(t, aorta), _fwhm_window(t, aorta)
     # the frames spanning the first pass at half maximum: the last one at or before its start to the first one at
