@@ -527,9 +527,11 @@ def _recv_exact(sock: Any, n: int) -> bytearray:
     return buf
 
 
-def _recv_growing(sock: Any, header: bytes | bytearray, length: int) -> bytearray:
+def _recv_growing(sock: Any, header: bytes | bytearray, length: int,
+                  on_data: Callable[[], None] | None = None) -> bytearray:
     """`header` + up to `length` more bytes. The buffer starts at most _FIRST_CHUNK large and doubles as data
-    arrives, so what is allocated never exceeds twice what the peer has really sent."""
+    arrives, so what is allocated never exceeds twice what the peer has really sent. `on_data` is called whenever
+    bytes arrive (the network idle timer: a peer whose PDU is slow to arrive is not a silent one)."""
     buf = bytearray(header)
     start = len(buf)
     target = start + length
@@ -543,6 +545,8 @@ def _recv_growing(sock: Any, header: bytes | bytearray, length: int) -> bytearra
         if not k:
             break
         got += k
+        if on_data is not None:
+            on_data()
     del buf[got:]
     return buf
 
@@ -782,7 +786,7 @@ class _FastDUL(DULServiceProvider):
                 self._problem(f"{name} PDU announces {length} bytes, more than the {self._limit(pdu_type)} "
                               f"this node accepts ({what}): aborted before reading it")
                 return
-            data = _recv_growing(sock, header, length)
+            data = _recv_growing(sock, header, length, self._idle_timer.restart)
         except (OSError, ValueError) as exc:
             if isinstance(exc, TimeoutError):
                 self.assoc.report(  # type: ignore[attr-defined]

@@ -206,6 +206,22 @@ def test_peer_silent_inside_a_pdu_is_closed_after_the_network_timeout(node_facto
         assert c.associate() == Z.A_ASSOCIATE_AC and c.echo() == 0
 
 
+@pytest.mark.fast_path_only  # stock pynetdicom's own reactor aborts on its idle timer, which a PDU does not restart
+def test_slow_pdu_whose_bytes_keep_arriving_is_not_a_silent_peer(node_factory, tmp_path: Path) -> None:
+    """network_timeout is for a *silent* peer: a PDU that takes longer than it to arrive, a few bytes at a time
+    (a slow link), is read to its end and answered, not cut off."""
+    node = node_factory(make_config(tmp_path / "var", receive={"network_timeout_seconds": 1.0}), workflows={})
+    with Z.Client("127.0.0.1", node.address[1]) as c:
+        assert c.associate() == Z.A_ASSOCIATE_AC
+        pdu = Z.p_data(Z.pdv(1, 3, Z.c_echo_rq()))
+        step = -(-len(pdu) // 12)
+        for start in range(0, len(pdu), step):  # 12 pieces, 0.2 s apart: 2.4 s for one PDU
+            c.send(pdu[start:start + step])
+            time.sleep(0.2)
+        assert c.status() == 0
+        assert c.echo() == 0  # and the association goes on
+
+
 def test_association_limit_rejects_as_local_limit_and_says_so(node_factory, tmp_path: Path, caplog) -> None:
     node = node_factory(make_config(tmp_path / "var", node={"max_associations": 2}), workflows={})
     port = node.address[1]
