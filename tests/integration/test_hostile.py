@@ -248,6 +248,53 @@ def test_association_limit_rejects_as_local_limit_and_says_so(node_factory, tmp_
     second.release()
 
 
+@pytest.mark.fast_path_only  # only the node's own associations know whether they are idle
+def test_idle_associations_of_one_address_do_not_keep_another_out(node_factory, tmp_path: Path, caplog) -> None:
+    """Every slot held by silent, established associations from 127.0.0.1: another address still stores (an idle
+    one of them is aborted, with one line saying why); the same address is still refused (its own limit)."""
+    node = node_factory(make_config(tmp_path / "var", node={"max_associations": 3},
+                                    receive={"idle_association_seconds": 0.5}), workflows={})
+    port = node.address[1]
+    held = [Z.Client("127.0.0.1", port) for _ in range(3)]
+    try:
+        assert [c.associate() for c in held] == [Z.A_ASSOCIATE_AC] * 3
+        assert held[1].echo() == 0  # one of them is not silent: it stays
+        with Z.Client("127.0.0.1", port) as same:  # the holder's own address: nothing to take over
+            assert same.associate() == Z.A_ASSOCIATE_RJ
+        time.sleep(0.7)
+        held[1].echo()
+        (ds,) = F.ct_series("P-IDLE-SLOTS", 1)
+        with caplog.at_level(logging.WARNING, logger="node.netfast"):
+            ae = AE(ae_title="OTHERHOST")
+            ae.add_requested_context(F.CT)
+            assoc = ae.associate("127.0.0.1", port, ae_title="LIVERNODE", bind_address=("127.0.0.2", 0))
+            assert assoc.is_established
+            assert assoc.send_c_store(ds).Status == 0
+            assoc.release()
+        aborted = [c for c in held if _ends_with_abort(c)]
+        assert len(aborted) == 1 and aborted[0] is not held[1]
+        assert held[1].echo() == 0
+        lines = [r.getMessage() for r in caplog.records if "receive.idle_association_seconds" in r.getMessage()]
+        assert len(lines) == 1 and "127.0.0.1:" in lines[0] and "127.0.0.2:" in lines[0], lines
+    finally:
+        for c in held:
+            c.close()
+    node.receiver.flush()
+    assert node.index.has_instance(ds.SOPInstanceUID)
+
+
+def _ends_with_abort(c: Z.Client) -> bool:
+    """The node sent this association an A-ABORT (or closed it) without being asked."""
+    c.sock.settimeout(0.5)
+    try:
+        pdu_type, _ = c.read()
+        return pdu_type == Z.A_ABORT
+    except Z.Closed:
+        return True
+    except TimeoutError:
+        return False
+
+
 def test_rejections_name_their_reason(node_factory, tmp_path: Path, caplog) -> None:
     node = node_factory(make_config(tmp_path / "var", security={"allowed_calling_aes": ["CT_SCANNER"]}),
                         workflows={})
