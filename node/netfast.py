@@ -7,8 +7,9 @@ applies to the associations *that server accepts* and to nothing else: the outbo
 
 **The edge server** (:class:`EdgeServer`, every pynetdicom version; socketserver's and pynetdicom's public
 hooks only): admission control (node/admission.py: a separate, short-lived budget for connections that have
-not asked for an association yet, association slots counted only for real associations, refusals logged as
-what they are), TLS handshakes in the connection's own thread under the negotiation time limit (never in the
+not asked for an association yet, association slots counted only for real associations, an idle association
+giving its slot to another address when the port is full (fast path only: it knows when one is idle), refusals
+logged as what they are), TLS handshakes in the connection's own thread under the negotiation time limit (never in the
 accept loop), storage of private SOP classes under the tolerant policy (pynetdicom's documented
 ``register_uid``), a per-connection inactivity time limit, and containment: an exception in an acceptor
 thread or a pynetdicom error record about an acceptor association becomes one WARNING line naming the peer,
