@@ -293,6 +293,8 @@ def _ends_with_abort(c: Z.Client) -> bool:
         return True
     except TimeoutError:
         return False
+    finally:
+        c.sock.settimeout(10)
 
 
 def test_rejections_name_their_reason(node_factory, tmp_path: Path, caplog) -> None:
