@@ -170,11 +170,13 @@ def _metric(fixed: sitk.Image, moving: sitk.Image, vec: np.ndarray) -> float:
     return float(reg.MetricEvaluate(fixed, moving))
 
 
-def confirmed(fixed: np.ndarray, moving: np.ndarray, grid: Grid, vec: np.ndarray) -> bool:
+def confirmed(fixed: np.ndarray | sitk.Image, moving: np.ndarray, grid: Grid, vec: np.ndarray) -> bool:
     """Whether translation `vec` aligns the non-enhancing anatomy (air, lung, fat: STABLE_HU) of two frames better
     than no shift does: contrast cannot make that alignment better, motion does (module doc). Where the frames
-    hold no such anatomy (a region inside soft tissue only) nothing can contradict the estimate: it stands."""
-    f, m = _prepared(fixed, grid, STABLE_HU), _prepared(moving, grid, STABLE_HU)
+    hold no such anatomy (a region inside soft tissue only) nothing can contradict the estimate: it stands.
+    `fixed` may be given already prepared (_prepared(frame, grid, STABLE_HU)), to prepare it once per series."""
+    f = fixed if isinstance(fixed, sitk.Image) else _prepared(fixed, grid, STABLE_HU)
+    m = _prepared(moving, grid, STABLE_HU)
     for img in (f, m):
         values = sitk.GetArrayViewFromImage(img)
         if float(values.max() - values.min()) < _MIN_STABLE_RANGE_HU:
@@ -214,6 +216,7 @@ def correct_motion(data: np.ndarray, grid: Grid, ref: int) -> tuple[list[FrameMo
         estimates[t] = _register(fixed_small, _prepared(data[t], grid), grid.normal,
                                  None if full else estimates[prev], _Z_STEPS if full else 1)
     report = []
+    fixed_stable: sitk.Image | None = None  # the reference's confirmation image, prepared when first needed
     for t in range(data.shape[0]):
         vec = estimates[t]
         magnitude = float(np.linalg.norm(vec))
@@ -221,7 +224,9 @@ def correct_motion(data: np.ndarray, grid: Grid, ref: int) -> tuple[list[FrameMo
         in_voxels = float(np.linalg.norm(np.array([vec @ grid.row_dir, vec @ grid.col_dir, vec @ grid.normal])
                                          / spacing[[2, 1, 0]]))
         large = t != ref and magnitude > threshold and in_voxels > MIN_APPLIED_SHIFT_VOXELS
-        ok = not large or confirmed(data[ref], data[t], grid, vec)
+        if large and fixed_stable is None:
+            fixed_stable = _prepared(data[ref], grid, STABLE_HU)
+        ok = not large or confirmed(fixed_stable if fixed_stable is not None else data[ref], data[t], grid, vec)
         resample = large and ok
         if resample:
             tx = sitk.TranslationTransform(3, tuple(float(v) for v in vec))
@@ -261,6 +266,7 @@ def residual_motion(data: np.ndarray, grid: Grid, ref: int, centre_mm: tuple[flo
                normal=grid.normal, spacing=grid.spacing, shape=(grid.shape[0], j1 - j0, i1 - i0))
     sub = np.s_[:, j0:j1, i0:i1]
     fixed = _prepared(data[ref][sub], box)
+    fixed_stable = _prepared(data[ref][sub], box, STABLE_HU)
     worst = 0.0
     for t in range(data.shape[0]):
         if t == ref:
@@ -268,7 +274,7 @@ def residual_motion(data: np.ndarray, grid: Grid, ref: int, centre_mm: tuple[flo
         vec = _refine(fixed, _prepared(data[t][sub], box), np.zeros(3))
         size = float(np.linalg.norm(vec))
         # a shift that only contrast asks for (the non-enhancing anatomy does not confirm it) is not motion
-        if size > worst and confirmed(data[ref][sub], data[t][sub], box, vec):
+        if size > worst and confirmed(fixed_stable, data[t][sub], box, vec):
             worst = size
     logger.info("residual motion around the liver hilum after correction: up to %.2f mm", worst)
     return worst
