@@ -208,7 +208,7 @@ def _page(figures: Mapping[str, RegionDose], kinds: Mapping[str, str], lung: Lun
     if LUNGS not in figures and lung.mean_gy is not None:
         rows.append((LUNGS, "-", f"{lung.mean_gy:.1f}", "-", "-", "-", "-"))
     compromised = context.bilobar or context.compromised_liver
-    nl_limit = limits.normal_liver_compromised_max_gy if compromised else limits.normal_liver_max_gy
+    nl_limit = limits.normal_liver_limit(context)
     marks = [Limit(nl_limit, f"non-tumoural liver limit {nl_limit:g} Gy"),
              Limit(limits.tumour_min_gy, f"tumour minimum {limits.tumour_min_gy:g} Gy")]
     notes = [f"Planned activity {activity:.3f} GBq ({source}); lung shunt fraction {lsf:.1%}; "

@@ -246,6 +246,30 @@ def test_safety_flags_follow_the_limits_and_say_they_are_not_prescriptions() -> 
         resin.with_changes(lung_session_max_gy=-1.0)
 
 
+def test_a_limit_is_crossed_when_the_dose_stated_to_0_1_gy_exceeds_it() -> None:
+    """The node plans to exactly the limit: a dose stated as 40.0 Gy is within resin's 40 Gy, 40.1 Gy is not."""
+    resin = DoseLimits.eanm("resin")
+    for nl, flagged in ((40.0, False), (40.04, False), (39.96, False), (40.06, True), (40.1, True)):
+        flags = check_y90_safety(_summary(nl, 150.0, 1.0), resin)
+        assert [f.quantity for f in flags] == (["non-tumoural liver mean dose"] if flagged else []), nl
+        assert all("exceeds" in f.message for f in flags)
+    for lung, flagged in ((30.04, False), (30.06, True)):
+        flags = check_y90_safety(_summary(20.0, 150.0, lung), resin)
+        assert [f.quantity for f in flags] == (["lung mean dose (this session)"] if flagged else []), lung
+    assert check_y90_safety(_summary(20.0, 99.96, 1.0), resin)[0].severity == "note"  # 100.0 Gy: the minimum met
+
+
+def test_limits_of_a_treatment() -> None:
+    resin, glass = DoseLimits.eanm("resin"), DoseLimits.eanm("glass")
+    assert resin.normal_liver_limit(TreatmentContext()) == 40.0
+    assert resin.normal_liver_limit(TreatmentContext(bilobar=True)) == 30.0
+    assert resin.normal_liver_limit(TreatmentContext(compromised_liver=True)) == 30.0
+    assert glass.normal_liver_limit(TreatmentContext(compromised_liver=True)) == 70.0
+    assert resin.lung_limit(TreatmentContext()) == 30.0
+    assert resin.lung_limit(TreatmentContext(prior_lung_dose_gy=35.0)) == 15.0  # 50 cumulative - 35 before
+    assert resin.lung_limit(TreatmentContext(prior_lung_dose_gy=55.0)) == -5.0  # used up: nothing may shunt
+
+
 def _blob(shape=(40, 40, 40), spacing=2.0) -> np.ndarray:
     z, y, x = (np.indices(shape) * spacing)
     r = np.sqrt((x - 40) ** 2 + (y - 40) ** 2 + (z - 40) ** 2)
