@@ -10,7 +10,7 @@ from typing import Any
 from node.dose.dvh import RegionDose
 from node.dose.safety import SafetyFlag
 from node.imaging.registration import RefinementRecord, RegistrationRecord
-from node.maa.partition import LUNG_DENSITY_G_PER_ML, TISSUE_DENSITY_G_PER_ML, PartitionPlan
+from node.maa.partition import TISSUE_DENSITY_G_PER_ML, PartitionPlan
 from node.maa.shunt import METHOD as SHUNT_METHOD
 from node.maa.shunt import Shunt
 from node.maa.uptake import METHOD as UPTAKE_METHOD
@@ -102,9 +102,10 @@ class PartitionRecord:
     lung_limit_gy: float | None = None
     densities_g_per_ml: dict[str, float] = field(default_factory=dict)
     sphere_type: str = ""  # the Y-90 microspheres the limits are meant for ("glass", "resin"; stated only)
+    limits_basis: str = ""  # where the two dose targets come from (site setting or safety limit)
 
     @classmethod
-    def of(cls, p: PartitionPlan, sphere_type: str = "") -> PartitionRecord:
+    def of(cls, p: PartitionPlan, sphere_type: str = "", limits_basis: str = "") -> PartitionRecord:
         return cls(
             computed=True, model="partition model (Ho 1996), Y-90 complete decay, 49.67 Gy kg/GBq",
             activity_gbq=_r(p.activity_gbq, 3), limited_by=p.limited_by,
@@ -116,8 +117,9 @@ class PartitionRecord:
             lung_mass_kg=_r(p.lung_mass_kg, 4), lung_mass_source=p.lung_mass_source,
             lung_shunt_fraction=_r(p.lsf, 4), normal_liver_limit_gy=p.normal_liver_limit_gy,
             lung_limit_gy=p.lung_limit_gy,
-            densities_g_per_ml={"liver_and_tumour": TISSUE_DENSITY_G_PER_ML, "lung": LUNG_DENSITY_G_PER_ML},
-            sphere_type=sphere_type)
+            densities_g_per_ml={"liver_and_tumour": TISSUE_DENSITY_G_PER_ML} | (
+                {} if p.lung_density_g_per_ml is None else {"lung": p.lung_density_g_per_ml}),
+            sphere_type=sphere_type, limits_basis=limits_basis)
 
 
 @dataclass(frozen=True)
