@@ -150,6 +150,8 @@ ae_title = "ARCHIVE"
 host = "127.0.0.1"
 port = {closed_port()}
 outputs = ["report"]
+[analysis.maa]
+normal_liver_dose_gy = 70.0  # a plan above resin's 40 Gy limit, so that the safety flags show
 {extra}
 """)
     return cfg
