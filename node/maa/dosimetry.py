@@ -29,8 +29,12 @@ import rtstruct
 from node.derived import NOT_FOR_DIAGNOSIS
 from node.dose.density import DensityCalibration
 from node.dose.dvh import (
+    LUNGS,
+    NON_TUMOURAL_LIVER,
     NORMAL_LIVER_V_GY,
     TUMOUR_V_GY,
+    V_GY,
+    WHOLE_LIVER,
     Dvh,
     LungDose,
     NormalLiverDose,
@@ -43,14 +47,15 @@ from node.dose.dvh import (
 from node.dose.errors import DoseInputError
 from node.dose.ldm import Y90_GY_KG_PER_GBQ, DoseMap
 from node.dose.page import PALETTE, Curve, Limit, render_dvh_page
+from node.dose.records import RegionDoseRecord, SafetyFlagRecord
 from node.dose.rtdose import build_rt_dose, build_rt_plan
 from node.dose.safety import DoseLimits, SafetyFlag, TreatmentContext, check_y90_safety
 from node.dose.y90 import predicted_dose, region_mass_kg
-from node.gsa.liver import match_liver_roi
 from node.imaging.capture import secondary_capture
 from node.imaging.grids import as_image, bounding_grid
 from node.imaging.pages import Identity, Page
-from node.maa.measurements import LungDoseRecord, PredictedDoseRecord, RegionDoseRecord, SafetyFlagRecord
+from node.imaging.rois import match_liver_roi
+from node.maa.measurements import LungDoseRecord, PredictedDoseRecord
 from node.maa.partition import WHY_TWO_DOSES, PartitionPlan
 from node.maa.regions import Regions
 from node.maa.settings import MaaSettings
@@ -59,16 +64,13 @@ from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DoseRegion", "DoseReference", "PredictedDose", "regions_on_ct", "predict", "ct_lung_mass", "WHOLE_LIVER",
-           "NON_TUMOURAL_LIVER", "LUNGS", "DVH_SERIES_NUMBER"]
+__all__ = ["DoseRegion", "DoseReference", "PredictedDose", "regions_on_ct", "predict", "ct_lung_mass",
+           "DVH_SERIES_NUMBER"]
 
-WHOLE_LIVER, NON_TUMOURAL_LIVER, LUNGS = "whole liver", "non-tumoural liver", "lungs"
 #: automatic tumours are carried to the CT on the liver's box grown by this margin (they lie in the liver; a region
 #: reaching further out is cut there)
 TUMOUR_MARGIN_MM = 20.0
 DVH_SERIES_NUMBER = 9612
-#: Every region's V(d) thresholds (Gy) in the record: tumours V100/V120, non-tumoural liver V30/V40.
-V_GY = {"tumour": TUMOUR_V_GY, NON_TUMOURAL_LIVER: NORMAL_LIVER_V_GY, WHOLE_LIVER: NORMAL_LIVER_V_GY, LUNGS: ()}
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.dose.dvh import RegionDose
-from node.dose.safety import SafetyFlag
+from node.dose.records import RegionDoseRecord, SafetyFlagRecord
 from node.imaging.registration import RefinementRecord, RegistrationRecord
 from node.maa.partition import TISSUE_DENSITY_G_PER_ML, PartitionPlan
 from node.maa.shunt import METHOD as SHUNT_METHOD
@@ -18,8 +17,7 @@ from node.maa.uptake import SPILL_MARGIN_MM, TumourUptake, Uptake
 
 __all__ = ["TumourRecord", "UptakeRecord", "ShuntRecord", "PartitionRecord", "TumourPerfusion", "CorrelationRow",
            "PearsonRecord", "MapRecord", "CorrelationRegistration", "CorrelationRecord", "SpectRecord",
-           "RegionsRecord", "MaaMeasurements", "RegionDoseRecord", "LungDoseRecord", "SafetyFlagRecord",
-           "PredictedDoseRecord"]
+           "RegionsRecord", "MaaMeasurements", "LungDoseRecord", "PredictedDoseRecord"]
 
 
 def _r(v: float | None, n: int = 3) -> float | None:
@@ -217,29 +215,6 @@ class MaaMeasurements:
 
 # ------------------------------------------------------------------------------------- predicted Y-90 dose
 @dataclass(frozen=True)
-class RegionDoseRecord:
-    """Dose figures of one region (node.dose.dvh convention). `v_percent`: dose threshold in Gy (as text) ->
-    percent of the region receiving at least that dose."""
-
-    kind: str  # "tumour", "non-tumoural liver", "whole liver", "lungs" (GSA plan: "FLS", "ITV", "PTV")
-    volume_ml: float
-    mean_gy: float | None
-    min_gy: float | None
-    max_gy: float | None
-    d50_gy: float | None
-    d70_gy: float | None
-    d90_gy: float | None
-    v_percent: dict[str, float | None]
-    outside_dose_grid_fraction: float
-
-    @classmethod
-    def of(cls, kind: str, r: RegionDose, v_gy: tuple[float, ...] = ()) -> RegionDoseRecord:
-        return cls(kind, round(r.volume_ml, 2), _r(r.mean_gy, 3), _r(r.min_gy, 3), _r(r.max_gy, 3),
-                   _r(r.d50_gy, 3), _r(r.d70_gy, 3), _r(r.d90_gy, 3),
-                   {f"{v:g}": _r(r.v_percent(v), 3) for v in v_gy}, round(r.outside_dose_grid_fraction, 4))
-
-
-@dataclass(frozen=True)
 class LungDoseRecord:
     """The lung mean dose the limits apply to, and how it was obtained."""
 
@@ -248,19 +223,6 @@ class LungDoseRecord:
     shunted_gbq: float
     mass_kg: float | None
     voxel_mean_gy: float | None  # mean of the voxel dose over the lung VOI (when the lungs are in the SPECT)
-
-
-@dataclass(frozen=True)
-class SafetyFlagRecord:
-    severity: str  # "warning" (a limit is crossed) or "note" (between a minimum and a goal)
-    quantity: str
-    value_gy: float
-    limit_gy: float
-    message: str
-
-    @classmethod
-    def of(cls, f: SafetyFlag) -> SafetyFlagRecord:
-        return cls(f.severity, f.quantity, round(f.value_gy, 2), f.limit_gy, f.message)
 
 
 @dataclass(frozen=True)

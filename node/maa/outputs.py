@@ -26,8 +26,8 @@ from pydicom import Dataset
 
 import rtstruct
 from node.derived import MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study
-from node.gsa.outputs import Layer
 from node.imaging.capture import secondary_capture
+from node.imaging.layers import Layer
 from node.imaging.pages import (
     CT_WINDOW,
     DIM,

@@ -20,12 +20,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from node.dose.ldm import Y90_GY_KG_PER_GBQ
+
 __all__ = ["Y90_GY_KG_PER_GBQ", "TISSUE_DENSITY_G_PER_ML", "LUNG_DENSITY_G_PER_ML", "STANDARD_LUNG_MASS_KG",
            "WHY_TWO_DOSES",
            "PartitionPlan", "activity_for_normal_liver", "activity_for_lung", "partition_plan"]
 
-#: Absorbed dose (Gy) per GBq of Y-90 per kg of tissue, complete decay (Ho 1996: 49.67 Gy kg/GBq).
-Y90_GY_KG_PER_GBQ = 49.67
 TISSUE_DENSITY_G_PER_ML = 1.03
 #: Fallback only (no CT lung mass given): aerated lung density of the partition-model papers.
 LUNG_DENSITY_G_PER_ML = 0.30

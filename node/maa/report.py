@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 
 from pydicom import Dataset
 
+from node.dose.records import RegionDoseRecord
 from node.maa.correlation import MIN_POINTS
-from node.maa.measurements import MaaMeasurements, PredictedDoseRecord, RegionDoseRecord
+from node.maa.measurements import MaaMeasurements, PredictedDoseRecord
 from node.maa.partition import TISSUE_DENSITY_G_PER_ML, WHY_TWO_DOSES
-from node.perfusion.report import MAX_SLOPE, METHOD_CODES, PARAMETER_CONCEPTS, PERFUSION_UNITS
 from node.report.codes import (
     ABOVE_RANGE,
     ABSORBED_DOSE,
@@ -24,10 +24,14 @@ from node.report.codes import (
     LUNG,
     MASS,
     MAX_DOSE,
+    MAX_SLOPE,
     MEAN_DOSE,
     MEDIAN_DOSE,
+    METHOD_CODES,
     MIN_DOSE,
     NORMALITY,
+    PARAMETER_CONCEPTS,
+    PERFUSION_UNITS,
     REGION_VOLUME,
     TUMOUR,
     VOLUME,

@@ -18,12 +18,12 @@ import pytest
 from test_dose_plastimatch import assert_agree, figures_from_histogram, plastimatch_dvh
 
 import rtstruct
+from node.dose.records import SafetyFlagRecord
 from node.gsa.pipeline import run_gsa
 from node.gsa.settings import GsaSettings
 from node.gsaplan.pipeline import run_gsaplan
 from node.gsaplan.settings import GsaPlanSettings
 from node.gsaplan.workflow import GSAPLAN
-from node.maa.measurements import SafetyFlagRecord
 from node.maa.pipeline import run_maa
 from node.maa.reference import MaaResult
 from node.maa.settings import MaaSettings
