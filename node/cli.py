@@ -58,6 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _existing_data_dir(config: Config) -> Path:
     """The data dir, which must exist: reading commands never create it (a mistyped path would look empty)."""
     d = Path(config.node.data_dir)
+    if d.exists() and not d.is_dir():
+        raise ConfigError("node.data_dir", f"{d} is a file, not a directory")
     if not d.is_dir():
         raise NotFound(f"data dir {d} does not exist: nothing was ever received there, or data_dir in "
                        f"{config.source or 'the config'} is wrong")
@@ -187,7 +189,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the configuration, then check what it points at: data dir, ports, every destination."""
+    """Validate the configuration, then check what it points at: data dir, ports, every destination. Exit 1 on
+    any problem, "no destinations at all" included (results would reach nobody); outputs that only some
+    destination lacks are a WARNING row with exit 0."""
     from node.casestatus import disk_status
     from node.status import table
 
@@ -195,12 +199,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"configuration {args.config}: valid")
     problems, rows = 0, []
     d = Path(config.node.data_dir)
-    existing = d if d.is_dir() else next((p for p in d.parents if p.is_dir()), Path("/"))
+    existing = next((p for p in (d, *d.parents) if p.exists()), Path("/"))
     import os
 
-    writable = os.access(existing, os.W_OK | os.X_OK)
-    rows.append(("data_dir", str(d), ("exists" if d.is_dir() else f"will be created under {existing}")
-                 + ("" if writable else " - NOT WRITABLE by this user"), "ok" if writable else "FAILED"))
+    if not existing.is_dir():
+        writable, detail = False, f"{existing} is a file, not a directory"
+    else:
+        writable = os.access(existing, os.W_OK | os.X_OK)
+        detail = (("exists" if d.is_dir() else f"will be created under {existing}")
+                  + ("" if writable else " - NOT WRITABLE by this user"))
+    rows.append(("data_dir", str(d), detail, "ok" if writable else "FAILED"))
     problems += 0 if writable else 1
     disk = disk_status(config.with_overrides(node=_replace_data_dir(config, existing)))
     if disk is not None:
@@ -216,12 +224,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         detail, ok = _check_destination(config, dest)
         problems += 0 if ok else 1
         rows.append((f"destination {dest.name}", ", ".join(dest.outputs), detail, "ok" if ok else "FAILED"))
-    for kind in config.unrouted_outputs():
+    if not config.destinations:  # the node starts (and warns), but nothing it makes reaches anyone
+        rows.append(("destinations", "(none)", "no destinations configured: results stay in data_dir/outbox and "
+                     "reach nobody", "WARNING"))
+        problems += 1
+    for kind in config.unrouted_outputs() if config.destinations else ():
         rows.append(("routing", kind, "no destination takes it: stays in data_dir/outbox", "WARNING"))
     for hook in config.notifications.webhooks:
         rows.append((f"webhook {hook.name}", hook.url.split("?")[0], ", ".join(hook.events)
                      + (" (with patient data)" if hook.include_phi else " (no patient data)"), "configured"))
     print("\n".join(table(("CHECK", "WHAT", "DETAIL", "RESULT"), rows)))
+    if not config.destinations:
+        print("WARNING: no destinations configured: results will go nowhere (add [destinations.NAME])")
     print(f"{problems} problem(s)" if problems else "all checks passed")
     return EXIT_FAILURE if problems else EXIT_OK
 
