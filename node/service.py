@@ -202,6 +202,10 @@ class Node:
         if self.config.dashboard.enabled and not self.config.dashboard.auth_required \
                 and is_loopback(self.config.health.host):
             out.append("dashboard without credentials: reachable by every user of this machine")
+        if self.config.http_enabled and not self.config.dashboard.auth_required \
+                and not is_loopback(self.config.health.host):
+            out.append(f"HTTP server on {self.config.health.host} without credentials: only /livez and /readyz "
+                       "answer; /status and /metrics need a [dashboard] token or username/password")
         return out
 
     def health_status(self) -> dict[str, Any]:
