@@ -3,10 +3,11 @@
 Exit statuses, the same for every command:
 
     0  done
-    1  failed or refused (a destination did not answer C-ECHO, an action cannot be done now, the demo failed)
-    2  invalid configuration or usage (the message names the key)
+    1  failed or refused (check-config found a problem, no destinations included; an action cannot be done now;
+       the demo failed)
+    2  invalid configuration or usage (the message names the key; a data_dir that is a file or not writable)
     3  cannot start here: the port is taken or the data dir is in use by another node
-    4  not found: unknown case, or the data dir does not exist
+    4  not found: unknown case, series or study, or the data dir does not exist
 """
 from __future__ import annotations
 
@@ -67,11 +68,17 @@ def _existing_data_dir(config: Config) -> Path:
 
 
 def _open(config: Config) -> tuple[Any, Any]:
+    """The index and outbox of an existing data dir; operator actions done (or refused) from here are audited to
+    stderr and data_dir/audit.log like the node's own."""
+    from node.audit import open_file
     from node.index import Index, index_path
     from node.manifest import write_manifests
     from node.outbox import Outbox
 
     _existing_data_dir(config)
+    if not logging.getLogger().handlers:
+        configure("WARNING")  # this command's warnings and its audit lines (node.audit logs at INFO regardless)
+    open_file(config.node.data_dir)
     index, outbox = Index(index_path(config.node.data_dir)), Outbox(config)
     outbox.on_change = lambda cases: write_manifests(config, index, outbox, cases)  # manifests follow changes
     return index, outbox
@@ -328,7 +335,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liver-node", description="Unattended DICOM node for liver-directed therapy.",
                                 epilog="exit status: 0 done, 1 failed/refused, 2 invalid configuration or usage, "
-                                       "3 port or data dir in use, 4 case or data dir not found")
+                                       "3 port or data dir in use, 4 case, series or data dir not found")
     p.add_argument("--version", action="version", version=f"liver-node {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -381,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from node.operations import ActionRefused, UnknownCaseError
+    from node.operations import ActionRefused, NotFoundError
     from node.service import StartError
 
     args = build_parser().parse_args(argv)
@@ -393,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartError as exc:
         print(f"liver-node: cannot start: {exc}", file=sys.stderr)
         return EXIT_IN_USE
-    except (UnknownCaseError, NotFound) as exc:
+    except (NotFoundError, NotFound) as exc:
         print(f"liver-node: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
     except ActionRefused as exc:

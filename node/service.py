@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from node import audit as audit_file
 from node import netfast
 from node.analysis import AnalysisRunner
 from node.casestatus import NodeStatus, collect
@@ -115,6 +116,7 @@ class Node:
             raise
 
     def _start(self) -> tuple[str, int]:
+        audit_file.open_file(self.config.node.data_dir)
         for notice in self.config.notices:
             logger.warning("%s", notice)
         logger.info("workflows: %s", ", ".join(wf.name for wf in self.config.workflows))
@@ -183,6 +185,7 @@ class Node:
             self._retention_thread.join(30)
             self._retention_thread = None
         self.index.close()
+        audit_file.close_file(self.config.node.data_dir)
         self.lock.release()
         logger.info("stopped")
 
