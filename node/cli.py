@@ -310,7 +310,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
     text = statement()
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            print(f"liver-node: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILURE
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
@@ -388,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import sqlite3
+
+    from node.index import IndexSchemaError
     from node.operations import ActionRefused, NotFoundError
     from node.service import StartError
 
@@ -405,6 +412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOT_FOUND
     except ActionRefused as exc:
         print(f"liver-node: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except IndexSchemaError as exc:  # a data dir of a newer version (or not an index): restarting cannot help
+        print(f"liver-node: config key 'node.data_dir': {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except sqlite3.DatabaseError as exc:
+        print(f"liver-node: cannot read the index: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

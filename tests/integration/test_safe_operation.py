@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
+from node.audit import close_file
 from node.cli import main
 from node.config import ConfigError, parse_config
 from node.service import Node, StartError
@@ -257,3 +258,36 @@ def test_check_config_without_destinations_warns_and_fails(tmp_path: Path) -> No
     assert any(line.split()[:2] == ["destinations", "(none)"] and line.rstrip().endswith("WARNING")
                for line in r.stdout.splitlines())
     assert "1 problem(s)" in r.stdout
+
+
+def test_an_index_of_a_newer_version_and_an_unwritable_output_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    """A downgrade leaves an index of a newer schema: every command says so in one line with exit status 2 (the
+    unit does not restart-loop), and the index is left as it was; `conformance --output` to a folder that does
+    not exist is exit status 1 with the reason."""
+    import sqlite3
+
+    from node.index import Index, index_path
+
+    data = tmp_path / "var"
+    data.mkdir()
+    Index(index_path(data)).close()
+    db = sqlite3.connect(index_path(data))
+    db.execute("UPDATE index_meta SET value='999' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    cfg = _toml(tmp_path / "c.toml", data, free_port())
+    try:
+        for argv in (["status"], ["reprocess", "P"], ["resend", "P"], ["release", "P"],
+                     ["reassign", "1.2", "--to", "P"]):
+            assert main([*argv, "--config", str(cfg)]) == 2, argv
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err[-1].startswith("liver-node: config key 'node.data_dir': ") and "index schema 999" in err[-1]
+    finally:
+        close_file(data)  # the in-process commands' audit file
+    r = _cli("serve", "--config", str(cfg))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "has index schema 999" in r.stderr, r.stderr
+    db = sqlite3.connect(index_path(data))
+    assert db.execute("SELECT value FROM index_meta WHERE key='schema_version'").fetchone() == ("999",)
+    db.close()
+    assert main(["conformance", "--output", str(tmp_path / "no" / "such" / "conformance.md")]) == 1
+    assert "cannot write" in capsys.readouterr().err
