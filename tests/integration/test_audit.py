@@ -60,6 +60,7 @@ def test_audit_is_written_at_log_level_warning_and_refused_actions_are_audited(t
         # the dashboard: a wrong token, then the right one with a forged form
         ui = f"http://127.0.0.1:{http}"
         assert _http(ui + "/status", headers={"Authorization": "Bearer wrong-token-0123456789"}) == 401
+        assert _http(ui + "/ui/login", urllib.parse.urlencode({"token": "guessed-token-0123456789"}).encode()) == 401
         form = urllib.parse.urlencode({"csrf": "forged"}).encode()
         assert _http(ui + "/ui/case/P-AUD/action/reprocess", form, {"Authorization": f"Bearer {TOKEN}"}) == 403
         # the command line against the running node's data dir: unknown case / series -> 4, refused -> 1
@@ -79,8 +80,8 @@ def test_audit_is_written_at_log_level_warning_and_refused_actions_are_audited(t
     assert len(_audit_lines(audit_log, "association")) >= 1
     (transfer,) = _audit_lines(audit_log, "transfer")
     assert (transfer["direction"], transfer["stored"], transfer["result"]) == ("in", "2", "ok"), transfer
-    (denied,) = _audit_lines(audit_log, "access-refused")
-    assert denied["path"] == "/status" and denied["reason"] == "wrong credentials"
+    denied = [(a["path"], a["reason"]) for a in _audit_lines(audit_log, "access-refused")]
+    assert denied == [("/status", "wrong credentials"), ("/ui/login", "wrong token at the login form")]
     refused = [(a["action"], a["case"], a.get("uid", ""), a["operator"].split(":")[0], a["detail"])
                for a in _audit_lines(audit_log, "operator-action") if a["result"] == "refused"]
     assert [r[:4] for r in refused] == [
