@@ -38,7 +38,7 @@ from node import __version__
 from node.casestatus import CaseStatus, NodeStatus, iso
 from node.config import Config, WebhookConfig
 
-__all__ = ["Notifier", "case_ref", "node_secret"]
+__all__ = ["Notifier", "case_ref", "node_secret", "redact"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +165,8 @@ class Notifier:
                 if failing != was and (failing or d.failing_since is None):
                     events.append(("destination-failing" if failing else "destination-recovered", {
                         "destination": d.name, "target": d.target, "failing_since": iso(d.failing_since),
-                        "unsent": sum(n for s, n in d.counts.items() if s != "sent"), "last_error": d.last_error},
-                        None))
+                        "unsent": sum(n for s, n in d.counts.items() if s != "sent"),
+                        "last_error": redact(d.last_error, status, self._secret)}, None))
                     db.execute("INSERT INTO seen_destinations VALUES (?,?) ON CONFLICT(destination) DO UPDATE SET "
                                "alerted=excluded.alerted", (d.name, int(failing)))
             if status.disk is not None:
@@ -278,3 +278,19 @@ def _waiting_roles(case: CaseStatus) -> list[str]:
     patients: a released case's quotes the identity conflict)."""
     out = [f"{w.name}: {w.reason}" for w in case.workflows.values() if w.state in ("waiting", "ready")]
     return out or ["no workflow has its key input yet"]
+
+
+def redact(text: str, status: NodeStatus, secret: bytes) -> str:
+    """`text` (an error message: it may quote an outbox path, data_dir/outbox/<PatientID>/...) with every case ID,
+    PatientID and patient name the node knows replaced by the case's case_ref."""
+    from node.outbox import case_folder_name
+
+    pairs = []
+    for c in status.cases:
+        ref = f"<case {case_ref(secret, c.case_id)}>"
+        for value in (c.case_id, case_folder_name(c.case_id), c.patient_id, c.patient_name):
+            if value and len(value) >= 2:
+                pairs.append((value, ref))
+    for value, ref in sorted(pairs, key=lambda p: -len(p[0])):  # longest first: a name containing an ID
+        text = text.replace(value, ref)
+    return text

@@ -11,7 +11,7 @@ import pytest
 from opscase import WebhookReceiver, assert_no_phi
 from pynetdicom import AE
 
-from node.notifications import case_ref, node_secret
+from node.notifications import case_ref, node_secret, redact
 from node.operations import release
 from node.service import Node
 from node.workflow import OutputObject
@@ -56,6 +56,14 @@ def test_held_and_stalled_cases_are_notified_without_patient_data(tmp_path: Path
         assert wait_until(lambda: [e for e in plain.events("case-stalled") if e["case_ref"] == ref_b], timeout=30)
         assert "P-HELD-A" in node.index.get_case("P-HELD-B").reason
         assert wait_until(lambda: len(phi.events("case-stalled")) == len(plain.events("case-stalled")), timeout=10)
+        # a destination's last error may quote an outbox path (data_dir/outbox/<PatientID>/...): redacted
+        (out,) = node.node_status().case("P-HELD-A").outputs
+        error = f"cannot prepare x.dcm: [Errno 2] No such file: '{out.path}' (Test^P-HELD-B)"
+        assert "P-HELD-A" in error
+        redacted = redact(error, node.node_status(), node_secret(cfg.node.data_dir))
+        ref_a = case_ref(node_secret(cfg.node.data_dir), "P-HELD-A")
+        assert f"/outbox/<case {ref_a}>/" in redacted and f"(<case {ref_b}>)" in redacted
+        assert_no_phi([redacted.encode()], ["P-HELD-A", "P-HELD-B", "Test^"])
     finally:
         node.stop()
         plain.stop()
