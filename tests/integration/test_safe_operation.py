@@ -71,7 +71,7 @@ def test_a_refused_second_node_leaves_the_index_untouched(tmp_path: Path) -> Non
                                "DataDirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)",
                                str(data)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         before = {p.relative_to(data): (p.stat().st_mtime_ns, p.read_bytes()) for p in data.rglob("*")
                   if p.is_file() and p.name != "liver-node.lock"}
         cfg = _toml(tmp_path / "c.toml", data, free_port())
