@@ -64,12 +64,18 @@ def recent(limit: int = 100, exclude: tuple[str, ...] = ()) -> list[AuditEvent]:
     return events[:limit]
 
 
-def open_file(data_dir: Path) -> Path:
-    """Append every audit line of this process to ``data_dir/audit.log`` too (idempotent). Returns the path."""
+def open_file(data_dir: Path) -> Path | None:
+    """Append every audit line of this process to ``data_dir/audit.log`` too (idempotent). Returns the path, or
+    None when the file cannot be opened (e.g. made by root): a warning, and the lines still go to the log."""
     path = (Path(data_dir) / AUDIT_FILE).resolve()
     with _LOCK:
         if not any(getattr(h, "baseFilename", None) == str(path) for h in logger.handlers):
-            handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+            try:
+                handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+            except OSError as exc:
+                logger.warning("cannot append audit lines to %s: %s; they go to the log only", path,
+                               exc.strerror or exc)
+                return None
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             logger.addHandler(handler)
     return path

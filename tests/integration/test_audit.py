@@ -93,3 +93,26 @@ def test_audit_is_written_at_log_level_warning_and_refused_actions_are_audited(t
     assert "not held" in details[2] and "no output to send again" in details[3]
     assert "no series or study '9.9.9'" in details[4]
     assert "no case 'NO-SUCH'" in details[5] and "no case 'NO-SUCH'" in details[6]
+
+
+def test_an_audit_file_that_cannot_be_opened_does_not_stop_the_node(tmp_path: Path, caplog) -> None:
+    """E.g. made by root before the service user's first start: a warning, and the audit lines still reach the log."""
+    from node.service import Node
+
+    from conftest import RecordingSink, make_config
+
+    data = tmp_path / "var"
+    (data / AUDIT_FILE).mkdir(parents=True)  # cannot be opened for appending, not even by root
+    node = Node(make_config(data), sink=RecordingSink())
+    with caplog.at_level("INFO"):
+        node.start()
+        try:
+            ae = AE(ae_title="AUDITSCU")
+            ae.add_requested_context(F.CT)
+            assoc = ae.associate("127.0.0.1", node.config.node.port, ae_title="LIVERNODE")
+            assert assoc.is_established
+            assoc.release()
+            assert wait_until(lambda: "AUDIT event=association" in caplog.text, timeout=10)
+        finally:
+            node.stop()
+    assert f"cannot append audit lines to {(data / AUDIT_FILE).resolve()}" in caplog.text
