@@ -61,7 +61,10 @@ class Node:
                               f" (user {_user()})") from None
         try:
             self._build(config, sink, with_outbox)
-        except BaseException:
+        except BaseException:  # e.g. a TLS file that cannot be read (ConfigError): nothing stays open or locked
+            for part in ("outbox", "index"):
+                if getattr(self, part, None) is not None:
+                    getattr(self, part).close()
             self.lock.release()
             raise
 

@@ -291,3 +291,16 @@ def test_an_index_of_a_newer_version_and_an_unwritable_output_are_one_line_error
     db.close()
     assert main(["conformance", "--output", str(tmp_path / "no" / "such" / "conformance.md")]) == 1
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_node_refused_by_its_configuration_leaves_the_data_dir_free(tmp_path: Path) -> None:
+    """A TLS file that does not load stops the node in its constructor (after the lock): the key is named, and the
+    lock and index are released, so the corrected node starts at once on the same data dir."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    tls = {"tls": {"cert_file": str(junk), "key_file": str(junk), "ca_file": str(junk)}}
+    with pytest.raises(ConfigError, match=r"security\.tls\.cert_file"):
+        Node(make_config(tmp_path / "var", security=tls))
+    node = Node(make_config(tmp_path / "var"))
+    node.start()
+    node.stop()
