@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -289,8 +290,9 @@ def redact(text: str, status: NodeStatus, secret: bytes) -> str:
     for c in status.cases:
         ref = f"<case {case_ref(secret, c.case_id)}>"
         for value in (c.case_id, case_folder_name(c.case_id), c.patient_id, c.patient_name):
-            if value and len(value) >= 2:
+            if value:
                 pairs.append((value, ref))
     for value, ref in sorted(pairs, key=lambda p: -len(p[0])):  # longest first: a name containing an ID
-        text = text.replace(value, ref)
+        # whole values only: a PatientID "12" is not the start of the address 127.0.0.1
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", ref, text)
     return text
