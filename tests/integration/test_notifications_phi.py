@@ -70,7 +70,7 @@ def test_held_and_stalled_cases_are_notified_without_patient_data(tmp_path: Path
         phi.stop()
     held = plain.events("case-held")
     assert [h["identity_conflicts"] for h in held] == [1, 1] and {h["state"] for h in held} == {"held"}
-    assert all(h["series"] >= 1 and h["instances"] >= 2 for h in held)
+    assert all(h["series"] == 1 and h["instances"] >= 1 for h in held)  # counts (B may be held at its first image)
     (stalled_b,) = [e for e in plain.events("case-stalled") if e["case_ref"] == ref_b]
     assert stalled_b["state"] == "stable" and stalled_b["why"] == ["no workflow has its key input yet"]
     values = ["P-HELD-A", "P-HELD-B", "Test^P-HELD-A", "Test^P-HELD-B", "19600101", "Test"]
