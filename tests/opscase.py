@@ -227,3 +227,10 @@ def wait_http(url: str, timeout: float = 10.0) -> bool:
         except Exception:
             time.sleep(0.1)
     return False
+
+
+def assert_no_phi(bodies: list[bytes], values: list[str]) -> None:
+    """No patient value (ID, name, birth date ...) anywhere in any notification body."""
+    for body in bodies:
+        for value in filter(None, values):
+            assert value.encode() not in body, (value, body[:300])
