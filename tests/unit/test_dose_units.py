@@ -207,3 +207,105 @@ def test_pet_times_are_read_by_the_nodes_one_date_time_parser() -> None:
     bad.SeriesTime = "99xx"
     with pytest.raises(DoseInputError, match="unreadable date or time"):
         pet_decay_info(bad)
+
+
+def test_dvh_convention_on_hand_made_samples() -> None:
+    doses = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 50.0, 60.0, 70.0, 80.0, 90.0])
+    dvh = dvh_from_samples("x", doses, np.ones(10))
+    assert dvh.mean_gy() == pytest.approx(50.0)
+    assert dvh.d(50) == 50.0  # 5 voxels (50 %) receive >= 50 Gy ... the tie counts together
+    assert dvh.d(70) == 40.0
+    assert dvh.d(90) == 20.0
+    assert dvh.d(100) == 10.0
+    assert dvh.v(50.0) == pytest.approx(60.0)
+    assert dvh.v(50.0001) == pytest.approx(40.0)
+    assert dvh.v(0.0) == 100.0 and dvh.v(1000.0) == 0.0
+    weighted = dvh_from_samples("w", np.array([10.0, 30.0]), np.array([3.0, 1.0]))
+    assert weighted.mean_gy() == pytest.approx(15.0) and weighted.v(20) == pytest.approx(25.0)
+    # fractional (partial-volume) masks count each voxel by its fraction
+    dose = image(np.arange(8, dtype=np.float32).reshape(2, 2, 2))
+    frac = np.array([[[1.0, 0.5], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.25]]])
+    d = region_dvh("frac", dose, frac, dose)
+    assert d.total == pytest.approx(1.75 * 0.064)
+    assert d.mean_gy() == pytest.approx((0 * 1 + 1 * 0.5 + 7 * 0.25) / 1.75)
+
+
+def _summary(nl_gy: float, tumour_gy: float, lung_gy: float):
+    from node.dose.dvh import LungDose, NormalLiverDose, TumourDose, Y90DoseSummary, region_dose
+
+    r = lambda name, v: region_dose(dvh_from_samples(name, np.full(10, v), np.ones(10)))  # noqa: E731
+    return Y90DoseSummary(tumours=(TumourDose(r("T1", tumour_gy), 100.0, 100.0),),
+                          normal_liver=NormalLiverDose(r("non-tumoural liver", nl_gy), 0.0, 0.0),
+                          whole_liver=r("whole liver", nl_gy), lungs=LungDose(None, 0.1, 1.0, lung_gy))
+
+
+def test_safety_flags_follow_the_limits_and_say_they_are_not_prescriptions() -> None:
+    resin = DoseLimits.eanm("resin")
+    assert check_y90_safety(_summary(35.0, 150.0, 10.0), resin) == ()
+    flags = check_y90_safety(_summary(35.0, 150.0, 10.0), resin, TreatmentContext(bilobar=True))
+    assert [f.quantity for f in flags] == ["non-tumoural liver mean dose"] and flags[0].limit_gy == 30.0
+    flags = check_y90_safety(_summary(20.0, 110.0, 31.0), resin, TreatmentContext(prior_lung_dose_gy=25.0))
+    kinds = {(f.severity, f.quantity) for f in flags}
+    assert ("note", "tumour T1 mean dose") in kinds
+    assert ("warning", "lung mean dose (this session)") in kinds
+    assert ("warning", "lung mean dose (cumulative)") in kinds
+    assert all("not a prescription" in f.message for f in flags)
+    glass = DoseLimits.eanm(SphereType.GLASS)
+    assert [f.limit_gy for f in check_y90_safety(_summary(20.0, 150.0, 1.0), glass)] == [205.0]
+    site = resin.with_changes(tumour_min_gy=90.0, tumour_goal_gy=100.0)
+    assert check_y90_safety(_summary(20.0, 110.0, 1.0), site) == ()
+    with pytest.raises(ValueError, match="tumour_goal_gy"):
+        resin.with_changes(tumour_goal_gy=50.0)
+    with pytest.raises(ValueError, match="lung_session_max_gy"):
+        resin.with_changes(lung_session_max_gy=-1.0)
+
+
+def test_a_limit_is_crossed_when_the_dose_stated_to_0_1_gy_exceeds_it() -> None:
+    """The node plans to exactly the limit: a dose stated as 40.0 Gy is within resin's 40 Gy, 40.1 Gy is not."""
+    resin = DoseLimits.eanm("resin")
+    for nl, flagged in ((40.0, False), (40.04, False), (39.96, False), (40.06, True), (40.1, True)):
+        flags = check_y90_safety(_summary(nl, 150.0, 1.0), resin)
+        assert [f.quantity for f in flags] == (["non-tumoural liver mean dose"] if flagged else []), nl
+        assert all("exceeds" in f.message for f in flags)
+    for lung, flagged in ((30.04, False), (30.06, True)):
+        flags = check_y90_safety(_summary(20.0, 150.0, lung), resin)
+        assert [f.quantity for f in flags] == (["lung mean dose (this session)"] if flagged else []), lung
+    assert check_y90_safety(_summary(20.0, 99.96, 1.0), resin)[0].severity == "note"  # 100.0 Gy: the minimum met
+
+
+def test_limits_of_a_treatment() -> None:
+    resin, glass = DoseLimits.eanm("resin"), DoseLimits.eanm("glass")
+    assert resin.normal_liver_limit(TreatmentContext()) == 40.0
+    assert resin.normal_liver_limit(TreatmentContext(bilobar=True)) == 30.0
+    assert resin.normal_liver_limit(TreatmentContext(compromised_liver=True)) == 30.0
+    assert glass.normal_liver_limit(TreatmentContext(compromised_liver=True)) == 70.0
+    assert resin.lung_limit(TreatmentContext()) == 30.0
+    assert resin.lung_limit(TreatmentContext(prior_lung_dose_gy=35.0)) == 15.0  # 50 cumulative - 35 before
+    assert resin.lung_limit(TreatmentContext(prior_lung_dose_gy=55.0)) == -5.0  # used up: nothing may shunt
+
+
+def _blob(shape=(40, 40, 40), spacing=2.0) -> np.ndarray:
+    z, y, x = (np.indices(shape) * spacing)
+    r = np.sqrt((x - 40) ** 2 + (y - 40) ** 2 + (z - 40) ** 2)
+    return (100.0 * np.exp(-(r / 20.0) ** 2)).astype(np.float32)
+
+
+@pytest.mark.parametrize("shift_mm,passes", [(0.0, True), (2.0, True), (2.8, True), (4.5, False)])
+def test_gamma_index_of_shifted_distributions(shift_mm: float, passes: bool) -> None:
+    ref = image(_blob(), (2.0, 2.0, 2.0))
+    ev = image(_blob(), (2.0, 2.0, 2.0), (shift_mm, 0.0, 0.0))
+    g = gamma_index(ref, ev, cutoff_percent=10.0)
+    # a pure shift s has gamma <= s / DTA everywhere (the evaluated grid is interpolated)
+    assert np.nanmax(g.gamma) <= shift_mm / 3.0 + 0.02
+    assert (g.pass_rate == 1.0) == passes
+
+
+def test_gamma_index_dose_criterion_in_a_flat_region() -> None:
+    flat = np.full((20, 20, 20), 50.0, np.float32)
+    ref = image(flat, (2.0, 2.0, 2.0))
+    inner = np.zeros(flat.shape, bool)
+    inner[5:15, 5:15, 5:15] = True
+    assert gamma_index(ref, image(flat * 1.029, (2.0, 2.0, 2.0)), mask=inner).pass_rate == 1.0
+    g = gamma_index(ref, image(flat * 1.04, (2.0, 2.0, 2.0)), mask=inner)
+    assert g.pass_rate == 0.0
+    assert np.nanmin(g.gamma) == pytest.approx(4.0 / 3.0, rel=1e-6)  # 4 % of 50 Gy over 3 % of 50 Gy
