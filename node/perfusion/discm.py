@@ -322,25 +322,33 @@ def fit_curve(conv: Convolver, curve: np.ndarray, noise_sd: float = 0.0, n_start
 
 
 def input_dependence(conv: Convolver, curve: np.ndarray, fit: CurveFit) -> dict[str, float]:
-    """How much (relative) each value of `fit` moves when the inputs are interpolated between their samples by the
-    other INTERPOLANTS instead of the cubic spline (the largest change; refitted from `fit`'s solution).
+    """An estimate of how far (relative) each value of `fit` may be from the model because the inputs' shape
+    between their samples is unknown: twice the spread (largest minus smallest) of the value over the
+    INTERPOLANTS, the others refitted from `fit`'s solution.
 
     The model sees the inputs only at the samples; between them their shape is assumed, and a minor inflow (the
     normal liver's arterial flow, a hypervascular lesion's portal flow) takes up what the assumed shape gets
     wrong about the major one: at 3-4 s sampling a few % of the value, more when the first pass is barely
-    sampled (phantom family, noiseless). A value that changes with the assumption beyond the model's tolerance
+    sampled (phantom family, noiseless). The interpolants are three plausible shapes through the same samples,
+    and the true one is another: the spread of three draws underestimates the width of what is plausible, whose
+    unbiased estimate from n draws of a uniform spread is (n + 1) / (n - 1) times their range (2 for n = 3); the
+    value of the true shape may lie anywhere in that width. A value whose estimate exceeds the model's tolerance
     is not known to it (node.perfusion.qualify)."""
-    worst = dict.fromkeys(PARAMETERS, 0.0)
+    values = {p: [fit.values[p]] for p in PARAMETERS}
     for name in INTERPOLANTS:
         if name == "spline":
             continue
         other = Convolver(conv.times, *conv.inputs, step=conv.step, interpolant=name)
         alt = fit_curve(other, curve, start=(fit.k2, fit.tau_a, fit.tau_p))
         for p in PARAMETERS:
-            v, w = fit.values[p], alt.values[p]
-            change = abs(w - v) / abs(v) if np.isfinite(v) and np.isfinite(w) and v != 0 else np.inf
-            worst[p] = max(worst[p], float(change))
-    return worst
+            values[p].append(alt.values[p])
+    n = len(INTERPOLANTS)
+    out = {}
+    for p, vs in values.items():
+        v = fit.values[p]
+        ok = all(np.isfinite(w) for w in vs) and v != 0
+        out[p] = float((n + 1) / (n - 1) * (max(vs) - min(vs)) / abs(v)) if ok else float("inf")
+    return out
 
 
 @dataclass

@@ -11,8 +11,9 @@ the intervals that may be the steepest, see max_slope_curve_sd), for the model t
 (with the residual of the fit when that is larger: a misfit is uncertainty too). A value is *not measurable* when
 its 95 % interval, +-1.96 SD, spans more than `perfusion_tolerance` of the value (3.92 SD > 15 % by default, i.e.
 1 SD > 3.8 %), when it is not finite, when an acquisition check that it depends on failed, or (model values)
-when another interpolation of the input curves between their samples moves it by more than MAX_INPUT_DEPENDENCE
-(a bias no averaging removes). Each such value says why.
+when its dependence on the input curves' unknown shape between their samples (twice the spread of the value over
+three interpolations of them, node.perfusion.discm.input_dependence) exceeds MAX_INPUT_DEPENDENCE (a bias no
+averaging removes). Each such value says why.
 """
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ MAX_SAMPLING_INTERVAL_S = 4.0
 #: at most the model's 2 % noiseless tolerance (issue 14) when W / h >= 2.1. Typical clinical first passes (W 6-10
 #: s) at 3 s sampling pass; at 4 s only the wider ones do.
 MIN_SAMPLES_PER_BOLUS_FWHM = 2.1
-#: a model value that moves by more than this fraction when the inputs are interpolated otherwise (monotone
-#: cubic, modified Akima instead of the cubic spline: node.perfusion.discm.input_dependence) depends on the
-#: inputs' unknown shape between samples beyond the model's noiseless tolerance (issue 14: 2 %)
+#: a model value whose estimated error from the inputs' unknown shape between samples exceeds this fraction is not
+#: known to the model's noiseless tolerance (issue 14: 2 %). The estimate (node.perfusion.discm.input_dependence)
+#: is twice the spread of the value over three interpolants (cubic spline, monotone cubic, modified Akima): the
+#: spread of a few plausible shapes is a lower bound of the error against the true one
 MAX_INPUT_DEPENDENCE = 0.02
 #: wash-out: at least this many samples after the portal peak, over which the portal curve falls by this much
 MIN_SAMPLES_AFTER_PORTAL_PEAK = 2
@@ -59,7 +61,8 @@ class RegionValue:
     map_sd: float | None  # spatial SD of the map there (heterogeneity and voxel noise, not the value's noise)
     measurable: bool
     reason: str | None = None
-    #: model values: how much (relative) the value moves with another interpolation of the inputs between samples
+    #: model values: its relative uncertainty from the inputs' unknown shape between samples (twice the spread of
+    #: the value over three interpolations of them)
     input_dependence: float | None = None
 
 
@@ -87,8 +90,8 @@ def qualify(value: float | None, sd: float | None, tolerance: float, unit: str,
     reasons = [c.finding for c in failed]
     v, s, dep = _clean(value), _clean(sd), _clean(input_dependence)
     if dep is not None and dep > MAX_INPUT_DEPENDENCE:
-        reasons.insert(0, f"depends on the shape of the input curves between samples: another interpolation of them "
-                          f"moves it by {100 * dep:.1f} % (limit {100 * MAX_INPUT_DEPENDENCE:.0f} %)")
+        reasons.insert(0, f"depends on the shape of the input curves between samples: other interpolations of them "
+                          f"put its uncertainty at {100 * dep:.1f} % (limit {100 * MAX_INPUT_DEPENDENCE:.0f} %)")
     if v is None:
         reasons.insert(0, "not computed (no analysed voxel with a defined value)")
     elif v == 0:
