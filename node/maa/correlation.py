@@ -38,6 +38,7 @@ from node.maa.measurements import (
     PearsonRecord,
     TumourPerfusion,
 )
+from node.perfusion.names import method_label
 from node.perfusion.reference import PerfusionReference
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def _flags(perfusion: PerfusionReference, tumour: str, method: str) -> dict[str,
     out = {}
     for (m, param), reason in perfusion.not_measurable.get(tumour, {}).items():
         if m.replace("-", "").lower() == method.replace("-", "").lower() and param in PARAMETERS:
-            out[param] = f"not measurable in the CT perfusion ({tumour} {param}, {m}: {reason})"
+            out[param] = f"not measurable in the CT perfusion ({tumour} {param}, {method_label(m)}: {reason})"
     return out
 
 

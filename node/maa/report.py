@@ -13,6 +13,7 @@ from pydicom import Dataset
 from node.maa.correlation import MIN_POINTS
 from node.maa.measurements import MaaMeasurements, PredictedDoseRecord, RegionDoseRecord
 from node.maa.partition import TISSUE_DENSITY_G_PER_ML
+from node.perfusion.names import method_label
 from node.perfusion.report import MAX_SLOPE, METHOD_CODES, PARAMETER_CONCEPTS, PERFUSION_UNITS
 from node.report.codes import (
     ABOVE_RANGE,
@@ -168,7 +169,7 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
         row = rows.get(name)
         for map_method, values in (row.perfusion.items() if row is not None else ()):
             method = METHOD_CODES.get(map_method.lower(), MAX_SLOPE)
-            label = "max-slope" if method == MAX_SLOPE else map_method.lower()
+            label = method_label(map_method)
             for param, value in (("ALP", values.ALP), ("PVP", values.PVP), ("HPI", values.HPI)):
                 g.add(PARAMETER_CONCEPTS[param], value, PERFUSION_UNITS[param], method, f"{param} mean ({label})",
                       "mean", not_measurable=values.not_measurable.get(param))
@@ -209,11 +210,12 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
     if pearson:
         # r only from MIN_POINTS tumours on (node.maa.correlation); the summary says so when there is none
         g = Group("maa", CORRELATION_GROUP, LIVER, TUMOUR, sources=nm,
-                  parameters=[f"{k}: n = {v.n}" + ("" if v.r is not None and v.n >= MIN_POINTS else
+                  parameters=[f"{method_label(k)}: n = {v.n}" + ("" if v.r is not None and v.n >= MIN_POINTS else
                                                     f" tumours, below {MIN_POINTS}: no coefficient")
                               for k, v in pearson.items()])
         for map_method, v in pearson.items():
-            g.add(PEARSON_R, v.r if v.n >= MIN_POINTS else None, "1", PEARSON, f"r T/N vs ALP ({map_method})")
+            g.add(PEARSON_R, v.r if v.n >= MIN_POINTS else None, "1", PEARSON,
+                  f"r T/N vs ALP ({method_label(map_method)})")
         if g.items:
             groups.append(g)
         else:
@@ -254,7 +256,7 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
              Column("dose", "Gy"), Column("ALP", "mL/min/100 mL", width=1.3), Column("PVP", "mL/min/100 mL", width=1.3),
              Column("HPI", "%")), tuple(rows), title="Tumours",
             notes=("T/N corrected for partial volume (uncorrected: plain ratio of means); dose at the maximum activity "
-                   "below; ALP/PVP/HPI: mean of the CT perfusion maps in the tumour (max slope where available)."
+                   "below; ALP/PVP/HPI: mean of the CT perfusion maps in the tumour (maximum slope where available)."
                    + (" n.m.: the CT perfusion reports the lesion's value as not measurable (its section says why)."
                       if any(c.endswith(NOT_MEASURABLE_TEXT) for r in rows for c in r) else ""),)))
     else:
