@@ -51,6 +51,7 @@ from node.maa.regions import Regions
 from node.maa.settings import MaaSettings
 from node.maa.shunt import Shunt
 from node.maa.uptake import Uptake
+from node.report.groups import region_name
 from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
@@ -232,15 +233,17 @@ def _info_column(frame: PageFrame, regions: Regions, uptake: Uptake, shunt: Shun
         dose = doses.get(t.name)
         rows.append([(t.name, tumour_colour), f"{t.volume_ml:.1f}", f"{t.tn_ratio:.1f}",
                      "-" if dose is None else f"{dose:.0f}"])
-    rows.append([("normal liver", hex_colour(COLOURS["liver"])), f"{uptake.normal_liver_ml:.0f}", "1 (ref.)",
+    rows.append([(region_name("normal liver"), hex_colour(COLOURS["liver"])), f"{uptake.normal_liver_ml:.0f}",
+                 "1 (ref.)",
                  f"{plan.normal_liver_dose_gy:.0f}" if plan else "-"])
-    rows.append([("lungs", hex_colour(COLOURS["lungs"])),
+    rows.append([(region_name("lungs"), hex_colour(COLOURS["lungs"])),
                  "-" if shunt.lung_volume_ml is None else f"{shunt.lung_volume_ml:.0f}", "",
                  f"{plan.lung_dose_gy:.1f}" if plan else "-"])
     y = table(frame, x, y + 2, [("region", 150, "l"), ("cm\u00b3", 100, "r"), ("T/N", 90, "r"),
                                 ("dose Gy", 120, "r")], rows)
     lines: list[tuple[str, str]] = [
-        ("small", "T/N: counts per mL in the tumour over the normal liver's, corrected for partial volume."),
+        ("small", "T/N: counts per mL in the tumour over the normal liver's (the liver minus the tumours), "
+                  "corrected for partial volume."),
     ]
     if shunt.lsf is not None:
         where = ("measured on the SPECT/CT, lungs outlined" if shunt.source == "measured on SPECT"
@@ -270,9 +273,10 @@ def _info_column(frame: PageFrame, regions: Regions, uptake: Uptake, shunt: Shun
     if "automatic" in regions.liver_source or "automatic" in regions.tumour_source:
         lines.append(("warn", "Found automatically: review them (structure set 'MAA REGIONS') before planning."))
     names = regions.details.get("names") if isinstance(regions.details, dict) else None
-    if names:
-        lines.append(("small", "Tumours named after the perfusion-CT lesions they overlap: "
-                               + ", ".join(f"{old} = {new}" for old, new in names.items()) + "."))
+    if names:  # the lesion's one name only: the provisional names of the search never reach a reader
+        lines.append(("small", "Tumours named after the perfusion-CT lesion each overlaps ("
+                               + ", ".join(sorted(str(n) for n in names.values())) + "), as on every page and in "
+                               "the SR."))
     text_block(frame, x, y, lines, w)
 
 

@@ -34,7 +34,7 @@ from node.report.codes import (
     VOLUME,
     volume_receiving,
 )
-from node.report.groups import Coded, Group, private
+from node.report.groups import Coded, Group, private, region_name
 from node.report.summary import CM3, NOT_MEASURABLE_TEXT, Column, Note, SummaryBlock, Table, number, value_text
 from node.workflow import WorkflowResult
 
@@ -253,10 +253,11 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
                          number(dose.value if dose else None, "Gy", 0), cell(alp), cell(pvp), cell(hpi)))
         blocks.append(Table(
             (Column("tumour", align="l"), Column("volume", CM3), Column("T/N"), Column("T/N uncorr."),
-             Column("dose", "Gy"), Column("ALP", "mL/min/100 mL", width=1.3), Column("PVP", "mL/min/100 mL", width=1.3),
-             Column("HPI", "%")), tuple(rows), title="Tumours",
-            notes=("T/N corrected for partial volume (uncorrected: plain ratio of means); dose at the maximum activity "
-                   "below; ALP/PVP/HPI: mean of the CT perfusion maps in the tumour (maximum slope where available)."
+             Column("dose*", "Gy"), Column("ALP map", "mL/min/100 mL", width=1.3),
+             Column("PVP map", "mL/min/100 mL", width=1.3), Column("HPI map", "%")), tuple(rows), title="Tumours",
+            notes=("T/N corrected for partial volume (uncorrected: plain ratio of means); *dose: partition model at "
+                   "the maximum activity below; ALP/PVP/HPI map: mean of the CT perfusion maps over the tumour as "
+                   "found on the MAA SPECT (maximum slope where available), not the CT perfusion's region value."
                    + (" n.m.: the CT perfusion reports the lesion's value as not measurable (its section says why)."
                       if any(c.endswith(NOT_MEASURABLE_TEXT) for r in rows for c in r) else ""),)))
     else:
@@ -272,7 +273,7 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
                      number(dose.value if dose else None, "Gy", dose.decimals if dose else None)))
     if rows:
         blocks.append(Table((Column("region", align="l", width=1.6), Column("volume", CM3), Column("mass", "g"),
-                             Column("dose", "Gy")), tuple(rows), title="Normal liver and lungs"))
+                             Column("dose*", "Gy")), tuple(rows), title="Normal liver and lungs"))
     lungs = by_region.get("Lungs")
     lsf = next((i for i in lungs.items if i.concept == LSF), None) if lungs else None
     if lsf is not None:
@@ -325,11 +326,13 @@ def _dose_blocks(groups: Sequence[Group]) -> list[SummaryBlock]:
     for g in dose:
         mean = g.item(MEAN_DOSE, LUNG_SHUNT_DOSE) or g.item(MEAN_DOSE)
         vs = ", ".join(f"{i.label[:-2]} {number(i.value, '%', 0)}" for i in g.items if i.unit == "%")
-        rows.append((g.region or g.identifier[len(DOSE_PREFIX):], value_text(g.item(VOLUME)), value_text(mean),
+        # no volume column: each region's volume is stated once, in the tables above (the DVH's own, on the CT
+        # grid, is in the SR and on the DVH page)
+        rows.append((region_name(g.region or g.identifier[len(DOSE_PREFIX):]), value_text(mean),
                      *(value_text(g.item(c)) for c in (MEDIAN_DOSE, DOSE_D70, DOSE_D90)), vs or "-"))
     return [Table(
-        (Column("region", align="l", width=1.6), Column("volume", CM3), Column("Dmean", "Gy"), Column("D50", "Gy"),
+        (Column("region", align="l", width=1.6), Column("Dmean", "Gy"), Column("D50", "Gy"),
          Column("D70", "Gy"), Column("D90", "Gy"), Column("V (Gy)", "% of volume", align="l", width=2.2)),
         tuple(rows), title=f"Y-90 dose predicted (local deposition) for {what}",
-        notes=("Lungs: 49.67 x A x LSF / CT lung mass. Safety flags (warnings below) are warnings, not "
-               "prescriptions.",))]
+        notes=("Lungs: Dmean = 49.67 Gy kg/GBq × A × LSF / CT lung mass. Safety flags (warnings "
+               "below) are warnings, not prescriptions.",))]

@@ -34,6 +34,7 @@ from node.perfusion.names import METHOD_LABEL, METHOD_NAME  # noqa: E402
 from node.perfusion.pages import MapSlice, render_curve_page, render_map_page  # noqa: E402
 from node.perfusion.qualify import RegionValue  # noqa: E402
 from node.perfusion.volume4d import Volume4D  # noqa: E402
+from node.report.summary import NOT_MEASURABLE_TEXT, with_spread  # noqa: E402
 
 SERIES_NUMBER_BASE = 9500  # derived series numbers: far from scanner series numbers
 
@@ -248,11 +249,12 @@ def curve_page(vol: Volume4D, ref_t: int, inputs: dict[str, np.ndarray], tissue:
     return render_curve_page(Identity.of(ref_ds, series_description), vol.times, inputs, tissue, t_spl, (1, 1))
 
 
-def region_text(value: RegionValue | None) -> str:
-    """A region's value for a page as the report states it: "52 \u00b1 3" (the value of the region's mean curve
-    \u00b1 1 SD of image noise), "n.m." when it is not measurable, "-" when there is none."""
+def region_text(value: RegionValue | None, unit: str) -> str:
+    """A region's value for a page exactly as the report and the summary state it (node.report.summary's format,
+    the unit's precision): "52.1 \u00b1 1.3" (the value of the region's mean curve \u00b1 1 SD of image noise),
+    "n.m." when it is not measurable, "-" when there is none. `unit`: its UCUM unit."""
     if value is None:
         return "-"
     if not value.measurable or value.value is None:
-        return "n.m."
-    return f"{value.value:.0f}" + (f" \u00b1 {value.sd:.0f}" if value.sd is not None else "")
+        return NOT_MEASURABLE_TEXT
+    return with_spread(value.value, value.sd, unit)

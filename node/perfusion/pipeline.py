@@ -91,7 +91,8 @@ def _lesions_and_values(roi_native: dict[str, np.ndarray], regional: dict[str, d
         if name not in roi_native:
             continue
         region_values = (entry.get("values") or {}).get(method) or {}
-        values[name] = {param: out.region_text(region_values.get(param)) for param in entry.get(method) or {}}
+        values[name] = {param: out.region_text(region_values.get(param), out.PARAMETERS[param].ucum)
+                        for param in entry.get(method) or {} if param in out.PARAMETERS}
         flags += [f"{name} {param}: {v.reason or 'not measurable'}" for param, v in region_values.items()
                   if not v.measurable]
     return lesions, values, flags
