@@ -113,8 +113,8 @@ def with_spread(value: float | None, spread: float | None, unit: str, decimals: 
 
 
 def liver_volumes(groups: Sequence[Group]) -> Table | None:
-    """The one liver volume of the case summary, in cm³, and which source it is: a received (delineated)
-    liver contour first, else the first analysis's own; the other analyses' contours are named, without a second
+    """The one liver volume of the case summary, in cm³, and which source it is: the planning CT's contour
+    first, else a received (delineated) one, else the first analysis's own; the other analyses' contours are named, without a second
     number for the same organ (each analysis's own contour is in the SR)."""
     found = []
     for g in groups:
@@ -123,8 +123,8 @@ def liver_volumes(groups: Sequence[Group]) -> Table | None:
             found.append((g.region_source or g.identifier, item.value))  # mL and cm3 are the same volume
     if not found:
         return None
-    received = [f for f in found if "RTSTRUCT" in f[0]]
-    source, cm3 = (received or found)[0]
+    # the planning CT's delineated liver (also the GSA structures' Liver), else any received contour, else the first
+    source, cm3 = min(found, key=lambda f: (not f[0].startswith("planning CT"), "RTSTRUCT" not in f[0]))
     others = sorted({s for s, _ in found if s != source})
     notes = (f"The other analyses use their own liver contour ({'; '.join(others)}): its volume is in the SR.",) \
         if others else ()
