@@ -126,12 +126,34 @@ def _not_measurable(text: str | None) -> bool:
     return bool(text) and str(text).lstrip("!").startswith(NOT_MEASURABLE_TEXT)
 
 
-def _label(ax: Axes, mask: np.ndarray, text: str) -> None:
+def _label(ax: Axes, mask: np.ndarray, text: str, taken: list[tuple[float, float, float, float]]) -> None:
+    """The lesion's label just above its contour, else just below, else shifted sideways: the first place whose
+    box (page pixels, estimated from the text's length) meets no label already placed in `taken`."""
     rows, cols = np.nonzero(mask)
-    r = int(rows.min())
-    c = float(cols[rows == r].mean())
-    ax.text(c, r - 1.0, text, color=LESION_COLOUR, fontsize=pt(FONT_PX["small"]), weight="bold", ha="center",
-            va="bottom", path_effects=halo(3.0), clip_on=True)
+    ax.apply_aspect()  # transData as drawn
+    size = FONT_PX["small"]
+    w, h = 0.62 * size * len(text) + 6.0, size + 6.0
+    top, bottom = int(rows.min()), int(rows.max())
+    candidates = []
+    for dx in (0.0, 0.6, -0.6, 1.2, -1.2):
+        candidates.append((float(cols[rows == top].mean()), top - 1.0, "bottom", dx))
+        candidates.append((float(cols[rows == bottom].mean()), bottom + 1.0, "top", dx))
+    chosen = candidates[0]
+    for c, r, va, dx in candidates:
+        x, y = ax.transData.transform((c, r))
+        x += dx * w
+        box = (x - w / 2, y if va == "bottom" else y - h, x + w / 2, y + h if va == "bottom" else y)
+        if not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken):
+            chosen = (c, r, va, dx)
+            taken.append(box)
+            break
+    else:
+        taken.append((0.0, 0.0, 0.0, 0.0))
+    c, r, va, dx = chosen
+    x, y = ax.transData.transform((c, r))
+    c, r = ax.transData.inverted().transform((x + dx * w, y))
+    ax.text(c, r, text, color=LESION_COLOUR, fontsize=pt(size), weight="bold", ha="center", va=va,
+            path_effects=halo(3.0), clip_on=True)
 
 
 def _panel(frame: PageFrame, s: MapSlice, quantity: str | None, left: float, top: float, width: float,
@@ -154,6 +176,7 @@ def _panel(frame: PageFrame, s: MapSlice, quantity: str | None, left: float, top
             shown = shown & ~s.lesions[name][rows, cols]
         ax.imshow(np.ma.masked_where(~shown, values), cmap=scale.cmap, vmin=scale.lo, vmax=scale.hi,
                   interpolation="nearest", aspect=aspect, alpha=0.9)
+    taken: list[tuple[float, float, float, float]] = []
     for name, mask in s.lesions.items():
         m = mask[rows, cols]
         if not m.any():
@@ -166,7 +189,7 @@ def _panel(frame: PageFrame, s: MapSlice, quantity: str | None, left: float, top
         for colour, width_px in (("black", 4.0), (LESION_COLOUR, 1.8)):
             ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour], linewidths=pt(width_px))
         value = s.values.get(name, {}).get(quantity, "") if quantity else ""
-        _label(ax, m, f"{name} {value}".strip())
+        _label(ax, m, f"{name} {value}".strip(), taken)
     ax.set_axis_off()
     orientation_labels(ax, "axial")
     bar = (left + 0.1 * width, top + height - _BAR_PX + 28, 0.8 * width, 16)

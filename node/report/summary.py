@@ -114,8 +114,8 @@ def with_spread(value: float | None, spread: float | None, unit: str, decimals: 
 
 def liver_volumes(groups: Sequence[Group]) -> Table | None:
     """The one liver volume of the case summary, in cm³, and which source it is: the planning CT's contour
-    first, else a received (delineated) one, else the first analysis's own; the other analyses' contours are named, without a second
-    number for the same organ (each analysis's own contour is in the SR)."""
+    first, else a received (delineated) one, else the first analysis's own; the other analyses' contours are
+    named, without a second number for the same organ (each analysis's own contour is in the SR)."""
     found = []
     for g in groups:
         item = g.item(C.VOLUME)
