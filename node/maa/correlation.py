@@ -223,7 +223,8 @@ def correlate(nm: sitk.Image, tumours: Mapping[str, np.ndarray], tn: Mapping[str
             r_value = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else None
         if pairs:  # r only from MIN_POINTS tumours on; n always, so the report can say why there is none
             pearson[method] = PearsonRecord(None if r_value is None else round(r_value, 3), len(pairs))
-    logger.info("MAA-perfusion correlation: %d tumours, methods %s", len(rows), sorted(by_method))
+    logger.info("MAA-perfusion correlation: %d tumours, methods %s", len(rows),
+                ", ".join(sorted(method_label(m) for m in by_method)))
     return CorrelationRecord(
         done=True,
         method="SPECT/CT CT rigidly registered to the perfusion CT (first time point); tumour regions carried to "
