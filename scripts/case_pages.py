@@ -107,7 +107,8 @@ def write_pages(objects: list[OutputObject], out: Path, dicom: bool) -> list[Pat
 README_FIRST = {"summary"}
 README_LAST = {"summary-2"}
 README_PAGES = {
-    "perfusion-max-slope": "maximum slope maps", "perfusion-discm": "DISCM maps", "perfusion-curves": "time-attenuation",
+    "perfusion-max-slope": "maximum slope maps", "perfusion-discm": "DISCM maps",
+    "perfusion-curves": "time-attenuation",
     "gsa-axial": "GSA fusion check (axial)", "gsa-coronal": "GSA fusion check (coronal)", "maa": "MAA regions review",
     "dvh": "Y-90 predicted dose DVH page", "summary": "case summary page", "summary-2": "case summary page",
 }

@@ -85,13 +85,13 @@ def test_structure_table_texts_stay_apart_with_typographic_signs():
     fls[:, :, 15:] = False
     ptv = liver.copy()
     colours = {"Liver": (255, 215, 0), "FLS": (0, 190, 140), "ITV": (240, 64, 40), "PTV": (255, 60, 255)}
-    contours = [Contour(n, m, t, colours[n], "", volume_cm3=v) for n, m, t, v in (
+    liver_c, fls_c, itv_c, ptv_c = (Contour(n, m, t, colours[n], "", volume_cm3=v) for n, m, t, v in (
         ("Liver", liver, "ORGAN", 2058.1), ("FLS", fls, "AVOIDANCE", 1233.6), ("ITV", liver & ~fls, "CTV", 824.6),
-        ("PTV", ptv, "PTV", 1440.6))]
+        ("PTV", ptv, "PTV", 1440.6)))
     layer = Layer(np.where(liver, 100.0, 0.0).astype(np.float32), (3.0, 2.0, 2.0), (0.0, 0.0, 0.0))
     identity = Identity("DOE, Jane", "P1", "1950-01-01", "F", "2024-01-01", "", "GSA FLS>=60%max")
     figures = GsaFigures(0.6, 5.0, "RTSTRUCT 'Liver'", "moved 1 mm", "smoothed", None, ())
-    page = render_page(identity, "axial", layer, layer, *contours, 100.0, figures, (1, 1))
+    page = render_page(identity, "axial", layer, layer, liver_c, fls_c, itv_c, ptv_c, 100.0, figures, (1, 1))
     assert page.overlaps == ()
     assert any("1233.6" == t for t in page.texts)
     assert any("\u2265 60 %" in t for t in page.texts) and not any(">=" in t for t in page.texts)

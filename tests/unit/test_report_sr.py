@@ -344,8 +344,8 @@ def test_region_values_carry_their_noise_and_a_qualifier_where_not_measurable(ca
     warned = dict(case["results"], perfusion=WorkflowResult("perfusion", PERFUSION, outputs,
                                                             warnings=PERFUSION.not_measurable()))
     assert PERFUSION.not_measurable() == [
-        "Tumor 1 HPI (maximum slope) not measurable at this noise: the 95 % interval, 12 % either side, spans 30 % of the "
-        "value (limit 15 %)"]
+        "Tumor 1 HPI (maximum slope) not measurable at this noise: the 95 % interval, 12 % either side, spans 30 % of "
+        "the value (limit 15 %)"]
     text = "\n".join(summary_text("CASE-7", warned, case["sources"]))
     assert text.count("Tumor 1 HPI (maximum slope) not measurable at this noise") == 1
     # the MAA's mean of the maps in the same lesion T2: qualified in the SR, its reason among the parameters,
