@@ -321,7 +321,9 @@ def _dose_blocks(groups: Sequence[Group]) -> list[SummaryBlock]:
         return []
     activity = next((g for g in groups if g.identifier == DOSE_ACTIVITY), None)
     used = activity.item(DOSE_ACTIVITY_USED) if activity is not None else None
-    what = f"{number(used.value, 'GBq')} GBq {used.label[len('activity '):]}" if used is not None else "-"
+    what = f"{number(used.value, 'GBq')} GBq" if used is not None else "-"
+    # the activity's source ("(partition model (limited by ...))") under the table: the title stays one line
+    source = used.label[len("activity "):].strip().removeprefix("(").removesuffix(")") if used is not None else ""
     rows = []
     for g in dose:
         mean = g.item(MEAN_DOSE, LUNG_SHUNT_DOSE) or g.item(MEAN_DOSE)
@@ -333,6 +335,6 @@ def _dose_blocks(groups: Sequence[Group]) -> list[SummaryBlock]:
     return [Table(
         (Column("region", align="l", width=1.6), Column("Dmean", "Gy"), Column("D50", "Gy"),
          Column("D70", "Gy"), Column("D90", "Gy"), Column("V (Gy)", "% of volume", align="l", width=2.2)),
-        tuple(rows), title=f"Y-90 dose predicted (local deposition) for {what}",
-        notes=("Lungs: Dmean = 49.67 Gy kg/GBq × A × LSF / CT lung mass. Safety flags (warnings "
-               "below) are warnings, not prescriptions.",))]
+        tuple(rows), title=f"Y-90 dose predicted (local deposition) at {what}",
+        notes=((f"Activity: {source}. " if source else "") + "Lungs: Dmean = 49.67 Gy kg/GBq \u00d7 A \u00d7 LSF "
+               "/ CT lung mass. Safety flags (warnings below) are warnings, not prescriptions.",))]
