@@ -112,7 +112,7 @@ def _build_outputs(map_sets: list[out.MapSet], vol: Volume4D, ref_t: int, analys
     for ms in map_sets:
         number += 1
         series_uid = hd.UID()
-        desc = f"Perfusion {METHOD_LABEL[ms.method]} maps - {NOT_FOR_DIAGNOSIS}"
+        desc = f"Perfusion, {METHOD_LABEL[ms.method]} - {NOT_FOR_DIAGNOSIS}"  # <= 64 characters (LO)
         lesions, texts, flags = _lesions_and_values(roi_native, regional, ms.method)
         pages = out.map_pages(ms, vol, ref_t, analysed, liver_native, liver_source, lesions, texts, desc, t_spl,
                               flags)
