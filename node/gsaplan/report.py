@@ -44,7 +44,7 @@ def report_groups(result: WorkflowResult[GsaPlanMeasurements], sources: Mapping[
               f"function = {m.counts}"]
     groups = []
     for name, r in m.regions.items():
-        g = Group("gsaplan", f"{GROUP_PREFIX}{name}", LIVER, None, sources=dose, parameters=params)
+        g = Group("gsaplan", f"{GROUP_PREFIX}{region_name(name)}", LIVER, None, sources=dose, parameters=params)
         g.add(VOLUME, r.volume_ml, "mL", REGION_VOLUME, "volume")
         g.add(MEAN_DOSE, r.mean_gy, "Gy", PLAN_DOSE, "Dmean")
         g.add(MEDIAN_DOSE, r.d50_gy, "Gy", PLAN_DOSE, "D50")

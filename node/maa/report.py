@@ -107,7 +107,7 @@ def dose_groups(pd: PredictedDoseRecord, nm: list[Dataset]) -> list[Group]:
     groups = []
     for name, r in pd.regions.items():
         site = LUNG if r.kind == "lungs" else LIVER
-        g = Group("maa", f"{DOSE_PREFIX}{name}", site, TUMOUR if r.kind == "tumour" else None, sources=nm,
+        g = Group("maa", f"{DOSE_PREFIX}{region_name(name)}", site, TUMOUR if r.kind == "tumour" else None, sources=nm,
                   parameters=params, region=_dose_region(name, r.kind), region_source=DOSE_REGION_SOURCE)
         _dose_items(g, r, LDM)
         if r.kind == "lungs" and pd.lungs is not None:
@@ -118,8 +118,8 @@ def dose_groups(pd: PredictedDoseRecord, nm: list[Dataset]) -> list[Group]:
                 g.parameters = g.parameters + [f"flag: {f.message}"]
         groups.append(g)
     if "lungs" not in pd.regions and pd.lungs is not None and pd.lungs.mean_gy is not None:
-        g = Group("maa", f"{DOSE_PREFIX}lungs", LUNG, None, sources=nm, parameters=params + [pd.lungs.method],
-                  region="Lungs", region_source="MAA SPECT/CT CT: lungs")
+        g = Group("maa", f"{DOSE_PREFIX}{region_name('lungs')}", LUNG, None, sources=nm,
+                  parameters=params + [pd.lungs.method], region="Lungs", region_source="MAA SPECT/CT CT: lungs")
         g.add(MEAN_DOSE, pd.lungs.mean_gy, "Gy", LUNG_SHUNT_DOSE, "Dmean (A x LSF / lung mass)")
         for f in pd.flags:
             if _flag_region(f.quantity) == "lungs":
@@ -174,8 +174,9 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
                 g.add(PARAMETER_CONCEPTS[param], value, PERFUSION_UNITS[param], method, f"{param} mean ({label})",
                       "mean", not_measurable=values.not_measurable.get(param))
         groups.append(g)
-    g = Group("maa", f"normal liver{SUFFIX}", LIVER, None, sources=nm, parameters=uptake_params + plan_params,
-              region="Normal liver", region_source="MAA SPECT: liver minus tumours")
+    g = Group("maa", f"{region_name('normal liver')}{SUFFIX}", LIVER, None, sources=nm,
+              parameters=uptake_params + plan_params, region="Normal liver",
+              region_source="MAA SPECT: liver minus tumours")
     g.add(VOLUME, up.normal_liver_ml, "mL", REGION_VOLUME, "volume")
     g.add(MASS, plan.normal_liver_mass_kg, "g", MASS_DENSITY, "mass", scale=1000.0)
     g.add(ABSORBED_DOSE, plan.normal_liver_dose_gy, "Gy", PARTITION_MODEL, "dose", decimals=0)

@@ -50,7 +50,7 @@ def report_groups(result: WorkflowResult[Y90PostMeasurements], sources: Mapping[
     for name, r in m.regions.items():
         if not r.compared:
             continue
-        g = Group("y90post", f"{GROUP_PREFIX}{name}", LUNG if r.kind == "lungs" else LIVER,
+        g = Group("y90post", f"{GROUP_PREFIX}{region_name(name)}", LUNG if r.kind == "lungs" else LIVER,
                   TUMOUR if r.kind == "tumour" else None, sources=image, parameters=params)
         g.add(MEAN_DOSE, r.predicted_mean_gy, "Gy", PREDICTED, "Dmean predicted")
         g.add(MEAN_DOSE, r.delivered_mean_gy, "Gy", DELIVERED, "Dmean delivered")
