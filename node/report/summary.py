@@ -179,6 +179,8 @@ def _layout(sections: Sequence[Section]) -> list[_Placed]:
     placed: list[_Placed] = []
     page, column, y = 0, 0, _TOP
 
+    title = ""
+
     def place(item: SummaryBlock | tuple[str, str], keep_with: float = 0.0) -> None:
         nonlocal page, column, y
         h = _height(item)
@@ -187,10 +189,15 @@ def _layout(sections: Sequence[Section]) -> list[_Placed]:
             if column == len(_COLUMNS_X):
                 page, column = page + 1, 0
             y = _TOP
+            if not (isinstance(item, tuple) and item[0] == "heading"):  # a section going on: say whose it is
+                continued: tuple[str, str] = ("heading", f"{title} (continued)")
+                placed.append(_Placed(continued, _COLUMNS_X[column], y, page))
+                y += _height(continued)
         placed.append(_Placed(item, _COLUMNS_X[column], y, page))
         y += h
 
     for section in sections:
+        title = section.title
         first = section.blocks[0] if section.blocks else None
         place(("heading", section.title), keep_with=_height(first) if first is not None else 0.0)
         for block in section.blocks:

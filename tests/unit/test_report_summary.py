@@ -8,7 +8,7 @@ from node.imaging.pages import Identity, typographic
 from node.perfusion.names import METHOD_LABEL, METHOD_NAME, method_key, method_label
 from node.report import codes as C
 from node.report.groups import Group, region_name
-from node.report.summary import Section, Table, render_pages, summary_lines, with_spread
+from node.report.summary import Column, Section, Table, render_pages, summary_lines, with_spread
 from node.y90post import report as y90post_report
 
 IDENTITY = Identity("DOE, Jane", "P-SUM", "1950-01-01", "F", "2024-01-01", "", "Case summary")
@@ -101,3 +101,14 @@ def test_post_therapy_and_plan_dose_sections_are_tables_on_a_clean_page():
     pages = render_pages(IDENTITY, [Section("Y-90 post-therapy dosimetry", list(post)),
                                     Section("GSA-guided radiotherapy plan", list(plan))])
     assert len(pages) == 1 and pages[0].overlaps == ()
+
+
+def test_a_section_that_goes_on_in_the_next_column_says_whose_it_is():
+    rows = tuple((f"T{n}", f"{n}.0") for n in range(1, 31))
+    tables = [Table((Column("tumour", align="l"), Column("volume", "cm\u00b3")), rows[:15], title="first"),
+              Table((Column("tumour", align="l"), Column("volume", "cm\u00b3")), rows[15:], title="second"),
+              Table((Column("tumour", align="l"), Column("volume", "cm\u00b3")), rows, title="third")]
+    pages = render_pages(IDENTITY, [Section("Liver CT perfusion", list(tables))])
+    texts = [t for page in pages for t in page.texts]
+    assert "Liver CT perfusion (continued)" in texts
+    assert all(page.overlaps == () for page in pages)
