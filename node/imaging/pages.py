@@ -42,6 +42,7 @@ __all__ = [
     "PAGE_PX", "DPI", "BACKGROUND", "TEXT", "DIM", "ACCENT", "WARN", "FONT_PX", "UPTAKE_CMAP", "CT_WINDOW",
     "Identity", "Page", "PageFrame", "new_page", "pt", "halo", "orientation_labels", "colour_bar", "text_block",
     "table", "Cell", "format_date", "format_name", "rgb01", "hex_colour", "typographic",
+    "LABEL_GID",
 ]
 
 #: Page size in pixels (width, height) and the figure resolution used to reach it.
@@ -187,10 +188,15 @@ class PageFrame:
         pixels = figure_rgb(self.figure)
         if pixels.shape[:2] != (PAGE_PX[1], PAGE_PX[0]):  # figure size x DPI is exact; a guard against drift
             raise RuntimeError(f"page rendered at {pixels.shape[1]}x{pixels.shape[0]}, not {PAGE_PX}")
-        texts = [t for t in self.figure.texts if t.get_text().strip()]
+        # the page's own texts, and the region labels drawn over images (gid LABEL_GID): none may touch another
+        labels = [t for ax in self.figure.axes for t in ax.texts if t.get_gid() == LABEL_GID]
+        texts = [t for t in [*self.figure.texts, *labels] if t.get_text().strip()]
         return Page(pixels, self.identity, tuple(t.get_text() for t in texts), _overlaps(texts))
 
 
+#: The gid of a region label drawn over an image (a lesion's name and value): checked for collisions like the
+#: page's own texts.
+LABEL_GID = "region-label"
 #: Two texts on one line closer than this (px) read as one word ("max1233.6"): a layout fault.
 MIN_GAP_PX = 10.0
 

@@ -31,6 +31,7 @@ from node.imaging.capture import secondary_capture
 from node.imaging.pages import (
     CT_WINDOW,
     DIM,
+    LABEL_GID,
     UPTAKE_CMAP,
     Cell,
     Identity,
@@ -121,7 +122,7 @@ class _Panel:
             y = edge - 0.5 * layer.spacing[self.rows_axis] if self.axis == 0 else \
                 edge + 0.5 * layer.spacing[self.rows_axis]
             ax.text(x, y, label, color="white", fontsize=pt(17), weight="bold", ha="center", va="bottom",
-                    path_effects=halo(3.5), clip_on=True)
+                    path_effects=halo(3.5), clip_on=True, gid=LABEL_GID)
 
 
 def render_review(identity: Identity, spect: sitk.Image, counts: np.ndarray, ct_image: sitk.Image | None,

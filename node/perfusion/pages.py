@@ -27,6 +27,7 @@ from node.imaging.pages import (
     CT_WINDOW,
     DIM,
     FONT_PX,
+    LABEL_GID,
     PAGE_PX,
     TEXT,
     Cell,
@@ -153,7 +154,7 @@ def _label(ax: Axes, mask: np.ndarray, text: str, taken: list[tuple[float, float
     x, y = ax.transData.transform((c, r))
     c, r = ax.transData.inverted().transform((x + dx * w, y))
     ax.text(c, r, text, color=LESION_COLOUR, fontsize=pt(size), weight="bold", ha="center", va=va,
-            path_effects=halo(3.0), clip_on=True)
+            path_effects=halo(3.0), clip_on=True, gid=LABEL_GID)
 
 
 def _panel(frame: PageFrame, s: MapSlice, quantity: str | None, left: float, top: float, width: float,

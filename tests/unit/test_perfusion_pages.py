@@ -168,6 +168,7 @@ def test_phantom_map_pages_colour_only_inside_the_analysed_liver(tmp_path, monke
     run_perfusion(datasets, PerfusionSettings())
     assert len(rendered) >= 2  # both methods, slices through the lesions
     for s, page, geometry in rendered:
+        assert page.overlaps == (), page.overlaps  # no text or lesion label runs into another
         coloured = _coloured(page)
         for g in geometry:
             computed = s.liver & np.isfinite(s.maps[g.quantity])
@@ -180,3 +181,18 @@ def test_phantom_map_pages_colour_only_inside_the_analysed_liver(tmp_path, monke
             chromatic = float(((rgb.max(axis=1) - rgb.min(axis=1)) > 40).mean())
             assert chromatic > 0.5, (g.quantity, chromatic)
             assert shown > 0.5 * chromatic * footprint, (g.quantity, chromatic)
+
+
+def test_lesion_labels_never_run_into_each_other():
+    """Three lesions side by side, each labelled with its value: every label finds a place (above, below or
+    sideways) where it meets no other label; the page's texts and labels do not touch."""
+    s = _slice(nan_hole=False)
+    yy, xx = np.mgrid[0:96, 0:96]
+    lesions = {"T1": s.lesions["T1"], "T2": ((yy - 55) / 5.0) ** 2 + ((xx - 42) / 5.0) ** 2 <= 1,
+               "T3": ((yy - 55) / 4.0) ** 2 + ((xx - 28) / 4.0) ** 2 <= 1}
+    values = {"T1": {"ALP": "80.2 \u00b1 2.1"}, "T2": {"ALP": "19.8 \u00b1 0.5"}, "T3": {"ALP": "30.3 \u00b1 0.8"}}
+    s = MapSlice(s.ct, s.maps, s.liver, lesions, s.pixel_mm, values)
+    page, _ = render_map_page(IDENTITY, "maximum slope", "words", ("ALP", "PVP", "TLP", "HPI"), s, "", "", (1, 1),
+                              "", "")
+    assert {"T1 80.2 \u00b1 2.1", "T2 19.8 \u00b1 0.5", "T3 30.3 \u00b1 0.8"} <= set(page.texts)
+    assert page.overlaps == ()
