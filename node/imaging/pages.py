@@ -71,12 +71,15 @@ _FOOTER_PX = 40
 #: apply it, so a ">=" or "cm3" written anywhere in the code reaches the reader as "≥" or "cm³").
 _TYPOGRAPHY = [(re.compile(r">="), "\u2265"), (re.compile(r"<="), "\u2264"), (re.compile(r"\+-|\+/-"), "\u00b1"),
                (re.compile(r"(?<![\w-])->(?!>)"), "\u2192"), (re.compile(r"\b(c?m|mm)3\b"), "\\1\u00b3"),
-               (re.compile(r"\b(c?m|mm)2\b"), "\\1\u00b2")]
+               (re.compile(r"\b(c?m|mm)2\b"), "\\1\u00b2"),
+               # a multiplication between numbers or symbols ("4.42x4.42", "49.67 x A x LSF"), never the word-like
+               # x of "at least x % of the region"
+               (re.compile(r"(?<=\d)x(?=\d)"), "\u00d7"), (re.compile(r"(?<=[\w)]) x (?=[\dA-Z(])"), " \u00d7 ")]
 
 
 def typographic(text: str) -> str:
     """`text` with the typographic forms of ASCII stand-ins: >= → ≥, <= → ≤, +- → ±, -> → →, cm3 → cm³,
-    mm2 → mm²."""
+    mm2 → mm², 4x4 and A x B → ×."""
     for pattern, replacement in _TYPOGRAPHY:
         text = pattern.sub(replacement, text)
     return text

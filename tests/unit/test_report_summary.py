@@ -43,6 +43,8 @@ def test_typographic_forms():
     assert typographic("uptake >= 60 %, <= 70 Gy, 1.2 +- 0.3, 0.1 cm3, 15 mm2, HU -> g/mL") == \
         "uptake \u2265 60 %, \u2264 70 Gy, 1.2 \u00b1 0.3, 0.1 cm\u00b3, 15 mm\u00b2, HU \u2192 g/mL"
     assert typographic("T2 ALP-max, cm30, V30Gy") == "T2 ALP-max, cm30, V30Gy"
+    assert typographic("grid 4.42x4.42 mm; 49.67 Gy kg/GBq x A x LSF; at least x % of it") == \
+        "grid 4.42\u00d74.42 mm; 49.67 Gy kg/GBq \u00d7 A \u00d7 LSF; at least x % of it"
 
 
 def _y90post_groups() -> list[Group]:
