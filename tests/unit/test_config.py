@@ -202,6 +202,7 @@ def test_receive_section_parses_and_names_its_keys() -> None:
     r = cfg.receive
     assert (r.strict, r.negotiation_timeout_seconds, r.network_timeout_seconds) == (False, 5.0, 60.0)
     assert (r.max_negotiating, r.max_negotiating_per_address, r.fast_path) == (32, 8, True)
+    assert r.idle_association_seconds == 10.0
     assert cfg.node.max_pdu_size == 4 * 1024 * 1024
     strict = parse_config({"receive": {"strict": True, "negotiation_timeout_seconds": 2}}, base_dir=Path("/tmp"))
     assert strict.receive.strict and strict.receive.negotiation_timeout_seconds == 2.0
@@ -209,6 +210,7 @@ def test_receive_section_parses_and_names_its_keys() -> None:
     for raw, key in (({"receive": {"strict": "yes"}}, "receive.strict"),
                      ({"receive": {"negotiation_timeout_seconds": 0}}, "receive.negotiation_timeout_seconds"),
                      ({"receive": {"max_negotiating": 0}}, "receive.max_negotiating"),
+                     ({"receive": {"idle_association_seconds": 0}}, "receive.idle_association_seconds"),
                      ({"receive": {"timeout": 5}}, "receive.timeout"),
                      ({"node": {"max_pdu_size": 100}}, "node.max_pdu_size"),
                      ({"node": {"max_pdu_size": 2**31}}, "node.max_pdu_size")):
