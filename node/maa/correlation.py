@@ -38,8 +38,7 @@ from node.maa.measurements import (
     PearsonRecord,
     TumourPerfusion,
 )
-from node.perfusion.names import method_label
-from node.perfusion.reference import PerfusionReference
+from node.perfusion.reference import PerfusionReference, method_label
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from node.dose.records import RegionDoseRecord
 from node.maa.correlation import MIN_POINTS
 from node.maa.measurements import MaaMeasurements, PredictedDoseRecord
 from node.maa.partition import TISSUE_DENSITY_G_PER_ML, WHY_TWO_DOSES
-from node.perfusion.names import method_label
+from node.perfusion.reference import method_label
 from node.report.codes import (
     ABOVE_RANGE,
     ABSORBED_DOSE,
