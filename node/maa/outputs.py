@@ -243,8 +243,8 @@ def _info_column(frame: PageFrame, regions: Regions, uptake: Uptake, shunt: Shun
     y = table(frame, x, y + 2, [("region", 150, "l"), ("cm\u00b3", 100, "r"), ("T/N", 90, "r"),
                                 ("dose Gy", 120, "r")], rows)
     lines: list[tuple[str, str]] = [
-        ("small", "T/N: counts per mL in the tumour over the normal liver's (the liver minus the tumours), "
-                  "corrected for partial volume."),
+        ("small", "T/N: counts per mL, tumour over normal liver (liver minus tumours), partial-volume "
+                  "corrected."),
     ]
     if shunt.lsf is not None:
         where = ("measured on the SPECT/CT, lungs outlined" if shunt.source == "measured on SPECT"
@@ -278,9 +278,7 @@ def _info_column(frame: PageFrame, regions: Regions, uptake: Uptake, shunt: Shun
         lines.append(("warn", "Found automatically: review them (structure set 'MAA REGIONS') before planning."))
     names = regions.details.get("names") if isinstance(regions.details, dict) else None
     if names:  # the lesion's one name only: the provisional names of the search never reach a reader
-        lines.append(("small", "Tumours named after the perfusion-CT lesion each overlaps ("
-                               + ", ".join(sorted(str(n) for n in names.values())) + "), as on every page and in "
-                               "the SR."))
+        lines.append(("small", "Tumour names: those of the perfusion-CT lesions they overlap."))
     text_block(frame, x, y, lines, w)
 
 

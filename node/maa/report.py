@@ -260,9 +260,10 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
                          number(raw.value if raw else None, "{ratio}", 1),
                          number(dose.value if dose else None, "Gy", 0), cell(alp), cell(pvp), cell(hpi)))
         blocks.append(Table(
-            (Column("tumour", align="l"), Column("volume", CM3), Column("T/N"), Column("T/N uncorr."),
-             Column("partition mean", "Gy"), Column("ALP map", "mL/min/100 mL", width=1.3),
-             Column("PVP map", "mL/min/100 mL", width=1.3), Column("HPI map", "%")), tuple(rows), title="Tumours",
+            (Column("tumour", align="l", width=0.7), Column("volume", CM3, width=0.9), Column("T/N", width=0.6),
+             Column("T/N uncorr.", width=1.1), Column("partition mean", "Gy", width=1.4),
+             Column("ALP map", "mL/min/100 mL", width=1.5), Column("PVP map", "mL/min/100 mL", width=1.5),
+             Column("HPI map", "%")), tuple(rows), title="Tumours",
             notes=("T/N corrected for partial volume (uncorrected: plain ratio of means); partition mean: the "
                    "partition-model mean dose at the maximum activity below; ALP/PVP/HPI map: mean of the CT "
                    "perfusion maps over the tumour as found on the MAA SPECT (maximum slope where available), not "

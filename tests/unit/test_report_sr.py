@@ -356,3 +356,16 @@ def test_region_values_carry_their_noise_and_a_qualifier_where_not_measurable(ca
     t2_row = next(line for line in lines if line.startswith("T2 | "))
     assert t2_row == "T2 | 12.5 | 2.9 | 2.1 | 203 | n.m. | 14.8 | -", t2_row
     assert "n.m.: the CT perfusion reports the lesion's value as not measurable" in text
+
+
+def test_summary_pages_keep_every_text_apart(case):
+    """The summary's tables fit their columns: no heading, unit or value runs into its neighbour."""
+    from node.imaging.pages import Identity
+    from node.registry import DEFAULT_REGISTRY
+    from node.report.build import _reporting, collect_groups, summary_sections
+    from node.report.summary import render_pages
+
+    reporting = _reporting(case["results"], DEFAULT_REGISTRY)
+    sections = summary_sections(reporting, collect_groups(case["results"], case["sources"]))
+    pages = render_pages(Identity.of(case["nm_maa"], "Case summary"), sections)
+    assert pages and all(page.overlaps == () for page in pages), [page.overlaps for page in pages]
