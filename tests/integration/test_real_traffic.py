@@ -443,3 +443,171 @@ def test_late_objects_rerun_a_done_case_only_when_an_input_changed(node_factory,
     assert wait_until(lambda: node.index.get_case(pid).version == 3 and node.index.get_case(pid).state == "done",
                       timeout=60)
     assert len(runs) == 3 and [s.action for s in node.index.superseded()] == ["replaced"]
+
+
+# ------------------------------------------------------------------------------------------------ audit gaps (B1-B4)
+def test_a_corrected_study_or_frame_of_reference_frees_the_held_cases_and_a_done_case_is_not_rerun(
+        node_factory, tmp_path: Path, caplog: Any) -> None:
+    """B1 + B2: patient B's slices arrive in patient A's (analysed) study: both held. The modality re-sends B's
+    instances (same SOP Instance UIDs) with the corrected StudyInstanceUID: the series follows it, the conflict is
+    resolved, B is evaluated, and A goes back to done without re-running (no input of A changed). The same for a
+    CT whose FrameOfReferenceUID wrongly linked it to another patient's SPECT."""
+    cfg = _config(tmp_path, stable=1.0)
+    runs: list[str] = []
+    node = _start(node_factory, cfg, workflows={"perfusion": lambda ctx: runs.append(ctx.case_id)})
+    port = node.address[1]
+    study = generate_uid()
+    a = _ge_dynamic("TRAFFIC-FA", study, 4, [3.0 * k for k in range(10)], "Liver perfusion")
+    R.storescu(port, R.write(a, tmp_path / "a"))
+    assert wait_until(lambda: node.index.get_case("TRAFFIC-FA").state == "done", timeout=60)
+    assert runs == ["TRAFFIC-FA"]
+    b_sops = [generate_uid(), generate_uid()]
+    b = [R.relabel(R.read(f), PatientID="TRAFFIC-FB", PatientName="Traffic^FB", StudyInstanceUID=study,
+                   IssuerOfPatientID=None, SOPInstanceUID=sop)
+         for f, sop in zip(R.corpus("rt", "rtutils_ct_rtstruct")[:2], b_sops, strict=True)]
+    R.storescu(port, R.write(b, tmp_path / "b"))
+    _flushed(node)
+    st = R.status_json(cfg)
+    assert R.case_of(st, "TRAFFIC-FA")["state"] == R.case_of(st, "TRAFFIC-FB")["state"] == "held"
+    assert [c["key"] for c in st["conflicts"]] == [study]
+
+    corrected_study = generate_uid()
+    fixed = [R.relabel(ds, StudyInstanceUID=corrected_study) for ds in b]
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write(fixed, tmp_path / "b-fixed"))
+        _flushed(node)
+        assert wait_until(lambda: node.index.get_case("TRAFFIC-FB").state == "stable", timeout=30)
+        time.sleep(2.0)  # both studies' quiet periods pass: A is evaluated again
+    st = R.status_json(cfg)
+    assert st["conflicts"] == []
+    ca, cb = R.case_of(st, "TRAFFIC-FA"), R.case_of(st, "TRAFFIC-FB")
+    assert [(s["series_uid"], s["study_uid"], s["instances"]) for s in cb["series"]] == [
+        (b[0].SeriesInstanceUID, corrected_study, 2)]
+    assert [s["study_uid"] for s in ca["series"]] == [study]
+    # A was analysed before it was held and none of its inputs changed: its analysis stands, nothing re-runs
+    assert ca["state"] == "done" and ca["version"] == 1 and runs == ["TRAFFIC-FA"]
+    assert "back to analysis v1 (done)" in ca["reason"]
+    assert cb["state"] == "stable" and cb["version"] == 0
+    relinked = [r.getMessage() for r in caplog.records if "re-sent with corrected links" in r.getMessage()]
+    assert relinked and f"StudyInstanceUID {study} -> {corrected_study}" in relinked[0]
+    assert "AUDIT event=series-relinked" in caplog.text
+    resolved = [r for r in caplog.records if r.levelno == logging.WARNING and "resolved" in r.getMessage()
+                and study in r.getMessage()]
+    assert resolved and "TRAFFIC-FA (back to done" in resolved[0].getMessage()
+    assert "unheld=TRAFFIC-FA:done,TRAFFIC-FB:receiving" in caplog.text
+
+    # a CT of patient F wrongly in patient E's SPECT frame of reference, corrected by a re-send
+    shared_for = generate_uid()
+    nm = F.nm_multiframe("TRAFFIC-FE", for_uid=shared_for)
+    ct = _ge_ctpace("TRAFFIC-FF", generate_uid(), for_uid=shared_for)
+    R.storescu(port, R.write([nm] + ct, tmp_path / "ef"))
+    _flushed(node)
+    (conflict,) = R.status_json(cfg)["conflicts"]
+    assert conflict["kind"] == "frame-of-reference" and conflict["key"] == shared_for
+    new_for = generate_uid()
+    R.storescu(port, R.write([R.relabel(ds, FrameOfReferenceUID=new_for) for ds in ct], tmp_path / "f-fixed"))
+    _flushed(node)
+    st = R.status_json(cfg)
+    assert st["conflicts"] == []
+    assert "held" not in (R.case_of(st, "TRAFFIC-FE")["state"], R.case_of(st, "TRAFFIC-FF")["state"])
+    assert {row.frame_of_reference_uid for row in node.index.series_of_case("TRAFFIC-FF")} == {new_for}
+
+
+def test_releasing_a_held_case_that_was_analysed_does_not_rerun_it(node_factory, tmp_path: Path,
+                                                                     caplog: Any) -> None:
+    """B2 + M7: the operator releases a done case held by a conflict: it returns to done (its analysis stands, the
+    log and the audit say so) and is not analysed again; the other case stays held."""
+    cfg = _config(tmp_path, stable=1.0)
+    runs: list[str] = []
+    node = _start(node_factory, cfg, workflows={"perfusion": lambda ctx: runs.append(ctx.case_id)})
+    port = node.address[1]
+    study = generate_uid()
+    a = _ge_dynamic("TRAFFIC-RA", study, 4, [3.0 * k for k in range(10)], "Liver perfusion")
+    R.storescu(port, R.write(a, tmp_path / "a"))
+    assert wait_until(lambda: node.index.get_case("TRAFFIC-RA").state == "done", timeout=60)
+    b = [_one(("ct_single", "CT_small.dcm"), "TRAFFIC-RB", study)]
+    R.storescu(port, R.write(b, tmp_path / "b"))
+    _flushed(node)
+    assert node.index.get_case("TRAFFIC-RA").state == "held"
+    time.sleep(1.5)  # the study's quiet period passes while held: nothing runs
+    with caplog.at_level(logging.INFO):
+        r = R.cli(cfg, "release", "TRAFFIC-RA")
+        assert r.returncode == 0 and "released" in r.stdout, r.stderr
+        assert node.completion.evaluate_case("TRAFFIC-RA") is False  # what the running node's evaluation finds
+    case = node.index.get_case("TRAFFIC-RA")
+    assert case.state == "done" and case.version == 1 and runs == ["TRAFFIC-RA"]
+    assert "released by operator" in case.reason and "back to analysis v1 (done)" in case.reason
+    assert node.index.get_case("TRAFFIC-RB").state == "held"
+    assert "not analysed again" in caplog.text
+    # the release is logged and audited by the CLI process: its stderr carries the log lines
+    assert "case TRAFFIC-RA released from 1 identity conflict(s)" in r.stderr + caplog.text
+    time.sleep(1.5)
+    assert node.index.get_case("TRAFFIC-RA").version == 1 and runs == ["TRAFFIC-RA"]
+
+
+def test_the_series_the_contour_references_wins_over_a_bigger_ct_in_its_frame_of_reference(
+        node_factory, tmp_path: Path) -> None:
+    """B3: two planning CTs share the liver contour's frame of reference; the contour names the smaller, older
+    one by its series: that one is the planning CT (never the newest matching the frame of reference, nor the
+    largest), and both role reasons say which is used and why."""
+    cfg = _config(tmp_path, stable=600.0, extra='\n[analysis]\nliver_roi_names = ["Liver", "ROI-1"]\n')
+    node = _start(node_factory, cfg)
+    port = node.address[1]
+    pid, study, for_uid = "TRAFFIC-PC", generate_uid(), generate_uid()
+    big = F.ct_series(pid, 24, study_uid=study, for_uid=for_uid, description="Abdomen 24 slices")
+    drawn = _ge_ctpace(pid, study, for_uid=for_uid)
+    R.storescu(port, R.write(drawn, tmp_path / "drawn"))
+    time.sleep(0.2)
+    R.storescu(port, R.write(big, tmp_path / "big"))  # newer, bigger, same frame of reference
+    rt = R.point_contour_at(_one(("rt", "rtutils_ct_rtstruct", "rt.dcm"), pid, study), drawn[0])
+    R.storescu(port, R.write([rt], tmp_path / "rt"))
+    _flushed(node)
+    case = R.case_of(R.status_json(cfg), pid)
+    roles = R.series_by_uid(case)
+    assert roles[big[0].SeriesInstanceUID]["role"] == roles[drawn[0].SeriesInstanceUID]["role"] == "planning-ct"
+    assert case["workflows"]["gsa"]["inputs"]["planning-ct"] == drawn[0].SeriesInstanceUID
+    used = roles[drawn[0].SeriesInstanceUID]["role_reason"]
+    assert "used as the planning CT: the CT the liver contour" in used and "(its referenced series)" in used
+    assert "not the one used" in roles[big[0].SeriesInstanceUID]["role_reason"]
+    assert "(its referenced series)" in roles[big[0].SeriesInstanceUID]["role_reason"]
+
+
+def test_a_corrected_resend_refreshes_every_value_the_index_keeps(node_factory, tmp_path: Path,
+                                                                 caplog: Any) -> None:
+    """B4: a real RT Dose and an NM SPECT sent with a wrong patient name, study description, dose summation type,
+    referenced plan and radionuclide, then re-sent corrected (same SOP Instance UIDs): the case and its series
+    show the corrected values."""
+    cfg = _config(tmp_path, stable=1.0)
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    pid, study = "TRAFFIC-RV", generate_uid()
+    dose = _one(("rt", "rtdose.dcm"), pid, study)
+    nm = F.nm_multiframe(pid, study_uid=study)
+    for ds in (dose, nm):
+        ds.PatientName, ds.StudyDescription = "Wrong^Name", "wrong study"
+    nuclide = pydicom.Dataset()
+    nuclide.CodeValue, nuclide.CodingSchemeDesignator, nuclide.CodeMeaning = "C-163A8", "SRT", "Technetium-99m"
+    nm.RadiopharmaceuticalInformationSequence[0].RadionuclideCodeSequence = pydicom.Sequence([nuclide])
+    R.storescu(port, R.write([dose, nm], tmp_path / "first"))
+    _flushed(node)
+    before = {s.modality: s for s in node.index.series_of_case(pid)}
+    assert before["RTDOSE"].dose_summation_type == "BEAM" and before["NM"].radionuclide_code == "C-163A8"
+    assert before["RTDOSE"].study_description == "wrong study"
+    assert R.case_of(R.status_json(cfg), pid)["patient_name"] == "Wrong^Name"
+
+    plan_uid = generate_uid()
+    dose.PatientName = nm.PatientName = "Right^Name"
+    dose.StudyDescription = nm.StudyDescription = "Liver SIRT"
+    dose.DoseSummationType = "PLAN"
+    dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = plan_uid
+    nuclide.CodeValue, nuclide.CodingSchemeDesignator, nuclide.CodeMeaning = "14691008", "SCT", "Yttrium-90"
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write([dose, nm], tmp_path / "corrected"))
+        _flushed(node)
+    after = {s.modality: s for s in node.index.series_of_case(pid)}
+    assert after["RTDOSE"].dose_summation_type == "PLAN" and after["RTDOSE"].referenced_sop_uids == (plan_uid,)
+    assert after["NM"].radionuclide_code == "14691008"
+    assert after["RTDOSE"].study_description == after["NM"].study_description == "Liver SIRT"
+    assert [s.n_instances for s in after.values()] == [1, 1] and len(node.index.superseded(pid)) == 2
+    assert R.case_of(R.status_json(cfg), pid)["patient_name"] == "Right^Name"
+    assert "PatientName 'Wrong^Name' -> 'Right^Name'" in caplog.text and "AUDIT event=case-renamed" in caplog.text
