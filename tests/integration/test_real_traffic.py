@@ -611,3 +611,39 @@ def test_a_corrected_resend_refreshes_every_value_the_index_keeps(node_factory, 
     assert [s.n_instances for s in after.values()] == [1, 1] and len(node.index.superseded(pid)) == 2
     assert R.case_of(R.status_json(cfg), pid)["patient_name"] == "Right^Name"
     assert "PatientName 'Wrong^Name' -> 'Right^Name'" in caplog.text and "AUDIT event=case-renamed" in caplog.text
+
+
+def test_keep_first_keeps_the_stored_copy_warns_and_audits_and_an_identical_copy_is_a_quiet_no_op(
+        node_factory, tmp_path: Path, caplog: Any) -> None:
+    """M7: `[receive] duplicates = "keep-first"`: an identical re-send changes nothing and says so at INFO only
+    (no warning, no audit line, nothing set aside); a re-send with different content leaves the stored copy in use,
+    keeps the new one unused under superseded/, with a WARNING and an audit line naming the differences."""
+    cfg = _config(tmp_path, stable=1.0, extra='\n[receive]\nduplicates = "keep-first"\n')
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    ds = _one(("ct_single", "CT_small.dcm"), "TRAFFIC-KF", generate_uid())
+    R.storescu(port, R.write([ds], tmp_path / "first"))
+    _flushed(node)
+    stored = Path(node.index.has_instance(ds.SOPInstanceUID))
+    original = stored.read_bytes()
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write([ds], tmp_path / "same"))
+        _flushed(node)
+    assert "re-sent by MODALITY with identical content: nothing changed" in caplog.text
+    assert not [r for r in caplog.records if r.name == "node.resend" and r.levelno >= logging.WARNING]
+    assert "AUDIT event=instance-resent" not in caplog.text and node.index.superseded() == []
+    caplog.clear()
+
+    ds.PatientName = "Traffic^Corrected"
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write([ds], tmp_path / "changed"))
+        _flushed(node)
+    (warning,) = [r for r in caplog.records if r.name == "node.resend" and r.levelno == logging.WARNING]
+    assert "kept the first copy ([receive] duplicates = keep-first)" in warning.getMessage()
+    assert "PatientName 'Traffic^TRAFFIC-KF' -> 'Traffic^Corrected'" in warning.getMessage()
+    assert "AUDIT event=instance-resent" in caplog.text and "action=kept-first" in caplog.text
+    assert Path(node.index.has_instance(ds.SOPInstanceUID)) == stored and stored.read_bytes() == original
+    (row,) = node.index.superseded("TRAFFIC-KF")
+    assert row.action == "kept-first" and row.kept_path.is_file() and row.kept_path != stored
+    assert pydicom.dcmread(row.kept_path, stop_before_pixels=True).PatientName == "Traffic^Corrected"
+    assert R.case_of(R.status_json(cfg), "TRAFFIC-KF")["patient_name"] == "Traffic^TRAFFIC-KF"
