@@ -647,3 +647,30 @@ def test_keep_first_keeps_the_stored_copy_warns_and_audits_and_an_identical_copy
     assert row.action == "kept-first" and row.kept_path.is_file() and row.kept_path != stored
     assert pydicom.dcmread(row.kept_path, stop_before_pixels=True).PatientName == "Traffic^Corrected"
     assert R.case_of(R.status_json(cfg), "TRAFFIC-KF")["patient_name"] == "Traffic^TRAFFIC-KF"
+
+
+def test_a_tracer_code_wins_over_a_disagreeing_text_and_the_disagreement_is_logged(node_factory, tmp_path: Path,
+                                                                                  caplog: Any) -> None:
+    """M2: code, then text. A SPECT coded 99mTc-GSA whose text says MAA is a GSA SPECT; one whose code names a
+    tracer no workflow analyses (here a bone agent's code) is not an MAA SPECT because its text says MAA. Both
+    role reasons name the disagreement, and the node logs it at WARNING."""
+    cfg = _config(tmp_path, stable=1.0)
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    gsa = F.nm_multiframe("TRAFFIC-TC1", tracer_text="Tc-99m MAA", tracer_code="446534003")
+    bone = F.nm_multiframe("TRAFFIC-TC2", tracer_text="Tc-99m MAA", tracer_code="C-B1038")  # a code no workflow knows
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write([gsa, bone], tmp_path / "nm"))
+        _flushed(node)
+        assert wait_until(lambda: all(node.index.get_case(c).state == "stable" for c in ("TRAFFIC-TC1",
+                                                                                          "TRAFFIC-TC2")), timeout=30)
+    st = R.status_json(cfg)
+    (s1,) = R.case_of(st, "TRAFFIC-TC1")["series"]
+    (s2,) = R.case_of(st, "TRAFFIC-TC2")["series"]
+    assert s1["role"] == "spect-gsa" and "the code wins" in s1["role_reason"]
+    assert "RadiopharmaceuticalCodeSequence 446534003" in s1["role_reason"] and "'Tc-99m MAA'" in s1["role_reason"]
+    assert s2["role"] == "other" and "the code wins over the text" in s2["role_reason"]
+    assert "would make it spect-maa" in s2["role_reason"]
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "disagree" in r.getMessage()]
+    assert any("TRAFFIC-TC1" in m and "spect-gsa, not spect-maa" in m for m in logged)
+    assert any("TRAFFIC-TC2" in m and "not spect-maa" in m for m in logged)
