@@ -674,3 +674,33 @@ def test_a_tracer_code_wins_over_a_disagreeing_text_and_the_disagreement_is_logg
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "disagree" in r.getMessage()]
     assert any("TRAFFIC-TC1" in m and "spect-gsa, not spect-maa" in m for m in logged)
     assert any("TRAFFIC-TC2" in m and "not spect-maa" in m for m in logged)
+
+
+def test_an_enhanced_ct_and_a_tilted_stack_are_not_given_a_ct_role_the_reader_would_refuse(
+        node_factory, tmp_path: Path) -> None:
+    """M3: a liver contour drawn on an enhanced (multi-frame) CT, or on a sheared (gantry-tilted) stack, would make
+    it the planning CT, which the CT reader then refuses at analysis time. Both are 'other' with the reason."""
+    cfg = _config(tmp_path, stable=600.0, extra='\n[analysis]\nliver_roi_names = ["Liver", "ROI-1"]\n')
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    # the real enhanced CT, as an acquisition would be labelled (ORIGINAL; it is published as a derived map)
+    enhanced = _one(("enhanced", "eCT_Supplemental.dcm"), "TRAFFIC-EN", generate_uid(),
+                    ImageType=["ORIGINAL", "PRIMARY", "AXIAL"], FrameOfReferenceUID=generate_uid())
+    rt_en = R.point_contour_at(_one(("rt", "rtutils_ct_rtstruct", "rt.dcm"), "TRAFFIC-EN",
+                                    enhanced.StudyInstanceUID), enhanced)
+    # the real GE slices with their origins moving 0.5 mm in y per slice: how a gantry tilt is stacked
+    tilted = _ge_ctpace("TRAFFIC-TI", generate_uid())
+    for ds in sorted(tilted, key=lambda d: float(d.ImagePositionPatient[2])):
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + 0.5 * (z - float(tilted[0].ImagePositionPatient[2])) / 5.0, z]
+    rt_ti = R.point_contour_at(_one(("rt", "rtutils_ct_rtstruct", "rt.dcm"), "TRAFFIC-TI",
+                                    tilted[0].StudyInstanceUID), tilted[0])
+    R.storescu(port, R.write([enhanced, rt_en, *tilted, rt_ti], tmp_path / "odd-ct"))
+    _flushed(node)
+    st = R.status_json(cfg)
+    en = R.series_by_uid(R.case_of(st, "TRAFFIC-EN"))[enhanced.SeriesInstanceUID]
+    ti = R.series_by_uid(R.case_of(st, "TRAFFIC-TI"))[tilted[0].SeriesInstanceUID]
+    assert en["role"] == "other" and "not used: an enhanced (multi-frame) CT" in en["role_reason"]
+    assert "Enhanced CT Image Storage, 2 frame(s) in 1 instance(s)" in en["role_reason"]
+    assert ti["role"] == "other" and "not used: slice origins shift in-plane" in ti["role_reason"]
+    assert "gantry tilt" in ti["role_reason"]
