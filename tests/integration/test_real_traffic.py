@@ -541,6 +541,11 @@ def test_releasing_a_held_case_that_was_analysed_does_not_rerun_it(node_factory,
     assert "not analysed again" in caplog.text
     # the release is logged and audited by the CLI process: its stderr carries the log lines
     assert "case TRAFFIC-RA released from 1 identity conflict(s)" in r.stderr + caplog.text
+    # M5: the table's conflicts say whom the conflict still holds and whom the operator released
+    table = R.cli(cfg, "status").stdout
+    heading = next(i for i, line in enumerate(table.splitlines()) if line.startswith("IDENTITY CONFLICTS"))
+    header, row = (line.split() for line in table.splitlines()[heading + 1:heading + 3])
+    assert header[-2:] == ["HELD", "RELEASED"] and row[-2:] == ["TRAFFIC-RB", "TRAFFIC-RA"] and study in row
     time.sleep(1.5)
     assert node.index.get_case("TRAFFIC-RA").version == 1 and runs == ["TRAFFIC-RA"]
 
