@@ -6,8 +6,8 @@ roles only they know (ct-perfusion, spect-gsa, spect-maa, ...; see each package'
 adds the generic ones below, tried after them, lets the tracer code decide where code and text disagree (code, then
 text; the disagreement is named in the role reason and logged by completion), identifies NM tracers the header does
 not name through the site's ``[classify.tracers]`` rules (node.tracers), explains every series no rule claims (why
-not each role it could have had), and plans a case from the workflows' ``needs``. The choice among several series of a role is each
-workflow's ``select_inputs`` (node.selection helps).
+not each role it could have had), and plans a case from the workflows' ``needs``. The choice among several series
+of a role is each workflow's ``select_inputs`` (node.selection helps).
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pydicom
 import pytest
 import relabel as R
@@ -709,3 +710,36 @@ def test_an_enhanced_ct_and_a_tilted_stack_are_not_given_a_ct_role_the_reader_wo
     assert "Enhanced CT Image Storage, 2 frame(s) in 1 instance(s)" in en["role_reason"]
     assert ti["role"] == "other" and "not used: slice origins shift in-plane" in ti["role_reason"]
     assert "gantry tilt" in ti["role_reason"]
+
+
+def test_a_copy_written_differently_is_identical_and_a_changed_value_is_a_correction(node_factory, tmp_path: Path,
+                                                                                     caplog: Any) -> None:
+    """M1: a PACS re-sending a real CT re-encoded (implicit VR, another implementation's file meta, the person
+    name with its trailing delimiters, an empty type 2 element it adds, decimal strings written back from float32)
+    sends the same content: a no-op. A changed value (the slice thickness) is a correction that replaces it."""
+    cfg = _config(tmp_path, stable=1.0)
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    ds = _one(("ct_single", "CT_small.dcm"), "TRAFFIC-ID", generate_uid())
+    R.storescu(port, R.write([ds], tmp_path / "first"))
+    _flushed(node)
+    again = R.read(R.write([ds], tmp_path / "copy")[0])
+    again.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    again.file_meta.ImplementationClassUID = pydicom.uid.UID("1.2.3.4.5")
+    again.file_meta.ImplementationVersionName = "OTHER_PACS"
+    again.PatientName = f"{again.PatientName}^^"
+    again.PatientComments = ""
+    again.PixelSpacing = [f"{float(numpy.float32(v)):.14g}" for v in again.PixelSpacing]
+    assert [str(v) for v in again.PixelSpacing] != [str(v) for v in ds.PixelSpacing]  # the text really differs
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write([again], tmp_path / "re-encoded"))
+        _flushed(node)
+    assert "with identical content: nothing changed" in caplog.text
+    assert node.index.superseded() == [] and not (node.config.node.data_dir / "superseded").exists()
+
+    again.SliceThickness = float(ds.SliceThickness) / 2
+    R.storescu(port, R.write([again], tmp_path / "changed"))
+    _flushed(node)
+    (row,) = node.index.superseded()
+    assert row.action == "replaced" and row.differences.startswith("SliceThickness")
+    assert "PatientName" not in row.differences and "PixelSpacing" not in row.differences

@@ -59,8 +59,8 @@ def test_orientation_tilt_and_several_planes() -> None:
     assert sheared is not None and sheared.startswith("not used:") and "gantry tilt" in sheared
     # slices 20 degrees from axial stacked along their own normal: a straight stack the reader takes
     normal = (0.0, -math.sin(tilt), math.cos(tilt))
-    straight = [InstanceFacts(CT, "ORIGINAL\\PRIMARY\\AXIAL", tuple(d * v for v in normal), tilted, None, None, 1, "", "")
-                for d in (0.0, 5.0, 10.0)]
+    straight = [InstanceFacts(CT, "ORIGINAL\\PRIMARY\\AXIAL", (d * normal[0], d * normal[1], d * normal[2]), tilted,
+                              None, None, 1, "", "") for d in (0.0, 5.0, 10.0)]
     assert ct_image_problem("CT", summarise(straight)) is None
     sagittal = summarise(_ct([0.0, 5.0], orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0)))
     assert "not axial" in ct_image_problem("CT", sagittal)
