@@ -255,5 +255,5 @@ def plan_case(series: Sequence[SeriesRow], liver_names: Sequence[str],
     ctx = RoleContext(tuple(series), CommonSettings(tuple(liver_names)))
     workflow_rules = sorted(registry.role_rules(), key=lambda r: r.priority)
     disagreements = tuple(d.note for s in series if (d := tracer_disagreement(s, ctx, workflow_rules)) is not None)
-    return CasePlan(roles=roles, runnable=tuple(runnable), waiting=waiting, notes=notes + disagreements,
+    return CasePlan(roles=roles, runnable=tuple(runnable), waiting=waiting, notes=notes,
                     tracer_disagreements=disagreements)
