@@ -34,7 +34,10 @@ fi
 install -m 0644 "$here/liver-node.service" "$root/etc/systemd/system/liver-node.service"
 if [ -z "$root" ]; then
   chgrp liver-node /etc/liver-node /etc/liver-node/config.toml
-  /opt/liver-node/venv/bin/liver-node check-config --config /etc/liver-node/config.toml || true
+  # the state directory the unit's StateDirectory= would create, made now so the check below can see it
+  install -d -o liver-node -g liver-node -m 0750 /var/lib/liver-node
+  # checked as the service user, never as root: what it can read and write is what the service can
+  runuser -u liver-node -- /opt/liver-node/venv/bin/liver-node check-config --config /etc/liver-node/config.toml || true
   systemd-analyze verify /etc/systemd/system/liver-node.service
   systemctl daemon-reload
   systemctl enable liver-node

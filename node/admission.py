@@ -12,7 +12,11 @@ their own small budget and a short time limit, separate from the budget of real 
   ``receive.negotiation_timeout_seconds`` (TLS handshake included) is closed;
 - once the A-ASSOCIATE-RQ is in, the connection leaves the negotiating budget and asks for one of the
   ``node.max_associations`` association slots; when none is free the association is rejected as
-  "local limit exceeded" (PS3.8 7.1.1.9: rejected-transient, presentation related) and logged as such.
+  "local limit exceeded" (PS3.8 7.1.1.9: rejected-transient, presentation related) and logged as such;
+- unless another address holds more slots than it would leave the newcomer's address (at least two more) and one
+  of its associations has been silent, with nothing in progress, for ``receive.idle_association_seconds``: that
+  one is aborted and its slot given to the newcomer. Associations that sit open doing nothing (a misbehaving
+  modality, or a peer holding the port on purpose) thus cannot keep another address out for the network timeout.
 
 Pure bookkeeping, no networking: the server (node/netfast.py) reports events and closes what this returns.
 """
@@ -37,6 +41,8 @@ class Limits:
     max_negotiating: int
     max_negotiating_per_address: int
     negotiation_timeout: float  # seconds
+    #: an association silent this long (nothing in progress) may give its slot to another address; inf: never
+    idle_association: float = float("inf")
 
 
 @dataclass(eq=False)
@@ -87,15 +93,46 @@ class Admission:
     def requested(self, conn: Connection) -> bool:
         """The A-ASSOCIATE-RQ arrived. True (slot taken) if an association slot is free, else False (reject)."""
         with self._lock:
-            if conn.state != NEGOTIATING:
-                return conn.state == ASSOCIATED
-            self._negotiating.pop(id(conn), None)
-            if len(self._associated) >= self.limits.max_associations:
-                conn.state = CLOSED
-                return False
-            conn.state = ASSOCIATED
-            self._associated[id(conn)] = conn
-            return True
+            return self._take_slot(conn)
+
+    def _take_slot(self, conn: Connection) -> bool:
+        if conn.state != NEGOTIATING:
+            return conn.state == ASSOCIATED
+        self._negotiating.pop(id(conn), None)
+        if len(self._associated) >= self.limits.max_associations:
+            conn.state = CLOSED
+            return False
+        conn.state = ASSOCIATED
+        self._associated[id(conn)] = conn
+        return True
+
+    def request_slot(self, conn: Connection, idle_seconds: Callable[[Connection], float | None]
+                     ) -> tuple[bool, Connection | None]:
+        """As :meth:`requested`, but when every slot is taken, the slot of an idle association of an address that
+        holds at least two more than the newcomer's may be taken over. `idle_seconds` says how long an
+        association has been silent with nothing in progress (None: busy, or not known). Returns (granted, the
+        association to abort, taken out of the registry)."""
+        with self._lock:
+            victim = None
+            if conn.state == NEGOTIATING and len(self._associated) >= self.limits.max_associations:
+                victim = self._idle_victim(conn.address, idle_seconds)
+                if victim is not None:
+                    del self._associated[id(victim)]
+                    victim.state = CLOSED
+            return self._take_slot(conn), victim
+
+    def _idle_victim(self, address: str, idle_seconds: Callable[[Connection], float | None]) -> Connection | None:
+        per_address = Counter(c.address for c in self._associated.values())
+        best: tuple[float, Connection] | None = None
+        for c in self._associated.values():
+            if per_address[c.address] < per_address[address] + 2:
+                continue
+            idle = idle_seconds(c)
+            if idle is None or idle < self.limits.idle_association:
+                continue
+            if best is None or idle > best[0]:
+                best = (idle, c)
+        return best[1] if best is not None else None
 
     def closed(self, conn: Connection) -> None:
         """The connection ended (any way): its budget is free again."""

@@ -3,10 +3,11 @@
 Exit statuses, the same for every command:
 
     0  done
-    1  failed or refused (a destination did not answer C-ECHO, an action cannot be done now, the demo failed)
-    2  invalid configuration or usage (the message names the key)
+    1  failed or refused (check-config found a problem, no destinations included; an action cannot be done now;
+       the demo failed)
+    2  invalid configuration or usage (the message names the key; a data_dir that is a file or not writable)
     3  cannot start here: the port is taken or the data dir is in use by another node
-    4  not found: unknown case, or the data dir does not exist
+    4  not found: unknown case, series or study, or the data dir does not exist
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _existing_data_dir(config: Config) -> Path:
     """The data dir, which must exist: reading commands never create it (a mistyped path would look empty)."""
     d = Path(config.node.data_dir)
+    if d.exists() and not d.is_dir():
+        raise ConfigError("node.data_dir", f"{d} is a file, not a directory")
     if not d.is_dir():
         raise NotFound(f"data dir {d} does not exist: nothing was ever received there, or data_dir in "
                        f"{config.source or 'the config'} is wrong")
@@ -65,11 +68,17 @@ def _existing_data_dir(config: Config) -> Path:
 
 
 def _open(config: Config) -> tuple[Any, Any]:
+    """The index and outbox of an existing data dir; operator actions done (or refused) from here are audited to
+    stderr and data_dir/audit.log like the node's own."""
+    from node.audit import open_file
     from node.index import Index, index_path
     from node.manifest import write_manifests
     from node.outbox import Outbox
 
     _existing_data_dir(config)
+    if not logging.getLogger().handlers:
+        configure("WARNING")  # this command's warnings and its audit lines (node.audit logs at INFO regardless)
+    open_file(config.node.data_dir)
     index, outbox = Index(index_path(config.node.data_dir)), Outbox(config)
     outbox.on_change = lambda cases: write_manifests(config, index, outbox, cases)  # manifests follow changes
     return index, outbox
@@ -187,7 +196,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the configuration, then check what it points at: data dir, ports, every destination."""
+    """Validate the configuration, then check what it points at: data dir, ports, every destination. Exit 1 on
+    any problem, "no destinations at all" included (results would reach nobody); outputs that only some
+    destination lacks are a WARNING row with exit 0."""
     from node.casestatus import disk_status
     from node.status import table
 
@@ -195,12 +206,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"configuration {args.config}: valid")
     problems, rows = 0, []
     d = Path(config.node.data_dir)
-    existing = d if d.is_dir() else next((p for p in d.parents if p.is_dir()), Path("/"))
+    existing = next((p for p in (d, *d.parents) if p.exists()), Path("/"))
     import os
 
-    writable = os.access(existing, os.W_OK | os.X_OK)
-    rows.append(("data_dir", str(d), ("exists" if d.is_dir() else f"will be created under {existing}")
-                 + ("" if writable else " - NOT WRITABLE by this user"), "ok" if writable else "FAILED"))
+    if not existing.is_dir():
+        writable, detail = False, f"{existing} is a file, not a directory"
+    else:
+        writable = os.access(existing, os.W_OK | os.X_OK)
+        detail = (("exists" if d.is_dir() else f"will be created under {existing}")
+                  + ("" if writable else " - NOT WRITABLE by this user"))
+    rows.append(("data_dir", str(d), detail, "ok" if writable else "FAILED"))
     problems += 0 if writable else 1
     disk = disk_status(config.with_overrides(node=_replace_data_dir(config, existing)))
     if disk is not None:
@@ -216,12 +231,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         detail, ok = _check_destination(config, dest)
         problems += 0 if ok else 1
         rows.append((f"destination {dest.name}", ", ".join(dest.outputs), detail, "ok" if ok else "FAILED"))
-    for kind in config.unrouted_outputs():
+    if not config.destinations:  # the node starts (and warns), but nothing it makes reaches anyone
+        rows.append(("destinations", "(none)", "no destinations configured: results stay in data_dir/outbox and "
+                     "reach nobody", "WARNING"))
+        problems += 1
+    for kind in config.unrouted_outputs() if config.destinations else ():
         rows.append(("routing", kind, "no destination takes it: stays in data_dir/outbox", "WARNING"))
     for hook in config.notifications.webhooks:
         rows.append((f"webhook {hook.name}", hook.url.split("?")[0], ", ".join(hook.events)
                      + (" (with patient data)" if hook.include_phi else " (no patient data)"), "configured"))
     print("\n".join(table(("CHECK", "WHAT", "DETAIL", "RESULT"), rows)))
+    if not config.destinations:
+        print("WARNING: no destinations configured: results will go nowhere (add [destinations.NAME])")
     print(f"{problems} problem(s)" if problems else "all checks passed")
     return EXIT_FAILURE if problems else EXIT_OK
 
@@ -289,7 +310,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
     text = statement()
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            print(f"liver-node: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILURE
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
@@ -314,7 +339,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liver-node", description="Unattended DICOM node for liver-directed therapy.",
                                 epilog="exit status: 0 done, 1 failed/refused, 2 invalid configuration or usage, "
-                                       "3 port or data dir in use, 4 case or data dir not found")
+                                       "3 port or data dir in use, 4 case, series or data dir not found")
     p.add_argument("--version", action="version", version=f"liver-node {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -367,7 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from node.operations import ActionRefused, UnknownCaseError
+    import sqlite3
+
+    from node.index import IndexSchemaError
+    from node.operations import ActionRefused, NotFoundError
     from node.service import StartError
 
     args = build_parser().parse_args(argv)
@@ -379,11 +407,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartError as exc:
         print(f"liver-node: cannot start: {exc}", file=sys.stderr)
         return EXIT_IN_USE
-    except (UnknownCaseError, NotFound) as exc:
+    except (NotFoundError, NotFound) as exc:
         print(f"liver-node: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
     except ActionRefused as exc:
         print(f"liver-node: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except IndexSchemaError as exc:  # a data dir of a newer version (or not an index): restarting cannot help
+        print(f"liver-node: config key 'node.data_dir': {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except sqlite3.DatabaseError as exc:
+        print(f"liver-node: cannot read the index: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

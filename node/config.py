@@ -161,6 +161,9 @@ class ReceiveConfig:
     network_timeout_seconds: float = 60.0  # an association whose peer sends nothing this long is closed
     max_negotiating: int = 32  # connections not yet associated, all peers together
     max_negotiating_per_address: int = 8  # ... from one address
+    #: when every association slot is taken, an association silent this long (nothing in progress) of an address
+    #: holding at least two slots more than a newcomer's is aborted to make room for it (node/admission.py)
+    idle_association_seconds: float = 10.0
     fast_path: bool = True  # node/netfast.py's tuned pynetdicom receive path; False = stock pynetdicom
     #: "replace": the new copy is used, the stored one kept as superseded; "keep-first": the reverse
     duplicates: str = "replace"
@@ -417,6 +420,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path | None = None, source: 
         network_timeout_seconds=rv.number("network_timeout_seconds", 60.0, lo=0.1, hi=3600.0),
         max_negotiating=rv.required_integer("max_negotiating", 32, 1, 10000),
         max_negotiating_per_address=rv.required_integer("max_negotiating_per_address", 8, 1, 10000),
+        idle_association_seconds=rv.number("idle_association_seconds", 10.0, lo=0.1, hi=3600.0),
         fast_path=rv.boolean("fast_path", True),
         duplicates=rv.choice("duplicates", "replace", DUPLICATE_POLICIES),
     )

@@ -93,12 +93,13 @@ class ConfigTable:
             raise ConfigError(self.key(name), f"must be <= {hi}, got {v}")
         return v
 
-    def optional_number(self, name: str, lo: float | None = None, hi: float | None = None) -> float | None:
+    def optional_number(self, name: str, lo: float | None = None, hi: float | None = None,
+                        lo_open: bool = False) -> float | None:
         """A number when the key is given, else None."""
         if not self.has(name):
             self.get(name)
             return None
-        return self.number(name, 0.0, lo=lo, hi=hi)
+        return self.number(name, 0.0, lo=lo, hi=hi, lo_open=lo_open)
 
     def boolean(self, name: str, default: bool) -> bool:
         v = self.get(name, default)

@@ -120,7 +120,9 @@ def statement(config: Config | None = None) -> str:
         "association is rejected (rejected-transient, local limit exceeded). Connections that have not sent "
         f"their A-ASSOCIATE-RQ do not count: at most {r.max_negotiating} of them ({r.max_negotiating_per_address} "
         f"per address, the oldest of the busiest address closed first), each closed after "
-        f"{r.negotiation_timeout_seconds:g} s ([receive]).")
+        f"{r.negotiation_timeout_seconds:g} s ([receive]). When every slot is taken, an association silent for "
+        f"{r.idle_association_seconds:g} s with nothing in progress, of an address holding at least two slots more "
+        "than the newcomer's, is aborted to make room ([receive] idle_association_seconds).")
     add(f"- Maximum PDU size received: {'unlimited' if not ae.maximum_pdu_size else ae.maximum_pdu_size} "
         "([node] max_pdu_size).")
     add("- Asynchronous operations: not supported (one operation outstanding per association). "

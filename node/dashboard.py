@@ -22,13 +22,13 @@ import jinja2
 import numpy as np
 
 from node import __version__
-from node.audit import recent
+from node.audit import audit, recent
 from node.casestatus import NodeStatus, collect, iso
 from node.config import Config
 from node.health import Request, Response
 from node.index import Index
 from node.notifications import case_ref
-from node.operations import ActionRefused, UnknownCaseError, reassign, release, reprocess, resend
+from node.operations import ActionRefused, NotFoundError, audited_refusal, reassign, release, reprocess, resend
 
 if TYPE_CHECKING:
     from node.outbox import Outbox
@@ -167,20 +167,26 @@ class Dashboard:
         return Response(200, png, "image/png", {"Cache-Control": "private, max-age=3600"})
 
     def _action(self, case_id: str, action: str, req: Request) -> Response:
+        operator = f"dashboard:{req.operator}"
+
+        def refused(why: str) -> Response:
+            audit("operator-action", action=action, case=case_id, operator=operator, result="refused", detail=why)
+            return self._error(403, why)
+
         if not self.config.dashboard.actions:
-            return self._error(403, "Operator actions are switched off ([dashboard] actions = false).")
+            return refused("Operator actions are switched off ([dashboard] actions = false).")
         if not hmac.compare_digest(req.form.get("csrf", "").encode(), self.csrf.encode()):
-            return self._error(403, "The form is stale or did not come from this dashboard; reload the page.")
+            return refused("The form is stale or did not come from this dashboard; reload the page.")
         origin = req.headers.get("Origin")
         host = req.headers.get("Host", "")
         if origin and origin != "null" and urllib.parse.urlsplit(origin).netloc != host:  # null: the token decides
-            return self._error(403, f"Cross-site request refused (Origin {origin}).")
-        operator = f"dashboard:{req.operator}"
+            return refused(f"Cross-site request refused (Origin {origin}).")
         shown = case_id  # the case page shown after the action
         try:
             if action == "resend":
                 if self.outbox is None:
-                    raise ActionRefused("this node has no outbox")
+                    with audited_refusal(action, case_id, operator):
+                        raise ActionRefused("this node has no outbox")
                 msg = resend(self.index, self.outbox, case_id, operator)
                 if self.sender is not None:
                     self.sender.wake()
@@ -191,12 +197,15 @@ class Dashboard:
             elif action == "reassign":
                 uid, target = req.form.get("series", "").strip(), req.form.get("to", "").strip()
                 if not uid or not target:
-                    raise ActionRefused("choose a series and the case it belongs to")
+                    with audited_refusal(action, case_id, operator):
+                        raise ActionRefused("choose a series and the case it belongs to")
                 msg = reassign(self.index, uid, target, operator, from_case=case_id, evaluate=self.evaluate)
                 shown = target  # the source case may be gone (emptied)
             else:
+                audit("operator-action", action=action, case=case_id, operator=operator, result="refused",
+                      detail="unknown action")
                 return self._error(404, f"Unknown action {action!r}.")
-        except UnknownCaseError as exc:
+        except NotFoundError as exc:
             return self._error(404, str(exc))
         except ActionRefused as exc:
             msg = f"Not done: {exc}"

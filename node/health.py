@@ -10,7 +10,13 @@
 Runs when ``[health] enabled`` or ``[dashboard] enabled``, on the ``[health]`` host and port. With a
 ``[dashboard]`` token or username/password, everything but /livez and /readyz needs them (``Authorization:
 Bearer``, HTTP basic auth, or the dashboard login's cookie); with ``[dashboard.tls]`` the server speaks HTTPS only.
-Both are required by the configuration when the host is not a loopback address.
+Both are required by the configuration for the dashboard when the host is not a loopback address; bound there
+without credentials, /status and /metrics are refused (403) and only the probes answer.
+
+Bound to a loopback address, a request whose ``Host`` header names anything but a loopback address,
+``localhost`` or the configured host is refused (421): a web page the operator's browser opens cannot reach the
+node by pointing its own name at 127.0.0.1 (DNS rebinding). Refused credentials and refused Host headers are
+audited (``event=access-refused``).
 """
 from __future__ import annotations
 
@@ -27,7 +33,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Protocol
 
-from node.config import DashboardConfig, HealthConfig
+from node.audit import audit
+from node.config import DashboardConfig, HealthConfig, is_loopback
 
 if TYPE_CHECKING:
     from node.metrics import NodeMetrics
@@ -160,12 +167,29 @@ class HealthServer:
             self._thread.join(5)
         self._server = self._thread = None
 
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self._config.host)
+
     # ------------------------------------------------------------------ requests
+    def _host_allowed(self, host_header: str | None) -> bool:
+        """Bound to loopback: the Host header must name this machine (anti DNS rebinding). Without a Host header
+        (HTTP/1.0 tools) there is no name to rebind."""
+        if not self.loopback or not host_header:
+            return True
+        name = host_header.strip().lower()
+        if name.startswith("["):  # [::1]:8080
+            name = name[1:].split("]", 1)[0]
+        elif name.count(":") == 1:
+            name = name.split(":", 1)[0]
+        return is_loopback(name) or name == self._config.host.lower()
+
     def _authorised(self, headers: Any) -> str | None:
-        """Who is asking (for the audit trail) if the credentials are right, else None."""
+        """Who is asking (for the audit trail) if the credentials are right, else None. Without configured
+        credentials only a loopback-bound server lets anyone in (as "local")."""
         auth = self._auth
         if not auth.auth_required:
-            return "local"
+            return "local" if self.loopback else None
         given = headers.get("Authorization", "")
         if auth.token:
             if given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), auth.token.encode()):
@@ -185,6 +209,10 @@ class HealthServer:
 
     def _route(self, req: Request, raw_headers: Any) -> Response:
         path = req.path
+        if not self._host_allowed(raw_headers.get("Host")):
+            audit("access-refused", path=path, address=req.operator, host=raw_headers.get("Host", ""),
+                  reason="Host header names another machine (DNS rebinding?)")
+            return Response(421, b"this server answers to localhost / 127.0.0.1 only\n", "text/plain; charset=utf-8")
         if path == "/livez":
             return _json(200, {"status": "alive"})
         if path == "/favicon.ico":
@@ -201,7 +229,12 @@ class HealthServer:
         who = self._authorised(raw_headers)
         if path == "/ui/login" and self._ui is not None and self._auth.token:
             return self._login(req)
+        if who is None and not self._auth.auth_required:  # beyond loopback, and nothing to authenticate with
+            return _json(403, {"error": f"{path} is not served beyond this machine without credentials: set a "
+                                        "[dashboard] token or username/password (/livez and /readyz stay open)"})
         if who is None:
+            if _presented(raw_headers):
+                audit("access-refused", path=path, address=req.operator, reason="wrong credentials")
             if path.startswith("/ui") and self._ui is not None:
                 if self._auth.token:
                     return Response(303, headers={"Location": "/ui/login"})
@@ -235,6 +268,7 @@ class HealthServer:
                     "Set-Cookie": f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"})
             error = "<p class='error'>Wrong token.</p>"
             logger.warning("dashboard login with a wrong token from %s", req.operator)
+            audit("access-refused", path=req.path, address=req.operator, reason="wrong token at the login form")
         page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>liver-node: sign in</title>"
                 "<link rel='stylesheet' href='/ui/static/style.css'></head><body><main><h1>liver-node</h1>"
                 f"{error}<form method='post' action='/ui/login'><label>Access token "
@@ -297,6 +331,11 @@ class HealthServer:
                 logger.debug("http %s - %s", self.address_string(), format % args)
 
         return Handler
+
+
+def _presented(headers: Any) -> bool:
+    """Did the request carry credentials (an Authorization header or the login cookie)?"""
+    return bool(headers.get("Authorization")) or f"{TOKEN_COOKIE}=" in headers.get("Cookie", "")
 
 
 def _json(code: int, body: Any) -> Response:

@@ -7,8 +7,9 @@ applies to the associations *that server accepts* and to nothing else: the outbo
 
 **The edge server** (:class:`EdgeServer`, every pynetdicom version; socketserver's and pynetdicom's public
 hooks only): admission control (node/admission.py: a separate, short-lived budget for connections that have
-not asked for an association yet, association slots counted only for real associations, refusals logged as
-what they are), TLS handshakes in the connection's own thread under the negotiation time limit (never in the
+not asked for an association yet, association slots counted only for real associations, an idle association
+giving its slot to another address when the port is full (fast path only: it knows when one is idle), refusals
+logged as what they are), TLS handshakes in the connection's own thread under the negotiation time limit (never in the
 accept loop), storage of private SOP classes under the tolerant policy (pynetdicom's documented
 ``register_uid``), a per-connection inactivity time limit, and containment: an exception in an acceptor
 thread or a pynetdicom error record about an acceptor association becomes one WARNING line naming the peer,
@@ -346,7 +347,10 @@ class EdgeServer(ThreadedAssociationServer):
         assoc = event.assoc
         try:
             conn = self._connection_of(assoc)
-            if conn is not None and not self.admission.requested(conn):
+            granted, idle = self.admission.request_slot(conn, _idle_seconds) if conn is not None else (True, None)
+            if idle is not None:
+                self._abort_idle(idle, conn)
+            if not granted:
                 # rejected-transient, presentation related: local limit exceeded (PS3.8 7.1.1.9); the SCP's
                 # EVT_REJECTED handler logs and audits it, as for every rejection
                 assoc.acse.send_reject(0x02, 0x03, 0x02)
@@ -357,6 +361,22 @@ class EdgeServer(ThreadedAssociationServer):
                 self._accept_private_storage(assoc)
         except Exception as exc:  # a handler must not raise into pynetdicom (it logs a traceback)
             self.report(assoc, f"cannot process the association request: {type(exc).__name__}: {exc}")
+
+    def _abort_idle(self, idle: Connection, newcomer: Connection | None) -> None:
+        """Give the slot of an idle association to a newcomer from another address (node/admission.py)."""
+        assoc = idle.association() if idle.association is not None else None
+        if assoc is None:  # gone meanwhile
+            _close(idle.sock)
+            return
+        seconds = _idle_seconds(idle)
+        self.report(assoc, f"aborted after {seconds or 0:.0f} s without a request while its address held more "
+                           f"association slots than {newcomer.peer if newcomer else 'another address'}, which asked "
+                           f"for one (receive.idle_association_seconds)")
+        if isinstance(assoc, _FastAssociation):
+            assoc.dul._abort_now()
+            evt.trigger(assoc, evt.EVT_ABORTED, {})
+        else:
+            _close(idle.sock)
 
     def _accept_private_storage(self, assoc: Any) -> None:
         """Tolerant policy: a requested abstract syntax we do not list but that may be a storage SOP class
@@ -404,6 +424,13 @@ class EdgeServer(ThreadedAssociationServer):
 
 _registered_private: set[str] = set()
 _register_lock = threading.Lock()
+
+
+def _idle_seconds(conn: Connection) -> float | None:
+    """How long an association has been silent with nothing in progress; None when busy or not known (stock
+    pynetdicom associations are never taken for idle)."""
+    assoc = conn.association() if conn.association is not None else None
+    return assoc.idle_seconds() if isinstance(assoc, _FastAssociation) else None
 
 
 def _storage_registered(uid: str) -> bool:
@@ -527,9 +554,11 @@ def _recv_exact(sock: Any, n: int) -> bytearray:
     return buf
 
 
-def _recv_growing(sock: Any, header: bytes | bytearray, length: int) -> bytearray:
+def _recv_growing(sock: Any, header: bytes | bytearray, length: int,
+                  on_data: Callable[[], None] | None = None) -> bytearray:
     """`header` + up to `length` more bytes. The buffer starts at most _FIRST_CHUNK large and doubles as data
-    arrives, so what is allocated never exceeds twice what the peer has really sent."""
+    arrives, so what is allocated never exceeds twice what the peer has really sent. `on_data` is called whenever
+    bytes arrive (the network idle timer: a peer whose PDU is slow to arrive is not a silent one)."""
     buf = bytearray(header)
     start = len(buf)
     target = start + length
@@ -543,6 +572,8 @@ def _recv_growing(sock: Any, header: bytes | bytearray, length: int) -> bytearra
         if not k:
             break
         got += k
+        if on_data is not None:
+            on_data()
     del buf[got:]
     return buf
 
@@ -661,6 +692,7 @@ class _FastAssociation(Association):
         super().__init__(ae, MODE_ACCEPTOR)
         self.dul = _FastDUL(self, edge)
         self.dimse = _FastDIMSE(self, edge)
+        self._serving = False
         # the timeouts were applied to the providers made by Association.__init__: apply them to ours
         self.acse_timeout = self.acse_timeout
         self.network_timeout = self.network_timeout
@@ -671,6 +703,12 @@ class _FastAssociation(Association):
                     for handler, _ in list(bound):
                         if _is_standard_log_handler(handler):
                             self.unbind(event, handler)
+
+    def idle_seconds(self) -> float | None:
+        """Seconds since the peer last sent anything, when nothing is in progress (else None)."""
+        if self._serving or not self.is_established or self.dimse.busy:
+            return None
+        return time.monotonic() - self.dul.last_received
 
     def report(self, problem: str) -> None:
         server = _edge_server_of(self)
@@ -702,9 +740,11 @@ class _FastAssociation(Association):
             self._is_paused = False
             context_id, msg = self.dimse.get_msg(block=False)
             if msg is not None:
+                self._serving = True
                 try:
                     self._serve_request(msg, context_id)
                 finally:
+                    self._serving = False
                     self.dimse.forget(msg)
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)
@@ -739,6 +779,7 @@ class _FastDUL(DULServiceProvider):
         self._max_pdu = edge.max_pdu_size
         self._waiter: _Waiter | None = None
         self._broken = False  # the peer sent something malformed: read nothing more from it
+        self.last_received = time.monotonic()  # when the peer last sent bytes
         self.name = f"AcceptorDUL@{datetime.now():%Y%m%d%H%M%S}"
 
     def _limit(self, pdu_type: int) -> int:
@@ -782,7 +823,8 @@ class _FastDUL(DULServiceProvider):
                 self._problem(f"{name} PDU announces {length} bytes, more than the {self._limit(pdu_type)} "
                               f"this node accepts ({what}): aborted before reading it")
                 return
-            data = _recv_growing(sock, header, length)
+            self.last_received = time.monotonic()
+            data = _recv_growing(sock, header, length, self._data_arrived)
         except (OSError, ValueError) as exc:
             if isinstance(exc, TimeoutError):
                 self.assoc.report(  # type: ignore[attr-defined]
@@ -803,6 +845,10 @@ class _FastDUL(DULServiceProvider):
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
+
+    def _data_arrived(self) -> None:
+        self.last_received = time.monotonic()
+        self._idle_timer.restart()
 
     def send_pdu(self, primitive: Any) -> None:
         super().send_pdu(primitive)
@@ -1013,6 +1059,11 @@ class _FastDIMSE(DIMSEServiceProvider):
                 self.cancel_req[int(primitive.MessageIDBeingRespondedTo or 0)] = primitive
             return
         self.msg_queue.put((incoming.context_id, primitive))
+
+    @property
+    def busy(self) -> bool:
+        """A message is being received or waits to be served."""
+        return self._incoming is not None or not self.msg_queue.empty()
 
     def forget(self, primitive: Any) -> None:
         """After a request was served: its spool file, if the handler did not take it, is removed."""

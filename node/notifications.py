@@ -12,7 +12,10 @@ Every ``[notifications] check_interval_seconds`` the watcher compares the status
 
 Each event is queued once per subscribed webhook and POSTed as JSON; failures retry with exponential backoff
 until ``max_attempts``. Payloads carry no patient data unless the webhook sets ``include_phi = true``: a case is
-named by ``case_ref``, a keyed hash the dashboard resolves (``/ui/ref/<case_ref>``).
+named by ``case_ref``, a keyed hash the dashboard resolves (``/ui/ref/<case_ref>``), and described by its state,
+version, per-workflow states and counts (series, instances, outputs routed and sent; a held case's number of
+identity conflicts), a stalled one by the roles its workflows wait for. Free text about a case (its reason: a held
+case's names both patients) goes only to ``include_phi`` webhooks, with the case's IDs and name.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -35,7 +39,7 @@ from node import __version__
 from node.casestatus import CaseStatus, NodeStatus, iso
 from node.config import Config, WebhookConfig
 
-__all__ = ["Notifier", "case_ref", "node_secret"]
+__all__ = ["Notifier", "case_ref", "node_secret", "redact"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +142,8 @@ class Notifier:
                 stalled_input = prev[2] if prev else None
                 if prev is None or (prev[0], prev[1]) != (case.state, case.version):
                     if seeded and case.state in ("done", "failed", "held"):
-                        events.append((f"case-{case.state}", self._case_payload(case), case))
+                        held_by = sum(1 for c in status.conflicts if case.case_id in c.cases)
+                        events.append((f"case-{case.state}", self._case_payload(case, held_by), case))
                         if case.state != "held" and self._on_case_finished is not None:
                             self._on_case_finished(case)
                 if (case.state in ("receiving", "stable") and case.last_input_at
@@ -147,7 +152,7 @@ class Notifier:
                     if seeded:
                         payload = self._case_payload(case)
                         payload["waiting_minutes"] = round((now - case.last_input_at) / 60, 1)
-                        payload["why"] = case.waiting_why
+                        payload["why"] = _waiting_roles(case)
                         events.append(("case-stalled", payload, case))
                     stalled_input = case.last_input_at
                 db.execute("INSERT INTO seen_cases VALUES (?,?,?,?) ON CONFLICT(case_id) DO UPDATE SET "
@@ -161,8 +166,8 @@ class Notifier:
                 if failing != was and (failing or d.failing_since is None):
                     events.append(("destination-failing" if failing else "destination-recovered", {
                         "destination": d.name, "target": d.target, "failing_since": iso(d.failing_since),
-                        "unsent": sum(n for s, n in d.counts.items() if s != "sent"), "last_error": d.last_error},
-                        None))
+                        "unsent": sum(n for s, n in d.counts.items() if s != "sent"),
+                        "last_error": redact(d.last_error, status, self._secret)}, None))
                     db.execute("INSERT INTO seen_destinations VALUES (?,?) ON CONFLICT(destination) DO UPDATE SET "
                                "alerted=excluded.alerted", (d.name, int(failing)))
             if status.disk is not None:
@@ -184,12 +189,19 @@ class Notifier:
             log("notification %s: %s", event, {k: v for k, v in body.items() if k not in ("time", "node", "software")})
         return out
 
-    def _case_payload(self, case: CaseStatus) -> dict[str, Any]:
+    def _case_payload(self, case: CaseStatus, conflicts: int = 0) -> dict[str, Any]:
+        """The case by its opaque reference, state, version and counts only. Never a free-text reason: a held
+        case's names both patients' IDs, a failed one may quote a file path or a header value (those go to
+        webhooks with include_phi only, see _queue)."""
         sent = sum(1 for o in case.outputs if o.destination and o.state == "sent")
-        return {"case_ref": case_ref(self._secret, case.case_id), "state": case.state, "reason": case.reason,
-                "version": case.version, "workflows": {n: w.state for n, w in case.workflows.items()},
-                "outputs": {"routed": sum(1 for o in case.outputs if o.destination), "sent": sent},
-                "dashboard_path": f"/ui/ref/{case_ref(self._secret, case.case_id)}"}
+        out = {"case_ref": case_ref(self._secret, case.case_id), "state": case.state, "version": case.version,
+               "workflows": {n: w.state for n, w in case.workflows.items()},
+               "series": len(case.series), "instances": sum(s.instances for s in case.series),
+               "outputs": {"routed": sum(1 for o in case.outputs if o.destination), "sent": sent},
+               "dashboard_path": f"/ui/ref/{case_ref(self._secret, case.case_id)}"}
+        if case.state == "held":
+            out["identity_conflicts"] = conflicts
+        return out
 
     def _queue(self, event: str, body: dict[str, Any], case: CaseStatus | None, now: float) -> None:
         for hook in self.config.notifications.webhooks:
@@ -198,7 +210,7 @@ class Notifier:
             payload = dict(body)
             if hook.include_phi and case is not None:
                 payload.update(case_id=case.case_id, patient_id=case.patient_id, patient_name=case.patient_name,
-                               issuer_of_patient_id=case.issuer_of_patient_id)
+                               issuer_of_patient_id=case.issuer_of_patient_id, reason=case.reason)
             self._db.execute("INSERT INTO queue (webhook, event, payload, state, next_attempt, created, updated) "
                              "VALUES (?,?,?,'pending',?,?,?)", (hook.name, event, json.dumps(payload), now, now, now))
 
@@ -260,3 +272,27 @@ class Notifier:
                                    "ORDER BY id DESC LIMIT 200")
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _waiting_roles(case: CaseStatus) -> list[str]:
+    """Why a stalled case waits, from the workflows' role-based reasons only (the case's own reason may name
+    patients: a released case's quotes the identity conflict)."""
+    out = [f"{w.name}: {w.reason}" for w in case.workflows.values() if w.state in ("waiting", "ready")]
+    return out or ["no workflow has its key input yet"]
+
+
+def redact(text: str, status: NodeStatus, secret: bytes) -> str:
+    """`text` (an error message: it may quote an outbox path, data_dir/outbox/<PatientID>/...) with every case ID,
+    PatientID and patient name the node knows replaced by the case's case_ref."""
+    from node.outbox import case_folder_name
+
+    pairs = []
+    for c in status.cases:
+        ref = f"<case {case_ref(secret, c.case_id)}>"
+        for value in (c.case_id, case_folder_name(c.case_id), c.patient_id, c.patient_name):
+            if value:
+                pairs.append((value, ref))
+    for value, ref in sorted(pairs, key=lambda p: -len(p[0])):  # longest first: a name containing an ID
+        # whole values only: a PatientID "12" is not the start of the address 127.0.0.1
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", ref, text)
+    return text

@@ -6,7 +6,11 @@ later of "analysis finished" and "last output delivered" is older than the polic
 - ``received_days``: the received instances of the case (files and their index rows), one audit line per series;
 - ``outbox_days``: the case's delivered output files in data_dir/outbox/<case>/ (the queue rows and the manifest
   stay as the record; ``resend`` then says the file is gone), one audit line per file;
-- ``superseded_days``: superseded copies of re-sent instances under data_dir/superseded/, by file age.
+- ``superseded_days``: superseded copies of re-sent instances under data_dir/superseded/, by file age, and only
+  when every case the copy concerns is done and delivered too: the cases its index record names (the one it was
+  superseded in, the one the new copy went to) and every case with a series of its study
+  (superseded/<study>/<series>/). A copy of a case still receiving, held, analysing or undelivered stays: it may
+  be what the operator needs to undo a wrong re-send.
 
 Outputs not yet delivered (pending, retrying, failed or routed nowhere) and cases in any other state
 (receiving, stable, queued, analysing, failed, held) are never touched. ``liver-node prune --dry-run`` lists
@@ -107,15 +111,27 @@ def plan(config: Config, index: Index, outbox: Outbox | None, now: float | None 
                                         f"{(now - max(sent)) / _DAY:.1f} days ago (outbox_days = {pol.outbox_days:g})"))
     if pol.superseded_days:
         root = Path(config.node.data_dir) / SUPERSEDED_DIR
+        cases = {c.case_id: c for c in status.cases}
+        recorded: dict[str, set[str]] = {}
+        for row in index.superseded():
+            recorded.setdefault(str(row.kept_path.resolve()), set()).update({row.old_case, row.new_case})
         for p in sorted(root.rglob("*")) if root.is_dir() else []:
             try:
                 st = p.stat()
             except OSError:
                 continue
-            if p.is_file() and (now - st.st_mtime) / _DAY >= pol.superseded_days:
-                out.append(Deletion("superseded", "", p.name, str(p), (p,), st.st_size,
-                                    f"superseded copy {(now - st.st_mtime) / _DAY:.1f} days old "
-                                    f"(superseded_days = {pol.superseded_days:g})"))
+            if not p.is_file() or (now - st.st_mtime) / _DAY < pol.superseded_days:
+                continue
+            concerned = set(recorded.get(str(p.resolve()), ()))
+            for uid in p.relative_to(root).parts[:-1]:  # <study>/<series>/: every case with a series of them
+                concerned.update(index.series_cases(uid))
+            live = sorted(c for c in concerned if c in cases)
+            if any(not _eligible(cases[c]) for c in live):
+                continue  # a case it concerns is not done and delivered: keep it
+            out.append(Deletion("superseded", ",".join(live), p.name, str(p), (p,), st.st_size,
+                                f"superseded copy {(now - st.st_mtime) / _DAY:.1f} days old "
+                                f"(superseded_days = {pol.superseded_days:g})"
+                                + (", its case(s) done and delivered" if live else "")))
     return out
 
 

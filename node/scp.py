@@ -269,7 +269,8 @@ class StorageSCP:
         return netfast.EdgeSettings(
             limits=Limits(max_associations=self.config.node.max_associations, max_negotiating=r.max_negotiating,
                           max_negotiating_per_address=r.max_negotiating_per_address,
-                          negotiation_timeout=r.negotiation_timeout_seconds),
+                          negotiation_timeout=r.negotiation_timeout_seconds,
+                          idle_association=r.idle_association_seconds),
             max_pdu_size=self.max_pdu_size,
             network_timeout=float(self.ae.network_timeout or 60),
             fast_path=r.fast_path,

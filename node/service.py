@@ -1,20 +1,24 @@
 """The running node: store + index + SCP + completion + analysis (+ outbox, sender, HTTP, notifications,
 retention) wired together.
 
-Start-up order matters for an unattended service: the data-dir lock first (one node per data dir), then
-recovery, then both listening sockets (HTTP and DICOM), and only then the threads that deliver and notify. A
-port already taken or a locked data dir is a :class:`StartError` (exit status 3, which the systemd unit does not
-restart), with everything started so far stopped again.
+Start-up order matters for an unattended service: the data-dir lock first, in the constructor before the index
+is opened or migrated (one node per data dir), then recovery, then both listening sockets (HTTP and DICOM), and
+only then the threads that deliver and notify. A port already taken or a locked data dir is a :class:`StartError`
+(exit status 3), a data dir that is a file or not writable a ConfigError (exit status 2); the systemd unit
+restarts on neither; everything started so far is stopped again.
 """
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+from node import audit as audit_file
 from node import netfast
 from node.analysis import AnalysisRunner
 from node.casestatus import NodeStatus, collect
@@ -43,8 +47,28 @@ class Node:
     """One liver-node process. `start()` returns once listening; `stop()` shuts down cleanly."""
 
     def __init__(self, config: Config, sink: Any = None, with_outbox: bool = True) -> None:
+        """Takes the data-dir lock before anything opens (or migrates) the index: a second node on the same data
+        dir is refused here (:class:`StartError`) having touched nothing; a data dir that cannot be used is a
+        :class:`ConfigError` naming ``node.data_dir``."""
         self.config = config
-        self.lock = DataDirLock(config.node.data_dir, config.source)
+        self.lock = DataDirLock(prepare_data_dir(config.node.data_dir), config.source)
+        try:
+            self.lock.acquire()
+        except DataDirLocked as exc:
+            raise StartError(str(exc)) from None
+        except OSError as exc:
+            raise ConfigError("node.data_dir", f"cannot write in {config.node.data_dir}: {exc.strerror or exc}"
+                              f" (user {_user()})") from None
+        try:
+            self._build(config, sink, with_outbox)
+        except BaseException:  # e.g. a TLS file that cannot be read (ConfigError): nothing stays open or locked
+            for part in ("outbox", "index"):
+                if getattr(self, part, None) is not None:
+                    getattr(self, part).close()
+            self.lock.release()
+            raise
+
+    def _build(self, config: Config, sink: Any, with_outbox: bool) -> None:
         self.store = InstanceStore(config.node.data_dir)
         self.index = Index(index_path(config.node.data_dir))
         self.outbox = None
@@ -89,16 +113,13 @@ class Node:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> tuple[str, int]:
         try:
-            self.lock.acquire()
-        except DataDirLocked as exc:
-            raise StartError(str(exc)) from None
-        try:
             return self._start()
         except BaseException:
             self.stop()
             raise
 
     def _start(self) -> tuple[str, int]:
+        audit_file.open_file(self.config.node.data_dir)
         for notice in self.config.notices:
             logger.warning("%s", notice)
         logger.info("workflows: %s", ", ".join(wf.name for wf in self.config.workflows))
@@ -167,6 +188,7 @@ class Node:
             self._retention_thread.join(30)
             self._retention_thread = None
         self.index.close()
+        audit_file.close_file(self.config.node.data_dir)
         self.lock.release()
         logger.info("stopped")
 
@@ -186,6 +208,10 @@ class Node:
         if self.config.dashboard.enabled and not self.config.dashboard.auth_required \
                 and is_loopback(self.config.health.host):
             out.append("dashboard without credentials: reachable by every user of this machine")
+        if self.config.http_enabled and not self.config.dashboard.auth_required \
+                and not is_loopback(self.config.health.host):
+            out.append(f"HTTP server on {self.config.health.host} without credentials: only /livez and /readyz "
+                       "answer; /status and /metrics need a [dashboard] token or username/password")
         return out
 
     def health_status(self) -> dict[str, Any]:
@@ -226,6 +252,31 @@ class Node:
                 self.run_retention()
             except Exception:  # a failed pass keeps everything; the next one tries again
                 logger.exception("retention pass failed")
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no name for this uid
+        return f"uid {os.getuid()}"
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """The data dir, created if missing; a :class:`ConfigError` naming ``node.data_dir`` (exit status 2, no
+    restart) when it is a file, cannot be created or is not writable by this user."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError("node.data_dir", f"{path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        who = f" (user {_user()})" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
+        raise ConfigError("node.data_dir", f"cannot create {path}: {exc.strerror or exc}{who}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError("node.data_dir", f"{path} is not writable by user {_user()}")
+    return path
 
 
 def _bind_error(what: str, host: str, port: int, exc: OSError, key: str) -> str:

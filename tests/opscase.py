@@ -150,6 +150,8 @@ ae_title = "ARCHIVE"
 host = "127.0.0.1"
 port = {closed_port()}
 outputs = ["report"]
+[analysis.maa]
+normal_liver_dose_gy = 70.0  # a plan above resin's 40 Gy limit, so that the safety flags show
 {extra}
 """)
     return cfg
@@ -225,3 +227,10 @@ def wait_http(url: str, timeout: float = 10.0) -> bool:
         except Exception:
             time.sleep(0.1)
     return False
+
+
+def assert_no_phi(bodies: list[bytes], values: list[str]) -> None:
+    """No patient value (ID, name, birth date ...) anywhere in any notification body."""
+    for body in bodies:
+        for value in filter(None, values):
+            assert value.encode() not in body, (value, body[:300])

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
 import SimpleITK as sitk
 from pydicom import Dataset
 
 from node.dose.errors import DoseInputError
+from node.imaging.dicomtime import parse_da_tm, parse_dt
 
 logger = logging.getLogger(__name__)
 
@@ -184,27 +184,25 @@ def scaled_to_administered(counts: np.ndarray, grid: sitk.Image, voi: np.ndarray
 
 # ---- decay information of a PET (PS3.3 C.8.9.1 PET Series, C.8.9.2 PET Isotope) ----
 
-_DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?([+-]\d{4})?$")
-
-
 def _parse_dt(value: str) -> datetime:
-    m = _DT.match(value.strip())
-    if not m:
+    parsed = parse_dt(value, keep_offset=True)
+    if parsed is None:
         raise ValueError(f"not a DICOM date-time: {value!r}")
-    y, mo, d, h, mi, s, frac, tz = m.groups()
-    out = datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), int(s or 0),
-                   int((frac or "0").ljust(6, "0")))
-    if tz:
-        sign = 1 if tz[0] == "+" else -1
-        out = out.replace(tzinfo=timezone(sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5]))))
-    return out
+    return parsed
 
 
 def _date_time(ds: Dataset, date_kw: str, time_kw: str) -> datetime | None:
-    date, time = str(ds.get(date_kw, "") or ""), str(ds.get(time_kw, "") or "")
+    return _combine(ds.get(date_kw), ds.get(time_kw), f"{date_kw} + {time_kw}")
+
+
+def _combine(date: object, time: object, what: str) -> datetime | None:
+    """A DA and a TM as one datetime; None when either is absent, ValueError when one is unreadable."""
     if not date or not time:
         return None
-    return _parse_dt(date + time.replace(":", ""))
+    parsed = parse_da_tm(date, time)
+    if parsed is None:
+        raise ValueError(f"not a DICOM date and time: {what} {str(date)!r} {str(time)!r}")
+    return parsed
 
 
 def _naive(a: datetime, b: datetime) -> tuple[datetime, datetime]:
@@ -230,11 +228,13 @@ def pet_decay_info(ds: Dataset) -> DecayInfo:
     if abs(half_life / Y90_HALF_LIFE_S - 1.0) > HALF_LIFE_TOLERANCE:
         raise DoseInputError(f"the PET radionuclide half-life is {half_life / 3600:.3g} h, not Y-90's "
                              f"{Y90_HALF_LIFE_H} h: not a Y-90 PET")
+    administered: datetime | None
     try:
         if item.get("RadiopharmaceuticalStartDateTime"):
             administered = _parse_dt(str(item.RadiopharmaceuticalStartDateTime))
         elif item.get("RadiopharmaceuticalStartTime") and ds.get("SeriesDate"):
-            administered = _parse_dt(str(ds.SeriesDate) + str(item.RadiopharmaceuticalStartTime).replace(":", ""))
+            administered = _combine(ds.SeriesDate, item.RadiopharmaceuticalStartTime,
+                                    "SeriesDate + RadiopharmaceuticalStartTime")
             logger.warning("Y-90 PET: no RadiopharmaceuticalStartDateTime; start time taken on the series date")
         else:
             raise DoseInputError("the PET does not say when the Y-90 was administered "
@@ -256,7 +256,7 @@ def pet_decay_info(ds: Dataset) -> DecayInfo:
                                  "refer to is unknown")
     except ValueError as exc:
         raise DoseInputError(f"the PET has an unreadable date or time: {exc}") from None
-    if reference is None:
+    if administered is None or reference is None:
         raise DoseInputError("the PET lacks the series or acquisition date/time its values refer to")
     administered, reference = _naive(administered, reference)
     if reference < administered:

@@ -28,15 +28,19 @@ import SimpleITK as sitk
 from scipy.ndimage import map_coordinates
 
 from node.dose.errors import DoseInputError
-from node.maa.partition import Y90_GY_KG_PER_GBQ
+from node.dose.ldm import Y90_GY_KG_PER_GBQ
 
 __all__ = ["Dvh", "RegionDose", "TumourDose", "NormalLiverDose", "LungDose", "Y90Structures", "Y90DoseSummary",
            "TUMOUR_V_GY", "NORMAL_LIVER_V_GY", "sample_dose", "dvh_from_samples", "region_dvh", "region_dose",
-           "summarize_y90", "normal_liver_mask"]
+           "summarize_y90", "normal_liver_mask", "WHOLE_LIVER", "NON_TUMOURAL_LIVER", "LUNGS", "V_GY"]
 
 #: V(d) thresholds reported for tumours and for the non-tumoural liver (EANM 2021/2022 reporting).
 TUMOUR_V_GY = (100.0, 120.0)
 NORMAL_LIVER_V_GY = (30.0, 40.0)
+#: Kinds of Y-90 dose regions (a tumour's kind is "tumour"), as every dose record and report names them.
+WHOLE_LIVER, NON_TUMOURAL_LIVER, LUNGS = "whole liver", "non-tumoural liver", "lungs"
+#: Every region kind's V(d) thresholds (Gy) in the records: tumours V100/V120, non-tumoural liver V30/V40.
+V_GY = {"tumour": TUMOUR_V_GY, NON_TUMOURAL_LIVER: NORMAL_LIVER_V_GY, WHOLE_LIVER: NORMAL_LIVER_V_GY, LUNGS: ()}
 
 
 @dataclass(frozen=True)

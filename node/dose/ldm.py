@@ -21,10 +21,12 @@ import SimpleITK as sitk
 from node.dose.activity import ActivityMap
 from node.dose.density import MassMap
 from node.dose.errors import DoseInputError
-from node.maa.partition import Y90_GY_KG_PER_GBQ
 
 __all__ = ["Y90_GY_KG_PER_GBQ", "MIN_TISSUE_DENSITY_G_PER_ML", "DoseMap", "ldm_dose"]
 
+#: Absorbed dose (Gy) per GBq of Y-90 per kg of tissue, complete decay (Ho et al. 1996: 49.67 Gy kg/GBq); the
+#: partition model (node.maa.partition) uses the same constant.
+Y90_GY_KG_PER_GBQ = 49.67
 #: Below this mean density (g/mL) a voxel holds no tissue to deposit energy in (inflated lung is ~0.15).
 MIN_TISSUE_DENSITY_G_PER_ML = 0.05
 #: Note the dropped activity when it exceeds this share of the total.

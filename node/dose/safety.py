@@ -15,6 +15,13 @@ lungs mean                  < 30 Gy this session, < 50 Gy cumulative (both spher
 
 The limits are a frozen, validated dataclass so that a site can replace any of them (part of the node's
 configuration); errors name the field.
+
+A limit is crossed when the dose, rounded to 0.1 Gy (the precision every output states it with), is above the
+limit (:func:`_above`); a tumour is under-treated when that rounded dose is below the minimum. Why: the MAA
+workflow plans the activity so that the normal liver (or the lungs) receives exactly the limit
+(:meth:`DoseLimits.normal_liver_limit`, :meth:`DoseLimits.lung_limit`, the same numbers the planning uses); a
+check of ">= limit" on the unrounded value would flag the node's own plan on floating-point noise, and a report
+reading "40.0 Gy exceeds 40 Gy" would contradict itself. A dose stated as 40.1 Gy exceeds 40 Gy; 40.0 Gy does not.
 """
 from __future__ import annotations
 
@@ -72,6 +79,18 @@ class DoseLimits:
                    "EANM 2022 / DOSISPHERE (glass): tumour >= 205 Gy; normal liver <= 70 Gy (partition-model usual "
                    "limit); lungs < 30 Gy per session, < 50 Gy cumulative")
 
+    def normal_liver_limit(self, context: TreatmentContext) -> float:
+        """The non-tumoural liver mean-dose limit of this treatment: the compromised one for a bilobar treatment or
+        a compromised liver, the unilobar one otherwise."""
+        compromised = context.bilobar or context.compromised_liver
+        return self.normal_liver_compromised_max_gy if compromised else self.normal_liver_max_gy
+
+    def lung_limit(self, context: TreatmentContext) -> float:
+        """The lung mean-dose limit of this session: the per-session limit, or what the cumulative limit leaves
+        after earlier sessions if that is less (<= 0 when earlier sessions used it up: no Y-90 should reach the
+        lungs)."""
+        return min(self.lung_session_max_gy, self.lung_cumulative_max_gy - context.prior_lung_dose_gy)
+
     def with_changes(self, **changes: float | None) -> DoseLimits:
         """A copy with some limits replaced (validated again)."""
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -97,41 +116,51 @@ class SafetyFlag:
     message: str
 
 
+def _rounded(dose_gy: float) -> float:
+    """A dose as the outputs state it (0.1 Gy)."""
+    return round(dose_gy, 1)
+
+
+def _above(dose_gy: float, limit_gy: float) -> bool:
+    """True when `dose_gy`, stated to 0.1 Gy, exceeds `limit_gy` (module docstring: a plan at the limit passes)."""
+    return _rounded(dose_gy) > limit_gy
+
+
 def check_y90_safety(summary: Y90DoseSummary, limits: DoseLimits,
                      context: TreatmentContext = TreatmentContext()) -> tuple[SafetyFlag, ...]:
     """Compare a Y-90 dose summary with `limits`; returns the findings (empty when nothing is crossed)."""
     flags = []
     kind = limits.sphere_type.value
     compromised = context.bilobar or context.compromised_liver
-    nl_limit = limits.normal_liver_compromised_max_gy if compromised else limits.normal_liver_max_gy
+    nl_limit = limits.normal_liver_limit(context)
     why = "bilobar or compromised liver" if compromised else "unilobar, healthy liver"
     nl = summary.normal_liver.region.mean_gy
-    if nl >= nl_limit:
+    if _above(nl, nl_limit):
         flags.append(SafetyFlag("warning", "non-tumoural liver mean dose", nl, nl_limit,
-                                f"non-tumoural liver mean dose {nl:.1f} Gy reaches the {kind} limit of {nl_limit:g} Gy "
+                                f"non-tumoural liver mean dose {nl:.1f} Gy exceeds the {kind} limit of {nl_limit:g} Gy "
                                 f"({why}): risk of radioembolization-induced liver disease; {NOT_A_PRESCRIPTION}"))
     for t in summary.tumours:
         d = t.region.mean_gy
-        if d < limits.tumour_min_gy:
+        if _rounded(d) < limits.tumour_min_gy:
             flags.append(SafetyFlag("warning", f"tumour {t.region.name} mean dose", d, limits.tumour_min_gy,
                                     f"tumour {t.region.name} mean dose {d:.1f} Gy is below the {kind} minimum of "
                                     f"{limits.tumour_min_gy:g} Gy: likely under-treated; {NOT_A_PRESCRIPTION}"))
-        elif limits.tumour_goal_gy is not None and d < limits.tumour_goal_gy:
+        elif limits.tumour_goal_gy is not None and _rounded(d) < limits.tumour_goal_gy:
             flags.append(SafetyFlag("note", f"tumour {t.region.name} mean dose", d, limits.tumour_goal_gy,
                                     f"tumour {t.region.name} mean dose {d:.1f} Gy is between the {kind} minimum "
                                     f"{limits.tumour_min_gy:g} Gy and goal {limits.tumour_goal_gy:g} Gy; "
                                     f"{NOT_A_PRESCRIPTION}"))
     lung = summary.lungs.mean_gy
     if lung is not None:
-        if lung >= limits.lung_session_max_gy:
+        if _above(lung, limits.lung_session_max_gy):
             flags.append(SafetyFlag("warning", "lung mean dose (this session)", lung, limits.lung_session_max_gy,
-                                    f"lung mean dose {lung:.1f} Gy reaches the per-session limit of "
+                                    f"lung mean dose {lung:.1f} Gy exceeds the per-session limit of "
                                     f"{limits.lung_session_max_gy:g} Gy: risk of radiation pneumonitis; "
                                     f"{NOT_A_PRESCRIPTION}"))
         total = lung + context.prior_lung_dose_gy
-        if total >= limits.lung_cumulative_max_gy:
+        if _above(total, limits.lung_cumulative_max_gy):
             flags.append(SafetyFlag("warning", "lung mean dose (cumulative)", total, limits.lung_cumulative_max_gy,
                                     f"cumulative lung mean dose {total:.1f} Gy ({context.prior_lung_dose_gy:g} Gy "
-                                    f"before) reaches the limit of {limits.lung_cumulative_max_gy:g} Gy; "
+                                    f"before) exceeds the limit of {limits.lung_cumulative_max_gy:g} Gy; "
                                     f"{NOT_A_PRESCRIPTION}"))
     return tuple(flags)

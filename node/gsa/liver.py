@@ -17,11 +17,12 @@ from scipy import ndimage
 
 import rtstruct
 from node.gsa.errors import LiverError
+from node.imaging.rois import match_liver_roi
 from node.imaging.volumes import mask_to_array
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LiverError", "LiverMask", "match_liver_roi", "liver_from_rtstruct", "liver_from_spect", "find_liver",
+__all__ = ["LiverError", "LiverMask", "liver_from_rtstruct", "liver_from_spect", "find_liver",
            "SPECT_LIVER_FRACTION", "DERIVED_SOURCE"]
 
 #: Uptake region = smoothed SPECT >= this fraction of its maximum: about half the parenchymal uptake, i.e. the
@@ -47,19 +48,6 @@ class LiverMask:
     note: str = ""  # why the SPECT fallback was used, if it was
     #: how the ROI was made (ROIGenerationAlgorithm, ROIGenerationDescription): a received ROI keeps its own
     generation: tuple[str, str] = ("AUTOMATIC", "")
-
-
-def match_liver_roi(names: Sequence[str], wanted: Sequence[str]) -> str | None:
-    """The ROI name to use: the first of `wanted` present exactly, else one equal ignoring case and blanks."""
-    present = list(names)
-    for w in wanted:
-        if w in present:
-            return w
-    folded = {n.strip().casefold(): n for n in present}
-    for w in wanted:
-        if w.strip().casefold() in folded:
-            return folded[w.strip().casefold()]
-    return None
 
 
 def liver_from_rtstruct(rtss: Dataset, planning_ct: Sequence[Dataset], planning: sitk.Image,

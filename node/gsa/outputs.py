@@ -13,7 +13,6 @@ from typing import Literal
 
 import highdicom as hd
 import numpy as np
-import SimpleITK as sitk
 from matplotlib.axes import Axes
 from pydicom import Dataset
 
@@ -21,6 +20,7 @@ import rtstruct
 from node.derived import MANUFACTURER, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study, equipment_kwargs
 from node.gsa.targets import TidyRecord
 from node.imaging.capture import secondary_capture
+from node.imaging.layers import Layer
 from node.imaging.pages import (
     CT_WINDOW,
     DIM,
@@ -42,8 +42,7 @@ from node.imaging.pages import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Contour", "Layer", "GsaFigures", "build_rtstruct", "build_fusion_captures", "render_page", "lps_view",
-           "CT_WINDOW"]
+__all__ = ["Contour", "GsaFigures", "build_rtstruct", "build_fusion_captures", "render_page", "CT_WINDOW"]
 
 #: SPECT below this fraction of the liver maximum is left transparent in the fusion.
 SPECT_DISPLAY_FLOOR = 0.10
@@ -86,59 +85,6 @@ def build_rtstruct(planning_ct: Sequence[Dataset], masks_in_ct_order: Sequence[n
     ds.ManufacturerModelName = equipment["manufacturer_model_name"]
     ds.DeviceSerialNumber = equipment["device_serial_number"]
     return ds
-
-
-def lps_view(array: np.ndarray, direction: Sequence[float] | np.ndarray, spacing: Sequence[float]
-             ) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """View (no copy) of a (z, y, x) image array indexed [superior, posterior, left] ascending, with its spacing.
-
-    Each image axis is assigned to the patient axis it is closest to (exact for axial/coronal/sagittal stacks,
-    nearest-axis for oblique ones, which is good enough for a display).
-    """
-    d = np.asarray(direction, dtype=float).reshape(3, 3)  # columns: image x, y, z axes in LPS
-    patient_axis = np.abs(d).argmax(axis=0)  # for image axis i (x, y, z), the LPS axis it follows
-    if sorted(patient_axis.tolist()) != [0, 1, 2]:
-        raise ValueError("image axes are too oblique to display as axial/coronal planes")
-    view = array
-    for i in range(3):
-        if d[patient_axis[i], i] < 0:
-            view = np.flip(view, axis=2 - i)  # array axis of image axis i is 2 - i
-    # array axis (2 - i) follows LPS axis patient_axis[i]; wanted order: S (2), P (1), L (0)
-    order = [2 - int(np.nonzero(patient_axis == p)[0][0]) for p in (2, 1, 0)]
-    sp = tuple(float(spacing[2 - a]) for a in order)
-    return view.transpose(order), sp  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A volume as an LPS view [S, P, L] (see :func:`lps_view`) with its spacing and the patient coordinate
-    (mm) of the centre of voxel 0 along S, P, L."""
-
-    array: np.ndarray
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
-
-    @classmethod
-    def of(cls, array_zyx: np.ndarray, image: sitk.Image) -> Layer:
-        """The layer of a (z, y, x) array laid out on `image`'s grid (no copy)."""
-        direction = image.GetDirection()
-        view, spacing = lps_view(array_zyx, direction, image.GetSpacing())
-        size = image.GetSize()
-        corners = np.array([image.TransformIndexToPhysicalPoint((i, j, k)) for i in (0, size[0] - 1)
-                            for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
-        return cls(view, spacing, (float(corners[:, 2].min()), float(corners[:, 1].min()), float(corners[:, 0].min())))
-
-    def edges(self, axis: int) -> tuple[float, float]:
-        """Patient coordinates (mm) of the outer voxel edges along `axis` (0 = S, 1 = P, 2 = L)."""
-        return (self.origin[axis] - 0.5 * self.spacing[axis],
-                self.origin[axis] + (self.array.shape[axis] - 0.5) * self.spacing[axis])
-
-    def section(self, axis: int, mm: float) -> np.ndarray | None:
-        """The plane nearest to coordinate `mm` along `axis`, or None outside the volume."""
-        idx = int(round((mm - self.origin[axis]) / self.spacing[axis]))
-        if not 0 <= idx < self.array.shape[axis]:
-            return None
-        return self.array[idx] if axis == 0 else self.array[:, idx, :]
 
 
 def _planes(mask: np.ndarray, axis: int, fractions: Sequence[float]) -> list[int]:

@@ -18,11 +18,12 @@ from node.derived import NOT_FOR_DIAGNOSIS
 from node.gsa.errors import GsaInputError
 from node.gsa.liver import LiverMask, find_liver
 from node.gsa.measurements import GsaMeasurements, SeriesRef
-from node.gsa.outputs import Contour, GsaFigures, Layer, build_fusion_captures, build_rtstruct, render_page
+from node.gsa.outputs import Contour, GsaFigures, build_fusion_captures, build_rtstruct, render_page
 from node.gsa.reference import GsaReference, GsaResult
 from node.gsa.settings import GsaSettings
 from node.gsa.targets import Targets, compute_targets, volume_cm3
 from node.imaging.grids import binned_grid, binned_mask, bounding_grid, fraction_inside_fov, spect_on_grid
+from node.imaging.layers import Layer
 from node.imaging.pages import Identity
 from node.imaging.registration import RigidRegistration, register_rigid
 from node.imaging.volumes import array_to_mask, ct_series_image, nm_image

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from node.maa.measurements import RegionDoseRecord
+from node.dose.records import RegionDoseRecord
 
 __all__ = ["PlanDoseRecord", "GsaPlanMeasurements"]
 

@@ -11,6 +11,7 @@ from pydicom import Dataset
 from node.derived import NOT_FOR_DIAGNOSIS
 from node.dose.gsa_plan import GsaPlanEvaluation, evaluate_gsa_plan
 from node.dose.page import PALETTE, Curve, Limit, render_dvh_page
+from node.dose.records import RegionDoseRecord
 from node.dose.rtdose import RtDose, read_rt_dose
 from node.gsa.reference import GsaReference
 from node.gsaplan.errors import PlanInputError
@@ -18,7 +19,6 @@ from node.gsaplan.measurements import GsaPlanMeasurements, PlanDoseRecord
 from node.gsaplan.settings import GsaPlanSettings
 from node.imaging.capture import secondary_capture
 from node.imaging.pages import Identity, Page
-from node.maa.measurements import RegionDoseRecord
 from node.workflow import OutputObject, WorkflowResult
 
 logger = logging.getLogger(__name__)

@@ -7,6 +7,8 @@
 * ``registration`` rigid CT-CT registration (GSA: SPECT/CT -> planning CT; MAA: SPECT/CT -> perfusion CT)
 * ``dicomtime``    DICOM DA/TM/DT parsing and an image's acquisition time
 * ``capture``      figure -> RGB pixels, and the one Secondary Capture encoder
+* ``layers``       a volume laid out [superior, posterior, left] for display panels (every workflow's pages)
+* ``rois``         which ROI of a structure set is the liver ([analysis] liver_roi_names)
 * ``errors``       VolumeError, RegistrationError
 
 The phantom (``node/phantom``) deliberately shares none of this: its truth is computed independently.

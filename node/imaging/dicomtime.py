@@ -4,7 +4,9 @@ Used by the receive path (the index's acquisition time of each instance) and the
 times), so both order images the same way. Conventions, applied everywhere:
 
 * ACR-NEMA style times with colons ("10:31:05") are read as "103105": scanners still write them.
-* A UTC offset in a DT is dropped (all images of a series share it; only differences and order matter).
+* A UTC offset in a DT is dropped (all images of a series share it; only differences and order matter), unless
+  the caller asks to keep it (``keep_offset=True``: decay between an administration and an image, which may have
+  been recorded with different offsets).
 * An image's acquisition time is, in order: the frame's FrameAcquisitionDateTime / FrameReferenceDateTime
   (Enhanced images), AcquisitionDateTime, then AcquisitionTime or ContentTime with the first date found among
   AcquisitionDate / ContentDate / SeriesDate / StudyDate. Without any date the time is placed on
@@ -17,7 +19,7 @@ from typing import Any
 
 from pydicom.valuerep import DA, DT, TM
 
-__all__ = ["UNDATED", "parse_da", "parse_tm", "parse_dt", "acquisition_datetime", "acquisition_seconds"]
+__all__ = ["UNDATED", "parse_da", "parse_tm", "parse_dt", "parse_da_tm", "acquisition_datetime", "acquisition_seconds"]
 
 #: The day an undated time is placed on.
 UNDATED = _dt.date(2000, 1, 1)
@@ -46,14 +48,25 @@ def parse_tm(value: Any) -> _dt.time | None:
     return None if parsed is None else _dt.time(parsed.hour, parsed.minute, parsed.second, parsed.microsecond)
 
 
-def parse_dt(value: Any) -> _dt.datetime | None:
-    """A DT value ("20240131103105.5+0100") as a naive datetime (offset dropped), None when empty or invalid."""
+def parse_dt(value: Any, keep_offset: bool = False) -> _dt.datetime | None:
+    """A DT value ("20240131103105.5+0100") as a datetime, None when empty or invalid.
+
+    Naive (offset dropped) unless `keep_offset`: then a value with an offset is time-zone aware.
+    """
     try:
-        parsed = DT(_text(value))
+        parsed = DT(_text(value).replace(":", ""))
     except (ValueError, TypeError):
         return None
-    return None if parsed is None else _dt.datetime(parsed.year, parsed.month, parsed.day, parsed.hour,
-                                                    parsed.minute, parsed.second, parsed.microsecond)
+    if parsed is None:
+        return None
+    return _dt.datetime(parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second,
+                        parsed.microsecond, tzinfo=parsed.tzinfo if keep_offset else None)
+
+
+def parse_da_tm(date: Any, time: Any) -> _dt.datetime | None:
+    """A DA and a TM (e.g. SeriesDate + SeriesTime) as one naive datetime, None when either is empty or invalid."""
+    day, clock = parse_da(date), parse_tm(time)
+    return None if day is None or clock is None else _dt.datetime.combine(day, clock)
 
 
 def acquisition_datetime(ds: Any, frame_content: Any = None) -> _dt.datetime | None:

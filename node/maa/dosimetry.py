@@ -29,8 +29,12 @@ import rtstruct
 from node.derived import NOT_FOR_DIAGNOSIS
 from node.dose.density import DensityCalibration
 from node.dose.dvh import (
+    LUNGS,
+    NON_TUMOURAL_LIVER,
     NORMAL_LIVER_V_GY,
     TUMOUR_V_GY,
+    V_GY,
+    WHOLE_LIVER,
     Dvh,
     LungDose,
     NormalLiverDose,
@@ -43,15 +47,16 @@ from node.dose.dvh import (
 from node.dose.errors import DoseInputError
 from node.dose.ldm import Y90_GY_KG_PER_GBQ, DoseMap
 from node.dose.page import PALETTE, Curve, Limit, render_dvh_page
+from node.dose.records import RegionDoseRecord, SafetyFlagRecord
 from node.dose.rtdose import build_rt_dose, build_rt_plan
 from node.dose.safety import DoseLimits, SafetyFlag, TreatmentContext, check_y90_safety
 from node.dose.y90 import predicted_dose, region_mass_kg
-from node.gsa.liver import match_liver_roi
 from node.imaging.capture import secondary_capture
 from node.imaging.grids import as_image, bounding_grid
 from node.imaging.pages import Identity, Page
-from node.maa.measurements import LungDoseRecord, PredictedDoseRecord, RegionDoseRecord, SafetyFlagRecord
-from node.maa.partition import PartitionPlan
+from node.imaging.rois import match_liver_roi
+from node.maa.measurements import LungDoseRecord, PredictedDoseRecord
+from node.maa.partition import WHY_TWO_DOSES, PartitionPlan
 from node.maa.regions import Regions
 from node.maa.settings import MaaSettings
 from node.maa.shunt import Shunt
@@ -59,16 +64,13 @@ from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DoseRegion", "DoseReference", "PredictedDose", "regions_on_ct", "predict", "WHOLE_LIVER",
-           "NON_TUMOURAL_LIVER", "LUNGS", "DVH_SERIES_NUMBER"]
+__all__ = ["DoseRegion", "DoseReference", "PredictedDose", "regions_on_ct", "predict", "ct_lung_mass",
+           "DVH_SERIES_NUMBER"]
 
-WHOLE_LIVER, NON_TUMOURAL_LIVER, LUNGS = "whole liver", "non-tumoural liver", "lungs"
 #: automatic tumours are carried to the CT on the liver's box grown by this margin (they lie in the liver; a region
 #: reaching further out is cut there)
 TUMOUR_MARGIN_MM = 20.0
 DVH_SERIES_NUMBER = 9612
-#: Every region's V(d) thresholds (Gy) in the record: tumours V100/V120, non-tumoural liver V30/V40.
-V_GY = {"tumour": TUMOUR_V_GY, NON_TUMOURAL_LIVER: NORMAL_LIVER_V_GY, WHOLE_LIVER: NORMAL_LIVER_V_GY, LUNGS: ()}
 
 
 @dataclass(frozen=True)
@@ -170,14 +172,24 @@ def _activity(plan: PartitionPlan | None, shunt: Shunt, analysis: MaaSettings) -
     return plan.activity_gbq, f"partition model (limited by the {plan.limited_by} limit)"
 
 
+def ct_lung_mass(shunt: Shunt, calibration: DensityCalibration) -> tuple[float, str] | None:
+    """(kg, source) of the lungs on the SPECT/CT's CT through the density calibration, None without CT lungs:
+    the one lung mass of the partition model and of the predicted lung mean dose."""
+    if shunt.lung_ct is None or shunt.lung_ct_mask is None:
+        return None
+    mass = region_mass_kg(shunt.lung_ct, shunt.lung_ct_mask, calibration)
+    return (mass, "SPECT/CT CT lungs through the density calibration") if mass > 0 else None
+
+
 def _lung_dose(region: RegionDose | None, shunt: Shunt, plan: PartitionPlan | None, activity: float, lsf: float,
                calibration: DensityCalibration) -> tuple[LungDose, str]:
     shunted = activity * lsf
-    if shunt.lung_ct is not None and shunt.lung_ct_mask is not None:
-        mass = region_mass_kg(shunt.lung_ct, shunt.lung_ct_mask, calibration)
+    ct_mass = ct_lung_mass(shunt, calibration)
+    if ct_mass is not None:
+        mass = ct_mass[0]
         method = (f"49.67 x A x LSF / lung mass, the mass from the SPECT/CT CT lungs through the density "
-                  f"calibration ({mass:.3f} kg)")
-        return LungDose(region, shunted, mass, Y90_GY_KG_PER_GBQ * shunted / mass if mass > 0 else None), method
+                  f"calibration ({mass:.3f} kg; the partition model's lung mass too)")
+        return LungDose(region, shunted, mass, Y90_GY_KG_PER_GBQ * shunted / mass), method
     mass_kg = plan.lung_mass_kg if plan is not None else None
     if mass_kg is None:
         return LungDose(region, shunted, None, None), "not available (lungs not imaged, no partition model)"
@@ -208,7 +220,7 @@ def _page(figures: Mapping[str, RegionDose], kinds: Mapping[str, str], lung: Lun
     if LUNGS not in figures and lung.mean_gy is not None:
         rows.append((LUNGS, "-", f"{lung.mean_gy:.1f}", "-", "-", "-", "-"))
     compromised = context.bilobar or context.compromised_liver
-    nl_limit = limits.normal_liver_compromised_max_gy if compromised else limits.normal_liver_max_gy
+    nl_limit = limits.normal_liver_limit(context)
     marks = [Limit(nl_limit, f"non-tumoural liver limit {nl_limit:g} Gy"),
              Limit(limits.tumour_min_gy, f"tumour minimum {limits.tumour_min_gy:g} Gy")]
     notes = [f"Planned activity {activity:.3f} GBq ({source}); lung shunt fraction {lsf:.1%}; "
@@ -218,6 +230,7 @@ def _page(figures: Mapping[str, RegionDose], kinds: Mapping[str, str], lung: Lun
              f"Density: {calibration.describe()}.",
              "DVH: structure voxels on the SPECT/CT's CT, dose interpolated trilinearly at their centres; Dx = the "
              "highest dose received by at least x % of the region; V(d) = % of the region receiving >= d Gy.",
+             f"Dmean: voxel Dmean (local deposition); {WHY_TWO_DOSES}.",
              f"Lungs: Dmean in the table is {lung_method}"
              + (f"; the voxel mean over the lung VOI is {lung.region.mean_gy:.1f} Gy." if lung.region else "."),
              f"Limits ({limits.source}): flags are warnings for the physicist, not prescriptions."]

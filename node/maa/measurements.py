@@ -7,10 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.dose.dvh import RegionDose
-from node.dose.safety import SafetyFlag
+from node.dose.records import RegionDoseRecord, SafetyFlagRecord
 from node.imaging.registration import RefinementRecord, RegistrationRecord
-from node.maa.partition import LUNG_DENSITY_G_PER_ML, TISSUE_DENSITY_G_PER_ML, PartitionPlan
+from node.maa.partition import TISSUE_DENSITY_G_PER_ML, PartitionPlan
 from node.maa.shunt import METHOD as SHUNT_METHOD
 from node.maa.shunt import Shunt
 from node.maa.uptake import METHOD as UPTAKE_METHOD
@@ -18,8 +17,7 @@ from node.maa.uptake import SPILL_MARGIN_MM, TumourUptake, Uptake
 
 __all__ = ["TumourRecord", "UptakeRecord", "ShuntRecord", "PartitionRecord", "TumourPerfusion", "CorrelationRow",
            "PearsonRecord", "MapRecord", "CorrelationRegistration", "CorrelationRecord", "SpectRecord",
-           "RegionsRecord", "MaaMeasurements", "RegionDoseRecord", "LungDoseRecord", "SafetyFlagRecord",
-           "PredictedDoseRecord"]
+           "RegionsRecord", "MaaMeasurements", "LungDoseRecord", "PredictedDoseRecord"]
 
 
 def _r(v: float | None, n: int = 3) -> float | None:
@@ -102,9 +100,10 @@ class PartitionRecord:
     lung_limit_gy: float | None = None
     densities_g_per_ml: dict[str, float] = field(default_factory=dict)
     sphere_type: str = ""  # the Y-90 microspheres the limits are meant for ("glass", "resin"; stated only)
+    limits_basis: str = ""  # where the two dose targets come from (site setting or safety limit)
 
     @classmethod
-    def of(cls, p: PartitionPlan, sphere_type: str = "") -> PartitionRecord:
+    def of(cls, p: PartitionPlan, sphere_type: str = "", limits_basis: str = "") -> PartitionRecord:
         return cls(
             computed=True, model="partition model (Ho 1996), Y-90 complete decay, 49.67 Gy kg/GBq",
             activity_gbq=_r(p.activity_gbq, 3), limited_by=p.limited_by,
@@ -116,8 +115,9 @@ class PartitionRecord:
             lung_mass_kg=_r(p.lung_mass_kg, 4), lung_mass_source=p.lung_mass_source,
             lung_shunt_fraction=_r(p.lsf, 4), normal_liver_limit_gy=p.normal_liver_limit_gy,
             lung_limit_gy=p.lung_limit_gy,
-            densities_g_per_ml={"liver_and_tumour": TISSUE_DENSITY_G_PER_ML, "lung": LUNG_DENSITY_G_PER_ML},
-            sphere_type=sphere_type)
+            densities_g_per_ml={"liver_and_tumour": TISSUE_DENSITY_G_PER_ML} | (
+                {} if p.lung_density_g_per_ml is None else {"lung": p.lung_density_g_per_ml}),
+            sphere_type=sphere_type, limits_basis=limits_basis)
 
 
 @dataclass(frozen=True)
@@ -215,29 +215,6 @@ class MaaMeasurements:
 
 # ------------------------------------------------------------------------------------- predicted Y-90 dose
 @dataclass(frozen=True)
-class RegionDoseRecord:
-    """Dose figures of one region (node.dose.dvh convention). `v_percent`: dose threshold in Gy (as text) ->
-    percent of the region receiving at least that dose."""
-
-    kind: str  # "tumour", "non-tumoural liver", "whole liver", "lungs" (GSA plan: "FLS", "ITV", "PTV")
-    volume_ml: float
-    mean_gy: float | None
-    min_gy: float | None
-    max_gy: float | None
-    d50_gy: float | None
-    d70_gy: float | None
-    d90_gy: float | None
-    v_percent: dict[str, float | None]
-    outside_dose_grid_fraction: float
-
-    @classmethod
-    def of(cls, kind: str, r: RegionDose, v_gy: tuple[float, ...] = ()) -> RegionDoseRecord:
-        return cls(kind, round(r.volume_ml, 2), _r(r.mean_gy, 3), _r(r.min_gy, 3), _r(r.max_gy, 3),
-                   _r(r.d50_gy, 3), _r(r.d70_gy, 3), _r(r.d90_gy, 3),
-                   {f"{v:g}": _r(r.v_percent(v), 3) for v in v_gy}, round(r.outside_dose_grid_fraction, 4))
-
-
-@dataclass(frozen=True)
 class LungDoseRecord:
     """The lung mean dose the limits apply to, and how it was obtained."""
 
@@ -246,19 +223,6 @@ class LungDoseRecord:
     shunted_gbq: float
     mass_kg: float | None
     voxel_mean_gy: float | None  # mean of the voxel dose over the lung VOI (when the lungs are in the SPECT)
-
-
-@dataclass(frozen=True)
-class SafetyFlagRecord:
-    severity: str  # "warning" (a limit is crossed) or "note" (between a minimum and a goal)
-    quantity: str
-    value_gy: float
-    limit_gy: float
-    message: str
-
-    @classmethod
-    def of(cls, f: SafetyFlag) -> SafetyFlagRecord:
-        return cls(f.severity, f.quantity, round(f.value_gy, 2), f.limit_gy, f.message)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from pydicom import Dataset
 
 import rtstruct
 from node.derived import MANUFACTURER, MANUFACTURER_MODEL_NAME, NOT_FOR_DIAGNOSIS, SOFTWARE_VERSIONS, copy_patient_study
-from node.gsa.outputs import Layer
 from node.imaging.capture import secondary_capture
+from node.imaging.layers import Layer
 from node.imaging.pages import (
     CT_WINDOW,
     DIM,
@@ -255,16 +255,19 @@ def _info_column(frame: PageFrame, regions: Regions, uptake: Uptake, shunt: Shun
     lines = [("heading", f"Partition model, Y-90 {settings.sphere_type.value} microspheres")]
     if plan is not None:
         lines += [
-            ("body", f"Limits: normal liver <= {plan.normal_liver_limit_gy:g} Gy, lungs <= {plan.lung_limit_gy:g} Gy."),
+            ("body", f"Limits: {settings.partition_targets.basis}."),
             ("key", f"Maximum activity {plan.activity_gbq:.2f} GBq"),
             ("body", f"the largest activity within these limits (reached first: {plan.limited_by}); "
                      f"normal liver {plan.normal_liver_dose_gy:.0f} Gy, lungs {plan.lung_dose_gy:.1f} Gy."),
             ("warn", "A model maximum for the physicist's plan, not a prescription."),
         ]
     else:
-        lines.append(("warn", "Not computed: no lung shunt fraction (lungs not imaged completely, none configured)."))
-    lines.append(("small", "Doses: mean absorbed dose per region at this activity (49.67 Gy kg/GBq; tissue "
-                           "1.03 g/mL, lung 0.3 g/mL)."))
+        lines.append(("warn", "Not computed: no lung shunt fraction (lungs not imaged completely, none configured)."
+                      if shunt.lsf is None else f"Not computed: no lung dose left (limits: "
+                                                f"{settings.partition_targets.basis})."))
+    lines.append(("small", "Doses: partition-model mean per region at this activity (uniform uptake per "
+                           "compartment; 49.67 Gy kg/GBq; tissue 1.03 g/mL"
+                  + (f"; lung mass {1000 * plan.lung_mass_kg:.0f} g, {plan.lung_mass_source})." if plan else ").")))
     lines.append(("heading", "Regions from"))
     lines.append(("body", f"liver: {regions.liver_source}; tumours: {regions.tumour_source}."))
     if "automatic" in regions.liver_source or "automatic" in regions.tumour_source:

@@ -21,7 +21,7 @@ from node.imaging.grids import spacing_zyx, voxel_ml
 from node.imaging.volumes import ct_series_image, nm_image
 from node.maa import outputs
 from node.maa.correlation import PerfusionAlignment, align_to_perfusion, correlate, lesion_names
-from node.maa.dosimetry import PredictedDose, predict, regions_on_ct
+from node.maa.dosimetry import PredictedDose, ct_lung_mass, predict, regions_on_ct
 from node.maa.errors import MaaInputError
 from node.maa.measurements import (
     CorrelationRecord,
@@ -138,14 +138,21 @@ def _regions(counts: np.ndarray, spect: sitk.Image, nm: Dataset, rtss: Dataset |
 
 
 def _plan(uptake: Uptake, shunt: Shunt, analysis: MaaSettings) -> tuple[PartitionPlan | None, str]:
+    """The partition model at the settings' targets (by default the safety limits the predicted dose is checked
+    against) with the CT lung mass of the predicted dose when the lungs are on the SPECT/CT."""
     if shunt.lsf is None:
         return None, "no lung shunt fraction (lungs not imaged completely and none configured)"
     if uptake.normal_liver_ml <= 0:
         return None, "no normal liver volume"
+    targets = analysis.partition_targets
+    if targets.lung_gy <= 0 and shunt.lsf > 0:
+        return None, (f"no lung dose left to plan to: {targets.lung_from} gives {targets.lung_gy:g} Gy, and "
+                      f"{shunt.lsf:.1%} of the activity would reach the lungs")
     tn = {t.name: t.tn_ratio for t in uptake.tumours}
     vol = {t.name: t.volume_ml for t in uptake.tumours}
-    return partition_plan(tn, vol, uptake.normal_liver_ml, shunt.lsf, analysis.normal_liver_dose_gy,
-                          analysis.lung_dose_limit_gy, shunt.lung_volume_ml), ""
+    return partition_plan(tn, vol, uptake.normal_liver_ml, shunt.lsf, targets.normal_liver_gy,
+                          max(targets.lung_gy, 0.0), shunt.lung_volume_ml,
+                          lung_mass=ct_lung_mass(shunt, analysis.ct_density)), ""
 
 
 def _align(perfusion: PerfusionReference | None, ct_image: sitk.Image | None,
@@ -254,8 +261,10 @@ def run_maa(nm: Dataset, spect_ct: Sequence[Dataset] | None, rtstruct: Dataset |
                               regions.details),
         uptake=UptakeRecord.of(uptake),
         lung_shunt=ShuntRecord.of(shunt),
-        partition_model=(PartitionRecord.of(plan, analysis.sphere_type.value) if plan
-                         else PartitionRecord(computed=False, reason=no_plan, sphere_type=analysis.sphere_type.value)),
+        partition_model=(PartitionRecord.of(plan, analysis.sphere_type.value, analysis.partition_targets.basis)
+                         if plan else PartitionRecord(computed=False, reason=no_plan,
+                                                      sphere_type=analysis.sphere_type.value,
+                                                      limits_basis=analysis.partition_targets.basis)),
         correlation=correlation,
         timings_s=timings,
         predicted_dose=predicted.record if predicted is not None else None,

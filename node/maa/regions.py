@@ -40,8 +40,8 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 import rtstruct
-from node.gsa.liver import match_liver_roi
 from node.imaging.grids import distance_mm, fraction_on, grow_mm, spacing_zyx
+from node.imaging.rois import match_liver_roi
 from node.imaging.volumes import mask_to_array, mask_to_image
 from node.maa.errors import MaaInputError
 

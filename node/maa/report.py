@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 
 from pydicom import Dataset
 
+from node.dose.records import RegionDoseRecord
 from node.maa.correlation import MIN_POINTS
-from node.maa.measurements import MaaMeasurements, PredictedDoseRecord, RegionDoseRecord
-from node.maa.partition import TISSUE_DENSITY_G_PER_ML
-from node.perfusion.report import MAX_SLOPE, METHOD_CODES, PARAMETER_CONCEPTS, PERFUSION_UNITS
+from node.maa.measurements import MaaMeasurements, PredictedDoseRecord
+from node.maa.partition import TISSUE_DENSITY_G_PER_ML, WHY_TWO_DOSES
 from node.report.codes import (
     ABOVE_RANGE,
     ABSORBED_DOSE,
@@ -24,10 +24,14 @@ from node.report.codes import (
     LUNG,
     MASS,
     MAX_DOSE,
+    MAX_SLOPE,
     MEAN_DOSE,
     MEDIAN_DOSE,
+    METHOD_CODES,
     MIN_DOSE,
     NORMALITY,
+    PARAMETER_CONCEPTS,
+    PERFUSION_UNITS,
     REGION_VOLUME,
     TUMOUR,
     VOLUME,
@@ -54,7 +58,7 @@ PEARSON_R = private("LN-R-TN-ALP", "Correlation coefficient T/N vs ALP")
 TN_GTM = private("LN-M-TNGTM", "Counts/mL ratio, PVC by transfer matrix in tumour cells")
 TN_PLAIN = private("LN-M-TNRAW", "Ratio of mean counts inside contours, no PVC")
 MASS_DENSITY = private("LN-M-MASS", "Region volume x tissue density")
-PARTITION_MODEL = private("LN-M-PART", "Partition model (Ho 1996), Y-90 49.67 Gy kg/GBq")
+PARTITION_MODEL = private("LN-M-PART", "Partition-model mean (Ho 1996, uniform uptake per compartment)")
 LSF_SPECT = private("LN-M-LSFS", "SPECT/CT lung and liver counts")
 LSF_CONFIG = private("LN-M-LSFC", "Configured value (e.g. from planar imaging)")
 PEARSON = private("LN-M-PEARSON", "Pearson correlation over tumours")
@@ -63,7 +67,7 @@ SUFFIX = " (MAA SPECT)"
 ACTIVITY_GROUP, CORRELATION_GROUP = "Y-90 activity (partition model)", "T/N vs ALP (MAA SPECT, CT perfusion)"
 DOSE_PREFIX = "Y-90 dose predicted, "
 DOSE_ACTIVITY = "Y-90 dose predicted: activity"
-LDM = private("LN-M-LDM", "Local deposition, Y-90 49.67 Gy kg/GBq, MAA SPECT/CT")
+LDM = private("LN-M-LDM", "Local deposition voxel dose, Y-90 49.67 Gy kg/GBq, MAA SPECT/CT")
 LUNG_SHUNT_DOSE = private("LN-M-LUNGM", "49.67 x A x LSF / CT lung mass")
 DOSE_ACTIVITY_USED = private("LN-Y90-AD", "Y-90 activity of the predicted dose")
 
@@ -102,7 +106,7 @@ def dose_groups(pd: PredictedDoseRecord, nm: list[Dataset]) -> list[Group]:
               f"bilobar = {pd.bilobar}, compromised liver = {pd.compromised_liver}, prior lung dose (Gy) = "
               f"{pd.prior_lung_dose_gy:g}", f"limits (Gy): {limits} ({pd.limits_source})",
               f"density = {pd.density_calibration}", f"dose grid = {pd.dose_grid}",
-              f"structure grid = {pd.structure_grid}"]
+              f"structure grid = {pd.structure_grid}", WHY_TWO_DOSES]
     groups = []
     for name, r in pd.regions.items():
         site = LUNG if r.kind == "lungs" else LIVER
@@ -133,7 +137,7 @@ def dose_groups(pd: PredictedDoseRecord, nm: list[Dataset]) -> list[Group]:
 
 def _dose_items(g: Group, r: RegionDoseRecord, method: Coded) -> None:
     g.add(VOLUME, r.volume_ml, "mL", REGION_VOLUME, "volume")
-    g.add(MEAN_DOSE, r.mean_gy, "Gy", method, "Dmean")
+    g.add(MEAN_DOSE, r.mean_gy, "Gy", method, "voxel Dmean (local deposition)")
     g.add(MEDIAN_DOSE, r.d50_gy, "Gy", method, "D50")
     g.add(DOSE_D70, r.d70_gy, "Gy", method, "D70")
     g.add(DOSE_D90, r.d90_gy, "Gy", method, "D90")
@@ -152,9 +156,11 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
     plan_params = [f"model = {plan.model}", f"sphere type = {plan.sphere_type or None}",
                    f"normal liver limit (Gy) = {plan.normal_liver_limit_gy}",
                    f"lung limit (Gy) = {plan.lung_limit_gy}", f"limited by = {plan.limited_by or None}",
+                   f"limits from {plan.limits_basis or None}",
                    f"lung mass = {plan.lung_mass_source or None}",
                    f"densities (g/mL) = {plan.densities_g_per_ml or None}",
-                   "the activity is the largest within the limits: a model figure, not a prescription"]
+                   "the activity is the largest within the limits: a model figure, not a prescription",
+                   WHY_TWO_DOSES] + ([] if plan.computed else [f"not computed: {plan.reason}"])
     rows = {r.tumour: r for r in corr.rows} if corr is not None else {}
     groups = []
     for name, t in up.tumours.items():
@@ -164,7 +170,8 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
         g.add(TN_RATIO_UNCORRECTED, t.tn_ratio_uncorrected, "{ratio}", TN_PLAIN, "T/N uncorrected", decimals=1)
         g.add(VOLUME, t.volume_ml, "mL", REGION_VOLUME, "volume")
         g.add(MASS, t.volume_ml, "g", MASS_DENSITY, "mass", scale=TISSUE_DENSITY_G_PER_ML)
-        g.add(ABSORBED_DOSE, plan.tumour_doses_gy.get(name), "Gy", PARTITION_MODEL, "dose", decimals=0)
+        g.add(ABSORBED_DOSE, plan.tumour_doses_gy.get(name), "Gy", PARTITION_MODEL, "partition-model mean dose",
+              decimals=0)
         row = rows.get(name)
         for map_method, values in (row.perfusion.items() if row is not None else ()):
             method = METHOD_CODES.get(map_method.lower(), MAX_SLOPE)
@@ -177,7 +184,7 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
               region="Normal liver", region_source="MAA SPECT: liver minus tumours")
     g.add(VOLUME, up.normal_liver_ml, "mL", REGION_VOLUME, "volume")
     g.add(MASS, plan.normal_liver_mass_kg, "g", MASS_DENSITY, "mass", scale=1000.0)
-    g.add(ABSORBED_DOSE, plan.normal_liver_dose_gy, "Gy", PARTITION_MODEL, "dose", decimals=0)
+    g.add(ABSORBED_DOSE, plan.normal_liver_dose_gy, "Gy", PARTITION_MODEL, "partition-model mean dose", decimals=0)
     groups.append(g)
     liver_source = ("MAA SPECT/CT: RTSTRUCT" if m.regions.liver_source == "RTSTRUCT"
                     else "MAA SPECT: automatic from the uptake")
@@ -194,7 +201,7 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
           f"LSF ({shunt.source})", scale=100.0)
     g.add(VOLUME, shunt.lung_volume_ml, "mL", REGION_VOLUME, "CT lung volume", decimals=0)
     g.add(MASS, plan.lung_mass_kg, "g", MASS_DENSITY, "mass", scale=1000.0)
-    g.add(ABSORBED_DOSE, plan.lung_dose_gy, "Gy", PARTITION_MODEL, "dose")
+    g.add(ABSORBED_DOSE, plan.lung_dose_gy, "Gy", PARTITION_MODEL, "partition-model mean dose")
     groups.append(g)
     g = Group("maa", ACTIVITY_GROUP, LIVER, None, sources=nm, parameters=plan_params)
     g.add(ACTIVITY, plan.activity_gbq, "GBq", PARTITION_MODEL,
@@ -251,10 +258,12 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
                          number(dose.value if dose else None, "Gy", 0), cell(alp), cell(pvp), cell(hpi)))
         blocks.append(Table(
             (Column("tumour", align="l"), Column("volume", CM3), Column("T/N"), Column("T/N uncorr."),
-             Column("dose", "Gy"), Column("ALP", "mL/min/100 mL", width=1.3), Column("PVP", "mL/min/100 mL", width=1.3),
+             Column("partition mean", "Gy"), Column("ALP", "mL/min/100 mL", width=1.3),
+             Column("PVP", "mL/min/100 mL", width=1.3),
              Column("HPI", "%")), tuple(rows), title="Tumours",
-            notes=("T/N corrected for partial volume (uncorrected: plain ratio of means); dose at the maximum activity "
-                   "below; ALP/PVP/HPI: mean of the CT perfusion maps in the tumour (max slope where available)."
+            notes=("T/N corrected for partial volume (uncorrected: plain ratio of means); partition mean: the "
+                   "partition-model mean dose at the maximum activity below; ALP/PVP/HPI: mean of the CT perfusion "
+                   "maps in the tumour (max slope where available)."
                    + (" n.m.: the CT perfusion reports the lesion's value as not measurable (its section says why)."
                       if any(c.endswith(NOT_MEASURABLE_TEXT) for r in rows for c in r) else ""),)))
     else:
@@ -270,7 +279,7 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
                      number(dose.value if dose else None, "Gy", dose.decimals if dose else None)))
     if rows:
         blocks.append(Table((Column("region", align="l", width=1.6), Column("volume", CM3), Column("mass", "g"),
-                             Column("dose", "Gy")), tuple(rows), title="Normal liver and lungs"))
+                             Column("partition mean", "Gy")), tuple(rows), title="Normal liver and lungs"))
     lungs = by_region.get("Lungs")
     lsf = next((i for i in lungs.items if i.concept == LSF), None) if lungs else None
     if lsf is not None:
@@ -285,15 +294,18 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
         limited = params.get("limited by", "None")
         limits = [f"{what} \u2264 {_g(params.get(key))} Gy" for what, key in
                   (("normal liver", "normal liver limit (Gy)"), ("lungs", "lung limit (Gy)"))]
+        basis = next((p[len("limits from "):] for p in act.parameters if p.startswith("limits from ")), "")
         blocks.append(Note(f"Partition model ({'Y-90 ' + sphere + ' microspheres' if sphere != 'None' else 'Y-90'}; "
-                           f"{', '.join(limits)}):"))
+                           f"{', '.join(limits)}" + (f"; limits from {basis}" if basis else "") + "):"))
         blocks.append(Note(f"maximum activity within these limits {number(activity.value, 'GBq')} GBq", key=True))
         at_lung = act.item(ACTIVITY_LUNG_LIMIT)
         lung_alone = f"; the lung limit alone would allow {number(at_lung.value, 'GBq')} GBq" if at_lung else ""
         blocks.append(Note(f"reached first: {limited} limit{lung_alone}. A model maximum for the physicist's "
                            "plan, not a prescription."))
     else:
-        blocks.append(Note("Partition model not computed (no lung shunt fraction).", flag=True))
+        why = next((p[len("not computed: "):] for p in (act.parameters if act else [])
+                    if p.startswith("not computed: ")), "no lung shunt fraction")
+        blocks.append(Note(f"Partition model not computed ({why}).", flag=True))
     corr = next((g for g in groups if g.identifier == CORRELATION_GROUP), None)
     texts = []
     recorded = (corr.parameters if corr is not None else
@@ -326,8 +338,10 @@ def _dose_blocks(groups: Sequence[Group]) -> list[SummaryBlock]:
         rows.append((g.region or g.identifier[len(DOSE_PREFIX):], value_text(g.item(VOLUME)), value_text(mean),
                      *(value_text(g.item(c)) for c in (MEDIAN_DOSE, DOSE_D70, DOSE_D90)), vs or "-"))
     return [Table(
-        (Column("region", align="l", width=1.6), Column("volume", CM3), Column("Dmean", "Gy"), Column("D50", "Gy"),
+        (Column("region", align="l", width=1.6), Column("volume", CM3), Column("voxel Dmean", "Gy"),
+         Column("D50", "Gy"),
          Column("D70", "Gy"), Column("D90", "Gy"), Column("V (Gy)", "% of volume", align="l", width=2.2)),
         tuple(rows), title=f"Y-90 dose predicted (local deposition) for {what}",
-        notes=("Lungs: 49.67 x A x LSF / CT lung mass. Safety flags (warnings below) are warnings, not "
-               "prescriptions.",))]
+        notes=("Lungs: 49.67 x A x LSF / CT lung mass (the partition model's lung mass too). Safety flags "
+               "(warnings below) are warnings, not prescriptions.", WHY_TWO_DOSES[0].upper() + WHY_TWO_DOSES[1:]
+               + "."))]

@@ -4,6 +4,11 @@ sub-tables).
 Planning (partition model) and the predicted Y-90 dose share the table: the dose is the dose of the planned
 activity, and its safety flags depend on the sphere type and the treatment (bilobar, compromised liver, lung
 dose of earlier sessions), which are the physicist's settings for this site's protocol.
+
+The partition model plans to :attr:`MaaSettings.partition_targets`: by default the very safety limits the
+predicted dose is checked against (sphere type and treatment), so the node's own plan is not flagged by its own
+check; a site that plans to other doses sets ``normal_liver_dose_gy`` / ``lung_dose_limit_gy`` and says so in
+every output (the targets' basis).
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from node.dose.density import DEFAULT_CALIBRATION, DensityCalibration
 from node.dose.safety import DoseLimits, SphereType, TreatmentContext
 from node.workflow import CommonSettings
 
-__all__ = ["MaaSettings", "parse_settings", "LIMIT_KEYS"]
+__all__ = ["MaaSettings", "PartitionTargets", "parse_settings", "LIMIT_KEYS"]
 
 #: Keys of ``[analysis.maa.dose_limits]``: each replaces the EANM default of the sphere type (Gy, mean doses).
 LIMIT_KEYS = ("normal_liver_max_gy", "normal_liver_compromised_max_gy", "tumour_min_gy", "tumour_goal_gy",
@@ -22,9 +27,27 @@ LIMIT_KEYS = ("normal_liver_max_gy", "normal_liver_compromised_max_gy", "tumour_
 
 
 @dataclass(frozen=True)
+class PartitionTargets:
+    """The doses the partition model plans to, and where each comes from (the site's setting or a safety limit)."""
+
+    normal_liver_gy: float
+    lung_gy: float  # <= 0 when earlier sessions used up the cumulative lung limit: no plan
+    normal_liver_from: str
+    lung_from: str
+
+    @property
+    def basis(self) -> str:
+        """One line for the outputs, e.g. "normal liver 40 Gy (resin safety limit, unilobar), lungs 30 Gy (safety
+        limit per session)"; "site setting" is [analysis.maa] normal_liver_dose_gy / lung_dose_limit_gy."""
+        return (f"normal liver {self.normal_liver_gy:g} Gy ({self.normal_liver_from}), lungs {self.lung_gy:g} Gy "
+                f"({self.lung_from})")
+
+
+@dataclass(frozen=True)
 class MaaSettings:
-    normal_liver_dose_gy: float = 70.0  # partition model: normal-liver dose limit
-    lung_dose_limit_gy: float = 30.0  # partition model: lung dose limit per session
+    #: partition model: normal-liver and lung doses to plan to; None = the safety limits (partition_targets)
+    normal_liver_dose_gy: float | None = None
+    lung_dose_limit_gy: float | None = None
     lung_shunt_fraction: float | None = None  # from planar imaging, used when the MAA SPECT misses the lungs
     liver_roi_names: tuple[str, ...] = CommonSettings.liver_roi_names  # from [analysis] liver_roi_names
     # ---- predicted Y-90 dose (local deposition) of the planned activity
@@ -41,6 +64,26 @@ class MaaSettings:
     def treatment(self) -> TreatmentContext:
         return TreatmentContext(bilobar=self.bilobar, compromised_liver=self.compromised_liver,
                                 prior_lung_dose_gy=self.prior_lung_dose_gy)
+
+    @property
+    def partition_targets(self) -> PartitionTargets:
+        """The site's planning doses where set, else the safety limits of the sphere type and treatment."""
+        context, limits = self.treatment, self.dose_limits
+        kind = limits.sphere_type.value
+        if self.normal_liver_dose_gy is not None:
+            nl, nl_from = self.normal_liver_dose_gy, "site setting"
+        else:
+            compromised = context.bilobar or context.compromised_liver
+            nl = limits.normal_liver_limit(context)
+            nl_from = f"{kind} safety limit, {'bilobar or compromised' if compromised else 'unilobar'}"
+        if self.lung_dose_limit_gy is not None:
+            lung, lung_from = self.lung_dose_limit_gy, "site setting"
+        else:
+            lung = limits.lung_limit(context)
+            lung_from = ("safety limit per session" if lung == limits.lung_session_max_gy else
+                         f"safety limit {limits.lung_cumulative_max_gy:g} Gy cumulative - "
+                         f"{context.prior_lung_dose_gy:g} Gy before")
+        return PartitionTargets(nl, lung, nl_from, lung_from)
 
 
 def _limits(table: ConfigTable, sphere: SphereType) -> DoseLimits:
@@ -83,8 +126,8 @@ def _calibration(table: ConfigTable) -> DensityCalibration:
 def parse_settings(table: ConfigTable, common: CommonSettings) -> MaaSettings:
     sphere = SphereType(table.choice("sphere_type", SphereType.RESIN.value, tuple(s.value for s in SphereType)))
     settings = MaaSettings(
-        normal_liver_dose_gy=table.number("normal_liver_dose_gy", 70.0, lo=0.0, lo_open=True, hi=200.0),
-        lung_dose_limit_gy=table.number("lung_dose_limit_gy", 30.0, lo=0.0, lo_open=True, hi=200.0),
+        normal_liver_dose_gy=table.optional_number("normal_liver_dose_gy", lo=0.0, lo_open=True, hi=200.0),
+        lung_dose_limit_gy=table.optional_number("lung_dose_limit_gy", lo=0.0, lo_open=True, hi=200.0),
         lung_shunt_fraction=table.optional_number("lung_shunt_fraction", lo=0.0, hi=0.99),
         liver_roi_names=common.liver_roi_names,
         predicted_dose=table.boolean("predicted_dose", True),

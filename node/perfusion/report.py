@@ -1,7 +1,7 @@
 """The CT perfusion workflow's part of the case report: input curves and region statistics, and its summary.
 
-Its coded concepts and methods are here too; the MAA workflow (which reports perfusion values per tumour)
-imports them from this module.
+Its own coded concepts are here; the perfusion parameters and methods are in node.report.codes, since the MAA
+workflow reports perfusion values per tumour with the same codes.
 """
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from node.perfusion.measurements import PerfusionMeasurements, flag_text
 from node.report.codes import (
     AORTA,
     LIVER,
-    MEAN_TRANSIT_TIME,
+    METHOD_CODES,
+    PARAMETER_CONCEPTS,
+    PERFUSION_UNITS,
     PORTAL_VEIN,
     REGION_VOLUME,
     SPLEEN,
@@ -27,29 +29,10 @@ from node.report.groups import Coded, Group, nearest_position, private
 from node.report.summary import CM3, Column, Note, SummaryBlock, Table, number, value_text
 from node.workflow import WorkflowResult
 
-__all__ = ["PROCEDURE", "PARAMETER_CONCEPTS", "PERFUSION_UNITS", "MAX_SLOPE", "DISCM", "METHOD_CODES",
-           "report_groups", "summary_section"]
+__all__ = ["PROCEDURE", "report_groups", "summary_section"]
 
 #: LOINC "CT Liver W contrast IV": the imaging procedure reported (no LOINC code names liver CT perfusion).
 PROCEDURE = Coded("24815-3", "LN", "CT Liver W contrast IV")
-
-#: Units of the perfusion parameters (as the Parametric Maps declare them).
-PERFUSION_UNITS = {"ALP": "mL/min/(100.mL)", "PVP": "mL/min/(100.mL)", "TLP": "mL/min/(100.mL)", "HPI": "%",
-                   "DV": "%", "MTT": "s"}
-PARAMETER_CONCEPTS: dict[str, Coded] = {
-    "ALP": private("LN-ALP", "Arterial liver perfusion"),
-    "PVP": private("LN-PVP", "Portal venous perfusion"),
-    # total blood flow per volume of tissue: DICOM's "Absolute Regional Blood Flow" (CID 4108)
-    "TLP": Coded("126390", "DCM", "Absolute Regional Blood Flow"),
-    "HPI": private("LN-HPI", "Hepatic perfusion index"),
-    "DV": private("LN-DV", "Distribution volume"),
-    "MTT": MEAN_TRANSIT_TIME,
-}
-#: DICOM's "Maximum Slope" (CID 4109); the dual input (aorta and portal vein) is said in the parameters
-MAX_SLOPE = Coded("126375", "DCM", "Maximum Slope")
-DISCM = private("LN-M-DISCM", "Dual-input single-compartment model (Materne)")
-#: Method names as the perfusion records and Parametric Maps spell them -> method code.
-METHOD_CODES: dict[str, Coded] = {"max-slope": MAX_SLOPE, "maxslope": MAX_SLOPE, "discm": DISCM}
 
 ANALYSED_VOLUME = private("LN-VOLA", "Analysed volume")
 PEAK_ENHANCEMENT = private("LN-PEAK", "Peak contrast enhancement")

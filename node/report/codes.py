@@ -17,7 +17,7 @@ __all__ = [
     "AORTA", "PORTAL_VEIN", "SPLEEN", "TUMOUR", "NOT_MEASURABLE", "DECIMALS", "concept", "unit", "derivation",
     "rounded", "decimals_of", "DOSE_D70", "DOSE_D90", "volume_receiving", "RATIO", "DOSE_DIFFERENCE", "DVH_METHOD",
     "NORMALITY", "ABOVE_RANGE", "BELOW_RANGE", "ADMINISTERED_ACTIVITY", "MEAN_DOSE", "MIN_DOSE", "MAX_DOSE",
-    "MEDIAN_DOSE",
+    "MEDIAN_DOSE", "PERFUSION_UNITS", "PARAMETER_CONCEPTS", "MAX_SLOPE", "DISCM", "METHOD_CODES",
 ]
 
 # ----------------------------------------------------------------- measurement names used by several workflows
@@ -26,6 +26,25 @@ MASS = Coded("118538004", "SCT", "Mass")
 ABSORBED_DOSE = Coded("128513", "DCM", "Absorbed Dose")
 MEAN_TRANSIT_TIME = Coded("113052", "DCM", "Mean Transit Time")
 TIME_TO_PEAK = Coded("113069", "DCM", "Time To Peak")
+
+# ----------------------------------------------------------------- CT perfusion parameters (perfusion and MAA reports)
+#: Units of the perfusion parameters (as the Parametric Maps declare them).
+PERFUSION_UNITS = {"ALP": "mL/min/(100.mL)", "PVP": "mL/min/(100.mL)", "TLP": "mL/min/(100.mL)", "HPI": "%",
+                   "DV": "%", "MTT": "s"}
+PARAMETER_CONCEPTS: dict[str, Coded] = {
+    "ALP": private("LN-ALP", "Arterial liver perfusion"),
+    "PVP": private("LN-PVP", "Portal venous perfusion"),
+    # total blood flow per volume of tissue: DICOM's "Absolute Regional Blood Flow" (CID 4108)
+    "TLP": Coded("126390", "DCM", "Absolute Regional Blood Flow"),
+    "HPI": private("LN-HPI", "Hepatic perfusion index"),
+    "DV": private("LN-DV", "Distribution volume"),
+    "MTT": MEAN_TRANSIT_TIME,
+}
+#: DICOM's "Maximum Slope" (CID 4109); the dual input (aorta and portal vein) is said in the parameters
+MAX_SLOPE = Coded("126375", "DCM", "Maximum Slope")
+DISCM = private("LN-M-DISCM", "Dual-input single-compartment model (Materne)")
+#: Method names as the perfusion records and Parametric Maps spell them -> method code.
+METHOD_CODES: dict[str, Coded] = {"max-slope": MAX_SLOPE, "maxslope": MAX_SLOPE, "discm": DISCM}
 
 # ----------------------------------------------------------------- dose-volume figures (Y-90 and plan doses)
 # DICOM CID 10061 (absorbed radiation dose types) names Dmean, Dmin, Dmax and the median (D50); Dx and Vx have no

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from node.dose.records import RegionDoseRecord, SafetyFlagRecord
 from node.imaging.registration import RegistrationRecord
-from node.maa.measurements import RegionDoseRecord, SafetyFlagRecord
 
 __all__ = ["ComparisonRecord", "SourceRecord", "Y90PostMeasurements"]
 

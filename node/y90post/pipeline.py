@@ -26,8 +26,11 @@ from node.derived import NOT_FOR_DIAGNOSIS
 from node.dose.activity import pet_decay_info
 from node.dose.compare import delivered_on_grid, register_post_therapy
 from node.dose.dvh import (
+    NON_TUMOURAL_LIVER,
     NORMAL_LIVER_V_GY,
     TUMOUR_V_GY,
+    V_GY,
+    WHOLE_LIVER,
     LungDose,
     NormalLiverDose,
     RegionDose,
@@ -38,6 +41,7 @@ from node.dose.dvh import (
 )
 from node.dose.ldm import DoseMap
 from node.dose.page import PALETTE, Curve, render_dvh_page
+from node.dose.records import RegionDoseRecord, SafetyFlagRecord
 from node.dose.rtdose import build_rt_dose
 from node.dose.safety import check_y90_safety
 from node.dose.y90 import delivered_dose_from_counts, delivered_dose_from_pet
@@ -45,8 +49,7 @@ from node.imaging.capture import secondary_capture
 from node.imaging.grids import as_image, fraction_on
 from node.imaging.pages import Identity, Page
 from node.imaging.volumes import ct_series_image, nm_image
-from node.maa.dosimetry import NON_TUMOURAL_LIVER, V_GY, WHOLE_LIVER, DoseReference, DoseRegion
-from node.maa.measurements import RegionDoseRecord, SafetyFlagRecord
+from node.maa.reference import DoseReference, DoseRegion
 from node.workflow import OutputObject, WorkflowResult
 from node.y90post.errors import PostTherapyInputError
 from node.y90post.measurements import ComparisonRecord, SourceRecord, Y90PostMeasurements

@@ -18,12 +18,12 @@ import pytest
 from test_dose_plastimatch import assert_agree, figures_from_histogram, plastimatch_dvh
 
 import rtstruct
+from node.dose.records import SafetyFlagRecord
 from node.gsa.pipeline import run_gsa
 from node.gsa.settings import GsaSettings
 from node.gsaplan.pipeline import run_gsaplan
 from node.gsaplan.settings import GsaPlanSettings
 from node.gsaplan.workflow import GSAPLAN
-from node.maa.measurements import SafetyFlagRecord
 from node.maa.pipeline import run_maa
 from node.maa.reference import MaaResult
 from node.maa.settings import MaaSettings
@@ -55,7 +55,8 @@ class Case:
         self.truth = json.loads((root / "truth.json").read_text())
         self.nm = series(root, "spect-maa")[0]
         self.maa_ct = series(root, "spect-maa-ct")
-        self.maa = run_maa(self.nm, self.maa_ct, None, None, MaaSettings())
+        # a site plan above resin's 40 Gy normal-liver limit, so that the safety flags show
+        self.maa = run_maa(self.nm, self.maa_ct, None, None, MaaSettings(normal_liver_dose_gy=70.0))
         assert isinstance(self.maa, MaaResult) and self.maa.dose is not None
         self.pet, self.pet_ct = series(root, "y90-pet"), series(root, "y90-pet-ct")
         self.post = run_y90post(self.pet, self.pet_ct, self.maa.dose, Y90PostSettings())
@@ -110,13 +111,34 @@ def _flags(result: MaaResult) -> list[SafetyFlagRecord]:
 
 
 def test_safety_flags_follow_the_sphere_type_and_the_treatment(case) -> None:
-    """At the partition activity (70 Gy normal-liver target) resin's 40 Gy limit is crossed; at the phantom's
-    planned 1.8 GBq it is not, unless the liver is compromised (30 Gy); glass flags every tumour below 205 Gy and
-    keeps 70 Gy for a compromised liver."""
-    quantities = {f.quantity for f in case.maa.measurements.predicted_dose.flags}
-    assert "non-tumoural liver mean dose" in quantities
+    """At the partition activity of a site's 70 Gy normal-liver target resin's 40 Gy limit is crossed; at the
+    default targets (the safety limits themselves) the plan meets its limits up to the partition model's uniform
+    compartments; at the phantom's planned 1.8 GBq it is not, unless the liver is compromised (30 Gy); glass flags
+    every tumour below 205 Gy and keeps 70 Gy for a compromised liver."""
+    from node.dose.safety import DoseLimits, SphereType
+
+    site = case.maa.measurements.predicted_dose
+    flagged = next(f for f in site.flags if f.quantity == "non-tumoural liver mean dose")
+    assert flagged.value_gy > flagged.limit_gy == 40.0 and "exceeds" in flagged.message
     assert any("non-tumoural liver" in w for w in case.maa.warnings)
-    from node.dose.safety import DoseLimits
+    assert "site setting" in case.maa.measurements.partition_model.limits_basis
+
+    defaults = {"resin": MaaSettings(), "compromised": MaaSettings(compromised_liver=True),
+                "glass": MaaSettings(sphere_type=SphereType.GLASS, dose_limits=DoseLimits.eanm("glass"))}
+    for name, settings in defaults.items():
+        m = run_maa(case.nm, case.maa_ct, None, None, settings).measurements
+        plan, pd = m.partition_model, m.predicted_dose
+        assert pd is not None and pd.lungs is not None and pd.lungs.mean_gy is not None, name
+        limit = settings.dose_limits.normal_liver_limit(settings.treatment)
+        assert plan.limits_basis.startswith(f"normal liver {limit:g} Gy ({settings.sphere_type.value} safety"), name
+        ntl = pd.regions["non-tumoural liver"].mean_gy
+        assert ntl is not None and ntl == pytest.approx(limit if plan.limited_by == "normal liver"
+                                                        else plan.normal_liver_dose_gy, rel=0.03), name
+        assert ntl <= limit * 1.03, name  # the plan is at most at its limit; the voxel mean within 3 % of it
+        nl_flags = [f for f in pd.flags if f.quantity == "non-tumoural liver mean dose"]
+        assert bool(nl_flags) == (round(ntl, 1) > limit), (name, ntl)
+        assert not [f for f in pd.flags if f.quantity.startswith("lung")], name
+        assert pd.lungs.mean_gy == pytest.approx(plan.lung_dose_gy, abs=0.01), name  # one lung mass
 
     planned = MaaSettings(prescribed_activity_gbq=1.8)
     at_plan = run_maa(case.nm, case.maa_ct, None, None, planned).measurements.predicted_dose

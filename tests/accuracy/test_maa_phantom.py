@@ -66,14 +66,25 @@ def test_lung_shunt_measured_on_spect(phantom, automatic):
 
 
 def test_partition_model_in_record_follows_the_formula(automatic):
+    """By default the plan targets resin's safety limits (normal liver 40 Gy unilobar, lungs 30 Gy) with the CT
+    lung mass, and the predicted dose's lung mean is the plan's lung dose: one lung mass for both (to the record's
+    rounding: 0.01 Gy)."""
     m = automatic.measurements
     plan, up, lsf = m.partition_model, m.uptake, m.lung_shunt.lung_shunt_fraction
     weighted = sum(t.tn_ratio * t.volume_ml * 1.03e-3 for t in up.tumours.values())
-    expected = 70.0 * (weighted + up.normal_liver_ml * 1.03e-3) / (49.67 * (1 - lsf))
+    expected = 40.0 * (weighted + up.normal_liver_ml * 1.03e-3) / (49.67 * (1 - lsf))
     assert plan.limited_by == "normal liver"
     assert plan.activity_gbq == pytest.approx(expected, rel=2e-3)
-    assert plan.normal_liver_dose_gy == pytest.approx(70.0, rel=1e-3)
-    assert plan.lung_dose_gy < 30.0
+    assert plan.normal_liver_dose_gy == pytest.approx(40.0, rel=1e-3)
+    assert plan.limits_basis == "normal liver 40 Gy (resin safety limit, unilobar), lungs 30 Gy (safety limit per " \
+                                "session)"
+    assert plan.lung_mass_source == "SPECT/CT CT lungs through the density calibration"
+    assert "lung" not in plan.densities_g_per_ml  # no 0.30 g/mL convention
+    pd = m.predicted_dose
+    assert pd is not None and pd.lungs is not None and pd.lungs.mean_gy is not None
+    assert pd.lungs.mass_kg == pytest.approx(plan.lung_mass_kg, abs=1e-4)
+    assert pd.lungs.mean_gy == pytest.approx(plan.lung_dose_gy, abs=0.01) and plan.lung_dose_gy < 30.0
+    assert not [f for f in pd.flags if f.quantity.startswith("lung")]
 
 
 def _ct_points(ct_sorted):
@@ -185,3 +196,31 @@ def test_case_report_from_the_maa_result(tmp_path, phantom, automatic):
     activity = groups["Y-90 activity (partition model)"].get_measurements()[0]
     assert activity.unit.value == "GBq" and activity.name.meaning == "Maximum Y-90 activity within the dose limits"
     assert float(activity.value) == pytest.approx(automatic.measurements.partition_model.activity_gbq, abs=0.005)
+
+
+def test_report_states_the_limits_basis_and_which_dose_is_which(tmp_path, phantom, automatic):
+    """SR: the plan's parameters say where the limits come from; the partition-model dose and the voxel dose
+    carry their own method and the sentence on why they differ; the summary says both too."""
+    from node.maa.partition import WHY_TWO_DOSES
+    from node.report.build import build_report
+
+    outputs = build_report("PHANTOM-CASE", {"maa": automatic}, {"spect-maa": [phantom["nm"]],
+                                                                "spect-ct": phantom["ct"]})
+    sr = outputs[0].dataset
+    texts: list[str] = []
+    meanings: set[str] = set()
+
+    def walk(items: Any) -> None:
+        for item in items:
+            if "TextValue" in item:
+                texts.append(str(item.TextValue))
+            for seq in ("ConceptCodeSequence", "ConceptNameCodeSequence"):
+                meanings.update(str(c.CodeMeaning) for c in item.get(seq, []))
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    assert "limits from normal liver 40 Gy (resin safety limit, unilobar), lungs 30 Gy (safety limit per session)" \
+        in texts
+    assert WHY_TWO_DOSES in texts
+    assert {"Partition-model mean (Ho 1996, uniform uptake per compartment)",
+            "Local deposition voxel dose, Y-90 49.67 Gy kg/GBq, MAA SPECT/CT"} <= meanings

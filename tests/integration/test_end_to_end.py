@@ -71,6 +71,8 @@ ae_title = "TPS"
 host = "127.0.0.1"
 port = {tps.dicom_port}
 outputs = ["rtstruct", "rtdose"]
+[analysis.maa]
+normal_liver_dose_gy = 70.0  # a plan above resin's 40 Gy limit, so that the safety flag shows
 """)
     log = tmp / "node.log"
     node = start_node_process(cfg, port, log)

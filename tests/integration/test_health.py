@@ -2,6 +2,7 @@
 # mypy: disable-error-code="union-attr, index, arg-type"
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.request
@@ -83,3 +84,71 @@ def test_a_failing_status_provider_gives_500_not_a_dead_endpoint() -> None:
         assert _get(server.port, "/livez")[0] == 200
     finally:
         server.stop()
+
+
+def _status_of(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as rsp:
+            return rsp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_beyond_loopback_status_and_metrics_need_credentials_the_probes_do_not(tmp_path: Path) -> None:
+    from node.audit import recent
+    from node.service import Node
+
+    from conftest import RecordingSink
+
+    token = "metrics-token-0123456789"
+    bare = Node(make_config(tmp_path / "bare", health={"enabled": True, "host": "0.0.0.0", "port": 0}),
+                sink=RecordingSink())
+    bare.start()
+    try:
+        url = f"http://127.0.0.1:{bare.health.port}"
+        assert _status_of(url + "/livez") == 200 and _status_of(url + "/readyz") in (200, 503)
+        assert _status_of(url + "/status") == 403 and _status_of(url + "/metrics") == 403
+        assert any("only /livez and /readyz answer" in w for w in bare.warnings())
+    finally:
+        bare.stop()
+    node = Node(make_config(tmp_path / "tok", health={"enabled": True, "host": "0.0.0.0", "port": 0},
+                            dashboard={"token": token, "username": "prometheus", "password": "scrape-password-1"}),
+                sink=RecordingSink())
+    node.start()
+    try:
+        url = f"http://127.0.0.1:{node.health.port}"
+        assert _status_of(url + "/livez") == 200 and _status_of(url + "/readyz") in (200, 503)
+        assert _status_of(url + "/status") == 401 and _status_of(url + "/metrics") == 401
+        assert _status_of(url + "/metrics", {"Authorization": "Bearer wrong-token-0123456789"}) == 401
+        refused = [e for e in recent(20) if e.event == "access-refused"]
+        assert refused and (refused[0].fields["path"], refused[0].fields["reason"]) == ("/metrics", "wrong credentials")
+        assert _status_of(url + "/status", {"Authorization": f"Bearer {token}"}) == 200
+        basic = base64.b64encode(b"prometheus:scrape-password-1").decode()
+        assert _status_of(url + "/metrics", {"Authorization": f"Basic {basic}"}) == 200
+    finally:
+        node.stop()
+
+
+def test_on_loopback_a_host_header_naming_another_machine_is_refused(tmp_path: Path) -> None:
+    """DNS rebinding: a page from attacker.example whose name now resolves to 127.0.0.1 sends Host:
+    attacker.example; the node answers only to its own names (the port may differ: an SSH tunnel)."""
+    from node.audit import recent
+    from node.service import Node
+
+    from conftest import RecordingSink
+
+    node = Node(make_config(tmp_path / "var", health={"enabled": True, "port": 0}, dashboard={"enabled": True}),
+                sink=RecordingSink())
+    node.start()
+    try:
+        url = f"http://127.0.0.1:{node.health.port}"
+        for path in ("/ui/", "/status", "/metrics"):
+            assert _status_of(url + path, {"Host": f"attacker.example:{node.health.port}"}) == 421, path
+            assert _status_of(url + path, {"Host": f"localhost:{node.health.port + 1}"}) == 200, path
+        assert _status_of(url + "/ui/", {"Host": "127.0.0.1"}) == 200
+        assert _status_of(url + "/ui/", {"Host": f"[::1]:{node.health.port}"}) == 200
+        assert _status_of(url + "/ui/", {"Host": "127.0.0.1.attacker.example"}) == 421
+        hosts = [e.fields.get("host") for e in recent(50) if e.event == "access-refused"][:4]  # newest first
+        assert hosts == ["127.0.0.1.attacker.example"] + [f"attacker.example:{node.health.port}"] * 3
+    finally:
+        node.stop()

@@ -206,6 +206,22 @@ def test_peer_silent_inside_a_pdu_is_closed_after_the_network_timeout(node_facto
         assert c.associate() == Z.A_ASSOCIATE_AC and c.echo() == 0
 
 
+@pytest.mark.fast_path_only  # stock pynetdicom's own reactor aborts on its idle timer, which a PDU does not restart
+def test_slow_pdu_whose_bytes_keep_arriving_is_not_a_silent_peer(node_factory, tmp_path: Path) -> None:
+    """network_timeout is for a *silent* peer: a PDU that takes longer than it to arrive, a few bytes at a time
+    (a slow link), is read to its end and answered, not cut off."""
+    node = node_factory(make_config(tmp_path / "var", receive={"network_timeout_seconds": 1.0}), workflows={})
+    with Z.Client("127.0.0.1", node.address[1]) as c:
+        assert c.associate() == Z.A_ASSOCIATE_AC
+        pdu = Z.p_data(Z.pdv(1, 3, Z.c_echo_rq()))
+        step = -(-len(pdu) // 12)
+        for start in range(0, len(pdu), step):  # 12 pieces, 0.2 s apart: 2.4 s for one PDU
+            c.send(pdu[start:start + step])
+            time.sleep(0.2)
+        assert c.status() == 0
+        assert c.echo() == 0  # and the association goes on
+
+
 def test_association_limit_rejects_as_local_limit_and_says_so(node_factory, tmp_path: Path, caplog) -> None:
     node = node_factory(make_config(tmp_path / "var", node={"max_associations": 2}), workflows={})
     port = node.address[1]
@@ -230,6 +246,55 @@ def test_association_limit_rejects_as_local_limit_and_says_so(node_factory, tmp_
     first.release()
     assert wait_until(lambda: associate().is_established, timeout=5)  # (released at once by the SCU side)
     second.release()
+
+
+@pytest.mark.fast_path_only  # only the node's own associations know whether they are idle
+def test_idle_associations_of_one_address_do_not_keep_another_out(node_factory, tmp_path: Path, caplog) -> None:
+    """Every slot held by silent, established associations from 127.0.0.1: another address still stores (an idle
+    one of them is aborted, with one line saying why); the same address is still refused (its own limit)."""
+    node = node_factory(make_config(tmp_path / "var", node={"max_associations": 3},
+                                    receive={"idle_association_seconds": 0.5}), workflows={})
+    port = node.address[1]
+    held = [Z.Client("127.0.0.1", port) for _ in range(3)]
+    try:
+        assert [c.associate() for c in held] == [Z.A_ASSOCIATE_AC] * 3
+        assert held[1].echo() == 0  # one of them is not silent: it stays
+        with Z.Client("127.0.0.1", port) as same:  # the holder's own address: nothing to take over
+            assert same.associate() == Z.A_ASSOCIATE_RJ
+        time.sleep(0.7)
+        held[1].echo()
+        (ds,) = F.ct_series("P-IDLE-SLOTS", 1)
+        with caplog.at_level(logging.WARNING, logger="node.netfast"):
+            ae = AE(ae_title="OTHERHOST")
+            ae.add_requested_context(F.CT)
+            assoc = ae.associate("127.0.0.1", port, ae_title="LIVERNODE", bind_address=("127.0.0.2", 0))
+            assert assoc.is_established
+            assert assoc.send_c_store(ds).Status == 0
+            assoc.release()
+        aborted = [c for c in held if _ends_with_abort(c)]
+        assert len(aborted) == 1 and aborted[0] is not held[1]
+        assert held[1].echo() == 0
+        lines = [r.getMessage() for r in caplog.records if "receive.idle_association_seconds" in r.getMessage()]
+        assert len(lines) == 1 and "127.0.0.1:" in lines[0] and "127.0.0.2:" in lines[0], lines
+    finally:
+        for c in held:
+            c.close()
+    node.receiver.flush()
+    assert node.index.has_instance(ds.SOPInstanceUID)
+
+
+def _ends_with_abort(c: Z.Client) -> bool:
+    """The node sent this association an A-ABORT (or closed it) without being asked."""
+    c.sock.settimeout(0.5)
+    try:
+        pdu_type, _ = c.read()
+        return pdu_type == Z.A_ABORT
+    except Z.Closed:
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        c.sock.settimeout(10)
 
 
 def test_rejections_name_their_reason(node_factory, tmp_path: Path, caplog) -> None:

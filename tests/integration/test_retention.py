@@ -140,3 +140,52 @@ outputs = ["rtstruct"]
     again = _cli("resend", "P-DELIVERED", "--config", str(cfg))
     assert again.returncode == 1 and "no output to send again" in again.stderr
     assert "nothing to prune" in _cli("prune", "--dry-run", "--config", str(cfg)).stdout
+
+
+def test_the_scheduled_job_prunes_superseded_copies_only_of_cases_done_and_delivered(tmp_path: Path, caplog) -> None:
+    """The node's own retention thread (a pass every 0.6 s here) deletes the superseded copy and the received
+    images of a case done and delivered, and keeps the superseded copy of a case still waiting, older than the
+    policy as it is: a re-sent image of an open case may be what the operator needs."""
+    from conftest import make_config
+
+    config = make_config(tmp_path / "var", completion={"stable_seconds": 1},
+                         retention={"received_days": 0.00002, "superseded_days": 0.00002,
+                                    "check_interval_minutes": 0.01},
+                         destinations={"pacs": {"folder": "results/pacs", "outputs": ["secondary-capture"]}})
+    data = config.node.data_dir
+    done_ct = F.ct_series("P-RET-DONE", 2, time_points=8)
+    waiting_ct = F.ct_series("P-RET-WAIT", 3)  # a planning CT alone: never analysed, never done
+    node = Node(config)
+    node.runner.registry = stand_ins({"perfusion": lambda _ctx: [OutputObject("secondary-capture", done_ct[0], "x")]})
+    node.runner.report = None
+    with caplog.at_level("INFO"):
+        node.start()
+        try:
+            _send(config.node.port, waiting_ct)
+            waiting_ct[0].ImageComments = "corrected"  # re-sent with other content: the first copy is superseded
+            _send(config.node.port, waiting_ct[:1])
+            assert wait_until(lambda: len(node.index.superseded("P-RET-WAIT")) == 1, timeout=30)
+            (kept,) = [r.kept_path for r in node.index.superseded("P-RET-WAIT")]
+            _send(config.node.port, done_ct)
+            done_ct[0].ImageComments = "corrected"
+            _send(config.node.port, done_ct[:1])
+            assert wait_until(lambda: len(node.index.superseded("P-RET-DONE")) == 1, timeout=30)
+            (pruned,) = [r.kept_path for r in node.index.superseded("P-RET-DONE")]
+            assert kept.exists() and pruned.exists() and kept.stat().st_mtime <= pruned.stat().st_mtime
+            # a scheduled pass, once the case is done and delivered
+            assert wait_until(lambda: not pruned.exists(), timeout=60), node.index.get_case("P-RET-DONE")
+            assert wait_until(lambda: not list((data / "instances").rglob(f"{done_ct[0].SeriesInstanceUID}/*")),
+                              timeout=30)
+            assert node.index.get_case("P-RET-DONE").state == "done"
+            assert all(r["state"] == "sent" for r in node.outbox.summary("P-RET-DONE"))
+            assert node.index.get_case("P-RET-WAIT").state in ("receiving", "stable")
+            assert node.run_retention() == 0 and kept.exists()  # one more pass: the waiting case's copy stays
+        finally:
+            node.stop()
+    # the waiting case: its superseded copy (as old as the pruned one, or older) and its images stay
+    assert kept.exists()
+    assert len(list((data / "instances").rglob(f"{waiting_ct[0].SeriesInstanceUID}/*.dcm"))) == 3
+    lines = [r.getMessage() for r in caplog.records if "AUDIT event=retention-delete" in r.getMessage()]
+    assert any("kind=superseded case=P-RET-DONE" in line for line in lines), lines
+    assert any("kind=received case=P-RET-DONE" in line for line in lines), lines
+    assert not any("P-RET-WAIT" in line for line in lines), lines

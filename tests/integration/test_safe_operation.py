@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
+from node.audit import close_file
+from node.cli import main
 from node.config import ConfigError, parse_config
 from node.service import Node, StartError
 
@@ -44,10 +47,8 @@ def test_a_second_node_on_the_same_data_dir_refuses_to_start_naming_the_holder(t
     first = Node(make_config(tmp_path / "var"))
     first.start()
     try:
-        second = Node(make_config(tmp_path / "var"))
         with pytest.raises(StartError, match=r"in use by liver-node pid \d+ on"):
-            second.start()
-        second.index.close()
+            Node(make_config(tmp_path / "var"))  # refused before it opens anything
         # the same through the command line: one line, exit status 3, no traceback
         cfg = _toml(tmp_path / "c.toml", tmp_path / "var", free_port())
         r = _cli("serve", "--config", str(cfg))
@@ -59,6 +60,31 @@ def test_a_second_node_on_the_same_data_dir_refuses_to_start_naming_the_holder(t
     again = Node(make_config(tmp_path / "var"))  # released at stop: the data dir is free again
     again.start()
     again.stop()
+
+
+def test_a_refused_second_node_leaves_the_index_untouched(tmp_path: Path) -> None:
+    """The lock comes before the index is opened: a second node on a data dir whose index needs a migration must
+    not migrate it (nor create any file) while another holds the data dir."""
+    data = tmp_path / "var"
+    shutil.copytree(ROOT / "tests" / "data" / "datadir-v1", data)  # an old schema: opening it would migrate it
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from node.lock import DataDirLock; "
+                               "DataDirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)",
+                               str(data)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = {p.relative_to(data): (p.stat().st_mtime_ns, p.read_bytes()) for p in data.rglob("*")
+                  if p.is_file() and p.name != "liver-node.lock"}
+        cfg = _toml(tmp_path / "c.toml", data, free_port())
+        r = _cli("serve", "--config", str(cfg))
+        assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith(f"liver-node: cannot start: data dir {data} is in use "
+                                                            f"by liver-node pid {holder.pid}")
+        after = {p.relative_to(data): (p.stat().st_mtime_ns, p.read_bytes()) for p in data.rglob("*")
+                 if p.is_file() and p.name != "liver-node.lock"}
+        assert after == before  # the index not migrated, no -wal/-shm, no spool, no secret, nothing new
+    finally:
+        holder.kill()
+        holder.wait(10)
 
 
 @pytest.mark.parametrize("which", ["dicom", "http"])
@@ -188,3 +214,93 @@ def test_dashboard_beyond_loopback_needs_credentials_and_tls() -> None:
     with pytest.raises(ConfigError, match="dashboard.token"):
         parse_config({"dashboard": {"token": "short"}})
     parse_config({"health": {"host": "127.0.0.1"}, "dashboard": {"enabled": True}})  # loopback: allowed
+
+
+def test_an_unusable_data_dir_is_a_configuration_error_naming_the_key(tmp_path: Path) -> None:
+    """A file where the data dir should be, a path under a file, a directory the service user cannot write: one
+    line naming node.data_dir, exit status 2 (not restarted by systemd), no traceback, nothing created."""
+    afile = tmp_path / "var"
+    afile.write_text("not a directory\n")
+    cfg = _toml(tmp_path / "c.toml", afile, free_port())
+    r = _cli("serve", "--config", str(cfg))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"liver-node: config key 'node.data_dir': {afile} is a file, not a " \
+                                                "directory", r.stderr
+    assert main(["status", "--config", str(cfg)]) == 2 and main(["check-config", "--config", str(cfg)]) == 1
+    with pytest.raises(ConfigError, match=f"'node.data_dir': cannot create {afile / 'sub'}: Not a directory$"):
+        Node(make_config(afile / "sub"))
+    assert afile.read_text() == "not a directory\n"
+    # a root-owned data dir the service user (here: nobody) cannot write, as under a wrong systemd setup
+    shared = Path(tempfile.mkdtemp(prefix="ln-ro-"))
+    try:
+        shared.chmod(0o755)
+        ro = shared / "var"
+        ro.mkdir(mode=0o755)
+        cfg = _toml(shared / "c.toml", ro, free_port())
+        cfg.chmod(0o644)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                            "node", "serve", "--config", str(cfg)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("liver-node: config key 'node.data_dir': ") and "not writable by user" in last, last
+        assert list(ro.iterdir()) == []
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_check_config_without_destinations_warns_and_fails(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[node]\nport = {free_port()}\ndata_dir = "var"\n')
+    r = _cli("check-config", "--config", str(cfg))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "WARNING: no destinations configured: results will go nowhere" in r.stdout
+    assert any(line.split()[:2] == ["destinations", "(none)"] and line.rstrip().endswith("WARNING")
+               for line in r.stdout.splitlines())
+    assert "1 problem(s)" in r.stdout
+
+
+def test_an_index_of_a_newer_version_and_an_unwritable_output_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    """A downgrade leaves an index of a newer schema: every command says so in one line with exit status 2 (the
+    unit does not restart-loop), and the index is left as it was; `conformance --output` to a folder that does
+    not exist is exit status 1 with the reason."""
+    import sqlite3
+
+    from node.index import Index, index_path
+
+    data = tmp_path / "var"
+    data.mkdir()
+    Index(index_path(data)).close()
+    db = sqlite3.connect(index_path(data))
+    db.execute("UPDATE index_meta SET value='999' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    cfg = _toml(tmp_path / "c.toml", data, free_port())
+    try:
+        for argv in (["status"], ["reprocess", "P"], ["resend", "P"], ["release", "P"],
+                     ["reassign", "1.2", "--to", "P"]):
+            assert main([*argv, "--config", str(cfg)]) == 2, argv
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err[-1].startswith("liver-node: config key 'node.data_dir': ") and "index schema 999" in err[-1]
+    finally:
+        close_file(data)  # the in-process commands' audit file
+    r = _cli("serve", "--config", str(cfg))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "has index schema 999" in r.stderr, r.stderr
+    db = sqlite3.connect(index_path(data))
+    assert db.execute("SELECT value FROM index_meta WHERE key='schema_version'").fetchone() == ("999",)
+    db.close()
+    assert main(["conformance", "--output", str(tmp_path / "no" / "such" / "conformance.md")]) == 1
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_node_refused_by_its_configuration_leaves_the_data_dir_free(tmp_path: Path) -> None:
+    """A TLS file that does not load stops the node in its constructor (after the lock): the key is named, and the
+    lock and index are released, so the corrected node starts at once on the same data dir."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    tls = {"tls": {"cert_file": str(junk), "key_file": str(junk), "ca_file": str(junk)}}
+    with pytest.raises(ConfigError, match=r"security\.tls\.cert_file"):
+        Node(make_config(tmp_path / "var", security=tls))
+    node = Node(make_config(tmp_path / "var"))
+    node.start()
+    node.stop()

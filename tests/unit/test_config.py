@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,7 +140,9 @@ def test_workflow_tables_parse_into_each_workflows_settings() -> None:
                            cfg.analysis.settings_for(MAA))
     assert perfusion.methods == ("discm",) and perfusion.aorta is not None and perfusion.aorta.radius_mm == 6.0
     assert (gsa.fls_threshold, gsa.ptv_margin_mm) == (0.5, 3.0)
-    assert (maa.lung_shunt_fraction, maa.normal_liver_dose_gy, maa.lung_dose_limit_gy) == (0.07, 40.0, 30.0)
+    assert (maa.lung_shunt_fraction, maa.normal_liver_dose_gy, maa.lung_dose_limit_gy) == (0.07, 40.0, None)
+    targets = maa.partition_targets  # the site's normal-liver dose, the lungs at the safety limit
+    assert (targets.normal_liver_gy, targets.normal_liver_from, targets.lung_gy) == (40.0, "site setting", 30.0)
     assert perfusion.liver_roi_names == gsa.liver_roi_names == maa.liver_roi_names == ("LIVER_CONTOUR",)
     assert cfg.notices == ()
 
@@ -162,6 +165,30 @@ def test_dose_settings_choose_the_sphere_types_limits_and_a_site_may_change_them
     assert [d.name for d in cfg.destinations_for("rtdose")] == ["tps"]
     resin = parse_config({}, base_dir=Path("/tmp")).analysis.settings_for(MAA)
     assert resin.sphere_type.value == "resin" and resin.dose_limits.normal_liver_max_gy == 40.0
+
+
+def test_partition_limits_default_to_the_safety_limits_of_the_sphere_type_and_treatment() -> None:
+    """Without normal_liver_dose_gy / lung_dose_limit_gy the plan targets exactly what the safety check flags
+    above: the node's own plan is not flagged by its own check."""
+    def targets(maa: dict[str, Any]) -> tuple[float, float, str]:
+        t = parse_config({"analysis": {"maa": maa}}, base_dir=Path("/tmp")).analysis.settings_for(MAA).partition_targets
+        return t.normal_liver_gy, t.lung_gy, t.basis
+
+    assert targets({}) == (40.0, 30.0, "normal liver 40 Gy (resin safety limit, unilobar), lungs 30 Gy (safety "
+                                       "limit per session)")
+    assert targets({"bilobar": True})[:2] == targets({"compromised_liver": True})[:2] == (30.0, 30.0)
+    assert targets({"sphere_type": "glass"})[:2] == (70.0, 30.0)
+    assert targets({"dose_limits": {"normal_liver_max_gy": 45.0}})[:2] == (45.0, 30.0)  # a site's own limit
+    nl, lung, basis = targets({"prior_lung_dose_gy": 35.0})  # 50 Gy cumulative - 35 Gy before
+    assert (nl, lung) == (40.0, 15.0) and "50 Gy cumulative - 35 Gy before" in basis
+    assert targets({"prior_lung_dose_gy": 60.0})[1] == -10.0  # used up: the MAA workflow makes no plan
+    assert targets({"normal_liver_dose_gy": 70.0, "lung_dose_limit_gy": 25.0})[2] == (
+        "normal liver 70 Gy (site setting), lungs 25 Gy (site setting)")
+    for bad in (0.0, -5.0):
+        with pytest.raises(ConfigError, match="normal_liver_dose_gy"):
+            targets({"normal_liver_dose_gy": bad})
+    shipped = load_config(ROOT / "config.toml").analysis.settings_for(MAA)
+    assert (shipped.normal_liver_dose_gy, shipped.lung_dose_limit_gy) == (None, None)
 
 
 def test_old_flat_analysis_keys_still_work_with_a_deprecation_notice() -> None:
@@ -202,6 +229,7 @@ def test_receive_section_parses_and_names_its_keys() -> None:
     r = cfg.receive
     assert (r.strict, r.negotiation_timeout_seconds, r.network_timeout_seconds) == (False, 5.0, 60.0)
     assert (r.max_negotiating, r.max_negotiating_per_address, r.fast_path) == (32, 8, True)
+    assert r.idle_association_seconds == 10.0
     assert cfg.node.max_pdu_size == 4 * 1024 * 1024
     strict = parse_config({"receive": {"strict": True, "negotiation_timeout_seconds": 2}}, base_dir=Path("/tmp"))
     assert strict.receive.strict and strict.receive.negotiation_timeout_seconds == 2.0
@@ -209,6 +237,7 @@ def test_receive_section_parses_and_names_its_keys() -> None:
     for raw, key in (({"receive": {"strict": "yes"}}, "receive.strict"),
                      ({"receive": {"negotiation_timeout_seconds": 0}}, "receive.negotiation_timeout_seconds"),
                      ({"receive": {"max_negotiating": 0}}, "receive.max_negotiating"),
+                     ({"receive": {"idle_association_seconds": 0}}, "receive.idle_association_seconds"),
                      ({"receive": {"timeout": 5}}, "receive.timeout"),
                      ({"node": {"max_pdu_size": 100}}, "node.max_pdu_size"),
                      ({"node": {"max_pdu_size": 2**31}}, "node.max_pdu_size")):

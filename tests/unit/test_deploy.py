@@ -139,3 +139,36 @@ def test_dockerignore_keeps_patient_data_and_environments_out_of_the_build_conte
     assert not ({".venv", "var", "tests", ".git"} & allowed) and "**/*.dcm" in lines
     base = re.search(r"^FROM (\S+)", (DEPLOY / "Dockerfile").read_text(), re.M).group(1)
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base  # pinned
+
+
+def test_install_script_checks_the_config_as_the_service_user(tmp_path: Path) -> None:
+    """install.sh runs check-config through runuser as liver-node, after making the state directory it owns; as a
+    user other than root, check-config sees what the service will see: a root-owned data dir is not writable
+    (root would have called it fine). Run here with setpriv as nobody: runuser cannot exec this checkout's Python,
+    which lives under /root (mode 0700) on the test machine."""
+    script = (DEPLOY / "install.sh").read_text()
+    calls = [line.strip() for line in script.splitlines()
+             if "bin/liver-node " in line and not line.lstrip().startswith("#")]
+    assert calls and all(c.startswith("runuser -u liver-node -- /opt/liver-node/venv/bin/liver-node check-config ")
+                         for c in calls)
+    assert script.index("install -d -o liver-node -g liver-node -m 0750 /var/lib/liver-node") < script.index(calls[0])
+    import os
+    import sys
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="ln-install-"))
+    try:
+        shared.chmod(0o755)
+        (shared / "var").mkdir(mode=0o755)  # root's, like a state directory never given to the service user
+        cfg = shared / "config.toml"
+        cfg.write_text(f'[node]\nport = 11112\ndata_dir = "{shared / "var"}"\n'
+                       '[destinations.pacs]\nfolder = "results/pacs"\noutputs = ["secondary-capture"]\n')
+        cfg.chmod(0o644)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "node",
+                            "check-config", "--config", str(cfg)], capture_output=True, text=True, timeout=120,
+                           cwd=DEPLOY.parent, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        assert r.returncode == 1, r.stdout + r.stderr
+        row = next(line for line in r.stdout.splitlines() if line.strip().startswith("data_dir"))
+        assert "NOT WRITABLE by this user" in row and row.rstrip().endswith("FAILED")
+    finally:
+        shutil.rmtree(shared)

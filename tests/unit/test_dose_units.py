@@ -195,6 +195,20 @@ def test_pet_decay_correction_to_the_administration() -> None:
     assert decay_factor(Y90_HALF_LIFE_S) == pytest.approx(2.0)
 
 
+def test_pet_times_are_read_by_the_nodes_one_date_time_parser() -> None:
+    """ACR-NEMA colons are read, a start time falls back on the series date, an unreadable time is an input error."""
+    colons = _pet_header(admin="")
+    colons.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartTime = "10:30:00"
+    colons.SeriesDate, colons.SeriesTime = "20240124", "12:00:00"
+    assert pet_decay_info(colons).elapsed_h == pytest.approx(1.5)  # the start time on the series date
+    partial = _pet_header(admin="202401231030")  # a DT down to the minute
+    assert pet_decay_info(partial).elapsed_h == pytest.approx(22.5)
+    bad = _pet_header()
+    bad.SeriesTime = "99xx"
+    with pytest.raises(DoseInputError, match="unreadable date or time"):
+        pet_decay_info(bad)
+
+
 def test_dvh_convention_on_hand_made_samples() -> None:
     doses = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 50.0, 60.0, 70.0, 80.0, 90.0])
     dvh = dvh_from_samples("x", doses, np.ones(10))
@@ -244,6 +258,30 @@ def test_safety_flags_follow_the_limits_and_say_they_are_not_prescriptions() -> 
         resin.with_changes(tumour_goal_gy=50.0)
     with pytest.raises(ValueError, match="lung_session_max_gy"):
         resin.with_changes(lung_session_max_gy=-1.0)
+
+
+def test_a_limit_is_crossed_when_the_dose_stated_to_0_1_gy_exceeds_it() -> None:
+    """The node plans to exactly the limit: a dose stated as 40.0 Gy is within resin's 40 Gy, 40.1 Gy is not."""
+    resin = DoseLimits.eanm("resin")
+    for nl, flagged in ((40.0, False), (40.04, False), (39.96, False), (40.06, True), (40.1, True)):
+        flags = check_y90_safety(_summary(nl, 150.0, 1.0), resin)
+        assert [f.quantity for f in flags] == (["non-tumoural liver mean dose"] if flagged else []), nl
+        assert all("exceeds" in f.message for f in flags)
+    for lung, flagged in ((30.04, False), (30.06, True)):
+        flags = check_y90_safety(_summary(20.0, 150.0, lung), resin)
+        assert [f.quantity for f in flags] == (["lung mean dose (this session)"] if flagged else []), lung
+    assert check_y90_safety(_summary(20.0, 99.96, 1.0), resin)[0].severity == "note"  # 100.0 Gy: the minimum met
+
+
+def test_limits_of_a_treatment() -> None:
+    resin, glass = DoseLimits.eanm("resin"), DoseLimits.eanm("glass")
+    assert resin.normal_liver_limit(TreatmentContext()) == 40.0
+    assert resin.normal_liver_limit(TreatmentContext(bilobar=True)) == 30.0
+    assert resin.normal_liver_limit(TreatmentContext(compromised_liver=True)) == 30.0
+    assert glass.normal_liver_limit(TreatmentContext(compromised_liver=True)) == 70.0
+    assert resin.lung_limit(TreatmentContext()) == 30.0
+    assert resin.lung_limit(TreatmentContext(prior_lung_dose_gy=35.0)) == 15.0  # 50 cumulative - 35 before
+    assert resin.lung_limit(TreatmentContext(prior_lung_dose_gy=55.0)) == -5.0  # used up: nothing may shunt
 
 
 def _blob(shape=(40, 40, 40), spacing=2.0) -> np.ndarray:

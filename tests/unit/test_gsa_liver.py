@@ -7,8 +7,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from node.errors import AnalysisError
-from node.gsa.liver import DERIVED_SOURCE, LiverError, find_liver, liver_from_spect, match_liver_roi
+from node.gsa.liver import DERIVED_SOURCE, LiverError, find_liver, liver_from_spect
 from node.gsa.settings import GsaSettings
+from node.imaging.rois import match_liver_roi
 
 NAMES = GsaSettings().liver_roi_names
 

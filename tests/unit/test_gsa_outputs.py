@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from node.gsa.outputs import Contour, GsaFigures, Layer, lps_view, render_page
+from node.gsa.outputs import Contour, GsaFigures, render_page
+from node.imaging.layers import Layer, lps_view
 from node.imaging.pages import UPTAKE_CMAP, Identity
 
 ORIENTATIONS = {

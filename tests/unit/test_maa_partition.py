@@ -53,3 +53,19 @@ def test_no_shunt_means_no_lung_limit():
     assert plan.activity_gbq == pytest.approx(70.0 * 1.03 / 49.67, rel=1e-9)
     assert plan.lung_dose_gy == 0.0 and plan.tumour_dose_gy is None
     assert math.isfinite(plan.normal_liver_dose_gy)
+
+
+def test_a_given_lung_mass_replaces_the_volume_convention():
+    # the lung-limited case above with the CT lung mass 0.378 kg (instead of 3000 mL x 0.30 g/mL = 0.9 kg):
+    # A_lung = 30 x 0.378 / (49.67 x 0.2) = 1.14156 GBq -> lung limited; D_lung = 30 Gy exactly
+    ct = (0.378, "SPECT/CT CT lungs through the density calibration")
+    plan = partition_plan({"T": 5.0}, {"T": 100.0}, 1500.0, 0.20, 70.0, 30.0, lung_ml=3000.0, lung_mass=ct)
+    assert plan.lung_mass_kg == 0.378 and plan.lung_mass_source == ct[1]
+    assert plan.lung_density_g_per_ml is None  # no density convention used
+    assert plan.limited_by == "lung" and plan.activity_gbq == pytest.approx(1.14156, abs=5e-5)
+    assert plan.lung_dose_gy == pytest.approx(30.0, abs=1e-9)
+    fallback = partition_plan({"T": 5.0}, {"T": 100.0}, 1500.0, 0.20, 70.0, 30.0, lung_ml=3000.0)
+    assert fallback.lung_mass_kg == pytest.approx(0.9) and "volume convention" in fallback.lung_mass_source
+    assert fallback.lung_density_g_per_ml == 0.30
+    with pytest.raises(ValueError, match="lung mass"):
+        partition_plan({}, {}, 1500.0, 0.1, 40.0, 30.0, lung_mass=(0.0, "empty"))

@@ -86,6 +86,21 @@ def test_spool_pool_serves_its_folder_discards_others_and_drains(tmp_path: Path)
         os.close(fd2)
 
 
+def test_the_pinned_pynetdicom_is_the_one_the_fast_path_supports() -> None:
+    """A fresh install must get the fast path: the stock fallback reads a PDU whatever length it announces."""
+    import re
+    import tomllib
+
+    import pynetdicom
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    (requirement,) = [r for r in project["dependencies"] if r.startswith("pynetdicom")]
+    pinned = re.fullmatch(r"pynetdicom==([0-9.]+)", requirement.replace(" ", ""))
+    assert pinned is not None, f"{requirement!r} admits versions the fast path was not written for"
+    assert pinned.group(1) in netfast.SUPPORTED_PYNETDICOM
+    assert pynetdicom.__version__ in netfast.SUPPORTED_PYNETDICOM
+
+
 def test_importing_the_node_changes_nothing_in_pynetdicom() -> None:
     """Installing is the service's job at start; importing any module must leave pynetdicom as shipped."""
     code = """
