@@ -12,7 +12,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from node.perfusion.discm import K2_RANGE, Convolver, CurveFit, VoxelFit, fit_curve, voxel_flows, voxel_maps
+from node.perfusion.discm import (
+    K2_RANGE,
+    Convolver,
+    CurveFit,
+    VoxelFit,
+    fit_curve,
+    input_dependence,
+    voxel_flows,
+    voxel_maps,
+)
 from node.perfusion.maxslope import MaxSlopeInputs, max_slope_maps
 from node.perfusion.outputs import MapSet
 from node.perfusion.qualify import max_slope_curve_sd
@@ -105,13 +114,21 @@ def discm_set(curves: np.ndarray, mask: np.ndarray, conv: Convolver, labels: np.
     return MapSet("discm", {k: scatter(v, mask) for k, v in maps.items()}, params, summary)
 
 
+#: per method: the values of a region curve, their 1-SD, and (model) their relative dependence on the inputs'
+#: interpolation between samples (node.perfusion.discm.input_dependence; empty for the maximum slope)
+CurveParameters = tuple[dict[str, float], dict[str, float], dict[str, float]]
+
+
 def curve_parameters(curve: np.ndarray, times: np.ndarray, methods: Sequence[str], ms_inputs: MaxSlopeInputs,
-                     conv: Convolver, noise_sd: float) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
-    """{method: (values, 1-SD)} for one region curve whose samples carry independent noise `noise_sd` (HU)."""
-    out: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+                     conv: Convolver, noise_sd: float) -> dict[str, CurveParameters]:
+    """{method: (values, 1-SD, input dependence)} for one region curve whose samples carry independent noise
+    `noise_sd` (HU)."""
+    out: dict[str, CurveParameters] = {}
     if "max-slope" in methods:
-        out["max-slope"] = max_slope_curve_sd(curve, times, ms_inputs, noise_sd)
+        out["max-slope"] = (*max_slope_curve_sd(curve, times, ms_inputs, noise_sd), {})
     if "discm" in methods:
-        fit: CurveFit = fit_curve(conv, np.asarray(curve, dtype=np.float64), noise_sd)
-        out["discm"] = (dict(fit.values) | {"tau_a_s": fit.tau_a, "tau_p_s": fit.tau_p}, dict(fit.sd))
+        y = np.asarray(curve, dtype=np.float64)
+        fit: CurveFit = fit_curve(conv, y, noise_sd)
+        out["discm"] = (dict(fit.values) | {"tau_a_s": fit.tau_a, "tau_p_s": fit.tau_p}, dict(fit.sd),
+                        input_dependence(conv, y, fit))
     return out

@@ -100,7 +100,7 @@ class MapSet:
     method: str  # "max-slope" or "discm"
     maps: dict[str, np.ndarray]  # parameter -> (Z, Y, X) float32
     parameters: dict[str, Any]  # JSON-friendly; summarised into descriptions
-    summary: str  # <= ~40 characters of the key parameters, e.g. "t_spl 15 s, sigma 4 mm"
+    summary: str  # <= ~40 characters of the key parameters, e.g. "t_spl 15 s, edge-preserving x4"
 
 
 def parametric_map(values: np.ndarray, param: str, mapset: MapSet, vol: Volume4D, ref_t: int,

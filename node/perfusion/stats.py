@@ -157,9 +157,11 @@ def max_slope_noise_sd(noise_hu: float, n_voxels: int, times: np.ndarray, aorta_
 
 
 def add_roi_curve_parameters(regional: dict[str, Entry], curves: dict[str, np.ndarray],
-                             parameters: dict[str, dict[str, tuple[dict[str, float], dict[str, float]]]],
+                             parameters: dict[str, dict[str, tuple[dict[str, float], dict[str, float],
+                                                                   dict[str, float]]]],
                              noise_sd: dict[str, float]) -> None:
-    """Put each ROI's curve-based parameters (method -> (values, 1-SD)) beside its map statistics.
+    """Put each ROI's curve-based parameters (method -> (values, 1-SD, dependence on the inputs' interpolation))
+    beside its map statistics.
 
     ROI-curve analysis fits the region's mean curve: no spatial smoothing is needed, so small lesions are not
     mixed with their surroundings (the map means are; both are reported). `noise_sd` is the noise per sample of
@@ -168,9 +170,11 @@ def add_roi_curve_parameters(regional: dict[str, Entry], curves: dict[str, np.nd
     for name in curves:
         if name in regional:
             regional[name]["roi-curve"] = {m: {k: round(v, 4) for k, v in vals.items()}
-                                           for m, (vals, _) in parameters[name].items()}
+                                           for m, (vals, _, _) in parameters[name].items()}
             regional[name]["roi-curve-sd"] = {m: {k: round(v, 4) for k, v in sds.items()}
-                                              for m, (_, sds) in parameters[name].items()}
+                                              for m, (_, sds, _) in parameters[name].items()}
+            regional[name]["roi-curve-input-dependence"] = {m: dict(dep)
+                                                            for m, (_, _, dep) in parameters[name].items()}
             regional[name]["roi-curve-noise-hu"] = round(float(noise_sd[name]), 4)
 
 
@@ -185,10 +189,11 @@ def add_region_values(regional: dict[str, Entry], methods: list[str], tolerance:
             stats = entry.get(method) or {}
             curve = (entry.get("roi-curve") or {}).get(method) or {}
             sds = (entry.get("roi-curve-sd") or {}).get(method) or {}
+            deps = (entry.get("roi-curve-input-dependence") or {}).get(method) or {}
             values[method] = {}
             for param, st in stats.items():
                 unit = PARAMETERS[param].unit_text
                 affected = [c for c in failed if (method, param) in c.affects]
                 values[method][param] = qualify(curve.get(param), sds.get(param), tolerance, unit, affected,
-                                                st.get("mean"), st.get("sd"))
+                                                st.get("mean"), st.get("sd"), deps.get(param))
         entry["values"] = values

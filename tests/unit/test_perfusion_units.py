@@ -334,6 +334,22 @@ def test_max_slope_noise_sd_matches_a_simulation() -> None:
     assert sd["PVP"] == pytest.approx(6000 * slopes.std() / 190.0, rel=0.1)
 
 
+def test_max_slope_sd_is_that_of_the_least_well_known_interval_that_may_be_the_steepest() -> None:
+    """Jittered frames: a short interval (2 s) and a long one (4 s) rise about as steeply; noise made the long one
+    look steepest. Either may be the true steepest, so the value is reported with the short one's SD (sqrt(2)
+    sigma / 2 s), not the smaller SD of the long one it happened to take (seed 2003's T2 ALP, issue 14 audit)."""
+    times = np.array([0.0, 3.0, 6.0, 8.0, 12.0, 15.0, 18.0, 21.0, 24.0])
+    curve = np.array([0.0, 0.0, 2.0, 12.0, 32.4, 40.0, 44.0, 46.0, 47.0])  # slopes 5.0 (6-8 s) and 5.1 (8-12 s)
+    inputs = MaxSlopeInputs(t_spl=12.0, aorta_peak_hu=300.0, portal_peak_hu=200.0)
+    sigma = 0.3
+    values, sd = max_slope_curve_sd(curve, times, inputs, sigma)
+    assert values["ALP"] == pytest.approx(6000 * 5.1 / 300.0)  # the long interval's slope is reported
+    assert sd["ALP"] == pytest.approx(6000 * np.sqrt(2) * sigma / 2.0 / 300.0)  # with the short interval's SD
+    # far from each other (no noise can swap them), the steepest interval's own SD stands
+    _, sd_clear = max_slope_curve_sd(curve, times, inputs, 0.01)
+    assert sd_clear["ALP"] == pytest.approx(6000 * np.sqrt(2) * 0.01 / 4.0 / 300.0)
+
+
 def test_noise_estimate() -> None:
     rng = np.random.default_rng(2)
     hu = (50 + rng.normal(0, 8.0, (4, 10, 40, 40))).astype(np.float32)
@@ -390,6 +406,13 @@ def test_a_value_is_not_measurable_when_its_95_percent_interval_is_wider_than_th
     assert not failed.measurable and failed.reason == "frames 5 s apart"
 
 
+def test_a_model_value_that_depends_on_the_inputs_interpolation_is_not_measurable() -> None:
+    assert qualify(50.0, 0.1, 0.15, "mL/min/100 mL", input_dependence=0.019).measurable
+    flagged = qualify(50.0, 0.1, 0.15, "mL/min/100 mL", input_dependence=0.031)
+    assert not flagged.measurable and "shape of the input curves between samples" in (flagged.reason or "")
+    assert "3.1 %" in (flagged.reason or "") and flagged.input_dependence == pytest.approx(0.031)
+
+
 def _inputs(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _gamma(times, 7.0, 280.0, 6.0), _gamma(times, 12.0, 180.0, 9.0, 2.0)
 
@@ -412,6 +435,33 @@ def test_acquisition_checks_pass_on_a_complete_series_and_name_what_a_short_one_
     # the aortic peak before the first frame
     late = times + 12.0
     assert not {c.name: c for c in acquisition_checks(late, *_inputs(late), None)}["aortic peak sampled"].passed
+
+
+def test_sampling_checks_judge_the_protocol_interval_and_the_bolus_against_its_own_width() -> None:
+    """A 4 s protocol whose frames jitter by +-15 % (single gaps up to 4.6 s) samples every 4 s: within the limit.
+    The bolus check compares the measured width of the aortic first pass with the frames spanning it: a 7 s wide
+    (FWHM) first pass is resolved at 3 s sampling (clinical routine: the normal liver's model values must not be
+    flagged for it) and not at 4 s; a wide one (12 s) is at 4 s."""
+    rng = np.random.default_rng(5)
+
+    def series(dt: float, rise: float) -> list[AcquisitionCheck]:
+        times = np.round(np.arange(16) * dt + np.r_[0.0, rng.uniform(-0.15, 0.15, 15) * dt], 2)
+        aorta = _gamma(times, 6.0, 300.0, rise)
+        portal = _gamma(times, 12.0, 180.0, rise + 4.0, 2.0)
+        return acquisition_checks(times, aorta, portal, 0.2)
+
+    def by_name(checks: list[AcquisitionCheck]) -> dict[str, AcquisitionCheck]:
+        return {c.name: c for c in checks}
+
+    jittered = by_name(series(4.0, 5.5))
+    interval = jittered["sampling interval"].value
+    assert jittered["sampling interval"].passed and interval is not None and interval <= 4.0 + 1e-6
+    narrow_3s, narrow_4s = by_name(series(3.0, 5.5)), jittered  # x^3 e^{3(1-x)}, rise 5.5 s: FWHM about 7 s
+    assert narrow_3s["aortic bolus resolved for the model"].passed
+    assert not narrow_4s["aortic bolus resolved for the model"].passed
+    wide_4s = by_name(series(4.0, 9.5))  # FWHM about 12 s
+    assert wide_4s["aortic bolus resolved for the model"].passed
+    assert not by_name(series(4.6, 5.5))["sampling interval"].passed
 
 
 def test_filter_kernel_is_the_plain_weighted_mean() -> None:
