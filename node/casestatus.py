@@ -142,6 +142,12 @@ class Conflict:
     identities: tuple[tuple[str, str], ...]  # (PatientID, IssuerOfPatientID)
     cases: tuple[str, ...]
     detected_at: float | None = None
+    released: tuple[str, ...] = ()  # cases the operator released from it (no longer held by it; table view only)
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        """The cases this conflict still holds."""
+        return tuple(c for c in self.cases if c not in self.released)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "key": self.key,
@@ -239,7 +245,8 @@ def _issuer(case: CaseRow) -> str:
 
 def _conflicts(index: Index, case_id: str | None = None) -> list[Conflict]:
     """Open patient-identity conflicts (of one case when given)."""
-    return [Conflict(kind=c.kind, key=c.key, identities=c.identities, cases=c.cases, detected_at=c.detected_at)
+    return [Conflict(kind=c.kind, key=c.key, identities=c.identities, cases=c.cases, detected_at=c.detected_at,
+                     released=c.released)
             for c in index.conflicts() if case_id is None or case_id in c.cases]
 
 
