@@ -87,6 +87,7 @@ class WorkflowStatus:
     measurements: dict[str, Any] = field(default_factory=dict)  # what the last run recorded (the case record's)
     seconds: float | None = None  # duration of the last run
     warnings: tuple[str, ...] = ()  # what the last run said to review
+    title: str = ""  # the workflow's name for people ("Liver CT perfusion"); `name` is its configuration key
 
     @property
     def flags(self) -> list[str]:
@@ -308,7 +309,8 @@ def _workflows(config: Config, case: CaseRow, series: Sequence[SeriesRow],
         out[name] = WorkflowStatus(name=name, state=state, reason=reason, inputs=inputs.get(name, {}),
                                    measurements=dict(result.measurements) if result is not None else {},
                                    seconds=result.seconds if result is not None else None,
-                                   warnings=tuple(result.warnings) if result is not None else ())
+                                   warnings=tuple(result.warnings) if result is not None else (),
+                                   title=wf.title)
     return out
 
 
