@@ -87,6 +87,7 @@ class WorkflowStatus:
     measurements: dict[str, Any] = field(default_factory=dict)  # what the last run recorded (the case record's)
     seconds: float | None = None  # duration of the last run
     warnings: tuple[str, ...] = ()  # what the last run said to review
+    title: str = ""  # the workflow's name for people ("Liver CT perfusion"); `name` is its configuration key
 
     @property
     def flags(self) -> list[str]:
@@ -142,6 +143,12 @@ class Conflict:
     identities: tuple[tuple[str, str], ...]  # (PatientID, IssuerOfPatientID)
     cases: tuple[str, ...]
     detected_at: float | None = None
+    released: tuple[str, ...] = ()  # cases the operator released from it (no longer held by it; table view only)
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        """The cases this conflict still holds."""
+        return tuple(c for c in self.cases if c not in self.released)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "key": self.key,
@@ -239,7 +246,8 @@ def _issuer(case: CaseRow) -> str:
 
 def _conflicts(index: Index, case_id: str | None = None) -> list[Conflict]:
     """Open patient-identity conflicts (of one case when given)."""
-    return [Conflict(kind=c.kind, key=c.key, identities=c.identities, cases=c.cases, detected_at=c.detected_at)
+    return [Conflict(kind=c.kind, key=c.key, identities=c.identities, cases=c.cases, detected_at=c.detected_at,
+                     released=c.released)
             for c in index.conflicts() if case_id is None or case_id in c.cases]
 
 
@@ -301,7 +309,8 @@ def _workflows(config: Config, case: CaseRow, series: Sequence[SeriesRow],
         out[name] = WorkflowStatus(name=name, state=state, reason=reason, inputs=inputs.get(name, {}),
                                    measurements=dict(result.measurements) if result is not None else {},
                                    seconds=result.seconds if result is not None else None,
-                                   warnings=tuple(result.warnings) if result is not None else ())
+                                   warnings=tuple(result.warnings) if result is not None else (),
+                                   title=wf.title)
     return out
 
 

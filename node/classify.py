@@ -3,10 +3,11 @@
 A role says what a series is for, decided by content (node.seriescontent, node.selection), with the reason in
 words for every series (the role reason `status` shows). The registered workflows contribute the rules of the
 roles only they know (ct-perfusion, spect-gsa, spect-maa, ...; see each package's ``workflow.py``); this module
-adds the generic ones below, tried after them, identifies NM tracers the header does not name through the site's
-``[classify.tracers]`` rules (node.tracers), explains every series no rule claims (why not each role it could
-have had), and plans a case from the workflows' ``needs``. The choice among several series of a role is each
-workflow's ``select_inputs`` (node.selection helps).
+adds the generic ones below, tried after them, lets the tracer code decide where code and text disagree (code, then
+text; the disagreement is named in the role reason and logged by completion), identifies NM tracers the header does
+not name through the site's ``[classify.tracers]`` rules (node.tracers), explains every series no rule claims (why
+not each role it could have had), and plans a case from the workflows' ``needs``. The choice among several series
+of a role is each workflow's ``select_inputs`` (node.selection helps).
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from node.seriescontent import sop_class_name, spect_problem, tomo_problem
 from node.tracers import TracerRules
 from node.workflow import CommonSettings, RoleContext, RoleRule
 
-__all__ = ["GENERIC_RULES", "OTHER", "UNKNOWN_TRACER", "CasePlan", "classify_series", "explain_roles", "plan_case",
-           "known_tracers", "recognises_tracer"]
+__all__ = ["GENERIC_RULES", "OTHER", "UNKNOWN_TRACER", "CasePlan", "TracerDisagreement", "classify_series",
+           "explain_roles", "plan_case", "known_tracers", "recognises_tracer", "tracer_disagreement"]
 
 #: The role of a series no rule claims.
 OTHER = "other"
@@ -112,6 +113,45 @@ def _unknown_tracer(s: SeriesRow, tracers: TracerRules, registry: Registry, ambi
             f"configuration, e.g. {example}{also}")
 
 
+@dataclass(frozen=True)
+class TracerDisagreement:
+    """An emission series whose coded tracer and free-text tracer name different things: the code wins."""
+
+    role: str  # the role the code gives (OTHER when the code names a tracer no workflow analyses)
+    text_role: str  # the role the free text alone would give
+    why: str  # the role reason
+    note: str  # one line for the operator and the log
+
+
+def tracer_disagreement(s: SeriesRow, ctx: RoleContext, workflow_rules: Sequence[RoleRule]
+                        ) -> TracerDisagreement | None:
+    """Code, then text: when RadiopharmaceuticalCodeSequence / RadionuclideCodeSequence and the Radiopharmaceutical
+    text lead to different roles, the code decides. A radiopharmaceutical code no workflow knows outranks a text
+    that one knows (the series is then no input); a radionuclide code alone names no tracer and never does."""
+    rp_code, nuclide = s.radiopharmaceutical_code.strip(), s.radionuclide_code.strip()
+    if s.modality not in ("NM", "PT") or not s.radiopharmaceutical.strip() or not (rp_code or nuclide):
+        return None
+    by_text = next((r for r in workflow_rules if r.matches(
+        dataclasses.replace(s, radiopharmaceutical_code="", radionuclide_code=""), ctx)), None)
+    if by_text is None:
+        return None
+    coded = dataclasses.replace(s, radiopharmaceutical="")
+    by_code = next((r for r in workflow_rules if r.matches(coded, ctx)), None)
+    if by_code is not None and by_code.role == by_text.role or by_code is None and not rp_code:
+        return None
+    codes = ", ".join(f"{k} {v}" for k, v in (("RadiopharmaceuticalCodeSequence", rp_code),
+                                               ("RadionuclideCodeSequence", nuclide)) if v)
+    head = (f"{s.modality} {s.series_description or s.series_uid!r}: the tracer code ({codes}) and the "
+            f"Radiopharmaceutical text {s.radiopharmaceutical!r} disagree")
+    if by_code is None:
+        why = (f"{head}: the text alone would make it {by_text.role}, but the code names a tracer no workflow "
+               "analyses, and the code wins over the text: not an input of any workflow")
+        return TracerDisagreement(OTHER, by_text.role, why, f"{head}; the code wins: not {by_text.role}")
+    why = f"{by_code.why(coded, ctx)}; {head} (the text alone would make it {by_text.role}): the code wins"
+    return TracerDisagreement(by_code.role, by_text.role, why, f"{head}; the code wins: {by_code.role}, "
+                                                                f"not {by_text.role}")
+
+
 def _unclaimed(s: SeriesRow, ctx: RoleContext, rules: Sequence[RoleRule]) -> str:
     """Why a series gets no role: every rule of its kind says why not (grouped when they agree)."""
     if s.sop_class_uid in _NON_INPUT_CLASSES:
@@ -150,6 +190,10 @@ def explain_roles(series: Sequence[SeriesRow], liver_names: Sequence[str],
     workflow_rules = sorted(registry.role_rules(), key=lambda r: r.priority)
     out: dict[str, tuple[str, str]] = {}
     for s in series:
+        disagreement = tracer_disagreement(s, ctx, workflow_rules)
+        if disagreement is not None:
+            out[s.series_uid] = (disagreement.role, disagreement.why)
+            continue
         rule = next((r for r in rules if r.matches(s, ctx)), None)
         if rule is not None:
             out[s.series_uid] = (rule.role, rule.why(s, ctx))
@@ -187,6 +231,8 @@ class CasePlan:
     waiting: dict[str, tuple[str, ...]]  # workflow -> missing roles (only for workflows that have begun to arrive)
     #: what the operator should know about the case's series (an NM SPECT of unknown tracer: what to configure)
     notes: tuple[str, ...] = ()
+    #: emission series whose tracer code and text disagree (the code decided): logged at WARNING by completion
+    tracer_disagreements: tuple[str, ...] = ()
 
 
 def plan_case(series: Sequence[SeriesRow], liver_names: Sequence[str],
@@ -206,4 +252,8 @@ def plan_case(series: Sequence[SeriesRow], liver_names: Sequence[str],
     notes = tuple(f"NM SPECT {s.series_description or s.series_uid!r} has an unknown tracer: name it in "
                   "[classify.tracers] (its role reason says how)" for s in series
                   if roles.get(s.series_uid) == UNKNOWN_TRACER)
-    return CasePlan(roles=roles, runnable=tuple(runnable), waiting=waiting, notes=notes)
+    ctx = RoleContext(tuple(series), CommonSettings(tuple(liver_names)))
+    workflow_rules = sorted(registry.role_rules(), key=lambda r: r.priority)
+    disagreements = tuple(d.note for s in series if (d := tracer_disagreement(s, ctx, workflow_rules)) is not None)
+    return CasePlan(roles=roles, runnable=tuple(runnable), waiting=waiting, notes=notes,
+                    tracer_disagreements=disagreements)

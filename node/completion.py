@@ -93,6 +93,8 @@ class Completion:
             series = self.index.series_of_case(case_id)
             plan = plan_case(series, self.config.analysis.liver_roi_names, self.config.workflows,
                              self.config.classify.tracers)
+            for text in plan.tracer_disagreements:
+                logger.warning("case %s: %s", case_id, text)
             waiting = "; ".join(f"{wf} waits for {', '.join(m)}" for wf, m in plan.waiting.items())
             notes = "; ".join(plan.notes)
             previous = case.state

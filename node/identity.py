@@ -27,7 +27,7 @@ from node.audit import audit
 logger = logging.getLogger(__name__)
 
 __all__ = ["IdentityEvent", "ConflictRow", "case_id_for", "check_conflicts", "emit", "open_conflicts",
-           "release_case", "held_by", "identity_text", "STUDY_CASE_PREFIX"]
+           "release_case", "held_by", "identity_text", "resume_state", "STUDY_CASE_PREFIX"]
 
 STUDY_CASE_PREFIX = "STUDY-"
 KINDS = ("study", "frame-of-reference")
@@ -51,7 +51,7 @@ def identity_text(patient_id: str, issuer: str) -> str:
 class IdentityEvent:
     """Something the operator must hear about: a conflict found, grown or resolved; a case held or released."""
 
-    event: str  # identity-conflict | identity-conflict-resolved | case-retired
+    event: str  # identity-conflict | identity-conflict-resolved | case-retired | case-released | case-renamed | ...
     level: int
     message: str
     fields: dict[str, str] = field(default_factory=dict)
@@ -128,15 +128,37 @@ def _describe(kind: str, key: str, identities: Sequence[tuple[str, str]], cases:
             f"({'; '.join(identity_text(p, i) for p, i in identities)}) in cases {', '.join(cases)}")
 
 
-def _unhold(db: sqlite3.Connection, cases: Iterable[str], why: str, now: float) -> list[str]:
-    """Cases held by no other open conflict go back to 'receiving' (completion evaluates them). Returns them."""
-    out = []
+def resume_state(db: sqlite3.Connection, case_id: str, never_analysed: str = "receiving") -> tuple[str, str]:
+    """Where a case goes when nothing holds it any more, and why in words. Never analysed: `never_analysed`
+    (completion evaluates it). Analysed: the outcome of its last analysis (done, or failed), so completion re-runs
+    it only when an input changed since; a release never re-runs an analysis by itself."""
+    r = db.execute("SELECT version, result FROM cases WHERE case_id=?", (case_id,)).fetchone()
+    if r is None or not r[0]:
+        return never_analysed, "never analysed: analysed when its studies are stable and a workflow has its inputs"
+    try:
+        result = json.loads(r[1] or "{}")
+    except json.JSONDecodeError:
+        result = {}
+    errors = result.get("errors") if isinstance(result, dict) else None
+    if not result or errors:
+        why = "; ".join(f"{k}: {v}" for k, v in errors.items()) if isinstance(errors, dict) else "internal error"
+        return "failed", (f"back to the outcome of analysis v{r[0]} (failed: {why}); analysed again only if an "
+                          "input changed since")
+    return "done", f"back to analysis v{r[0]} (done); analysed again only if an input changed since"
+
+
+def _unhold(db: sqlite3.Connection, cases: Iterable[str], why: str, now: float) -> dict[str, str]:
+    """Cases held by no other open conflict leave 'held' (:func:`resume_state`: a case analysed before goes back to
+    its last outcome, not to a re-run; completion evaluates them). Returns case -> the state it went to."""
+    out: dict[str, str] = {}
     for c in cases:
         r = db.execute("SELECT state FROM cases WHERE case_id=?", (c,)).fetchone()
         if r is None or r[0] != "held" or held_by(db, c):
             continue
-        db.execute("UPDATE cases SET state='receiving', reason=?, updated_at=? WHERE case_id=?", (why, now, c))
-        out.append(c)
+        state, resumed = resume_state(db, c)
+        db.execute("UPDATE cases SET state=?, reason=?, updated_at=? WHERE case_id=?",
+                   (state, f"{why}; {resumed}", now, c))
+        out[c] = state
     return out
 
 
@@ -183,21 +205,37 @@ def check_conflicts(db: sqlite3.Connection, keys: Iterable[tuple[str, str]], now
             events.append(IdentityEvent(
                 "identity-conflict-resolved", logging.WARNING,
                 f"identity conflict on {what} {key} resolved: {resolution}; no longer held: "
-                f"{', '.join(freed) or 'none'}",
+                f"{', '.join(f'{c} ({_resumed_text(s)})' for c, s in freed.items()) or 'none'}",
                 {"kind": kind, "key": key, "cases": ",".join(existing.cases), "result": "resolved",
-                 "detail": resolution}))
+                 "detail": resolution, "unheld": ",".join(f"{c}:{s}" for c, s in freed.items())}))
     return events, changed
 
 
-def release_case(db: sqlite3.Connection, case_id: str, now: float | None = None) -> list[ConflictRow]:
+def _resumed_text(state: str) -> str:
+    return {"done": "back to done: its last analysis stands unless an input changed",
+            "failed": "back to failed: analysed again only if an input changed",
+            }.get(state, "never analysed: evaluated for analysis")
+
+
+def release_case(db: sqlite3.Connection, case_id: str, now: float | None = None
+                 ) -> tuple[list[ConflictRow], IdentityEvent]:
     """The operator releases a held case: it is released from every open conflict that holds it (they stay open
-    for the other cases) and goes to 'stable'. Returns the conflicts it was released from."""
+    for the other cases) and leaves 'held': to 'stable' when never analysed, else back to the outcome of its last
+    analysis (:func:`resume_state`; completion re-runs it only when an input changed). Returns the conflicts it
+    was released from and the event to log and audit."""
     now = time.time() if now is None else now
     conflicts = held_by(db, case_id)
     for c in conflicts:
         db.execute("UPDATE conflicts SET released=? WHERE kind=? AND key=?",
                    (json.dumps(sorted({*c.released, case_id})), c.kind, c.key))
     what = "; ".join(_describe(c.kind, c.key, c.identities, c.cases) for c in conflicts)
-    db.execute("UPDATE cases SET state='stable', reason=?, updated_at=? WHERE case_id=? AND state='held'",
-               (f"released by operator{' from the identity conflict: ' + what if what else ''}", now, case_id))
-    return conflicts
+    state, resumed = resume_state(db, case_id, never_analysed="stable")
+    db.execute("UPDATE cases SET state=?, reason=?, updated_at=? WHERE case_id=? AND state='held'",
+               (state, f"released by operator{' from the identity conflict: ' + what if what else ''}; {resumed}",
+                now, case_id))
+    event = IdentityEvent("case-released", logging.WARNING,
+                          f"case {case_id} released from {len(conflicts)} identity conflict(s) "
+                          f"({what or 'none open'}): {_resumed_text(state)}",
+                          {"case": case_id, "state": state, "result": "released",
+                           "conflicts": ",".join(f"{c.kind}:{c.key}" for c in conflicts) or "none"})
+    return conflicts, event

@@ -543,15 +543,19 @@ class Index:
                  differences: str, stable_seconds: float, events: list[IdentityEvent]) -> Replacement:
         info, path, size, calling_ae, now = arrival
         new_case = self._case_for(db, info)
+        old_series = db.execute("SELECT * FROM series WHERE series_uid=? AND case_id=?",
+                                (old["series_uid"], old["case_id"])).fetchone()
         db.execute("DELETE FROM instances WHERE sop_instance_uid=?", (info.sop_instance_uid,))
         db.execute(f"INSERT INTO instances ({', '.join(_INSTANCE_COLUMNS)}) "
                    f"VALUES ({', '.join('?' * len(_INSTANCE_COLUMNS))})",
                    self._instance_values(info, new_case, path, size, calling_ae, now))
         new_series = self._add_to_series(db, info, new_case, now)  # first: the same series keeps its row
+        relinked: list[str] = []
         if not new_series:  # ... and takes the corrected header (a corrected tracer decides the series' role)
-            self._refresh_series(db, info, new_case)
+            relinked = self._refresh_series(db, info, new_case, events)
         self._remove_from_series(db, old["series_uid"], old["case_id"], now)
         self._touch_study(db, info, new_case, now, stable_seconds)
+        self._refresh_study_and_name(db, info, new_case, events)
         db.execute("UPDATE studies SET stable=0, stable_due=? WHERE study_uid=?",
                    (now + stable_seconds, old["study_uid"]))
         self._touch_case(db, new_case, info, now)
@@ -565,8 +569,15 @@ class Index:
                     self._to_stored(path), old["case_id"], new_case, differences, now))
         keys = self._link_keys(info) + [("study", old["study_uid"]),
                                         ("frame-of-reference", old["frame_of_reference_uid"])]
+        if old_series is not None:  # the links the series row had (an RTSTRUCT's referenced frame of reference)
+            keys += [("study", old_series["study_uid"]),
+                     ("frame-of-reference", old_series["frame_of_reference_uid"]),
+                     ("frame-of-reference", old_series["referenced_frame_of_reference"])]
+        # conflicts are looked at again whenever the copy moved, made a series, or corrected a link (study, frame of
+        # reference): a corrected re-send is how a modality resolves a conflict, and every case it touches is
+        # evaluated again (held ones freed, freed ones evaluated)
         found, changed = identity.check_conflicts(db, keys, now) if (new_series or old["case_id"] != new_case
-                                                                    ) else ([], set())
+                                                                    or relinked) else ([], set())
         events += found
         evaluate |= changed
         retired = self._retire_if_empty(db, old["case_id"], new_case, now, events)
@@ -574,18 +585,73 @@ class Index:
             evaluate.discard(old["case_id"])
         return Replacement(old["case_id"], new_case, old["study_uid"], info.study_uid, tuple(sorted(evaluate)))
 
+    #: Series-level values a corrected re-send refreshes: (series column, the header attribute it comes from).
+    _SERIES_REFRESH: tuple[tuple[str, str], ...] = (
+        ("study_uid", "StudyInstanceUID"), ("modality", "Modality"), ("sop_class_uid", "SOPClassUID"),
+        ("series_description", "SeriesDescription"), ("series_number", "SeriesNumber"),
+        ("frame_of_reference_uid", "FrameOfReferenceUID"), ("radiopharmaceutical", "Radiopharmaceutical"),
+        ("radiopharmaceutical_code", "RadiopharmaceuticalCodeSequence"), ("roi_names", "ROIName"),
+        ("referenced_frame_of_reference", "ReferencedFrameOfReferenceSequence"),
+        ("referenced_series", "RTReferencedSeriesSequence"), ("protocol_name", "ProtocolName"),
+        ("radionuclide_code", "RadionuclideCodeSequence"), ("dose_summation_type", "DoseSummationType"),
+        ("referenced_sop_uids", "ReferencedRTPlanSequence/ReferencedStructureSetSequence"))
+    #: Of those, the ones that link series across cases (identity conflicts are looked at again when they change).
+    _LINK_COLUMNS = ("study_uid", "frame_of_reference_uid", "referenced_frame_of_reference")
+
     @staticmethod
-    def _refresh_series(db: sqlite3.Connection, info: InstanceInfo, case_id: str) -> None:
+    def _series_values(info: InstanceInfo) -> dict[str, Any]:
+        return {"study_uid": info.study_uid, "modality": info.modality, "sop_class_uid": info.sop_class_uid,
+                "series_description": info.series_description, "series_number": info.series_number,
+                "frame_of_reference_uid": info.frame_of_reference_uid,
+                "radiopharmaceutical": info.radiopharmaceutical,
+                "radiopharmaceutical_code": info.radiopharmaceutical_code, "roi_names": "\\".join(info.roi_names),
+                "referenced_frame_of_reference": info.referenced_frame_of_reference,
+                "referenced_series": "\\".join(info.referenced_series), "protocol_name": info.protocol_name,
+                "radionuclide_code": info.radionuclide_code, "dose_summation_type": info.dose_summation_type,
+                "referenced_sop_uids": "\\".join(info.referenced_sop_uids)}
+
+    def _refresh_series(self, db: sqlite3.Connection, info: InstanceInfo, case_id: str,
+                        events: list[IdentityEvent]) -> list[str]:
         """A re-sent, corrected instance's series-level header values become the series' (the index keeps them
-        from the first instance otherwise)."""
-        db.execute("UPDATE series SET modality=?, sop_class_uid=?, series_description=?, series_number=?, "
-                   "frame_of_reference_uid=?, radiopharmaceutical=?, radiopharmaceutical_code=?, roi_names=?, "
-                   "referenced_frame_of_reference=?, referenced_series=?, protocol_name=? "
-                   "WHERE series_uid=? AND case_id=?",
-                   (info.modality, info.sop_class_uid, info.series_description, info.series_number,
-                    info.frame_of_reference_uid, info.radiopharmaceutical, info.radiopharmaceutical_code,
-                    "\\".join(info.roi_names), info.referenced_frame_of_reference, "\\".join(info.referenced_series),
-                    info.protocol_name, info.series_uid, case_id))
+        from the first instance otherwise): every value the index keeps per series, its study included. A change
+        of a linking value (study, frame of reference) is logged and audited. Returns the linking columns that
+        changed (conflicts must be looked at again)."""
+        row = db.execute("SELECT * FROM series WHERE series_uid=? AND case_id=?", (info.series_uid, case_id)
+                         ).fetchone()
+        if row is None:
+            return []
+        values = self._series_values(info)
+        changed = {c: kw for c, kw in self._SERIES_REFRESH if row[c] != values[c]}
+        if not changed:
+            return []
+        db.execute(f"UPDATE series SET {', '.join(c + '=?' for c in changed)} WHERE series_uid=? AND case_id=?",
+                   (*(values[c] for c in changed), info.series_uid, case_id))
+        links = [c for c in self._LINK_COLUMNS if c in changed]
+        if links:
+            what = "; ".join(f"{changed[c]} {row[c] or '(none)'} -> {values[c] or '(none)'}" for c in links)
+            events.append(IdentityEvent(
+                "series-relinked", logging.WARNING,
+                f"series {info.series_uid} of case {case_id} re-sent with corrected links ({what}): the index "
+                "follows the corrected copy; identity conflicts looked at again",
+                {"case": case_id, "series": info.series_uid, "changes": what, "result": "relinked"}))
+        return links
+
+    def _refresh_study_and_name(self, db: sqlite3.Connection, info: InstanceInfo, case_id: str,
+                                events: list[IdentityEvent]) -> None:
+        """A corrected re-send's study description and date become its study's, and its PatientName the case's
+        (only when the copy carries the case's own identity: a series an operator reassigned does not rename it)."""
+        db.execute("UPDATE studies SET study_description=?, study_date=? WHERE study_uid=? AND "
+                   "(study_description!=? OR study_date!=?)",
+                   (info.study_description, info.study_date, info.study_uid, info.study_description,
+                    info.study_date))
+        r = db.execute("SELECT patient_name FROM cases WHERE case_id=? AND patient_id=? AND issuer_of_patient_id=?",
+                       (case_id, info.patient_id, info.issuer_of_patient_id)).fetchone()
+        if r is not None and r[0] != info.patient_name:
+            db.execute("UPDATE cases SET patient_name=? WHERE case_id=?", (info.patient_name, case_id))
+            events.append(IdentityEvent(
+                "case-renamed", logging.WARNING,
+                f"case {case_id}: PatientName {r[0]!r} -> {info.patient_name!r} (a corrected re-send)",
+                {"case": case_id, "from": r[0], "to": info.patient_name, "result": "renamed"}))
 
     def record_kept_first(self, sop_instance_uid: str, kept_path: Path, current: Path, case_id: str,
                           differences: str) -> None:
@@ -879,12 +945,15 @@ class Index:
             return identity.open_conflicts(self._db)
 
     def release_case(self, case_id: str) -> list[identity.ConflictRow] | None:
-        """A held case goes to 'stable', released from the conflicts that hold it. None when it is not held."""
+        """A held case leaves 'held' (to 'stable', or back to its last analysis' outcome: node.identity.resume_state),
+        released from the conflicts that hold it; logged and audited. None when it is not held."""
         with self._lock, self._tx() as db:
             r = db.execute("SELECT state FROM cases WHERE case_id=?", (case_id,)).fetchone()
             if r is None or r[0] != "held":
                 return None
-            return identity.release_case(db, case_id)
+            conflicts, event = identity.release_case(db, case_id)
+        identity.emit([event])
+        return conflicts
 
     def series_cases(self, uid: str) -> dict[str, list[tuple[str, str]]]:
         """For a series or study UID: case -> [(series UID, study UID)] of the rows it names."""

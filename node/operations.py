@@ -87,7 +87,8 @@ def resend(index: Index, outbox: Outbox, case_id: str | None, operator: str, fai
 
 def release(index: Index, case_id: str, operator: str, evaluate: Callable[[str], bool] | None = None) -> str:
     """Release a held case: it is released from the identity conflicts that hold it (they stay open for the other
-    cases involved), goes back to 'stable' and is evaluated for analysis again (`evaluate`, the running node's
+    cases involved) and goes to 'stable' when never analysed, else back to its last analysis' outcome (re-run only
+    if an input changed; node.identity.resume_state), then evaluated (`evaluate`, the running node's
     Completion.evaluate_case; without it the node evaluates it when its next study becomes stable). Its series
     stay its own: nothing is merged. A new identity joining the conflict holds it again."""
     with audited_refusal("release", case_id, operator):

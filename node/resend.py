@@ -6,7 +6,8 @@ index writer (off the C-STORE round trip) hands the copies whose SOP Instance UI
 :class:`Resender`, which compares the two copies' content:
 
 * identical content (every public attribute but transport bookkeeping, and the pixels; the transfer syntax may
-  differ): a no-op, the new copy is removed;
+  differ, and so may how a value is written: a decimal string re-encoded within 1e-6, a person name's trailing
+  delimiters, an empty type 2 element left out): a no-op, the new copy is removed;
 * different content, ``[receive] duplicates = "replace"`` (default): the new copy replaces the stored one, which is
   kept as *superseded* (never deleted silently) under ``data_dir/superseded/<study>/<series>/``; the index moves the
   instance to the series, study and case of its new header, both cases are evaluated again, WARNING + audit;
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -35,7 +37,10 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.valuerep import PersonName
 
 from node.audit import audit
 from node.header import read_stored
@@ -139,6 +144,8 @@ def _differences(a: Dataset, b: Dataset, path: str = "", depth: int = 0) -> list
             continue
         if not in_a and not in_b:
             continue
+        if _empty(a[tag].value if in_a else None) and _empty(b[tag].value if in_b else None):
+            continue  # a type 2 element sent empty in one copy and left out in the other: no content
         if in_a and in_b and depth < _MAX_DEPTH and a[tag].VR == "SQ" and b[tag].VR == "SQ" \
                 and len(a[tag].value) == len(b[tag].value):
             items = list(zip(a[tag].value, b[tag].value, strict=True))
@@ -152,8 +159,38 @@ def _differences(a: Dataset, b: Dataset, path: str = "", depth: int = 0) -> list
     return diffs
 
 
+#: Decimal strings re-encoded by another system (a float32 written back, DS's 16 characters) differ in the last
+#: digits only: numbers this close are the same value.
+_DS_REL_TOL = 1e-6
+
+
+def _empty(v: Any) -> bool:
+    return v is None or (isinstance(v, str | bytes | list | tuple | MultiValue | Sequence) and len(v) == 0) \
+        or (isinstance(v, PersonName) and not str(v).strip("^= "))
+
+
+def _name(v: PersonName) -> str:
+    """A person name without the trailing component/group delimiters PS3.5 6.2.1 lets a writer leave out."""
+    return "=".join(group.rstrip("^ ") for group in str(v).split("=")).rstrip("=")
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v)
+
+
 def _same(x: Any, y: Any) -> bool:
+    """The same value, however written: numbers to _DS_REL_TOL (DS re-encoded), person names without trailing
+    delimiters, multi-values element by element; anything else as pydicom compares it."""
     try:
+        if isinstance(x, PersonName) or isinstance(y, PersonName):
+            return _name(PersonName(x)) == _name(PersonName(y))
+        if isinstance(x, MultiValue | list) and isinstance(y, MultiValue | list):
+            return len(x) == len(y) and all(_same(u, v) for u, v in zip(x, y, strict=True))
+        nx, ny = _number(x), _number(y)
+        if nx is not None and ny is not None:
+            return math.isclose(nx, ny, rel_tol=_DS_REL_TOL, abs_tol=1e-12)
         return bool(x == y)
     except Exception:  # values pydicom cannot compare (e.g. mismatched sequences): different
         return False

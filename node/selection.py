@@ -115,11 +115,19 @@ def spect_ct_why(s: SeriesRow, ctx: RoleContext) -> str:
 
 
 def planning_why(s: SeriesRow, ctx: RoleContext) -> str:
+    """Why a planning CT qualifies and, when the case has several, whether it is the one used and why."""
     text = f"contiguous axial ORIGINAL CT volume, {s.content.describe_stack()}: a planning CT"
-    found = drawn_on(s, _liver_contours(ctx.series, ctx.common))
+    contours = _liver_contours(ctx.series, ctx.common)
+    found = drawn_on(s, contours)
     if found is not None:
         text += (f"; the liver contour {found[0].series_description or found[0].series_uid!r} was drawn on it "
                  f"(its {found[1]})")
+    others = [c for c in ctx.series if c.series_uid != s.series_uid and c.modality == "CT"
+              and planning_problem(c, ctx) is None and spect_ct_problem(c, ctx) is not None]
+    if others:
+        best, why = _pick_planning([s, *others], contours)
+        text += (f"; used as the planning CT: {why}" if best.series_uid == s.series_uid else
+                 f"; not the one used: {best.series_description or best.series_uid!r} is ({why})")
     return text
 
 
@@ -127,24 +135,40 @@ def _size(s: SeriesRow) -> tuple[int, float, int]:
     return (s.content.positions, s.content.extent_mm, s.n_instances)
 
 
-def choose_planning_ct(case: CaseSeries, common: CommonSettings, input_name: str,
-                       role: str = "planning-ct") -> ChosenSeries | None:
-    """The planning CT: the one a received liver contour was drawn on (newest contour first), else the largest
-    (most slices, then longest); never chosen by arrival time."""
-    candidates = case.with_role(role)
-    if not candidates:
-        return None
-    for rt in _liver_contours(case.series, common):
+def _pick_planning(candidates: Sequence[SeriesRow], contours: Sequence[SeriesRow]) -> tuple[SeriesRow, str]:
+    """The planning CT among qualified candidates and why, in this order: a CT a liver contour references by its
+    series (newest contour first); else a CT sharing a liver contour's frame of reference (the largest of those);
+    else the largest. Arrival order never decides."""
+    for rt in contours:
         for ct in candidates:
-            found = drawn_on(ct, [rt])
-            if found is not None:
-                name = rt.series_description or rt.series_uid
-                return ChosenSeries(input_name, ct, f"the CT the liver contour {name!r} was drawn on (its referenced "
-                                                    f"{found[1]})")
+            if ct.series_uid in rt.referenced_series:
+                return ct, (f"the CT the liver contour {rt.series_description or rt.series_uid!r} was drawn on (its "
+                            "referenced series)")
+    for rt in contours:
+        same = [ct for ct in candidates if rt.referenced_frame_of_reference
+                and ct.frame_of_reference_uid == rt.referenced_frame_of_reference]
+        if same:
+            best = max(same, key=_size)
+            why = (f"the CT the liver contour {rt.series_description or rt.series_uid!r} was drawn on (its referenced "
+                   "frame of reference; the contour names no series received here)")
+            if len(same) > 1:
+                why += f"; the largest of {len(same)} CTs in that frame of reference ({best.content.describe_stack()})"
+            return best, why
     best = max(candidates, key=_size)
     why = f"the largest contiguous axial ORIGINAL CT ({best.content.describe_stack()})"
     if len(candidates) > 1:
         why += f" of {len(candidates)} planning-ct series; no received liver contour names one"
+    return best, why
+
+
+def choose_planning_ct(case: CaseSeries, common: CommonSettings, input_name: str,
+                       role: str = "planning-ct") -> ChosenSeries | None:
+    """The planning CT (:func:`_pick_planning`): the series a received liver contour references wins, then its
+    frame of reference, then the largest; never chosen by arrival time."""
+    candidates = case.with_role(role)
+    if not candidates:
+        return None
+    best, why = _pick_planning(candidates, _liver_contours(case.series, common))
     return ChosenSeries(input_name, best, why)
 
 

@@ -57,6 +57,11 @@ GAP_FACTOR = 1.5
 MIN_SPECT_COVERAGE = 0.9
 #: Slice normals within this angle of the body (z) axis are axial (gantry tilts stay below it).
 MAX_AXIAL_TILT_DEG = 30.0
+#: Slice origins shifting in-plane by more than this (mm) over the stack: a sheared stack (gantry tilt), which the
+#: node's CT reader refuses (node.imaging.volumes.SHEAR_TOLERANCE_MM, the same tolerance).
+MAX_SHEAR_MM = 0.05
+#: SOP classes of multi-frame (enhanced) CT: the node's CT reader takes single-frame slices only.
+ENHANCED_CT_CLASSES = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")
 #: Positions closer than this along the normal are the same slice position (time points of a dynamic series).
 _SAME_POSITION_MM = 0.05
 
@@ -119,6 +124,8 @@ class SeriesContent:
     z_range: tuple[float, float] | None = None  # patient z covered (half a step beyond the end slices)
     time_span_s: float | None = None  # first to last acquisition time (None: no times recorded)
     temporal_positions: int = 0  # distinct TemporalPositionIdentifier values
+    #: how far (mm) slice origins move in-plane (perpendicular to the normal) over the stack: 0 for a straight stack
+    shear_mm: float = 0.0
 
     @property
     def tilt_deg(self) -> float | None:
@@ -212,7 +219,8 @@ def summarise(instances: Iterable[InstanceFacts]) -> SeriesContent:
     if not points:
         return SeriesContent(**base)  # type: ignore[arg-type]
     if orients:
-        o = np.array(orients.most_common(1)[0][0], dtype=float)
+        common = orients.most_common(1)[0][0]  # rounded (to group); the normal from an exact value of that group
+        o = np.array(next((raw for raw, k in keys.items() if k == common), common), dtype=float)
         n = np.cross(o[:3], o[3:])
         norm = float(np.linalg.norm(n))
         normal = n / norm if norm > 1e-6 else np.array([0.0, 0.0, 1.0])
@@ -229,13 +237,17 @@ def summarise(instances: Iterable[InstanceFacts]) -> SeriesContent:
     spacing = float(np.median(steps)) if len(steps) else None
     largest = float(steps.max()) if len(steps) else None
     gaps = int(np.sum(steps > GAP_FACTOR * spacing + 0.01)) if spacing else 0
+    along = pts @ normal
+    inplane = pts - np.outer(along, normal)
+    shear = float(np.linalg.norm(inplane - inplane[int(np.argmin(along))], axis=1).max())
     z = pts[:, 2]
     half = (spacing or 0.0) / 2.0
     return SeriesContent(
         **base,  # type: ignore[arg-type]
         normal=(float(normal[0]), float(normal[1]), float(normal[2])), positions=len(centres),
         time_points=int(counts.max()), spacing_mm=spacing, largest_step_mm=largest, gaps=gaps,
-        extent_mm=float(centres[-1] - centres[0]), z_range=(float(z.min()) - half, float(z.max()) + half))
+        extent_mm=float(centres[-1] - centres[0]), z_range=(float(z.min()) - half, float(z.max()) + half),
+        shear_mm=shear)
 
 
 # ------------------------------------------------------------------------------------ predicates, with reasons
@@ -277,6 +289,15 @@ def ct_image_problem(modality: str, content: SeriesContent) -> str | None:
     tilt = content.tilt_deg
     if tilt is not None and tilt > MAX_AXIAL_TILT_DEG:
         return f"not axial: slices {tilt:.0f} degrees from the axial plane (a sagittal/coronal or oblique stack)"
+    enhanced = [c for c in content.sop_classes if c in ENHANCED_CT_CLASSES]
+    if enhanced or content.frames > content.instances:
+        what = sop_class_name(enhanced[0]) if enhanced else "multi-frame CT"
+        return (f"not used: an enhanced (multi-frame) CT ({what}, {content.frames} frame(s) in "
+                f"{content.instances} instance(s)); the node reads CT as single-frame slices (send it as CT Image "
+                "Storage)")
+    if content.shear_mm > MAX_SHEAR_MM:
+        return (f"not used: slice origins shift in-plane by up to {content.shear_mm:.3g} mm over the stack (gantry "
+                "tilt or a sheared stack); the node reads only straight stacks (send it reconstructed without tilt)")
     return None
 
 

@@ -53,10 +53,10 @@ def render_status(status: NodeStatus, with_outbox: bool = True) -> str:
                        rows)
         lines.append("")
     if status.conflicts:
-        lines.append("IDENTITY CONFLICTS (cases held)")
-        lines += table(("KIND", "UID", "IDENTITIES", "CASES"),
-                       [(c.kind, c.key, "; ".join(f"{p}/{i or '-'}" for p, i in c.identities), ", ".join(c.cases))
-                        for c in status.conflicts])
+        lines.append("IDENTITY CONFLICTS (open; HELD: cases it still holds, RELEASED: released by the operator)")
+        lines += table(("KIND", "UID", "IDENTITIES", "HELD", "RELEASED"),
+                       [(c.kind, c.key, "; ".join(f"{p}/{i or '-'}" for p, i in c.identities),
+                         ", ".join(c.held) or "-", ", ".join(c.released) or "-") for c in status.conflicts])
         lines.append("")
     if status.unrouted_outputs:
         lines.append("WARNING: no destination takes " + ", ".join(status.unrouted_outputs)

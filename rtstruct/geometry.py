@@ -1,7 +1,9 @@
 """Slice stacks: reading, ordering and the pixel <-> patient mapping of single-frame image series.
 
 :class:`SliceStack` is the one reader of slice-stack geometry in the project: this library's RTSTRUCT reader
-and writer (through :class:`CtGeometry`) and the node's volume loader (``node.imaging.volumes``) build on it.
+and writer (through :class:`CtGeometry`), the node's volume loader (``node.imaging.volumes``) and the CT perfusion
+4D assembly (``node.perfusion.volume4d``, through :meth:`SliceStack.from_planes`, Enhanced CT frames included)
+build on it.
 
 Conventions (DICOM PS3.3 C.7.6.2.1.1): the first ImageOrientationPatient triplet is the row direction (the
 direction of increasing column index), the second the column direction (increasing row index); PixelSpacing is
@@ -56,23 +58,34 @@ class SliceStack:
             if int(ds.get("NumberOfFrames", 1) or 1) != 1:
                 raise RTStructError(f"instance {ds.get('SOPInstanceUID', '?')} is multi-frame; one slice per file "
                                     "is required")
-        first = datasets[0]
         try:
             iops = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets], dtype=float)
             ipps = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets], dtype=float)
             spacings = np.array([[float(v) for v in ds.PixelSpacing] for ds in datasets], dtype=float)
         except (TypeError, ValueError) as exc:
             raise RTStructError(f"invalid ImagePositionPatient/ImageOrientationPatient/PixelSpacing ({exc})") from None
+        sizes = [(int(ds.Rows), int(ds.Columns)) for ds in datasets]
+        return cls.from_planes(iops, ipps, spacings, sizes, orientation_tolerance)
+
+    @classmethod
+    def from_planes(cls, iops: np.ndarray, ipps: np.ndarray, spacings: np.ndarray,
+                    sizes: Sequence[tuple[int, int]], orientation_tolerance: float = _ORIENTATION_TOLERANCE,
+                    spacing_tolerance: float = 1e-4) -> SliceStack:
+        """The same checks on planes already read (one per slice or frame: orientation (6), position (3), pixel
+        spacing (2), (rows, columns)): also the frames of an Enhanced multi-frame image or of a time series."""
+        iops, ipps, spacings = (np.asarray(a, dtype=float) for a in (iops, ipps, spacings))
+        if len(iops) == 0:
+            raise RTStructError("no slices given")
         if iops.shape[1:] != (6,) or ipps.shape[1:] != (3,) or spacings.shape[1:] != (2,):
             raise RTStructError("ImageOrientationPatient must have 6 values, ImagePositionPatient 3, PixelSpacing 2")
         if np.abs(iops - iops[0]).max() > orientation_tolerance:
             raise RTStructError("slices have different ImageOrientationPatient (not one stack)")
-        rows, cols = int(first.Rows), int(first.Columns)
-        for ds in datasets[1:]:
-            if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
-                raise RTStructError(f"slices have different sizes ({ds.Rows}x{ds.Columns} vs {rows}x{cols})")
-        if np.abs(spacings - spacings[0]).max() > 1e-4:
-            raise RTStructError("slices have different PixelSpacing")
+        rows, cols = sizes[0]
+        for r, c in sizes[1:]:
+            if (r, c) != (rows, cols):
+                raise RTStructError(f"slices have different sizes ({r}x{c} vs {rows}x{cols})")
+        if np.abs(spacings - spacings[0]).max() > spacing_tolerance:
+            raise RTStructError(f"slices have different pixel spacing (PixelSpacing {spacings[0].tolist()} and others)")
         if spacings[0].min() <= 0:
             raise RTStructError(f"PixelSpacing must be positive, got {spacings[0].tolist()}")
         return cls(iops[0, :3], iops[0, 3:], ipps, (float(spacings[0, 0]), float(spacings[0, 1])), rows, cols)

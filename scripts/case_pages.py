@@ -102,12 +102,15 @@ def write_pages(objects: list[OutputObject], out: Path, dicom: bool) -> list[Pat
 
 
 #: README picture name -> the output descriptions it is chosen from (the middle one when there are several,
-#: the first for the pictures in README_FIRST: a summary's first page holds its tables, the last its overflow)
+#: the first for the pictures in README_FIRST, the last for those in README_LAST: the summary's first and last
+#: pages)
 README_FIRST = {"summary"}
+README_LAST = {"summary-2"}
 README_PAGES = {
-    "perfusion-max-slope": "max-slope maps", "perfusion-discm": "discm maps", "perfusion-curves": "time-attenuation",
+    "perfusion-max-slope": "maximum slope maps", "perfusion-discm": "DISCM maps",
+    "perfusion-curves": "time-attenuation",
     "gsa-axial": "GSA fusion check (axial)", "gsa-coronal": "GSA fusion check (coronal)", "maa": "MAA regions review",
-    "summary": "case summary page",
+    "dvh": "Y-90 predicted dose DVH page", "summary": "case summary page", "summary-2": "case summary page",
 }
 
 
@@ -119,7 +122,10 @@ def write_readme_pages(objects: list[OutputObject], out: Path) -> list[Path]:
         found = [o for o in objects if str(o.dataset.SOPClassUID) == SC and o.description.startswith(prefix)]
         if not found:
             raise RuntimeError(f"no page {prefix!r} among the outputs")
-        image = Image.fromarray(sc_pixels(found[0 if name in README_FIRST else len(found) // 2].dataset))
+        index = 0 if name in README_FIRST else -1 if name in README_LAST else len(found) // 2
+        if name in README_LAST and len(found) < 2:
+            raise RuntimeError(f"the summary has one page: no {name!r}")
+        image = Image.fromarray(sc_pixels(found[index].dataset))
         path = out / f"{name}.png"
         image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
         written.append(path)

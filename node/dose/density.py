@@ -147,7 +147,9 @@ def mass_on_grid(ct: sitk.Image, grid: sitk.Image, calibration: DensityCalibrati
                                                                      / min(ct.GetSpacing())))))
     # Block-average CT pixels much finer than the sub-voxels (mass-preserving), so nearest sampling sees them all.
     sub = grid_spacing.min() / factor
-    shrink = [max(1, int(sub // s)) for s in ct.GetSpacing()]
+    # at most the CT's size per axis (BinShrink refuses more: "InputImage is too small"); a CT thinner than one
+    # block is averaged whole along that axis, which still keeps its mass
+    shrink = [min(max(1, int(sub // s)), n) for s, n in zip(ct.GetSpacing(), ct.GetSize(), strict=True)]
     if max(shrink) > 1:
         density = sitk.BinShrink(density, shrink)
     t = transform if transform is not None else sitk.Transform()

@@ -137,7 +137,8 @@ def check_y90_safety(summary: Y90DoseSummary, limits: DoseLimits,
     nl = summary.normal_liver.region.mean_gy
     if _above(nl, nl_limit):
         flags.append(SafetyFlag("warning", "non-tumoural liver mean dose", nl, nl_limit,
-                                f"non-tumoural liver mean dose {nl:.1f} Gy exceeds the {kind} limit of {nl_limit:g} Gy "
+                                # said with the case-wide region name (node.report.groups.REGION_NAMES)
+                                f"normal liver mean dose {nl:.1f} Gy exceeds the {kind} limit of {nl_limit:g} Gy "
                                 f"({why}): risk of radioembolization-induced liver disease; {NOT_A_PRESCRIPTION}"))
     for t in summary.tumours:
         d = t.region.mean_gy

@@ -210,12 +210,15 @@ def _info_column(frame: PageFrame, liver: Contour, fls: Contour, itv: Contour, p
     pct = figures.threshold_fraction * 100.0
     y = text_block(frame, x, 112, [("heading", "Structures sent to the planning system")], w)
     rows: list[list[Cell]] = []
-    for c, what in ((liver, f"whole liver: {figures.liver_source}"),
-                    (fls, f"functional liver: uptake >= {pct:g} % of max"),
-                    (itv, "liver - FLS (to treat)"),
+    for c, what in ((liver, f"whole liver ({figures.liver_source})"),
+                    (fls, f"functional: uptake \u2265 {pct:g} % of max."),
+                    (itv, "liver \u2212 FLS (to treat)"),
                     (ptv, f"ITV + {figures.margin_mm:g} mm margin")):
-        rows.append([(c.name, hex_colour(c.color)), what, f"{c.volume_cm3:.1f}"])
-    y = table(frame, x, y + 4, [("", 84, "l"), ("", 276, "l"), ("cm\u00b3", 100, "r")], rows, size="body")
+        rows.append([(c.name, hex_colour(c.color)), f"{c.volume_cm3:.1f}", "", what])
+    # volume right after the name, the definition last (left-aligned): a long definition runs into the margin,
+    # never into a number
+    y = table(frame, x, y + 4, [("", 64, "l"), ("cm\u00b3", 90, "r"), ("", 12, "l"), ("", 294, "l")], rows,
+              size="body")
     y = text_block(frame, x, y + 6, [
         ("body", f"PTV margin {figures.margin_mm:g} mm, isotropic (measured in mm on the CT grid)."),
         ("small", "Top row: FLS edge dashed. Bottom row: FLS and ITV filled, PTV outlined."),

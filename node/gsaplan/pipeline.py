@@ -19,6 +19,7 @@ from node.gsaplan.measurements import GsaPlanMeasurements, PlanDoseRecord
 from node.gsaplan.settings import GsaPlanSettings
 from node.imaging.capture import secondary_capture
 from node.imaging.pages import Identity, Page
+from node.report.groups import region_name
 from node.workflow import OutputObject, WorkflowResult
 
 logger = logging.getLogger(__name__)
@@ -50,13 +51,14 @@ def _dose_record(ds: Dataset, rt: RtDose, plan: Dataset | None, notes: list[str]
 
 def _page(ev: GsaPlanEvaluation, record: PlanDoseRecord, settings: GsaPlanSettings, identity: Identity) -> Page:
     regions = {"whole liver": ev.liver, "FLS": ev.fls, "ITV": ev.itv, "PTV": ev.ptv}
-    curves = [Curve(f"{name} (volume)", r.dvh, PALETTE[i]) for i, (name, r) in enumerate(regions.items())]
-    curves.append(Curve("liver, GSA-weighted (function)", ev.functional_dvh, PALETTE[0], "--"))
+    curves = [Curve(f"{region_name(name)} (volume)", r.dvh, PALETTE[i]) for i, (name, r) in enumerate(regions.items())]
+    curves.append(Curve("Liver, GSA-weighted (function)", ev.functional_dvh, PALETTE[0], "--"))
     t = f"{ev.threshold_gy:g}"
-    header = ("region", "mL", "Dmean", "D50", "D70", "D90", f"V{t}Gy %")
-    rows = [(name, f"{r.volume_ml:.0f}", f"{r.mean_gy:.1f}", f"{r.d50_gy:.1f}", f"{r.d70_gy:.1f}",
+    header = ("region", "volume cm3", "Dmean Gy", "D50 Gy", "D70 Gy", "D90 Gy", f"V{t}Gy %")
+    rows = [(region_name(name), f"{r.volume_ml:.1f}", f"{r.mean_gy:.1f}", f"{r.d50_gy:.1f}", f"{r.d70_gy:.1f}",
              f"{r.d90_gy:.1f}", f"{r.dvh.v(ev.threshold_gy):.1f}") for name, r in regions.items()]
-    rows.append(("liver function", "-", f"{ev.functional_dvh.mean_gy():.1f}", "-", "-", "-", f"{ev.f_percent:.1f}"))
+    rows.append(("Liver, GSA-weighted", "-", f"{ev.functional_dvh.mean_gy():.1f}", "-", "-", "-",
+                 f"{ev.f_percent:.1f}"))
     plan = (f"plan {record.plan_label or '(label not received)'} {record.plan_name}".strip()
             + (f", {record.fractions} fractions" if record.fractions else ""))
     notes = [f"FLV{t}Gy = {ev.flv_percent:.1f} % of the functional liver (FLS) receives >= {t} Gy (warning above "

@@ -18,7 +18,8 @@ from node.report.codes import (
     VOLUME,
     volume_receiving,
 )
-from node.report.groups import Group, fmt, private
+from node.report.groups import Group, private, region_name
+from node.report.summary import CM3, Column, Note, SummaryBlock, Table, value_text
 from node.workflow import WorkflowResult
 
 __all__ = ["PROCEDURE", "report_groups", "summary_section", "GROUP_PREFIX", "FUNCTION_GROUP"]
@@ -43,7 +44,7 @@ def report_groups(result: WorkflowResult[GsaPlanMeasurements], sources: Mapping[
               f"function = {m.counts}"]
     groups = []
     for name, r in m.regions.items():
-        g = Group("gsaplan", f"{GROUP_PREFIX}{name}", LIVER, None, sources=dose, parameters=params)
+        g = Group("gsaplan", f"{GROUP_PREFIX}{region_name(name)}", LIVER, None, sources=dose, parameters=params)
         g.add(VOLUME, r.volume_ml, "mL", REGION_VOLUME, "volume")
         g.add(MEAN_DOSE, r.mean_gy, "Gy", PLAN_DOSE, "Dmean")
         g.add(MEDIAN_DOSE, r.d50_gy, "Gy", PLAN_DOSE, "D50")
@@ -61,19 +62,29 @@ def report_groups(result: WorkflowResult[GsaPlanMeasurements], sources: Mapping[
     return groups
 
 
-def summary_section(groups: Sequence[Group]) -> list[str]:
-    out = ["GSA-guided radiotherapy: functional-liver dose of the returned plan", "",
-           f"{'structure':<14}{'mL':>8}{'Dmean':>8}{'D50':>8}{'D70':>8}{'D90':>8}{'Vx %':>8}"]
+def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
+    """The plan's dose per GSA structure, as a table, and the functional-liver figures."""
+    rows: list[tuple[str, ...]] = []
+    blocks: list[SummaryBlock] = []
+    threshold = ""
     for g in groups:
         if g.identifier == FUNCTION_GROUP:
-            f = next((i for i in g.items if i.concept == F_PERCENT), None)
-            out.append(f"{f.label if f else 'F'} = {fmt(f.value if f else None, 0).strip()} % of the liver function; "
-                       f"GSA-weighted mean liver dose {fmt(g.get(FUNCTIONAL_MEAN), 0).strip()} Gy")
+            f = g.item(F_PERCENT)
+            mean = g.item(FUNCTIONAL_MEAN)
+            blocks.append(Note(f"{f.label if f else 'F'} = {value_text(f)} % of the liver function; GSA-weighted "
+                               f"mean liver dose {value_text(mean)} Gy."))
             continue
         v = next((i for i in g.items if i.unit == "%"), None)
-        out.append(f"{g.identifier[len(GROUP_PREFIX):]:<14}{fmt(g.get(VOLUME))}{fmt(g.get(MEAN_DOSE))}"
-                   f"{fmt(g.get(MEDIAN_DOSE))}{fmt(g.get(DOSE_D70))}{fmt(g.get(DOSE_D90))}"
-                   f"{fmt(v.value if v else None)}")
-        if v is not None and v.label.startswith("FLV"):
-            out.insert(2, f"{v.label} = {v.value:.1f} % of the functional liver (FLS)")
-    return out
+        flagged = any(e[0] == NORMALITY for e in g.evaluations)
+        if v is not None:
+            threshold = v.label.removeprefix("FLV").removeprefix("V")
+        rows.append((region_name(g.identifier[len(GROUP_PREFIX):]), value_text(g.item(VOLUME)),
+                     *(value_text(g.item(c)) for c in (MEAN_DOSE, MEDIAN_DOSE, DOSE_D70, DOSE_D90)),
+                     ("!" if flagged else "") + value_text(v)))
+    table = Table((Column("structure", align="l", width=1.4), Column("volume", CM3), Column("Dmean", "Gy"),
+                   Column("D50", "Gy"), Column("D70", "Gy"), Column("D90", "Gy"),
+                   Column(f"V{threshold.replace('Gy', ' Gy')}" if threshold else "V", "% of volume")),
+                  tuple(rows), title="Dose of the returned plan in the GSA structures",
+                  notes=("FLS row: FLV, the share of the functional liver receiving the threshold dose (flagged "
+                         "above the configured warning).",))
+    return [table, *blocks] if rows else blocks

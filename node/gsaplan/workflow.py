@@ -16,6 +16,7 @@ from node.gsaplan.measurements import GsaPlanMeasurements
 from node.gsaplan.settings import GsaPlanSettings, parse_settings
 from node.index import SeriesRow
 from node.report.groups import Group
+from node.report.summary import SummaryBlock
 from node.selection import planning_problem
 from node.seriescontent import dose_grid_problem
 from node.workflow import (
@@ -156,7 +157,7 @@ class GsaPlanWorkflow(Workflow[GsaPlanSettings, GsaPlanMeasurements]):
                       sources: Mapping[str, Sequence[Dataset]]) -> list[Group]:
         return report.report_groups(result, sources)
 
-    def summary_section(self, groups: Sequence[Group]) -> list[str]:
+    def summary_section(self, groups: Sequence[Group]) -> list[SummaryBlock]:
         return report.summary_section(groups)
 
     def phantom_checks(self, measurements: GsaPlanMeasurements, truth: Mapping[str, Any]) -> list[TruthCheck]:

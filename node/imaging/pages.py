@@ -18,6 +18,7 @@ Why these choices:
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colorbar import Colorbar  # noqa: E402
 from matplotlib.colors import Colormap, LinearSegmentedColormap, Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 from pydicom import Dataset  # noqa: E402
 
 from node import __version__  # noqa: E402
@@ -39,7 +41,8 @@ from node.derived import NOT_FOR_DIAGNOSIS  # noqa: E402
 __all__ = [
     "PAGE_PX", "DPI", "BACKGROUND", "TEXT", "DIM", "ACCENT", "WARN", "FONT_PX", "UPTAKE_CMAP", "CT_WINDOW",
     "Identity", "Page", "PageFrame", "new_page", "pt", "halo", "orientation_labels", "colour_bar", "text_block",
-    "table", "Cell", "format_date", "format_name", "rgb01", "hex_colour",
+    "table", "Cell", "format_date", "format_name", "rgb01", "hex_colour", "typographic",
+    "LABEL_GID",
 ]
 
 #: Page size in pixels (width, height) and the figure resolution used to reach it.
@@ -62,6 +65,24 @@ UPTAKE_CMAP: Colormap = LinearSegmentedColormap.from_list(
 
 _HEADER_PX = 96
 _FOOTER_PX = 40
+
+
+#: ASCII stand-ins and the typographic forms every page prints (one place: PageFrame.text and the summary's text
+#: apply it, so a ">=" or "cm3" written anywhere in the code reaches the reader as "≥" or "cm³").
+_TYPOGRAPHY = [(re.compile(r">="), "\u2265"), (re.compile(r"<="), "\u2264"), (re.compile(r"\+-|\+/-"), "\u00b1"),
+               (re.compile(r"(?<![\w-])->(?!>)"), "\u2192"), (re.compile(r"\b(c?m|mm)3\b"), "\\1\u00b3"),
+               (re.compile(r"\b(c?m|mm)2\b"), "\\1\u00b2"),
+               # a multiplication between numbers or symbols ("4.42x4.42", "49.67 x A x LSF"), never the word-like
+               # x of "at least x % of the region"
+               (re.compile(r"(?<=\d)x(?=\d)"), "\u00d7"), (re.compile(r"(?<=[\w)]) x (?=[\dA-Z(])"), " \u00d7 ")]
+
+
+def typographic(text: str) -> str:
+    """`text` with the typographic forms of ASCII stand-ins: >= → ≥, <= → ≤, +- → ±, -> → →, cm3 → cm³,
+    mm2 → mm², 4x4 and A x B → ×."""
+    for pattern, replacement in _TYPOGRAPHY:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def pt(px: float) -> float:
@@ -136,6 +157,10 @@ class Page:
 
     pixels: np.ndarray  # (H, W, 3) uint8
     identity: Identity | None
+    #: every text of the page (header, tables, notes; not the labels inside image panels), as drawn
+    texts: tuple[str, ...] = ()
+    #: pairs of those texts whose boxes overlap on the page (a layout fault: none on a good page)
+    overlaps: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -157,8 +182,8 @@ class PageFrame:
              weight: str = "normal", ha: str = "left", va: str = "top") -> None:
         """Text at a pixel position of the page (origin top left)."""
         w, h = PAGE_PX
-        self.figure.text(x_px / w, 1.0 - y_px / h, text, color=color, fontsize=pt(FONT_PX[size]), weight=weight,
-                         ha=ha, va=va)
+        self.figure.text(x_px / w, 1.0 - y_px / h, typographic(text), color=color, fontsize=pt(FONT_PX[size]),
+                         weight=weight, ha=ha, va=va)
 
     def render(self) -> Page:
         from node.imaging.capture import figure_rgb
@@ -166,7 +191,30 @@ class PageFrame:
         pixels = figure_rgb(self.figure)
         if pixels.shape[:2] != (PAGE_PX[1], PAGE_PX[0]):  # figure size x DPI is exact; a guard against drift
             raise RuntimeError(f"page rendered at {pixels.shape[1]}x{pixels.shape[0]}, not {PAGE_PX}")
-        return Page(pixels, self.identity)
+        # the page's own texts, and the region labels drawn over images (gid LABEL_GID): none may touch another
+        labels = [t for ax in self.figure.axes for t in ax.texts if t.get_gid() == LABEL_GID]
+        texts = [t for t in [*self.figure.texts, *labels] if t.get_text().strip()]
+        return Page(pixels, self.identity, tuple(t.get_text() for t in texts), _overlaps(texts))
+
+
+#: The gid of a region label drawn over an image (a lesion's name and value): checked for collisions like the
+#: page's own texts.
+LABEL_GID = "region-label"
+#: Two texts on one line closer than this (px) read as one word ("max1233.6"): a layout fault.
+MIN_GAP_PX = 10.0
+
+
+def _overlaps(texts: Sequence[Text]) -> tuple[tuple[str, str], ...]:
+    """Pairs of texts whose drawn boxes overlap, or sit on one line less than MIN_GAP_PX apart (after the figure
+    was drawn)."""
+    boxes = [t.get_window_extent() for t in texts]
+    out = []
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            if min(a.x1, b.x1) - max(a.x0, b.x0) > -MIN_GAP_PX and min(a.y1, b.y1) - max(a.y0, b.y0) > 1.0:
+                out.append((texts[i].get_text(), texts[j].get_text()))
+    return tuple(out)
 
 
 def new_page(identity: Identity, title: str, subtitle: str = "", footer: str = "",

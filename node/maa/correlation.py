@@ -38,7 +38,7 @@ from node.maa.measurements import (
     PearsonRecord,
     TumourPerfusion,
 )
-from node.perfusion.reference import PerfusionReference
+from node.perfusion.reference import PerfusionReference, method_label
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _flags(perfusion: PerfusionReference, tumour: str, method: str) -> dict[str,
     out = {}
     for (m, param), reason in perfusion.not_measurable.get(tumour, {}).items():
         if m.replace("-", "").lower() == method.replace("-", "").lower() and param in PARAMETERS:
-            out[param] = f"not measurable in the CT perfusion ({tumour} {param}, {m}: {reason})"
+            out[param] = f"not measurable in the CT perfusion ({tumour} {param}, {method_label(m)}: {reason})"
     return out
 
 
@@ -222,7 +222,8 @@ def correlate(nm: sitk.Image, tumours: Mapping[str, np.ndarray], tn: Mapping[str
             r_value = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else None
         if pairs:  # r only from MIN_POINTS tumours on; n always, so the report can say why there is none
             pearson[method] = PearsonRecord(None if r_value is None else round(r_value, 3), len(pairs))
-    logger.info("MAA-perfusion correlation: %d tumours, methods %s", len(rows), sorted(by_method))
+    logger.info("MAA-perfusion correlation: %d tumours, methods %s", len(rows),
+                ", ".join(sorted(method_label(m) for m in by_method)))
     return CorrelationRecord(
         done=True,
         method="SPECT/CT CT rigidly registered to the perfusion CT (first time point); tumour regions carried to "

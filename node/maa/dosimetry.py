@@ -60,6 +60,7 @@ from node.maa.partition import WHY_TWO_DOSES, PartitionPlan
 from node.maa.regions import Regions
 from node.maa.settings import MaaSettings
 from node.maa.shunt import Shunt
+from node.report.groups import region_name
 from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
@@ -208,20 +209,20 @@ def _flag_group_text(flags: Sequence[SafetyFlag]) -> list[str]:
 def _page(figures: Mapping[str, RegionDose], kinds: Mapping[str, str], lung: LungDose, lung_method: str,
           activity: float, source: str, lsf: float, limits: DoseLimits, context: TreatmentContext,
           flags: Sequence[SafetyFlag], dose: DoseMap, calibration: DensityCalibration, identity: Identity) -> Page:
-    curves = [Curve(name, r.dvh, PALETTE[i % len(PALETTE)]) for i, (name, r) in enumerate(figures.items())]
-    header = ("region", "mL", "Dmean", "D50", "D70", "D90", "V(Gy) %")
+    curves = [Curve(region_name(name), r.dvh, PALETTE[i % len(PALETTE)]) for i, (name, r) in enumerate(figures.items())]
+    header = ("region", "volume on CT cm3", "Dmean Gy", "D50 Gy", "D70 Gy", "D90 Gy", "V(d Gy) %")
     rows = []
     for name, r in figures.items():
         vs = V_GY.get(kinds[name], ())
         v_text = " ".join(f"V{v:g}={r.v_percent(v):.0f}" for v in vs) or "-"
         mean = lung.mean_gy if kinds[name] == LUNGS and lung.mean_gy is not None else r.mean_gy
-        rows.append((name, f"{r.volume_ml:.0f}", f"{mean:.1f}", f"{r.d50_gy:.1f}", f"{r.d70_gy:.1f}",
+        rows.append((region_name(name), f"{r.volume_ml:.1f}", f"{mean:.1f}", f"{r.d50_gy:.1f}", f"{r.d70_gy:.1f}",
                      f"{r.d90_gy:.1f}", v_text))
     if LUNGS not in figures and lung.mean_gy is not None:
-        rows.append((LUNGS, "-", f"{lung.mean_gy:.1f}", "-", "-", "-", "-"))
+        rows.append((region_name(LUNGS), "-", f"{lung.mean_gy:.1f}", "-", "-", "-", "-"))
     compromised = context.bilobar or context.compromised_liver
     nl_limit = limits.normal_liver_limit(context)
-    marks = [Limit(nl_limit, f"non-tumoural liver limit {nl_limit:g} Gy"),
+    marks = [Limit(nl_limit, f"{region_name(NON_TUMOURAL_LIVER)} limit {nl_limit:g} Gy"),
              Limit(limits.tumour_min_gy, f"tumour minimum {limits.tumour_min_gy:g} Gy")]
     notes = [f"Planned activity {activity:.3f} GBq ({source}); lung shunt fraction {lsf:.1%}; "
              f"{limits.sphere_type.value} microspheres; {'bilobar or compromised liver' if compromised else 'unilobar'}"

@@ -31,6 +31,7 @@ from node.imaging.layers import Layer
 from node.imaging.pages import (
     CT_WINDOW,
     DIM,
+    LABEL_GID,
     UPTAKE_CMAP,
     Cell,
     Identity,
@@ -51,6 +52,7 @@ from node.maa.regions import Regions
 from node.maa.settings import MaaSettings
 from node.maa.shunt import Shunt
 from node.maa.uptake import Uptake
+from node.report.groups import region_name
 from node.workflow import OutputObject
 
 logger = logging.getLogger(__name__)
@@ -120,7 +122,7 @@ class _Panel:
             y = edge - 0.5 * layer.spacing[self.rows_axis] if self.axis == 0 else \
                 edge + 0.5 * layer.spacing[self.rows_axis]
             ax.text(x, y, label, color="white", fontsize=pt(17), weight="bold", ha="center", va="bottom",
-                    path_effects=halo(3.5), clip_on=True)
+                    path_effects=halo(3.5), clip_on=True, gid=LABEL_GID)
 
 
 def render_review(identity: Identity, spect: sitk.Image, counts: np.ndarray, ct_image: sitk.Image | None,
@@ -232,15 +234,17 @@ def _info_column(frame: PageFrame, regions: Regions, uptake: Uptake, shunt: Shun
         dose = doses.get(t.name)
         rows.append([(t.name, tumour_colour), f"{t.volume_ml:.1f}", f"{t.tn_ratio:.1f}",
                      "-" if dose is None else f"{dose:.0f}"])
-    rows.append([("normal liver", hex_colour(COLOURS["liver"])), f"{uptake.normal_liver_ml:.0f}", "1 (ref.)",
+    rows.append([(region_name("normal liver"), hex_colour(COLOURS["liver"])), f"{uptake.normal_liver_ml:.0f}",
+                 "1 (ref.)",
                  f"{plan.normal_liver_dose_gy:.0f}" if plan else "-"])
-    rows.append([("lungs", hex_colour(COLOURS["lungs"])),
+    rows.append([(region_name("lungs"), hex_colour(COLOURS["lungs"])),
                  "-" if shunt.lung_volume_ml is None else f"{shunt.lung_volume_ml:.0f}", "",
                  f"{plan.lung_dose_gy:.1f}" if plan else "-"])
     y = table(frame, x, y + 2, [("region", 150, "l"), ("cm\u00b3", 100, "r"), ("T/N", 90, "r"),
                                 ("dose Gy", 120, "r")], rows)
     lines: list[tuple[str, str]] = [
-        ("small", "T/N: counts per mL in the tumour over the normal liver's, corrected for partial volume."),
+        ("small", "T/N: counts per mL, tumour over normal liver (liver minus tumours), partial-volume "
+                  "corrected."),
     ]
     if shunt.lsf is not None:
         where = ("measured on the SPECT/CT, lungs outlined" if shunt.source == "measured on SPECT"
@@ -273,9 +277,8 @@ def _info_column(frame: PageFrame, regions: Regions, uptake: Uptake, shunt: Shun
     if "automatic" in regions.liver_source or "automatic" in regions.tumour_source:
         lines.append(("warn", "Found automatically: review them (structure set 'MAA REGIONS') before planning."))
     names = regions.details.get("names") if isinstance(regions.details, dict) else None
-    if names:
-        lines.append(("small", "Tumours named after the perfusion-CT lesions they overlap: "
-                               + ", ".join(f"{old} = {new}" for old, new in names.items()) + "."))
+    if names:  # the lesion's one name only: the provisional names of the search never reach a reader
+        lines.append(("small", "Tumour names: those of the perfusion-CT lesions they overlap."))
     text_block(frame, x, y, lines, w)
 
 

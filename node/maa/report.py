@@ -14,6 +14,7 @@ from node.dose.records import RegionDoseRecord
 from node.maa.correlation import MIN_POINTS
 from node.maa.measurements import MaaMeasurements, PredictedDoseRecord
 from node.maa.partition import TISSUE_DENSITY_G_PER_ML, WHY_TWO_DOSES
+from node.perfusion.reference import method_label
 from node.report.codes import (
     ABOVE_RANGE,
     ABSORBED_DOSE,
@@ -37,7 +38,7 @@ from node.report.codes import (
     VOLUME,
     volume_receiving,
 )
-from node.report.groups import Coded, Group, private
+from node.report.groups import Coded, Group, private, region_name
 from node.report.summary import CM3, NOT_MEASURABLE_TEXT, Column, Note, SummaryBlock, Table, number, value_text
 from node.workflow import WorkflowResult
 
@@ -110,7 +111,7 @@ def dose_groups(pd: PredictedDoseRecord, nm: list[Dataset]) -> list[Group]:
     groups = []
     for name, r in pd.regions.items():
         site = LUNG if r.kind == "lungs" else LIVER
-        g = Group("maa", f"{DOSE_PREFIX}{name}", site, TUMOUR if r.kind == "tumour" else None, sources=nm,
+        g = Group("maa", f"{DOSE_PREFIX}{region_name(name)}", site, TUMOUR if r.kind == "tumour" else None, sources=nm,
                   parameters=params, region=_dose_region(name, r.kind), region_source=DOSE_REGION_SOURCE)
         _dose_items(g, r, LDM)
         if r.kind == "lungs" and pd.lungs is not None:
@@ -121,8 +122,8 @@ def dose_groups(pd: PredictedDoseRecord, nm: list[Dataset]) -> list[Group]:
                 g.parameters = g.parameters + [f"flag: {f.message}"]
         groups.append(g)
     if "lungs" not in pd.regions and pd.lungs is not None and pd.lungs.mean_gy is not None:
-        g = Group("maa", f"{DOSE_PREFIX}lungs", LUNG, None, sources=nm, parameters=params + [pd.lungs.method],
-                  region="Lungs", region_source="MAA SPECT/CT CT: lungs")
+        g = Group("maa", f"{DOSE_PREFIX}{region_name('lungs')}", LUNG, None, sources=nm,
+                  parameters=params + [pd.lungs.method], region="Lungs", region_source="MAA SPECT/CT CT: lungs")
         g.add(MEAN_DOSE, pd.lungs.mean_gy, "Gy", LUNG_SHUNT_DOSE, "Dmean (A x LSF / lung mass)")
         for f in pd.flags:
             if _flag_region(f.quantity) == "lungs":
@@ -175,13 +176,14 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
         row = rows.get(name)
         for map_method, values in (row.perfusion.items() if row is not None else ()):
             method = METHOD_CODES.get(map_method.lower(), MAX_SLOPE)
-            label = "max-slope" if method == MAX_SLOPE else map_method.lower()
+            label = method_label(map_method)
             for param, value in (("ALP", values.ALP), ("PVP", values.PVP), ("HPI", values.HPI)):
                 g.add(PARAMETER_CONCEPTS[param], value, PERFUSION_UNITS[param], method, f"{param} mean ({label})",
                       "mean", not_measurable=values.not_measurable.get(param))
         groups.append(g)
-    g = Group("maa", f"normal liver{SUFFIX}", LIVER, None, sources=nm, parameters=uptake_params + plan_params,
-              region="Normal liver", region_source="MAA SPECT: liver minus tumours")
+    g = Group("maa", f"{region_name('normal liver')}{SUFFIX}", LIVER, None, sources=nm,
+              parameters=uptake_params + plan_params, region="Normal liver",
+              region_source="MAA SPECT: liver minus tumours")
     g.add(VOLUME, up.normal_liver_ml, "mL", REGION_VOLUME, "volume")
     g.add(MASS, plan.normal_liver_mass_kg, "g", MASS_DENSITY, "mass", scale=1000.0)
     g.add(ABSORBED_DOSE, plan.normal_liver_dose_gy, "Gy", PARTITION_MODEL, "partition-model mean dose", decimals=0)
@@ -216,11 +218,12 @@ def report_groups(result: WorkflowResult[MaaMeasurements], sources: Mapping[str,
     if pearson:
         # r only from MIN_POINTS tumours on (node.maa.correlation); the summary says so when there is none
         g = Group("maa", CORRELATION_GROUP, LIVER, TUMOUR, sources=nm,
-                  parameters=[f"{k}: n = {v.n}" + ("" if v.r is not None and v.n >= MIN_POINTS else
+                  parameters=[f"{method_label(k)}: n = {v.n}" + ("" if v.r is not None and v.n >= MIN_POINTS else
                                                     f" tumours, below {MIN_POINTS}: no coefficient")
                               for k, v in pearson.items()])
         for map_method, v in pearson.items():
-            g.add(PEARSON_R, v.r if v.n >= MIN_POINTS else None, "1", PEARSON, f"r T/N vs ALP ({map_method})")
+            g.add(PEARSON_R, v.r if v.n >= MIN_POINTS else None, "1", PEARSON,
+                  f"r T/N vs ALP ({method_label(map_method)})")
         if g.items:
             groups.append(g)
         else:
@@ -257,13 +260,14 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
                          number(raw.value if raw else None, "{ratio}", 1),
                          number(dose.value if dose else None, "Gy", 0), cell(alp), cell(pvp), cell(hpi)))
         blocks.append(Table(
-            (Column("tumour", align="l"), Column("volume", CM3), Column("T/N"), Column("T/N uncorr."),
-             Column("partition mean", "Gy"), Column("ALP", "mL/min/100 mL", width=1.3),
-             Column("PVP", "mL/min/100 mL", width=1.3),
-             Column("HPI", "%")), tuple(rows), title="Tumours",
+            (Column("tumour", align="l", width=0.7), Column("volume", CM3, width=0.9), Column("T/N", width=0.6),
+             Column("T/N uncorr.", width=1.1), Column("partition mean", "Gy", width=1.4),
+             Column("ALP map", "mL/min/100 mL", width=1.5), Column("PVP map", "mL/min/100 mL", width=1.5),
+             Column("HPI map", "%")), tuple(rows), title="Tumours",
             notes=("T/N corrected for partial volume (uncorrected: plain ratio of means); partition mean: the "
-                   "partition-model mean dose at the maximum activity below; ALP/PVP/HPI: mean of the CT perfusion "
-                   "maps in the tumour (max slope where available)."
+                   "partition-model mean dose at the maximum activity below; ALP/PVP/HPI map: mean of the CT "
+                   "perfusion maps over the tumour as found on the MAA SPECT (maximum slope where available), not "
+                   "the CT perfusion's region value."
                    + (" n.m.: the CT perfusion reports the lesion's value as not measurable (its section says why)."
                       if any(c.endswith(NOT_MEASURABLE_TEXT) for r in rows for c in r) else ""),)))
     else:
@@ -330,18 +334,21 @@ def _dose_blocks(groups: Sequence[Group]) -> list[SummaryBlock]:
         return []
     activity = next((g for g in groups if g.identifier == DOSE_ACTIVITY), None)
     used = activity.item(DOSE_ACTIVITY_USED) if activity is not None else None
-    what = f"{number(used.value, 'GBq')} GBq {used.label[len('activity '):]}" if used is not None else "-"
+    what = f"{number(used.value, 'GBq')} GBq" if used is not None else "-"
+    # the activity's source ("(partition model (limited by ...))") under the table: the title stays one line
+    source = used.label[len("activity "):].strip().removeprefix("(").removesuffix(")") if used is not None else ""
     rows = []
     for g in dose:
         mean = g.item(MEAN_DOSE, LUNG_SHUNT_DOSE) or g.item(MEAN_DOSE)
         vs = ", ".join(f"{i.label[:-2]} {number(i.value, '%', 0)}" for i in g.items if i.unit == "%")
-        rows.append((g.region or g.identifier[len(DOSE_PREFIX):], value_text(g.item(VOLUME)), value_text(mean),
+        # no volume column: each region's volume is stated once, in the tables above (the DVH's own, on the CT
+        # grid, is in the SR and on the DVH page)
+        rows.append((region_name(g.region or g.identifier[len(DOSE_PREFIX):]), value_text(mean),
                      *(value_text(g.item(c)) for c in (MEDIAN_DOSE, DOSE_D70, DOSE_D90)), vs or "-"))
     return [Table(
-        (Column("region", align="l", width=1.6), Column("volume", CM3), Column("voxel Dmean", "Gy"),
-         Column("D50", "Gy"),
+        (Column("region", align="l", width=1.6), Column("voxel Dmean", "Gy"), Column("D50", "Gy"),
          Column("D70", "Gy"), Column("D90", "Gy"), Column("V (Gy)", "% of volume", align="l", width=2.2)),
-        tuple(rows), title=f"Y-90 dose predicted (local deposition) for {what}",
-        notes=("Lungs: 49.67 x A x LSF / CT lung mass (the partition model's lung mass too). Safety flags "
-               "(warnings below) are warnings, not prescriptions.", WHY_TWO_DOSES[0].upper() + WHY_TWO_DOSES[1:]
-               + "."))]
+        tuple(rows), title=f"Y-90 dose predicted (local deposition) at {what}",
+        notes=((f"Activity: {source}. " if source else "") + "Lungs: 49.67 x A x LSF / CT lung mass (the partition "
+               "model's lung mass too). Safety flags (warnings below) are warnings, not prescriptions.",
+               WHY_TWO_DOSES[0].upper() + WHY_TWO_DOSES[1:] + "."))]

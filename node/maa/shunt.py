@@ -141,7 +141,9 @@ def lung_shunt(counts: np.ndarray, nm: sitk.Image, liver: np.ndarray, ct_image: 
     liver_bin = liver >= 0.5
     idx = np.argwhere(liver_bin).mean(axis=0)
     liver_z = nm.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in idx[::-1]))[2]
-    factor = [max(1, int(LUNG_PIXEL_MM / s)) for s in ct_image.GetSpacing()[:2]] + [1]
+    # never more than the image has (BinShrink refuses a factor above the size: "InputImage is too small")
+    factor = [min(max(1, int(LUNG_PIXEL_MM / s)), n) for s, n in zip(ct_image.GetSpacing()[:2], ct_image.GetSize()[:2],
+                                                                       strict=True)] + [1]
     ct_image = sitk.BinShrink(ct_image, factor) if max(factor) > 1 else ct_image
     lungs = find_lungs(ct_image, liver_z)
     shown = as_image(lungs.mask.astype(np.uint8), ct_image) if lungs.mask.any() else None

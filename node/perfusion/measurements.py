@@ -9,6 +9,7 @@ import numpy as np
 
 from node.perfusion.inputs import InputRoi
 from node.perfusion.motion import FrameMotion
+from node.perfusion.names import method_label
 from node.perfusion.qualify import AcquisitionCheck, RegionValue
 
 __all__ = ["SeriesInfo", "InputCurve", "MeanSd", "RegionStats", "RegionValue", "AcquisitionCheck", "LiverCurve",
@@ -131,7 +132,7 @@ class PerfusionMeasurements:
 
 
 def flag_text(region: str, param: str, method: str, reason: str) -> str:
-    """A value reported as not measurable, in words: "T2 ALP (max-slope) not measurable at this noise: ..."; the
+    """A value reported as not measurable, in words: "T2 ALP (maximum slope) not measurable at this noise: ..."; the
     same text in the warnings, the status flags and the summary's notes (which then say it once)."""
-    return f"{region} {param} ({method}) " + (reason if reason.startswith("not measurable")
+    return f"{region} {param} ({method_label(method)}) " + (reason if reason.startswith("not measurable")
                                                else f"not measurable: {reason}")

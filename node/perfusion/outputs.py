@@ -30,9 +30,11 @@ from pydicom.sr.coding import Code  # noqa: E402
 
 from node.derived import NOT_FOR_DIAGNOSIS, copy_patient_study, equipment_kwargs  # noqa: E402
 from node.imaging.pages import Identity, Page  # noqa: E402
+from node.perfusion.names import METHOD_LABEL, METHOD_NAME  # noqa: E402
 from node.perfusion.pages import MapSlice, render_curve_page, render_map_page  # noqa: E402
 from node.perfusion.qualify import RegionValue  # noqa: E402
 from node.perfusion.volume4d import Volume4D  # noqa: E402
+from node.report.summary import NOT_MEASURABLE_TEXT, with_spread  # noqa: E402
 
 SERIES_NUMBER_BASE = 9500  # derived series numbers: far from scanner series numbers
 
@@ -65,8 +67,9 @@ PARAMETERS: dict[str, ParamInfo] = {
                     ("LN-DV", PRIVATE_SCHEME, "Distribution volume")),
     "MTT": ParamInfo("Mean transit time", "s", "s", (0.0, 60.0), ("113052", "DCM", "Mean Transit Time")),
 }
-METHOD_TITLES = {"max-slope": "dual-input maximum slope", "discm": "dual-input one-compartment model"}
-METHOD_SHORT = {"max-slope": "MaxSlope", "discm": "DISCM"}
+#: the Parametric Maps' content labels ("MAXSLOPE_ALP"): identifiers that readers (node.maa.correlation) parse,
+#: kept as they were; every text for people uses node.perfusion.names
+CONTENT_LABEL = {"max-slope": "MaxSlope", "discm": "DISCM"}
 #: the method as a coded value: DICOM's "Maximum Slope" (CID 4109); the model has no DICOM code
 METHOD_CODES = {"max-slope": ("126375", "DCM", "Maximum Slope"),
                 "discm": ("LN-M-DISCM", PRIVATE_SCHEME, "Dual-input single-compartment model (Materne)")}
@@ -114,17 +117,17 @@ def parametric_map(values: np.ndarray, param: str, mapset: MapSet, vol: Volume4D
     finite = arr[np.isfinite(arr)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     mapping = hd.pm.RealWorldValueMapping(
-        lut_label=param, lut_explanation=f"{info.name} ({METHOD_SHORT[mapset.method]})"[:64],
+        lut_label=param, lut_explanation=f"{info.name} ({METHOD_LABEL[mapset.method]})"[:64],
         unit=Code(info.ucum, "UCUM", info.ucum), value_range=(lo, hi if hi > lo else lo + 1.0),
         slope=1.0, intercept=0.0)
     window = hd.VOILUTTransformation(window_center=sum(info.display) / 2.0,
                                      window_width=info.display[1] - info.display[0])
-    method = METHOD_SHORT[mapset.method]
+    method = METHOD_LABEL[mapset.method]
     pm = hd.pm.ParametricMap(
         source_images=sources, pixel_array=volume, series_instance_uid=hd.UID(), series_number=series_number,
         sop_instance_uid=hd.UID(), instance_number=1, contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping], voi_lut_transformations=[window],
-        content_label=f"{method}_{param}".upper()[:16],
+        content_label=f"{CONTENT_LABEL[mapset.method]}_{param}".upper()[:16],
         content_description=f"{param} {method}: {mapset.summary}"[:64],
         series_description=f"{param} {method} - {NOT_FOR_DIAGNOSIS}"[:64],
         **equipment_kwargs())
@@ -141,12 +144,12 @@ LESION_NAME = re.compile(r"tum|lesion|gtv|hcc|met|nodul|^t\d+$|^h\d+$", re.IGNOR
 #: At most this many map pages per method (slices through the lesions' largest sections).
 MAX_SLICES = 4
 METHOD_WORDS = {
-    "max-slope": "Dual-input maximum slope: the steepest rise of each voxel's enhancement curve before the spleen's "
+    "max-slope": "Maximum slope (dual input): the steepest rise of each voxel's enhancement curve before the spleen's "
                  "peak, divided by the aortic peak, is its arterial perfusion (ALP); after the spleen's peak, "
                  "divided by the portal-vein peak, its portal perfusion (PVP). TLP = ALP + PVP; HPI = ALP / TLP.",
-    "discm": "Dual-input one-compartment model: each voxel's curve is fitted as the liver's response to the aortic "
-             "and portal-vein curves, giving its arterial and portal inflow (ALP, PVP), HPI = ALP / (ALP + PVP), "
-             "the distribution volume (DV) and the mean transit time (MTT).",
+    "discm": "Dual-input single-compartment model (DISCM): each voxel's curve is fitted as the liver's response "
+             "to the aortic and portal-vein curves, giving its arterial and portal inflow (ALP, PVP), "
+             "HPI = ALP / (ALP + PVP), the distribution volume (DV) and the mean transit time (MTT).",
 }
 
 
@@ -231,7 +234,7 @@ def map_pages(mapset: MapSet, vol: Volume4D, ref_t: int, analysed: np.ndarray, l
     for n, (k, why) in enumerate(slices, start=1):
         z = float(vol.grid.slice_position(k) @ vol.grid.normal)
         page, _ = render_map_page(
-            identity, METHOD_TITLES[mapset.method], METHOD_WORDS[mapset.method], list(mapset.maps),
+            identity, METHOD_NAME[mapset.method], METHOD_WORDS[mapset.method], list(mapset.maps),
             map_slice(mapset, vol, ref_t, k, analysed, liver_native, lesions_native, values, flags),
             f"slice {k + 1} of {vol.grid.shape[0]} (z = {z:.1f} mm)", why, (n, len(slices)),
             f"time point {ref_t + 1}", liver_source, notes)
@@ -246,11 +249,12 @@ def curve_page(vol: Volume4D, ref_t: int, inputs: dict[str, np.ndarray], tissue:
     return render_curve_page(Identity.of(ref_ds, series_description), vol.times, inputs, tissue, t_spl, (1, 1))
 
 
-def region_text(value: RegionValue | None) -> str:
-    """A region's value for a page as the report states it: "52 \u00b1 3" (the value of the region's mean curve
-    \u00b1 1 SD of image noise), "n.m." when it is not measurable, "-" when there is none."""
+def region_text(value: RegionValue | None, unit: str) -> str:
+    """A region's value for a page exactly as the report and the summary state it (node.report.summary's format,
+    the unit's precision): "52.1 \u00b1 1.3" (the value of the region's mean curve \u00b1 1 SD of image noise),
+    "n.m." when it is not measurable, "-" when there is none. `unit`: its UCUM unit."""
     if value is None:
         return "-"
     if not value.measurable or value.value is None:
-        return "n.m."
-    return f"{value.value:.0f}" + (f" \u00b1 {value.sd:.0f}" if value.sd is not None else "")
+        return NOT_MEASURABLE_TEXT
+    return with_spread(value.value, value.sd, unit)

@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.transforms import Transform
 
 from node.imaging.pages import (
@@ -25,6 +27,7 @@ from node.imaging.pages import (
     CT_WINDOW,
     DIM,
     FONT_PX,
+    LABEL_GID,
     PAGE_PX,
     TEXT,
     Cell,
@@ -39,9 +42,10 @@ from node.imaging.pages import (
     table,
     text_block,
 )
+from node.report.summary import NOT_MEASURABLE_TEXT
 
 __all__ = ["Scale", "SCALES", "MapSlice", "PanelGeometry", "render_map_page", "render_curve_page", "QUANTITY_WORDS",
-           "LESION_COLOUR"]
+           "LESION_COLOUR", "NOT_MEASURABLE_FILL"]
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,10 @@ QUANTITY_WORDS = {
 }
 #: Lesion outlines and labels: white with a black halo, readable on every colour scale.
 LESION_COLOUR = "#ffffff"
-_GRID_LEFT, _GRID_WIDTH, _GRID_TOP, _GRID_BOTTOM = 12.0, 1416.0, 102.0, 1036.0
-_INFO_LEFT, _INFO_WIDTH = 1440.0, 460.0
+#: A lesion whose value is not measurable (n.m.): grey, hatched, never in the quantity's colours.
+NOT_MEASURABLE_FILL, NOT_MEASURABLE_HATCH = "#5a5a5a", "#b0b0b0"
+_GRID_LEFT, _GRID_WIDTH, _GRID_TOP, _GRID_BOTTOM = 12.0, 1336.0, 102.0, 1036.0
+_INFO_LEFT, _INFO_WIDTH = 1360.0, 540.0
 _CAPTION_PX, _BAR_PX = 26.0, 64.0
 _MAX_FLAGS = 4  # reasons listed beside the panels; the case summary and the SR list every one
 
@@ -117,12 +123,38 @@ def _zoom(liver: np.ndarray, margin: int) -> tuple[slice, slice]:
             slice(max(0, cols.min() - margin), min(liver.shape[1], cols.max() + margin + 1)))
 
 
-def _label(ax: Axes, mask: np.ndarray, text: str) -> None:
+def _not_measurable(text: str | None) -> bool:
+    return bool(text) and str(text).lstrip("!").startswith(NOT_MEASURABLE_TEXT)
+
+
+def _label(ax: Axes, mask: np.ndarray, text: str, taken: list[tuple[float, float, float, float]]) -> None:
+    """The lesion's label just above its contour, else just below, else shifted sideways: the first place whose
+    box (page pixels, estimated from the text's length) meets no label already placed in `taken`."""
     rows, cols = np.nonzero(mask)
-    r = int(rows.min())
-    c = float(cols[rows == r].mean())
-    ax.text(c, r - 1.0, text, color=LESION_COLOUR, fontsize=pt(FONT_PX["small"]), weight="bold", ha="center",
-            va="bottom", path_effects=halo(3.0), clip_on=True)
+    ax.apply_aspect()  # transData as drawn
+    size = FONT_PX["small"]
+    w, h = 0.62 * size * len(text) + 6.0, size + 6.0
+    top, bottom = int(rows.min()), int(rows.max())
+    candidates = []
+    for dx in (0.0, 0.6, -0.6, 1.2, -1.2):
+        candidates.append((float(cols[rows == top].mean()), top - 1.0, "bottom", dx))
+        candidates.append((float(cols[rows == bottom].mean()), bottom + 1.0, "top", dx))
+    chosen = candidates[0]
+    for c, r, va, dx in candidates:
+        x, y = ax.transData.transform((c, r))
+        x += dx * w
+        box = (x - w / 2, y if va == "bottom" else y - h, x + w / 2, y + h if va == "bottom" else y)
+        if not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken):
+            chosen = (c, r, va, dx)
+            taken.append(box)
+            break
+    else:
+        taken.append((0.0, 0.0, 0.0, 0.0))
+    c, r, va, dx = chosen
+    x, y = ax.transData.transform((c, r))
+    c, r = ax.transData.inverted().transform((x + dx * w, y))
+    ax.text(c, r, text, color=LESION_COLOUR, fontsize=pt(size), weight="bold", ha="center", va=va,
+            path_effects=halo(3.0), clip_on=True, gid=LABEL_GID)
 
 
 def _panel(frame: PageFrame, s: MapSlice, quantity: str | None, left: float, top: float, width: float,
@@ -135,20 +167,30 @@ def _panel(frame: PageFrame, s: MapSlice, quantity: str | None, left: float, top
     ax = frame.axes(left, top + _CAPTION_PX, width, image_h)
     ax.imshow(s.ct[rows, cols], cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], interpolation="nearest",
               aspect=s.pixel_mm[0] / s.pixel_mm[1])
+    aspect = s.pixel_mm[0] / s.pixel_mm[1]
+    unmeasured = {name for name in s.lesions if quantity and _not_measurable(s.values.get(name, {}).get(quantity))}
     if quantity is not None:
         scale = SCALES[quantity]
         values = s.maps[quantity][rows, cols]
         shown = s.liver[rows, cols] & np.isfinite(values)
+        for name in unmeasured:  # no colour where the region's value is not measurable: no colour suggests one
+            shown = shown & ~s.lesions[name][rows, cols]
         ax.imshow(np.ma.masked_where(~shown, values), cmap=scale.cmap, vmin=scale.lo, vmax=scale.hi,
-                  interpolation="nearest", aspect=s.pixel_mm[0] / s.pixel_mm[1], alpha=0.9)
+                  interpolation="nearest", aspect=aspect, alpha=0.9)
+    taken: list[tuple[float, float, float, float]] = []
     for name, mask in s.lesions.items():
         m = mask[rows, cols]
         if not m.any():
             continue
+        if name in unmeasured:  # grey, hatched: "n.m." on the label says why
+            ax.imshow(np.ma.masked_where(~m, np.ones(m.shape)), cmap=ListedColormap([NOT_MEASURABLE_FILL]),
+                      vmin=0.0, vmax=1.0, interpolation="nearest", aspect=aspect)
+            with matplotlib.rc_context({"hatch.color": NOT_MEASURABLE_HATCH, "hatch.linewidth": pt(2.0)}):
+                ax.contourf(m.astype(np.float32), levels=[0.5, 1.5], colors="none", hatches=["//"])
         for colour, width_px in (("black", 4.0), (LESION_COLOUR, 1.8)):
             ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour], linewidths=pt(width_px))
         value = s.values.get(name, {}).get(quantity, "") if quantity else ""
-        _label(ax, m, f"{name} {value}".strip())
+        _label(ax, m, f"{name} {value}".strip(), taken)
     ax.set_axis_off()
     orientation_labels(ax, "axial")
     bar = (left + 0.1 * width, top + height - _BAR_PX + 28, 0.8 * width, 16)
@@ -204,7 +246,7 @@ def _data_to_page(ax: Axes, rows: slice, cols: slice) -> Transform:
 
 def _flagged(text: str) -> str:
     """A table cell: a value that is not measurable is drawn in the flag colour."""
-    return "!" + text if text.startswith("n.m.") else text
+    return "!" + text if _not_measurable(text) else text
 
 
 def _map_info(frame: PageFrame, quantities: Sequence[str], s: MapSlice, method_words: str, liver_source: str,
@@ -213,7 +255,7 @@ def _map_info(frame: PageFrame, quantities: Sequence[str], s: MapSlice, method_w
     y = text_block(frame, x, 110, [("heading", "Regions (value \u00b1 1 SD)")], w)
     shown = [q for q in quantities if q in ("ALP", "PVP", "TLP", "HPI")][:4]
     if s.values:
-        columns = [("region", 100.0, "l")] + [(q, (w - 100.0) / max(1, len(shown)), "r") for q in shown]
+        columns = [("region", 112.0, "l")] + [(q, (w - 112.0) / max(1, len(shown)), "r") for q in shown]
         rows: list[list[Cell]] = [[name, *(_flagged(v.get(q, "-")) for q in shown)] for name, v in s.values.items()]
         y = table(frame, x, y + 2, columns, rows, size="small", row_px=24)
         y = text_block(frame, x, y + 2, [("dim", "Value of the region's mean curve \u00b1 1 SD of image noise; "
@@ -228,7 +270,8 @@ def _map_info(frame: PageFrame, quantities: Sequence[str], s: MapSlice, method_w
     lines: list[tuple[str, str]] = [("heading", "Method"), ("body", method_words),
                                     ("heading", "Display"),
                                     ("body", f"Colour only inside the liver ({liver_source}) and where a value "
-                                             "was computed; grey: the CT (window 400 / level 40 HU)."),
+                                             "was computed; grey: the CT (window 400 / level 40 HU); grey "
+                                             "hatched: a lesion whose value is not measurable (n.m.)."),
                                     ("body", "Each quantity has a fixed scale, the same for both methods.")]
     lines += [("small", n) for n in notes]
     text_block(frame, x, y + 12, lines, w)

@@ -31,6 +31,7 @@ from node.perfusion.maps import curve_parameters, discm_set, max_slope_set
 from node.perfusion.maxslope import MaxSlopeInputs
 from node.perfusion.measurements import InputCurve, LiverCurve, PerfusionMeasurements, RegionStats, SeriesInfo
 from node.perfusion.motion import correct_motion, reference_frame, residual_motion
+from node.perfusion.names import METHOD_LABEL, METHOD_NAME
 from node.perfusion.preprocess import baseline_count, estimate_noise, subtract_baseline, tissue_masks
 from node.perfusion.qualify import acquisition_checks
 from node.perfusion.reference import PerfusionReference, PerfusionResult, first_time_point_image
@@ -90,7 +91,8 @@ def _lesions_and_values(roi_native: dict[str, np.ndarray], regional: dict[str, d
         if name not in roi_native:
             continue
         region_values = (entry.get("values") or {}).get(method) or {}
-        values[name] = {param: out.region_text(region_values.get(param)) for param in entry.get(method) or {}}
+        values[name] = {param: out.region_text(region_values.get(param), out.PARAMETERS[param].ucum)
+                        for param in entry.get(method) or {} if param in out.PARAMETERS}
         flags += [f"{name} {param}: {v.reason or 'not measurable'}" for param, v in region_values.items()
                   if not v.measurable]
     return lesions, values, flags
@@ -106,23 +108,23 @@ def _build_outputs(map_sets: list[out.MapSet], vol: Volume4D, ref_t: int, analys
         for param, values in ms.maps.items():
             number += 1
             ds = out.parametric_map(values, param, ms, vol, ref_t, number)
-            objects.append(OutputObject("parametric-map", ds, f"{param} ({out.METHOD_SHORT[ms.method]})"))
+            objects.append(OutputObject("parametric-map", ds, f"{param} ({METHOD_LABEL[ms.method]})"))
     for ms in map_sets:
         number += 1
         series_uid = hd.UID()
-        desc = f"Perfusion {out.METHOD_SHORT[ms.method]} maps - {NOT_FOR_DIAGNOSIS}"
+        desc = f"Perfusion, {METHOD_LABEL[ms.method]} - {NOT_FOR_DIAGNOSIS}"  # <= 64 characters (LO)
         lesions, texts, flags = _lesions_and_values(roi_native, regional, ms.method)
         pages = out.map_pages(ms, vol, ref_t, analysed, liver_native, liver_source, lesions, texts, desc, t_spl,
                               flags)
         for i, (k, page) in enumerate(pages, start=1):
             ref_ds, frame = vol.source_ref(ref_t, k)
-            comments = (f"{NOT_FOR_DIAGNOSIS}. CT perfusion, {out.METHOD_TITLES[ms.method]} ({ms.summary}): "
+            comments = (f"{NOT_FOR_DIAGNOSIS}. CT perfusion, {METHOD_NAME[ms.method]} ({ms.summary}): "
                         f"slice {k + 1}, colour inside the liver ({liver_source}) over the CT of time point "
                         f"{ref_t + 1}.")
             sc = secondary_capture(page, ref_ds, [ImageRef.of(ref_ds, frame)], series_uid=series_uid,
                                    series_number=number, instance_number=i, series_description=desc,
                                    comments=comments)
-            objects.append(OutputObject("secondary-capture", sc, f"{ms.method} maps, slice {k + 1}"))
+            objects.append(OutputObject("secondary-capture", sc, f"{METHOD_LABEL[ms.method]} maps, slice {k + 1}"))
     number += 1
     k_mid = vol.grid.shape[0] // 2
     ref_ds, _ = vol.source_ref(ref_t, k_mid)

@@ -18,9 +18,13 @@ from node.imaging.dicomtime import acquisition_datetime
 from node.imaging.grids import image_from_affine
 from node.imaging.volumes import ct_series_image
 from node.perfusion.measurements import PerfusionMeasurements
+from node.perfusion.names import method_label
 from node.workflow import WorkflowResult
 
-__all__ = ["PerfusionReference", "PerfusionResult", "first_time_point_image", "reference_from_series"]
+#: method_label is handed over with the result: a workflow reporting perfusion values names their method as the
+#: perfusion does (node.perfusion.names)
+__all__ = ["PerfusionReference", "PerfusionResult", "first_time_point_image", "reference_from_series",
+           "method_label"]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 from pydicom import Dataset
 
 from node.perfusion.measurements import PerfusionMeasurements, flag_text
+from node.perfusion.names import METHOD_LABEL, method_label
 from node.report.codes import (
     AORTA,
     LIVER,
@@ -53,7 +54,7 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
     m = result.measurements
     ct = list(sources.get("ct-perfusion", []))
     maps = [o.dataset for o in result.outputs if o.kind == "parametric-map"]
-    method_params = [p for name, params in m.methods.items() for p in _params(f"{name}: ", params)]
+    method_params = [p for name, params in m.methods.items() for p in _params(f"{method_label(name)}: ", params)]
     method_params.append(f"uncertainty = 1 SD of image noise (and model misfit); not measurable when the 95 % "
                          f"interval spans more than {100 * m.tolerance:.0f} % of the value")
     groups = []
@@ -85,12 +86,13 @@ def report_groups(result: WorkflowResult[PerfusionMeasurements],
                 v = stats.values.get(method, {}).get(param)
                 flag = None if v is None or v.measurable else (v.reason or "not measurable")
                 if v is not None:
-                    g.add(concept, v.value, unit, code, f"{param} (ROI curve, {method})", uncertainty=v.sd,
-                          not_measurable=flag)
+                    g.add(concept, v.value, unit, code, f"{param} (ROI curve, {METHOD_LABEL[method]})",
+                          uncertainty=v.sd, not_measurable=flag)
                 if flag:
-                    g.parameters.append(f"{param} ({method}) not measurable: {flag}")
-                g.add(concept, value.mean, unit, code, f"{param} mean ({method})", "mean", not_measurable=flag)
-                g.add(concept, value.sd, unit, code, f"{param} SD ({method})", "sd")
+                    g.parameters.append(flag_text(roi_name, param, method, flag))
+                g.add(concept, value.mean, unit, code, f"{param} mean ({METHOD_LABEL[method]})", "mean",
+                      not_measurable=flag)
+                g.add(concept, value.sd, unit, code, f"{param} SD ({METHOD_LABEL[method]})", "sd")
         groups.append(g)
     return groups
 
@@ -129,7 +131,7 @@ def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
                     if value is not None and value.not_measurable:
                         flagged.append(flag_text(g.region, p, method, value.not_measurable))
                 if any(c != "-" for c in cells):
-                    roi_rows.append((g.region, "max slope" if method == "max-slope" else "DISCM", *cells))
+                    roi_rows.append((g.region, METHOD_LABEL[method], *cells))
         unit = "mL/min/100 mL"
         notes = []
         if "noise" in spreads:

@@ -22,6 +22,8 @@ from pydicom import Dataset
 from node.imaging.dicomtime import UNDATED, acquisition_datetime
 from node.imaging.geometry import Grid
 from node.perfusion.errors import PerfusionInputError
+from rtstruct.errors import RTStructError
+from rtstruct.geometry import SliceStack
 
 __all__ = ["Grid", "Volume4D", "assemble", "block_mean", "WORKING_PIXEL_MM"]
 
@@ -171,27 +173,25 @@ def _enhanced_frames(ds: Dataset) -> list[_Frame]:
 
 
 # ------------------------------------------------------------------ checks and grouping
-def _check_common_geometry(frames: list[_Frame]) -> None:
-    f0 = frames[0]
-    for f in frames[1:]:
-        if (f.rows, f.cols) != (f0.rows, f0.cols):
-            raise PerfusionInputError(f"CT perfusion: inconsistent geometry: {f.label} is {f.rows}x{f.cols}, "
-                                      f"{f0.label} is {f0.rows}x{f0.cols}")
-        if np.abs(f.iop - f0.iop).max() > _GEOM_TOL:
-            raise PerfusionInputError(f"CT perfusion: inconsistent geometry: {f.label} has another image "
-                                      "orientation than the rest of the series")
-        if np.abs(f.spacing - f0.spacing).max() > _GEOM_TOL:
-            raise PerfusionInputError(f"CT perfusion: inconsistent geometry: {f.label} has pixel spacing "
-                                      f"{list(f.spacing)}, others {list(f0.spacing)}")
+def _stack(frames: list[_Frame]) -> SliceStack:
+    """The frames' common geometry, checked by the project's one slice-stack reader (same orientation, size and
+    pixel spacing), and one frame of reference."""
+    try:
+        stack = SliceStack.from_planes(np.array([f.iop for f in frames]), np.array([f.ipp for f in frames]),
+                                       np.array([f.spacing for f in frames]), [(f.rows, f.cols) for f in frames],
+                                       orientation_tolerance=_GEOM_TOL, spacing_tolerance=_GEOM_TOL)
+        stack.orthonormal()
+    except RTStructError as exc:
+        raise PerfusionInputError(f"CT perfusion: inconsistent geometry: {exc}") from None
     forms = {str(f.dataset.get("FrameOfReferenceUID", "")) for f in frames}
     if len(forms) > 1:
         raise PerfusionInputError("CT perfusion: the series spans several frames of reference (patient moved "
                                   "off the table or mixed series); cannot build one 4D volume")
+    return stack
 
 
-def _group_positions(frames: list[_Frame], normal: np.ndarray) -> list[list[int]]:
-    """Indices of frames per slice position, positions sorted along the normal."""
-    s = np.array([f.ipp @ normal for f in frames])
+def _group_positions(frames: list[_Frame], s: np.ndarray) -> list[list[int]]:
+    """Indices of frames per slice position, positions (`s`, each frame's along the normal) sorted."""
     order = np.argsort(s, kind="stable")
     groups: list[list[int]] = [[int(order[0])]]
     for a, b in zip(order[:-1], order[1:], strict=True):
@@ -284,11 +284,11 @@ def assemble(datasets: Sequence[Dataset]) -> Volume4D:
                                   "one Enhanced CT multi-frame or classic single-frame slices")
     enhanced = multi[0] if multi else None
     frames = _enhanced_frames(enhanced) if enhanced is not None else _classic_frames(datasets)
-    _check_common_geometry(frames)
+    stack = _stack(frames)
     f0 = frames[0]
-    row_dir, col_dir = f0.iop[:3] / np.linalg.norm(f0.iop[:3]), f0.iop[3:] / np.linalg.norm(f0.iop[3:])
-    normal = np.cross(row_dir, col_dir)
-    groups = _group_positions(frames, normal)
+    row_dir, col_dir, normal = stack.orthonormal()
+    along = stack.ipps @ normal
+    groups = _group_positions(frames, along)
     index, secs = _time_matrix(frames, groups)
     n_z, n_t = index.shape
     if n_t < 3:
@@ -300,7 +300,7 @@ def assemble(datasets: Sequence[Dataset]) -> Volume4D:
     if min_dt <= 0 or spread > 0.5 * min_dt:
         raise PerfusionInputError(f"CT perfusion: slices of one time point were acquired up to {spread:.1f} s apart "
                                   f"while time points are {min_dt:.1f} s apart; cannot form volumes at common times")
-    s = np.array([frames[g[0]].ipp @ normal for g in groups])
+    s = np.array([along[g[0]] for g in groups])
     if n_z > 1:
         steps = np.diff(s)
         if np.abs(steps - steps.mean()).max() > max(0.05, 0.01 * steps.mean()):

@@ -14,11 +14,24 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom import Dataset
 
-__all__ = ["Coded", "Item", "Group", "referenced", "nearest_position", "private", "fmt", "PRIVATE_SCHEME"]
+__all__ = ["Coded", "Item", "Group", "referenced", "nearest_position", "private", "fmt", "PRIVATE_SCHEME",
+           "REGION_NAMES", "region_name"]
 
 #: Private coding scheme of this software (PS3.16 8.2: a designator starting with "99"); its values are stable,
 #: so a receiving system can map them once.
 PRIVATE_SCHEME = "99LIVERNODE"
+
+
+#: The one name of each organ region on every page, table, summary row and SR group of a case (tumours keep the
+#: name of their contour: "T1"): the records' keys ("non-tumoural liver", "whole liver", "lungs") are identifiers;
+#: people read these. "Normal liver" is the liver minus the tumours (the partition model's and the DVH's).
+REGION_NAMES = {"non-tumoural liver": "Normal liver", "normal liver": "Normal liver", "whole liver": "Liver",
+                "liver": "Liver", "lungs": "Lungs", "lung": "Lungs"}
+
+
+def region_name(key: str) -> str:
+    """The case-wide name of a region for people (REGION_NAMES); any other name (a tumour's) unchanged."""
+    return REGION_NAMES.get(key.strip().lower(), key)
 
 
 @dataclass(frozen=True)

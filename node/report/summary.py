@@ -25,12 +25,13 @@ from node.imaging.pages import (
     Page,
     PageFrame,
     new_page,
+    typographic,
 )
 from node.report import codes as C
 from node.report.groups import Group, Item
 
 __all__ = ["Column", "Table", "Note", "SummaryBlock", "Section", "render_pages", "render_pdf", "summary_lines",
-           "number",
+           "number", "with_spread",
            "value_text", "liver_volumes", "CM3", "PLUS_MINUS", "NOT_MEASURABLE_TEXT"]
 
 CM3 = "cm\u00b3"
@@ -95,25 +96,41 @@ def value_text(item: Item | None, sd: Item | None = None) -> str:
     if item.not_measurable:
         return "!" + NOT_MEASURABLE_TEXT
     spread = item.uncertainty if item.uncertainty is not None else (sd.value if sd is not None else None)
-    text = number(item.value, item.unit, item.decimals)
-    if spread is not None:
-        text += f" {PLUS_MINUS} {number(spread, item.unit, item.decimals)}"
-    return text
+    return with_spread(item.value, spread, item.unit, item.decimals)
+
+
+def with_spread(value: float | None, spread: float | None, unit: str, decimals: int | None = None) -> str:
+    """ "12.3 ± 0.4" at the unit's precision (the one format of a value and its SD on every page and in the
+    summary); a spread that rounds to zero at that precision is said as "± <0.1", never "± 0"; no spread
+    (not measured): the value alone."""
+    text = number(value, unit, decimals)
+    if spread is None or not math.isfinite(spread) or text == "-":
+        return text
+    places = C.decimals_of(unit, decimals)
+    if C.rounded(abs(spread), unit, decimals) == 0.0:
+        return f"{text} {PLUS_MINUS} <{10.0 ** -places:.{places}f}"
+    return f"{text} {PLUS_MINUS} {number(abs(spread), unit, decimals)}"
 
 
 def liver_volumes(groups: Sequence[Group]) -> Table | None:
-    """One row per source of a whole-liver contour (region "Liver" with a volume), in cm3."""
-    rows = []
+    """The one liver volume of the case summary, in cm³, and which source it is: the planning CT's contour
+    first, else a received (delineated) one, else the first analysis's own; the other analyses' contours are
+    named, without a second number for the same organ (each analysis's own contour is in the SR)."""
+    found = []
     for g in groups:
         item = g.item(C.VOLUME)
         if g.region == "Liver" and item is not None:
-            cm3 = item.value  # mL and cm3 are the same volume
-            rows.append((g.region_source or g.identifier, number(cm3, "cm3")))
-    if not rows:
+            found.append((g.region_source or g.identifier, item.value))  # mL and cm3 are the same volume
+    if not found:
         return None
-    return Table((Column("source of the liver contour", align="l", width=3.0), Column("volume", CM3)),
-                 tuple(rows), title="Liver volume",
-                 notes=("Each analysis uses its own liver contour; they differ by source and image.",))
+    # the planning CT's delineated liver (also the GSA structures' Liver), else any received contour, else the first
+    source, cm3 = min(found, key=lambda f: (not f[0].startswith("planning CT"), "RTSTRUCT" not in f[0]))
+    others = sorted({s for s, _ in found if s != source})
+    notes = (f"The other analyses use their own liver contour ({'; '.join(others)}): its volume is in the SR.",) \
+        if others else ()
+    return Table((Column("region", align="l", width=1.0), Column("volume", CM3),
+                  Column("source of the contour", align="l", width=3.4)),
+                 (("Liver", number(cm3, "cm3"), source),), title="Liver volume", notes=notes)
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -162,6 +179,8 @@ def _layout(sections: Sequence[Section]) -> list[_Placed]:
     placed: list[_Placed] = []
     page, column, y = 0, 0, _TOP
 
+    title = ""
+
     def place(item: SummaryBlock | tuple[str, str], keep_with: float = 0.0) -> None:
         nonlocal page, column, y
         h = _height(item)
@@ -170,10 +189,15 @@ def _layout(sections: Sequence[Section]) -> list[_Placed]:
             if column == len(_COLUMNS_X):
                 page, column = page + 1, 0
             y = _TOP
+            if not (isinstance(item, tuple) and item[0] == "heading"):  # a section going on: say whose it is
+                continued: tuple[str, str] = ("heading", f"{title} (continued)")
+                placed.append(_Placed(continued, _COLUMNS_X[column], y, page))
+                y += _height(continued)
         placed.append(_Placed(item, _COLUMNS_X[column], y, page))
         y += h
 
     for section in sections:
+        title = section.title
         first = section.blocks[0] if section.blocks else None
         place(("heading", section.title), keep_with=_height(first) if first is not None else 0.0)
         for block in section.blocks:
@@ -296,5 +320,5 @@ def summary_lines(case_id: str, sections: Sequence[Section]) -> list[str]:
             else:
                 lines.append(block.text if isinstance(block, Note) else block)
         lines += [f"! {w}" for w in section.warnings]
-    return lines
+    return [typographic(line) for line in lines]
 

@@ -50,6 +50,7 @@ from node.imaging.grids import as_image, fraction_on
 from node.imaging.pages import Identity, Page
 from node.imaging.volumes import ct_series_image, nm_image
 from node.maa.reference import DoseReference, DoseRegion
+from node.report.groups import region_name
 from node.workflow import OutputObject, WorkflowResult
 from node.y90post.errors import PostTherapyInputError
 from node.y90post.measurements import ComparisonRecord, SourceRecord, Y90PostMeasurements
@@ -169,16 +170,17 @@ def _page(rows: dict[str, ComparisonRecord], predicted: dict[str, RegionDose], d
         if not rec.compared:
             continue
         colour = PALETTE[i % len(PALETTE)]
-        curves += [Curve(f"{name} predicted", predicted[name].dvh, colour, "--"),
-                   Curve(f"{name} delivered", delivered[name].dvh, colour, "-")]
+        curves += [Curve(f"{region_name(name)} predicted", predicted[name].dvh, colour, "--"),
+                   Curve(f"{region_name(name)} delivered", delivered[name].dvh, colour, "-")]
 
     def f(v: float | None, digits: int = 1) -> str:
         return "-" if v is None else f"{v:.{digits}f}"
 
-    header = ("region", "in field", "Dmean P", "Dmean D", "D-P", "D/P", "D70 P", "D70 D", "D-P", "D/P")
-    table = [(name, f"{r.coverage:.0%}", f(r.predicted_mean_gy), f(r.delivered_mean_gy), f(r.mean_difference_gy),
-              f(r.mean_ratio, 2), f(r.predicted_d70_gy), f(r.delivered_d70_gy), f(r.d70_difference_gy),
-              f(r.d70_ratio, 2)) for name, r in rows.items()]
+    header = ("region", "in field", "Dmean P Gy", "Dmean D Gy", "D-P Gy", "D/P", "D70 P Gy", "D70 D Gy", "D-P Gy",
+              "D/P")
+    table = [(region_name(name), f"{r.coverage:.0%}", f(r.predicted_mean_gy), f(r.delivered_mean_gy),
+              f(r.mean_difference_gy), f(r.mean_ratio, 2), f(r.predicted_d70_gy), f(r.delivered_d70_gy),
+              f(r.d70_difference_gy), f(r.d70_ratio, 2)) for name, r in rows.items()]
     text = [f"P: predicted from the 99mTc-MAA SPECT/CT (planned for {reference.activity_gbq:.3f} GBq), scaled to the "
             f"administered {f(source.administered_gbq, 3)} GBq (dashed); D: delivered, "
             f"from the {source.modality} '{source.description}' ({source.activity_method}; administered "

@@ -18,7 +18,8 @@ from node.report.codes import (
     RATIO,
     TUMOUR,
 )
-from node.report.groups import Group, fmt, private
+from node.report.groups import Group, private, region_name
+from node.report.summary import Column, Note, SummaryBlock, Table, value_text
 from node.workflow import WorkflowResult
 from node.y90post.measurements import Y90PostMeasurements
 
@@ -49,7 +50,7 @@ def report_groups(result: WorkflowResult[Y90PostMeasurements], sources: Mapping[
     for name, r in m.regions.items():
         if not r.compared:
             continue
-        g = Group("y90post", f"{GROUP_PREFIX}{name}", LUNG if r.kind == "lungs" else LIVER,
+        g = Group("y90post", f"{GROUP_PREFIX}{region_name(name)}", LUNG if r.kind == "lungs" else LIVER,
                   TUMOUR if r.kind == "tumour" else None, sources=image, parameters=params)
         g.add(MEAN_DOSE, r.predicted_mean_gy, "Gy", PREDICTED, "Dmean predicted")
         g.add(MEAN_DOSE, r.delivered_mean_gy, "Gy", DELIVERED, "Dmean delivered")
@@ -74,21 +75,29 @@ def report_groups(result: WorkflowResult[Y90PostMeasurements], sources: Mapping[
     return groups
 
 
-def summary_section(groups: Sequence[Group]) -> list[str]:
-    out = ["Y-90 post-therapy dosimetry: dose delivered (D) vs predicted from the MAA (P)", "",
-           f"{'region':<20}{'Dmean P':>9}{'Dmean D':>9}{'D-P':>8}{'D/P':>7}{'D70 P':>8}{'D70 D':>8}{'D-P':>8}"
-           f"{'D/P':>7}"]
+def summary_section(groups: Sequence[Group]) -> list[SummaryBlock]:
+    """Delivered vs predicted per region, as a table (Gy; ratios without unit)."""
+    rows: list[tuple[str, ...]] = []
     for g in groups:
         if not g.identifier.startswith(GROUP_PREFIX):
             continue
-        means = [i.value for i in g.items if i.concept == MEAN_DOSE]
-        d70 = [i.value for i in g.items if i.concept == DOSE_D70]
-        diffs = [i.value for i in g.items if i.concept == DOSE_DIFFERENCE]
-        ratios = [i.value for i in g.items if i.concept == RATIO]
-        if len(means) < 2 or len(d70) < 2 or len(diffs) < 2 or len(ratios) < 2:
-            continue
-        out.append(f"{g.identifier[len(GROUP_PREFIX):][:20]:<20}{fmt(means[0], 9)}{fmt(means[1], 9)}"
-                   f"{fmt(diffs[0])}{fmt(ratios[0], 7)}{fmt(d70[0])}{fmt(d70[1])}{fmt(diffs[1])}{fmt(ratios[1], 7)}")
-    out.append("  (Gy; D-P < 0: the MAA over-predicted the region; both doses by local deposition in the MAA's "
-               "regions)")
-    return out
+        cells = [value_text(g.item(concept, method)) for concept, method in (
+            (MEAN_DOSE, PREDICTED), (MEAN_DOSE, DELIVERED), (DOSE_DIFFERENCE, None), (RATIO, None),
+            (DOSE_D70, PREDICTED), (DOSE_D70, DELIVERED))]
+        differences = [i for i in g.items if i.concept == DOSE_DIFFERENCE]
+        ratios = [i for i in g.items if i.concept == RATIO]
+        cells[2], cells[3] = (value_text(differences[0]) if differences else "-",
+                              value_text(ratios[0]) if ratios else "-")
+        cells += [value_text(differences[1]) if len(differences) > 1 else "-",
+                  value_text(ratios[1]) if len(ratios) > 1 else "-"]
+        flagged = any(e[0] == AGREEMENT for e in g.evaluations)
+        rows.append((region_name(g.identifier[len(GROUP_PREFIX):]),
+                     *(("!" + c if flagged and n == 3 else c) for n, c in enumerate(cells))))
+    if not rows:
+        return [Note("No region inside the post-therapy field of view: nothing compared.", flag=True)]
+    return [Table((Column("region", align="l", width=1.5), Column("Dmean P", "Gy"), Column("Dmean D", "Gy"),
+                   Column("D − P", "Gy"), Column("D / P"), Column("D70 P", "Gy"), Column("D70 D", "Gy"),
+                   Column("D − P", "Gy"), Column("D / P")), tuple(rows),
+                  title="Dose delivered (D) vs predicted from the MAA (P)",
+                  notes=("Both doses by local deposition in the MAA's regions; D − P < 0: the MAA over-predicted "
+                         "the region. A flagged ratio differs from 1 by more than the configured margin.",))]

@@ -12,6 +12,7 @@ from node.index import SeriesRow
 from node.maa.reference import MaaResult
 from node.maa.workflow import MAA
 from node.report.groups import Group
+from node.report.summary import SummaryBlock
 from node.selection import choose_spect_ct
 from node.seriescontent import emission_problem
 from node.workflow import (
@@ -137,7 +138,7 @@ class Y90PostWorkflow(Workflow[Y90PostSettings, Y90PostMeasurements]):
                       sources: Mapping[str, Sequence[Dataset]]) -> list[Group]:
         return report.report_groups(result, sources)
 
-    def summary_section(self, groups: Sequence[Group]) -> list[str]:
+    def summary_section(self, groups: Sequence[Group]) -> list[SummaryBlock]:
         return report.summary_section(groups)
 
     def phantom_checks(self, measurements: Y90PostMeasurements, truth: Mapping[str, Any]) -> list[TruthCheck]:

@@ -120,7 +120,7 @@ def test_safety_flags_follow_the_sphere_type_and_the_treatment(case) -> None:
     site = case.maa.measurements.predicted_dose
     flagged = next(f for f in site.flags if f.quantity == "non-tumoural liver mean dose")
     assert flagged.value_gy > flagged.limit_gy == 40.0 and "exceeds" in flagged.message
-    assert any("non-tumoural liver" in w for w in case.maa.warnings)
+    assert any("normal liver mean dose" in w for w in case.maa.warnings)
     assert "site setting" in case.maa.measurements.partition_model.limits_basis
 
     defaults = {"resin": MaaSettings(), "compromised": MaaSettings(compromised_liver=True),
@@ -250,9 +250,9 @@ def test_reports_carry_dose_figures_and_flags_and_the_later_visits_report_on_the
     report = hd.sr.srread(tmp_path / f"{objects.index(next(o for o in objects if o.dataset is case_sr))}.dcm")
     groups = cast(Any, report.content).get_image_measurement_groups()
     dose = {g.tracking_identifier: g for g in groups if g.tracking_identifier.startswith("Y-90 dose predicted, ")}
-    assert {"Y-90 dose predicted, whole liver", "Y-90 dose predicted, non-tumoural liver",
-            "Y-90 dose predicted, lungs"} <= set(dose)
-    normal = dose["Y-90 dose predicted, non-tumoural liver"]
+    assert {"Y-90 dose predicted, Liver", "Y-90 dose predicted, Normal liver",
+            "Y-90 dose predicted, Lungs"} <= set(dose)
+    normal = dose["Y-90 dose predicted, Normal liver"]
     (mean,) = normal.get_measurements(name=hd.sr.CodedConcept(MEAN_DOSE.value, MEAN_DOSE.scheme, MEAN_DOSE.meaning))
     pd = case.maa.measurements.predicted_dose
     # the SR states each value rounded to its unit's precision (node.report.codes.DECIMALS: Gy to 0.1)

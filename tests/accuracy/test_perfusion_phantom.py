@@ -175,9 +175,9 @@ def test_noiseless_maps_match_the_truth_of_every_region(case_name: str, request)
     for region, key in REGIONS.items():
         ms = stored[key]
         for param, truth_key in (("ALP", "alp"), ("PVP", "pvp"), ("TLP", "tlp")):
-            got = case.region_mean(maps[("MaxSlope", param)], region)
+            got = case.region_mean(maps[("maximum slope", param)], region)
             assert got == pytest.approx(ms[truth_key], rel=0.05), (region, param)
-        assert case.region_mean(maps[("MaxSlope", "HPI")], region) == pytest.approx(ms["hpi"], abs=3.0)
+        assert case.region_mean(maps[("maximum slope", "HPI")], region) == pytest.approx(ms["hpi"], abs=3.0)
         model = case.perf["regions"][key]["model"]
         for param, truth_key in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
             got = case.region_mean(maps[("DISCM", param)], region)
@@ -266,10 +266,10 @@ def test_noisy_variants_meet_the_criteria_in_every_region(case_name: str, reques
             if floor[param] > MAX_RELATIVE_FLOOR:
                 continue  # the noise alone moves this mean by more than 3 %: not a 5 % question (the node flags it)
             asserted += 1
-            got = case.region_mean(maps[("MaxSlope", param)], region)
+            got = case.region_mean(maps[("maximum slope", param)], region)
             assert got == pytest.approx(ms[tkey], rel=0.05), (region, param, got, ms[tkey])
         if max(floor.values()) <= MAX_RELATIVE_FLOOR:
-            got = case.region_mean(maps[("MaxSlope", "HPI")], region)
+            got = case.region_mean(maps[("maximum slope", "HPI")], region)
             assert got == pytest.approx(ms["hpi_percent"], abs=3.0), (region, got)
         for param, tkey in (("ALP", "alp_ml_min_100ml"), ("PVP", "pvp_ml_min_100ml")):
             if truth["model"][tkey] < 10:
@@ -336,7 +336,7 @@ def test_outputs_pass_dciodvfy_read_back_and_are_labelled(noisy: Case, tmp_path:
                         for i in mapping.QuantityDefinitionSequence}
             param, method = obj.description.split(" (")
             assert quantity["246205007"].CodeMeaning == PARAMETERS[param].quantity[2]
-            assert quantity["370129005"].CodeValue == ("126375" if method == "MaxSlope)" else "LN-M-DISCM")
+            assert quantity["370129005"].CodeValue == ("126375" if method == "maximum slope)" else "LN-M-DISCM")
             rwvm = hd.pm.ParametricMap.from_dataset(ds).SharedFunctionalGroupsSequence[0]
             assert rwvm.RealWorldValueMappingSequence[0].QuantityDefinitionSequence[0].ConceptCodeSequence[0] \
                 .CodingSchemeDesignator in ("DCM", "99LIVERNODE")
@@ -353,10 +353,10 @@ def test_outputs_pass_dciodvfy_read_back_and_are_labelled(noisy: Case, tmp_path:
 def test_parametric_map_values_equal_the_maps(noisy: Case) -> None:
     """The PM carries exactly the region values the maps hold (units: ALP in mL/min/100 mL, not 1/s)."""
     maps = noisy.maps()
-    alp = maps[("MaxSlope", "ALP")].array
+    alp = maps[("maximum slope", "ALP")].array
     assert -100 < float(np.nanmin(alp)) and float(np.nanmax(alp)) < 1000
-    tlp = maps[("MaxSlope", "TLP")].array
-    np.testing.assert_allclose(tlp, alp + maps[("MaxSlope", "PVP")].array, rtol=1e-5, atol=1e-4)
+    tlp = maps[("maximum slope", "TLP")].array
+    np.testing.assert_allclose(tlp, alp + maps[("maximum slope", "PVP")].array, rtol=1e-5, atol=1e-4)
     assert np.array_equal(np.isnan(alp), np.isnan(tlp))
 
 

@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -91,14 +92,20 @@ def test_reprocess_and_release_a_held_case_are_done_and_audited(tmp_path: Path, 
         page = _page(node, "/ui/case/P-ACT")
         assert 'id="release"' in page and "identity conflict (test)" in page
         code, url, body = _post(node, "/ui/case/P-ACT/action/release", csrf)
-        assert code == 200 and "case P-ACT released and queued for analysis" in body
-        assert wait_until(lambda: node.index.get_case("P-ACT").version == 3, timeout=30)
+        # analysed before it was held and no input changed: back to done, its analysis v2 stands (issue 13 B2)
+        assert code == 200 and "case P-ACT released" in body and "released and queued" not in body
+        case = node.index.get_case("P-ACT")
+        assert case.state == "done" and case.version == 2 and "back to analysis v2 (done)" in case.reason
         audit = _text(_page(node, "/ui/audit"))
         assert "action=release" in audit and "operator=dashboard:local@127.0.0.1" in audit
-        assert runs[:3] == ["P-ACT"] * 3
-        # the command line does the same for a running node: released, queued, analysed again
+        assert runs[:2] == ["P-ACT"] * 2
+        # the command line does the same for a running node; an input that changed while the case was held makes
+        # it released, queued and analysed again
         db = sqlite3.connect(node.config.node.data_dir / "index.sqlite3")
         db.execute("UPDATE cases SET state='held', reason='identity conflict (test)' WHERE case_id='P-ACT'")
+        now = time.time()  # as an instance arriving while held would: its series and the case's input time
+        db.execute("UPDATE series SET changed_at=? WHERE case_id='P-ACT'", (now,))
+        db.execute("UPDATE cases SET last_input_at=? WHERE case_id='P-ACT'", (now,))
         db.commit()
         db.close()
         cfg = tmp_path / "c.toml"
@@ -106,7 +113,8 @@ def test_reprocess_and_release_a_held_case_are_done_and_audited(tmp_path: Path, 
         r = subprocess.run([sys.executable, "-m", "node", "release", "P-ACT", "--config", str(cfg)],
                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and "case P-ACT released and queued for analysis" in r.stdout, r.stderr
-        assert wait_until(lambda: node.index.get_case("P-ACT").version == 4, timeout=30)
+        assert wait_until(lambda: node.index.get_case("P-ACT").version == 3, timeout=30)
+        assert runs[:3] == ["P-ACT"] * 3
         # the same form for a case that does not exist: 404, nothing done
         code, _, body = _post(node, "/ui/case/NO-SUCH/action/reprocess", csrf)
         assert code == 404 and "no case &#39;NO-SUCH&#39;" in body

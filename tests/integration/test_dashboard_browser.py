@@ -61,9 +61,10 @@ def test_a_waiting_case_says_what_it_waits_for_and_why_each_series_has_its_role(
 
 def test_a_done_case_shows_workflows_pictures_and_deliveries(ops_case, browser, tmp_path: Path) -> None:
     browser.get(_url(ops_case, _case_path(ops_case.case_id)))
-    for wf in ("perfusion", "gsa", "maa"):
+    for wf, title in (("perfusion", "Liver CT perfusion"), ("gsa", "99mTc-GSA SPECT-guided liver radiotherapy"),
+                      ("maa", "99mTc-MAA SPECT planning of Y-90 radioembolization")):
         section = browser.find_element(By.ID, f"workflow-{wf}").text
-        assert "done" in section, section
+        assert "done" in section and title in section, section  # named for people, the key beside it
     gsa = browser.find_element(By.ID, "workflow-gsa").text
     assert all(role in gsa for role in ("spect-gsa", "spect-ct", "planning-ct"))
     images = browser.find_elements(By.CSS_SELECTOR, ".pictures img")

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, cast
 
@@ -82,8 +83,8 @@ def test_uptake_pages_carry_the_uptake_colour_bar(delivered) -> None:
 
 def test_perfusion_map_pages_carry_the_scale_of_every_quantity(delivered) -> None:
     """Each map page shows every quantity's colour bar: the same fixed scales for both methods."""
-    expected = {"Perfusion MaxSlope maps": ("ALP", "PVP", "TLP", "HPI"),
-                "Perfusion DISCM maps": ("ALP", "PVP", "TLP", "HPI", "DV", "MTT")}
+    expected = {"Perfusion, maximum slope": ("ALP", "PVP", "TLP", "HPI"),
+                "Perfusion, DISCM": ("ALP", "PVP", "TLP", "HPI", "DV", "MTT")}
     for prefix, quantities in expected.items():
         pages = [ds for ds in _of(delivered, SC) if ds.SeriesDescription.startswith(prefix)]
         assert pages, prefix
@@ -118,6 +119,8 @@ def test_one_name_per_lesion_in_sr_structure_sets_and_summary(delivered, ops_cas
     text = str(summary.ImageComments)
     tumour_table = text.split("Tumours\n", 1)[1].split("\n")
     assert {line.split(" | ")[0] for line in tumour_table[1:4]} == lesions
+    # the search's provisional names (H1, H2 ...) never reach a page or the SR
+    assert not any(f"H{n}" in str(ds.get("ImageComments", "")).split() for ds in _of(delivered, SC) for n in (1, 2, 3))
     # the same lesion is tracked as one finding in the SR: its perfusion and MAA groups share the Tracking UID
     (sr_ds,) = _of(delivered, SR)
     uids: dict[str, set[str]] = {}
@@ -125,6 +128,18 @@ def test_one_name_per_lesion_in_sr_structure_sets_and_summary(delivered, ops_cas
         name = str(group.tracking_identifier).rpartition(" (")[0]
         uids.setdefault(name, set()).add(str(group.tracking_uid))
     assert all(len(uids[n]) == 1 for n in lesions)
+
+
+def test_every_page_speaks_one_vocabulary(delivered) -> None:
+    """Method and region names, as the summary's and the pages' text carry them: one spelling each; typographic
+    signs; a value's SD never "± 0"."""
+    pages = _of(delivered, SC)
+    text = "\n".join(str(ds.get("ImageComments", "")) + " " + str(ds.SeriesDescription) for ds in pages)
+    for spelling in ("MaxSlope", "max-slope", "maxslope", "max slope", "one-compartment", "non-tumoural"):
+        assert spelling not in text, spelling
+    summary = "\n".join(str(ds.ImageComments) for ds in pages if ds.SeriesDescription.startswith("Case summary"))
+    assert "maximum slope" in summary and "DISCM" in summary and "Normal liver" in summary
+    assert not re.search(r">=|<=|\+-|\bcm3\b|\bmm2\b|\u00b1 0(?![.\d])", summary)
 
 
 def test_no_roi_is_a_target_unless_it_is_a_gsa_target(delivered) -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pydicom
 import pytest
 import relabel as R
@@ -443,3 +444,302 @@ def test_late_objects_rerun_a_done_case_only_when_an_input_changed(node_factory,
     assert wait_until(lambda: node.index.get_case(pid).version == 3 and node.index.get_case(pid).state == "done",
                       timeout=60)
     assert len(runs) == 3 and [s.action for s in node.index.superseded()] == ["replaced"]
+
+
+# ------------------------------------------------------------------------------------------------ audit gaps (B1-B4)
+def test_a_corrected_study_or_frame_of_reference_frees_the_held_cases_and_a_done_case_is_not_rerun(
+        node_factory, tmp_path: Path, caplog: Any) -> None:
+    """B1 + B2: patient B's slices arrive in patient A's (analysed) study: both held. The modality re-sends B's
+    instances (same SOP Instance UIDs) with the corrected StudyInstanceUID: the series follows it, the conflict is
+    resolved, B is evaluated, and A goes back to done without re-running (no input of A changed). The same for a
+    CT whose FrameOfReferenceUID wrongly linked it to another patient's SPECT."""
+    cfg = _config(tmp_path, stable=1.0)
+    runs: list[str] = []
+    node = _start(node_factory, cfg, workflows={"perfusion": lambda ctx: runs.append(ctx.case_id)})
+    port = node.address[1]
+    study = generate_uid()
+    a = _ge_dynamic("TRAFFIC-FA", study, 4, [3.0 * k for k in range(10)], "Liver perfusion")
+    R.storescu(port, R.write(a, tmp_path / "a"))
+    assert wait_until(lambda: node.index.get_case("TRAFFIC-FA").state == "done", timeout=60)
+    assert runs == ["TRAFFIC-FA"]
+    b_sops = [generate_uid(), generate_uid()]
+    b = [R.relabel(R.read(f), PatientID="TRAFFIC-FB", PatientName="Traffic^FB", StudyInstanceUID=study,
+                   IssuerOfPatientID=None, SOPInstanceUID=sop)
+         for f, sop in zip(R.corpus("rt", "rtutils_ct_rtstruct")[:2], b_sops, strict=True)]
+    R.storescu(port, R.write(b, tmp_path / "b"))
+    _flushed(node)
+    st = R.status_json(cfg)
+    assert R.case_of(st, "TRAFFIC-FA")["state"] == R.case_of(st, "TRAFFIC-FB")["state"] == "held"
+    assert [c["key"] for c in st["conflicts"]] == [study]
+
+    corrected_study = generate_uid()
+    fixed = [R.relabel(ds, StudyInstanceUID=corrected_study) for ds in b]
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write(fixed, tmp_path / "b-fixed"))
+        _flushed(node)
+        assert wait_until(lambda: node.index.get_case("TRAFFIC-FB").state == "stable", timeout=30)
+        time.sleep(2.0)  # both studies' quiet periods pass: A is evaluated again
+    st = R.status_json(cfg)
+    assert st["conflicts"] == []
+    ca, cb = R.case_of(st, "TRAFFIC-FA"), R.case_of(st, "TRAFFIC-FB")
+    assert [(s["series_uid"], s["study_uid"], s["instances"]) for s in cb["series"]] == [
+        (b[0].SeriesInstanceUID, corrected_study, 2)]
+    assert [s["study_uid"] for s in ca["series"]] == [study]
+    # A was analysed before it was held and none of its inputs changed: its analysis stands, nothing re-runs
+    assert ca["state"] == "done" and ca["version"] == 1 and runs == ["TRAFFIC-FA"]
+    assert "back to analysis v1 (done)" in ca["reason"]
+    assert cb["state"] == "stable" and cb["version"] == 0
+    relinked = [r.getMessage() for r in caplog.records if "re-sent with corrected links" in r.getMessage()]
+    assert relinked and f"StudyInstanceUID {study} -> {corrected_study}" in relinked[0]
+    assert "AUDIT event=series-relinked" in caplog.text
+    resolved = [r for r in caplog.records if r.levelno == logging.WARNING and "resolved" in r.getMessage()
+                and study in r.getMessage()]
+    assert resolved and "TRAFFIC-FA (back to done" in resolved[0].getMessage()
+    assert "unheld=TRAFFIC-FA:done,TRAFFIC-FB:receiving" in caplog.text
+
+    # a CT of patient F wrongly in patient E's SPECT frame of reference, corrected by a re-send
+    shared_for = generate_uid()
+    nm = F.nm_multiframe("TRAFFIC-FE", for_uid=shared_for)
+    ct = _ge_ctpace("TRAFFIC-FF", generate_uid(), for_uid=shared_for)
+    R.storescu(port, R.write([nm] + ct, tmp_path / "ef"))
+    _flushed(node)
+    (conflict,) = R.status_json(cfg)["conflicts"]
+    assert conflict["kind"] == "frame-of-reference" and conflict["key"] == shared_for
+    new_for = generate_uid()
+    R.storescu(port, R.write([R.relabel(ds, FrameOfReferenceUID=new_for) for ds in ct], tmp_path / "f-fixed"))
+    _flushed(node)
+    st = R.status_json(cfg)
+    assert st["conflicts"] == []
+    assert "held" not in (R.case_of(st, "TRAFFIC-FE")["state"], R.case_of(st, "TRAFFIC-FF")["state"])
+    assert {row.frame_of_reference_uid for row in node.index.series_of_case("TRAFFIC-FF")} == {new_for}
+
+
+def test_releasing_a_held_case_that_was_analysed_does_not_rerun_it(node_factory, tmp_path: Path,
+                                                                     caplog: Any) -> None:
+    """B2 + M7: the operator releases a done case held by a conflict: it returns to done (its analysis stands, the
+    log and the audit say so) and is not analysed again; the other case stays held."""
+    cfg = _config(tmp_path, stable=1.0)
+    runs: list[str] = []
+    node = _start(node_factory, cfg, workflows={"perfusion": lambda ctx: runs.append(ctx.case_id)})
+    port = node.address[1]
+    study = generate_uid()
+    a = _ge_dynamic("TRAFFIC-RA", study, 4, [3.0 * k for k in range(10)], "Liver perfusion")
+    R.storescu(port, R.write(a, tmp_path / "a"))
+    assert wait_until(lambda: node.index.get_case("TRAFFIC-RA").state == "done", timeout=60)
+    b = [_one(("ct_single", "CT_small.dcm"), "TRAFFIC-RB", study)]
+    R.storescu(port, R.write(b, tmp_path / "b"))
+    _flushed(node)
+    assert node.index.get_case("TRAFFIC-RA").state == "held"
+    time.sleep(1.5)  # the study's quiet period passes while held: nothing runs
+    with caplog.at_level(logging.INFO):
+        r = R.cli(cfg, "release", "TRAFFIC-RA")
+        assert r.returncode == 0 and "released" in r.stdout, r.stderr
+        assert node.completion.evaluate_case("TRAFFIC-RA") is False  # what the running node's evaluation finds
+    case = node.index.get_case("TRAFFIC-RA")
+    assert case.state == "done" and case.version == 1 and runs == ["TRAFFIC-RA"]
+    assert "released by operator" in case.reason and "back to analysis v1 (done)" in case.reason
+    assert node.index.get_case("TRAFFIC-RB").state == "held"
+    assert "not analysed again" in caplog.text
+    # the release is logged and audited by the CLI process: its stderr carries the log lines
+    assert "case TRAFFIC-RA released from 1 identity conflict(s)" in r.stderr + caplog.text
+    # M5: the table's conflicts say whom the conflict still holds and whom the operator released
+    table = R.cli(cfg, "status").stdout
+    heading = next(i for i, line in enumerate(table.splitlines()) if line.startswith("IDENTITY CONFLICTS"))
+    header, row = (line.split() for line in table.splitlines()[heading + 1:heading + 3])
+    assert header[-2:] == ["HELD", "RELEASED"] and row[-2:] == ["TRAFFIC-RB", "TRAFFIC-RA"] and study in row
+    time.sleep(1.5)
+    assert node.index.get_case("TRAFFIC-RA").version == 1 and runs == ["TRAFFIC-RA"]
+
+
+def test_the_series_the_contour_references_wins_over_a_bigger_ct_in_its_frame_of_reference(
+        node_factory, tmp_path: Path) -> None:
+    """B3: two planning CTs share the liver contour's frame of reference; the contour names the smaller, older
+    one by its series: that one is the planning CT (never the newest matching the frame of reference, nor the
+    largest), and both role reasons say which is used and why."""
+    cfg = _config(tmp_path, stable=600.0, extra='\n[analysis]\nliver_roi_names = ["Liver", "ROI-1"]\n')
+    node = _start(node_factory, cfg)
+    port = node.address[1]
+    pid, study, for_uid = "TRAFFIC-PC", generate_uid(), generate_uid()
+    big = F.ct_series(pid, 24, study_uid=study, for_uid=for_uid, description="Abdomen 24 slices")
+    drawn = _ge_ctpace(pid, study, for_uid=for_uid)
+    R.storescu(port, R.write(drawn, tmp_path / "drawn"))
+    time.sleep(0.2)
+    R.storescu(port, R.write(big, tmp_path / "big"))  # newer, bigger, same frame of reference
+    rt = R.point_contour_at(_one(("rt", "rtutils_ct_rtstruct", "rt.dcm"), pid, study), drawn[0])
+    R.storescu(port, R.write([rt], tmp_path / "rt"))
+    _flushed(node)
+    case = R.case_of(R.status_json(cfg), pid)
+    roles = R.series_by_uid(case)
+    assert roles[big[0].SeriesInstanceUID]["role"] == roles[drawn[0].SeriesInstanceUID]["role"] == "planning-ct"
+    assert case["workflows"]["gsa"]["inputs"]["planning-ct"] == drawn[0].SeriesInstanceUID
+    used = roles[drawn[0].SeriesInstanceUID]["role_reason"]
+    assert "used as the planning CT: the CT the liver contour" in used and "(its referenced series)" in used
+    assert "not the one used" in roles[big[0].SeriesInstanceUID]["role_reason"]
+    assert "(its referenced series)" in roles[big[0].SeriesInstanceUID]["role_reason"]
+
+
+def test_a_corrected_resend_refreshes_every_value_the_index_keeps(node_factory, tmp_path: Path,
+                                                                 caplog: Any) -> None:
+    """B4: a real RT Dose and an NM SPECT sent with a wrong patient name, study description, dose summation type,
+    referenced plan and radionuclide, then re-sent corrected (same SOP Instance UIDs): the case and its series
+    show the corrected values."""
+    cfg = _config(tmp_path, stable=1.0)
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    pid, study = "TRAFFIC-RV", generate_uid()
+    dose = _one(("rt", "rtdose.dcm"), pid, study)
+    nm = F.nm_multiframe(pid, study_uid=study)
+    for ds in (dose, nm):
+        ds.PatientName, ds.StudyDescription = "Wrong^Name", "wrong study"
+    nuclide = pydicom.Dataset()
+    nuclide.CodeValue, nuclide.CodingSchemeDesignator, nuclide.CodeMeaning = "C-163A8", "SRT", "Technetium-99m"
+    nm.RadiopharmaceuticalInformationSequence[0].RadionuclideCodeSequence = pydicom.Sequence([nuclide])
+    R.storescu(port, R.write([dose, nm], tmp_path / "first"))
+    _flushed(node)
+    before = {s.modality: s for s in node.index.series_of_case(pid)}
+    assert before["RTDOSE"].dose_summation_type == "BEAM" and before["NM"].radionuclide_code == "C-163A8"
+    assert before["RTDOSE"].study_description == "wrong study"
+    assert R.case_of(R.status_json(cfg), pid)["patient_name"] == "Wrong^Name"
+
+    plan_uid = generate_uid()
+    dose.PatientName = nm.PatientName = "Right^Name"
+    dose.StudyDescription = nm.StudyDescription = "Liver SIRT"
+    dose.DoseSummationType = "PLAN"
+    dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = plan_uid
+    nuclide.CodeValue, nuclide.CodingSchemeDesignator, nuclide.CodeMeaning = "14691008", "SCT", "Yttrium-90"
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write([dose, nm], tmp_path / "corrected"))
+        _flushed(node)
+    after = {s.modality: s for s in node.index.series_of_case(pid)}
+    assert after["RTDOSE"].dose_summation_type == "PLAN" and after["RTDOSE"].referenced_sop_uids == (plan_uid,)
+    assert after["NM"].radionuclide_code == "14691008"
+    assert after["RTDOSE"].study_description == after["NM"].study_description == "Liver SIRT"
+    assert [s.n_instances for s in after.values()] == [1, 1] and len(node.index.superseded(pid)) == 2
+    assert R.case_of(R.status_json(cfg), pid)["patient_name"] == "Right^Name"
+    assert "PatientName 'Wrong^Name' -> 'Right^Name'" in caplog.text and "AUDIT event=case-renamed" in caplog.text
+
+
+def test_keep_first_keeps_the_stored_copy_warns_and_audits_and_an_identical_copy_is_a_quiet_no_op(
+        node_factory, tmp_path: Path, caplog: Any) -> None:
+    """M7: `[receive] duplicates = "keep-first"`: an identical re-send changes nothing and says so at INFO only
+    (no warning, no audit line, nothing set aside); a re-send with different content leaves the stored copy in use,
+    keeps the new one unused under superseded/, with a WARNING and an audit line naming the differences."""
+    cfg = _config(tmp_path, stable=1.0, extra='\n[receive]\nduplicates = "keep-first"\n')
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    ds = _one(("ct_single", "CT_small.dcm"), "TRAFFIC-KF", generate_uid())
+    R.storescu(port, R.write([ds], tmp_path / "first"))
+    _flushed(node)
+    stored = Path(node.index.has_instance(ds.SOPInstanceUID))
+    original = stored.read_bytes()
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write([ds], tmp_path / "same"))
+        _flushed(node)
+    assert "re-sent by MODALITY with identical content: nothing changed" in caplog.text
+    assert not [r for r in caplog.records if r.name == "node.resend" and r.levelno >= logging.WARNING]
+    assert "AUDIT event=instance-resent" not in caplog.text and node.index.superseded() == []
+    caplog.clear()
+
+    ds.PatientName = "Traffic^Corrected"
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write([ds], tmp_path / "changed"))
+        _flushed(node)
+    (warning,) = [r for r in caplog.records if r.name == "node.resend" and r.levelno == logging.WARNING]
+    assert "kept the first copy ([receive] duplicates = keep-first)" in warning.getMessage()
+    assert "PatientName 'Traffic^TRAFFIC-KF' -> 'Traffic^Corrected'" in warning.getMessage()
+    assert "AUDIT event=instance-resent" in caplog.text and "action=kept-first" in caplog.text
+    assert Path(node.index.has_instance(ds.SOPInstanceUID)) == stored and stored.read_bytes() == original
+    (row,) = node.index.superseded("TRAFFIC-KF")
+    assert row.action == "kept-first" and row.kept_path.is_file() and row.kept_path != stored
+    assert pydicom.dcmread(row.kept_path, stop_before_pixels=True).PatientName == "Traffic^Corrected"
+    assert R.case_of(R.status_json(cfg), "TRAFFIC-KF")["patient_name"] == "Traffic^TRAFFIC-KF"
+
+
+def test_a_tracer_code_wins_over_a_disagreeing_text_and_the_disagreement_is_logged(node_factory, tmp_path: Path,
+                                                                                  caplog: Any) -> None:
+    """M2: code, then text. A SPECT coded 99mTc-GSA whose text says MAA is a GSA SPECT; one whose code names a
+    tracer no workflow analyses (here a bone agent's code) is not an MAA SPECT because its text says MAA. Both
+    role reasons name the disagreement, and the node logs it at WARNING."""
+    cfg = _config(tmp_path, stable=1.0)
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    gsa = F.nm_multiframe("TRAFFIC-TC1", tracer_text="Tc-99m MAA", tracer_code="446534003")
+    bone = F.nm_multiframe("TRAFFIC-TC2", tracer_text="Tc-99m MAA", tracer_code="C-B1038")  # a code no workflow knows
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write([gsa, bone], tmp_path / "nm"))
+        _flushed(node)
+        assert wait_until(lambda: all(node.index.get_case(c).state == "stable" for c in ("TRAFFIC-TC1",
+                                                                                          "TRAFFIC-TC2")), timeout=30)
+    st = R.status_json(cfg)
+    (s1,) = R.case_of(st, "TRAFFIC-TC1")["series"]
+    (s2,) = R.case_of(st, "TRAFFIC-TC2")["series"]
+    assert s1["role"] == "spect-gsa" and "the code wins" in s1["role_reason"]
+    assert "RadiopharmaceuticalCodeSequence 446534003" in s1["role_reason"] and "'Tc-99m MAA'" in s1["role_reason"]
+    assert s2["role"] == "other" and "the code wins over the text" in s2["role_reason"]
+    assert "would make it spect-maa" in s2["role_reason"]
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "disagree" in r.getMessage()]
+    assert any("TRAFFIC-TC1" in m and "spect-gsa, not spect-maa" in m for m in logged)
+    assert any("TRAFFIC-TC2" in m and "not spect-maa" in m for m in logged)
+
+
+def test_an_enhanced_ct_and_a_tilted_stack_are_not_given_a_ct_role_the_reader_would_refuse(
+        node_factory, tmp_path: Path) -> None:
+    """M3: a liver contour drawn on an enhanced (multi-frame) CT, or on a sheared (gantry-tilted) stack, would make
+    it the planning CT, which the CT reader then refuses at analysis time. Both are 'other' with the reason."""
+    cfg = _config(tmp_path, stable=600.0, extra='\n[analysis]\nliver_roi_names = ["Liver", "ROI-1"]\n')
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    # the real enhanced CT, as an acquisition would be labelled (ORIGINAL; it is published as a derived map)
+    enhanced = _one(("enhanced", "eCT_Supplemental.dcm"), "TRAFFIC-EN", generate_uid(),
+                    ImageType=["ORIGINAL", "PRIMARY", "AXIAL"], FrameOfReferenceUID=generate_uid())
+    rt_en = R.point_contour_at(_one(("rt", "rtutils_ct_rtstruct", "rt.dcm"), "TRAFFIC-EN",
+                                    enhanced.StudyInstanceUID), enhanced)
+    # the real GE slices with their origins moving 0.5 mm in y per slice: how a gantry tilt is stacked
+    tilted = _ge_ctpace("TRAFFIC-TI", generate_uid())
+    for ds in sorted(tilted, key=lambda d: float(d.ImagePositionPatient[2])):
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + 0.5 * (z - float(tilted[0].ImagePositionPatient[2])) / 5.0, z]
+    rt_ti = R.point_contour_at(_one(("rt", "rtutils_ct_rtstruct", "rt.dcm"), "TRAFFIC-TI",
+                                    tilted[0].StudyInstanceUID), tilted[0])
+    R.storescu(port, R.write([enhanced, rt_en, *tilted, rt_ti], tmp_path / "odd-ct"))
+    _flushed(node)
+    st = R.status_json(cfg)
+    en = R.series_by_uid(R.case_of(st, "TRAFFIC-EN"))[enhanced.SeriesInstanceUID]
+    ti = R.series_by_uid(R.case_of(st, "TRAFFIC-TI"))[tilted[0].SeriesInstanceUID]
+    assert en["role"] == "other" and "not used: an enhanced (multi-frame) CT" in en["role_reason"]
+    assert "Enhanced CT Image Storage, 2 frame(s) in 1 instance(s)" in en["role_reason"]
+    assert ti["role"] == "other" and "not used: slice origins shift in-plane" in ti["role_reason"]
+    assert "gantry tilt" in ti["role_reason"]
+
+
+def test_a_copy_written_differently_is_identical_and_a_changed_value_is_a_correction(node_factory, tmp_path: Path,
+                                                                                     caplog: Any) -> None:
+    """M1: a PACS re-sending a real CT re-encoded (implicit VR, another implementation's file meta, the person
+    name with its trailing delimiters, an empty type 2 element it adds, decimal strings written back from float32)
+    sends the same content: a no-op. A changed value (the slice thickness) is a correction that replaces it."""
+    cfg = _config(tmp_path, stable=1.0)
+    node = _start(node_factory, cfg, workflows={})
+    port = node.address[1]
+    ds = _one(("ct_single", "CT_small.dcm"), "TRAFFIC-ID", generate_uid())
+    R.storescu(port, R.write([ds], tmp_path / "first"))
+    _flushed(node)
+    again = R.read(R.write([ds], tmp_path / "copy")[0])
+    again.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    again.file_meta.ImplementationClassUID = pydicom.uid.UID("1.2.3.4.5")
+    again.file_meta.ImplementationVersionName = "OTHER_PACS"
+    again.PatientName = f"{again.PatientName}^^"
+    again.PatientComments = ""
+    again.PixelSpacing = [f"{float(numpy.float32(v)):.14g}" for v in again.PixelSpacing]
+    assert [str(v) for v in again.PixelSpacing] != [str(v) for v in ds.PixelSpacing]  # the text really differs
+    with caplog.at_level(logging.INFO):
+        R.storescu(port, R.write([again], tmp_path / "re-encoded"))
+        _flushed(node)
+    assert "with identical content: nothing changed" in caplog.text
+    assert node.index.superseded() == [] and not (node.config.node.data_dir / "superseded").exists()
+
+    again.SliceThickness = float(ds.SliceThickness) / 2
+    R.storescu(port, R.write([again], tmp_path / "changed"))
+    _flushed(node)
+    (row,) = node.index.superseded()
+    assert row.action == "replaced" and row.differences.startswith("SliceThickness")
+    assert "PatientName" not in row.differences and "PixelSpacing" not in row.differences

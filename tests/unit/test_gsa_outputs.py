@@ -74,3 +74,25 @@ def test_render_page_draws_structures_uptake_and_its_colour_bar():
         top = np.asarray(UPTAKE_CMAP(1.0)[:3]) * 255
         near_top = np.abs(rgb[100:1040, 1420:].astype(int) - top).sum(axis=2) < 30
         assert near_top.sum() > 50
+
+
+def test_structure_table_texts_stay_apart_with_typographic_signs():
+    """Clinical volumes (four digits) beside the structure definitions: no two texts of the page touch (the FLS
+    definition once ran into its volume: "max1233.6"), and the threshold reads "≥", not ">="."""
+    shape = (12, 30, 30)
+    liver = np.zeros(shape, dtype=bool)
+    liver[3:9, 5:25, 5:25] = True
+    fls = liver.copy()
+    fls[:, :, 15:] = False
+    ptv = liver.copy()
+    colours = {"Liver": (255, 215, 0), "FLS": (0, 190, 140), "ITV": (240, 64, 40), "PTV": (255, 60, 255)}
+    liver_c, fls_c, itv_c, ptv_c = (Contour(n, m, t, colours[n], "", volume_cm3=v) for n, m, t, v in (
+        ("Liver", liver, "ORGAN", 2058.1), ("FLS", fls, "AVOIDANCE", 1233.6), ("ITV", liver & ~fls, "CTV", 824.6),
+        ("PTV", ptv, "PTV", 1440.6)))
+    layer = Layer(np.where(liver, 100.0, 0.0).astype(np.float32), (3.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    identity = Identity("DOE, Jane", "P1", "1950-01-01", "F", "2024-01-01", "", "GSA FLS>=60%max")
+    figures = GsaFigures(0.6, 5.0, "RTSTRUCT 'Liver'", "moved 1 mm", "smoothed", None, ())
+    page = render_page(identity, "axial", layer, layer, liver_c, fls_c, itv_c, ptv_c, 100.0, figures, (1, 1))
+    assert page.overlaps == ()
+    assert any("1233.6" == t for t in page.texts)
+    assert any("\u2265 60 %" in t for t in page.texts) and not any(">=" in t for t in page.texts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from node.imaging.pages import PAGE_PX, WARN, Identity
 from node.perfusion.outputs import region_text
@@ -98,13 +99,36 @@ def test_curve_page_is_dark_with_the_legend_outside_the_data():
         assert (np.abs(legend - np.asarray(colour)).sum(axis=1) < 40).any(), colour
 
 
+def test_a_lesion_whose_value_is_not_measurable_is_grey_and_hatched_not_coloured():
+    """T1's PVP is n.m.: inside T1 the PVP panel shows grey (hatched), no colour of the scale; its ALP (a value)
+    stays coloured; no two texts of the page touch."""
+    s = _slice(nan_hole=False)
+    page, geometry = render_map_page(IDENTITY, "maximum slope", "words", ("ALP", "PVP", "TLP", "HPI"), s, "", "",
+                                     (1, 1), "", "")
+    coloured = _coloured(page)
+    inner = ndimage.binary_erosion(s.lesions["T1"], iterations=2)  # away from the outline
+    by_quantity = {g.quantity: g for g in geometry}
+    for quantity, expect_colour in (("PVP", False), ("ALP", True)):
+        g = by_quantity[quantity]
+        footprint = _footprint(g, inner)
+        share = coloured[footprint].mean()
+        assert (share > 0.9) if expect_colour else (share == 0.0), (quantity, share)
+    pvp_inside = page.pixels[_footprint(by_quantity["PVP"], inner)].astype(int)
+    assert len({tuple(v) for v in pvp_inside}) >= 2  # a hatch: two greys, not a flat fill
+    assert page.overlaps == ()
+
+
 def test_region_values_as_the_report_states_them_and_why_not_measurable():
     """A region's value on the pages is the report's: the value of its mean curve +- 1 SD of noise, or n.m.;
     the reasons of the n.m. values are listed beside the panels in the flag colour."""
-    assert region_text(RegionValue(60.46, 1.2, 61.0, 9.0, measurable=True)) == "60 \u00b1 1"
-    assert region_text(RegionValue(79.0, 6.0, 80.0, 5.0, measurable=False, reason="too noisy")) == "n.m."
-    assert region_text(RegionValue(None, None, None, None, measurable=False, reason="not computed")) == "n.m."
-    assert region_text(None) == "-"
+    flow = "mL/min/(100.mL)"
+    # the summary's format (the unit's precision), so a value reads the same on every page
+    assert region_text(RegionValue(60.46, 1.2, 61.0, 9.0, measurable=True), flow) == "60.5 \u00b1 1.2"
+    # an SD below the precision is said as such, never "± 0"
+    assert region_text(RegionValue(10.83, 0.04, 10.8, 0.1, measurable=True), flow) == "10.8 \u00b1 <0.1"
+    assert region_text(RegionValue(79.0, 6.0, 80.0, 5.0, measurable=False, reason="too noisy"), "%") == "n.m."
+    assert region_text(RegionValue(None, None, None, None, measurable=False, reason="not computed"), "%") == "n.m."
+    assert region_text(None, "%") == "-"
     warn = np.asarray(tuple(int(WARN[i:i + 2], 16) for i in (1, 3, 5)))
 
     def flag_pixels(flags: tuple[str, ...]) -> int:
@@ -144,6 +168,7 @@ def test_phantom_map_pages_colour_only_inside_the_analysed_liver(tmp_path, monke
     run_perfusion(datasets, PerfusionSettings())
     assert len(rendered) >= 2  # both methods, slices through the lesions
     for s, page, geometry in rendered:
+        assert page.overlaps == (), page.overlaps  # no text or lesion label runs into another
         coloured = _coloured(page)
         for g in geometry:
             computed = s.liver & np.isfinite(s.maps[g.quantity])
@@ -156,3 +181,18 @@ def test_phantom_map_pages_colour_only_inside_the_analysed_liver(tmp_path, monke
             chromatic = float(((rgb.max(axis=1) - rgb.min(axis=1)) > 40).mean())
             assert chromatic > 0.5, (g.quantity, chromatic)
             assert shown > 0.5 * chromatic * footprint, (g.quantity, chromatic)
+
+
+def test_lesion_labels_never_run_into_each_other():
+    """Three lesions side by side, each labelled with its value: every label finds a place (above, below or
+    sideways) where it meets no other label; the page's texts and labels do not touch."""
+    s = _slice(nan_hole=False)
+    yy, xx = np.mgrid[0:96, 0:96]
+    lesions = {"T1": s.lesions["T1"], "T2": ((yy - 55) / 5.0) ** 2 + ((xx - 42) / 5.0) ** 2 <= 1,
+               "T3": ((yy - 55) / 4.0) ** 2 + ((xx - 28) / 4.0) ** 2 <= 1}
+    values = {"T1": {"ALP": "80.2 \u00b1 2.1"}, "T2": {"ALP": "19.8 \u00b1 0.5"}, "T3": {"ALP": "30.3 \u00b1 0.8"}}
+    s = MapSlice(s.ct, s.maps, s.liver, lesions, s.pixel_mm, values)
+    page, _ = render_map_page(IDENTITY, "maximum slope", "words", ("ALP", "PVP", "TLP", "HPI"), s, "", "", (1, 1),
+                              "", "")
+    assert {"T1 80.2 \u00b1 2.1", "T2 19.8 \u00b1 0.5", "T3 30.3 \u00b1 0.8"} <= set(page.texts)
+    assert page.overlaps == ()

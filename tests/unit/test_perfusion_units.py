@@ -183,6 +183,9 @@ def test_fine_pixels_are_block_averaged_onto_a_working_grid_with_shifted_origin(
     ("two_times", "at least 3"),
     ("no_times", "no acquisition time"),
     ("spacing", "pixel spacing"),
+    ("orientation", "inconsistent geometry: slices have different ImageOrientationPatient"),
+    ("size", "inconsistent geometry: slices have different sizes"),
+    ("not_perpendicular", "not perpendicular"),
     ("missing_slice", "different numbers of time points"),
     ("duplicate", "same acquisition time"),
 ])
@@ -196,6 +199,13 @@ def test_inconsistent_series_are_refused_with_a_reason(damage: str, reason: str)
             del ds.AcquisitionTime
     elif damage == "spacing":
         series[5].PixelSpacing = [2.5, 2.5]
+    elif damage == "orientation":
+        series[4].ImageOrientationPatient = [1, 0, 0, 0, 0.995, 0.0998]
+    elif damage == "size":
+        series[4].Rows = 9
+    elif damage == "not_perpendicular":
+        for ds in series:
+            ds.ImageOrientationPatient = [1, 0, 0, 0.1, 0.995, 0]
     elif damage == "missing_slice":
         series = series[1:]
     elif damage == "duplicate":

@@ -1,6 +1,7 @@
 """The case report: SR TID 1500 with every measurement (read back with highdicom) and the summary capture."""
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 import highdicom as hd
@@ -154,9 +155,9 @@ EXPECTED = [
     ("T2 (MAA SPECT)", "Absorbed Dose", 203.0, "Gy"),
     ("T2 (MAA SPECT)", "Arterial liver perfusion", 8.5, UNIT_FLOW),
     ("T2 (MAA SPECT)", "Portal venous perfusion", 14.8, UNIT_FLOW),
-    ("normal liver (MAA SPECT)", "Volume", 1992.4, "mL"),
-    ("normal liver (MAA SPECT)", "Mass", 2052.0, "g"),
-    ("normal liver (MAA SPECT)", "Absorbed Dose", 70.0, "Gy"),
+    ("Normal liver (MAA SPECT)", "Volume", 1992.4, "mL"),
+    ("Normal liver (MAA SPECT)", "Mass", 2052.0, "g"),
+    ("Normal liver (MAA SPECT)", "Absorbed Dose", 70.0, "Gy"),
     ("Liver (MAA SPECT)", "Volume", 2026.1, "mL"),
     ("Liver (MAA SPECT)", "Tumor to normal liver uptake ratio", 5.1, "{ratio}"),
     ("Lungs (MAA SPECT)", "Lung shunt fraction", 8.0, "%"),
@@ -268,10 +269,17 @@ def test_summary_page_is_a_readable_capture(case):
                    "not a prescription", "Lung shunt fraction 8.0 % (measured on SPECT)",
                    "ITV | liver - FLS (to treat) | 1357.9", "aorta | 268 | 12.0 | 18.8", "T1 | 14.1 | 8.1 | 5.0 | 564",
                    "n = 3 tumours, too few for a correlation coefficient (needs 5)",
-                   "MAA SPECT: automatic from the uptake | 2026.1", "planning CT: RTSTRUCT 'Liver' | 2058.1",
-                   "Liver | max slope | 11.2 \u00b1 3.1"):
+                   "Liver | 2058.1 | planning CT: RTSTRUCT 'Liver'", "Liver | maximum slope | 11.2 \u00b1 3.1",
+                   "T/N vs tumour ALP: maximum slope: n = 3 tumours"):
         assert needle in text, needle
-    assert "+-" not in text
+    # one liver volume (the received contour's), the other source named without a second number
+    assert "2026.1" not in text and "MAA SPECT: automatic from the uptake" in text
+    # the typographic forms only (the SR may keep UCUM units; the pages and their text do not)
+    assert not re.search(r">=|<=|\+-|\bcm3\b|\bmm2\b", text), re.findall(r".{20}(?:>=|<=|\+-|cm3|mm2).{5}", text)
+    # one name per method and per region, whatever the records and map labels spell
+    for spelling in ("max-slope", "MaxSlope", "maxslope", "max slope", "one-compartment", "discm",
+                     "non-tumoural"):
+        assert spelling not in text, spelling
 
 
 def test_summary_pdf_is_an_encapsulated_pdf_of_the_same_pages(case):
@@ -326,25 +334,38 @@ def test_region_values_carry_their_noise_and_a_qualifier_where_not_measurable(ca
             walk(item.get("ContentSequence", []))
 
     walk(sr.ContentSequence)
-    assert any(t.startswith("HPI (max-slope) not measurable: not measurable at this noise") for t in texts)
+    assert any(t.startswith("Tumor 1 HPI (maximum slope) not measurable at this noise") for t in texts)
     lines = summary_text("CASE-7", case["results"], case["sources"])
-    row = next(line for line in lines if line.startswith("Tumor 1 | max slope"))
+    row = next(line for line in lines if line.startswith("Tumor 1 | maximum slope"))
     assert row.endswith("n.m.") and "| 60.5 \u00b1 1.2 |" in row  # ALP value +- its noise; HPI flagged
-    assert any(line.startswith("Tumor 1 HPI (max-slope) not measurable at this noise") for line in lines)
+    assert any(line.startswith("Tumor 1 HPI (maximum slope) not measurable at this noise") for line in lines)
     # the workflow's warnings (status flags) hold the same sentence: the summary says it once, under the table
     outputs = case["results"]["perfusion"].outputs
     warned = dict(case["results"], perfusion=WorkflowResult("perfusion", PERFUSION, outputs,
                                                             warnings=PERFUSION.not_measurable()))
     assert PERFUSION.not_measurable() == [
-        "Tumor 1 HPI (max-slope) not measurable at this noise: the 95 % interval, 12 % either side, spans 30 % of the "
-        "value (limit 15 %)"]
+        "Tumor 1 HPI (maximum slope) not measurable at this noise: the 95 % interval, 12 % either side, spans 30 % of "
+        "the value (limit 15 %)"]
     text = "\n".join(summary_text("CASE-7", warned, case["sources"]))
-    assert text.count("Tumor 1 HPI (max-slope) not measurable at this noise") == 1
+    assert text.count("Tumor 1 HPI (maximum slope) not measurable at this noise") == 1
     # the MAA's mean of the maps in the same lesion T2: qualified in the SR, its reason among the parameters,
     # n.m. in the MAA table
     t2 = next(f[4] for f in found if f[0] == "T2 (MAA SPECT)" and f[1] == "Arterial liver perfusion")
     assert t2.qualifier is not None and t2.qualifier.value == "114011"
-    assert any(t.startswith("ALP mean (max-slope): not measurable in the CT perfusion (T2 ALP") for t in texts)
+    assert any(t.startswith("ALP mean (maximum slope): not measurable in the CT perfusion (T2 ALP") for t in texts)
     t2_row = next(line for line in lines if line.startswith("T2 | "))
     assert t2_row == "T2 | 12.5 | 2.9 | 2.1 | 203 | n.m. | 14.8 | -", t2_row
     assert "n.m.: the CT perfusion reports the lesion's value as not measurable" in text
+
+
+def test_summary_pages_keep_every_text_apart(case):
+    """The summary's tables fit their columns: no heading, unit or value runs into its neighbour."""
+    from node.imaging.pages import Identity
+    from node.registry import DEFAULT_REGISTRY
+    from node.report.build import _reporting, collect_groups, summary_sections
+    from node.report.summary import render_pages
+
+    reporting = _reporting(case["results"], DEFAULT_REGISTRY)
+    sections = summary_sections(reporting, collect_groups(case["results"], case["sources"]))
+    pages = render_pages(Identity.of(case["nm_maa"], "Case summary"), sections)
+    assert pages and all(page.overlaps == () for page in pages), [page.overlaps for page in pages]

@@ -54,7 +54,14 @@ def test_repeated_positions_are_time_points_with_their_span() -> None:
 def test_orientation_tilt_and_several_planes() -> None:
     tilt = math.radians(20)
     tilted = (1.0, 0.0, 0.0, 0.0, math.cos(tilt), math.sin(tilt))
-    assert ct_image_problem("CT", summarise(_ct([0.0, 5.0, 10.0], orientation=tilted))) is None  # gantry tilt
+    # a gantry tilt whose slices were stacked along z (sheared): the CT reader refuses it, so no CT role either
+    sheared = ct_image_problem("CT", summarise(_ct([0.0, 5.0, 10.0], orientation=tilted)))
+    assert sheared is not None and sheared.startswith("not used:") and "gantry tilt" in sheared
+    # slices 20 degrees from axial stacked along their own normal: a straight stack the reader takes
+    normal = (0.0, -math.sin(tilt), math.cos(tilt))
+    straight = [InstanceFacts(CT, "ORIGINAL\\PRIMARY\\AXIAL", (d * normal[0], d * normal[1], d * normal[2]), tilted,
+                              None, None, 1, "", "") for d in (0.0, 5.0, 10.0)]
+    assert ct_image_problem("CT", summarise(straight)) is None
     sagittal = summarise(_ct([0.0, 5.0], orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0)))
     assert "not axial" in ct_image_problem("CT", sagittal)
     three_planes = summarise(_ct([0.0]) + _ct([0.0], orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
