@@ -260,5 +260,5 @@ def test_a_series_that_stops_at_the_portal_peak_is_reported_not_measured() -> No
     assert back.regional_statistics["Normal liver"].values["discm"]["MTT"] == liver["MTT"]
     flags = WorkflowStatus("perfusion", "done", "", {}, recorded.measurements,
                            warnings=tuple(recorded.warnings)).to_json()["flags"]
-    assert any(f.startswith("Normal liver MTT (discm) not measurable") and "wash-out" in f for f in flags)
+    assert any(f.startswith("Normal liver MTT (DISCM) not measurable") and "wash-out" in f for f in flags)
     assert any("wash-out not covered" in f for f in flags)
