@@ -309,3 +309,15 @@ def test_gamma_index_dose_criterion_in_a_flat_region() -> None:
     g = gamma_index(ref, image(flat * 1.04, (2.0, 2.0, 2.0)), mask=inner)
     assert g.pass_rate == 0.0
     assert np.nanmin(g.gamma) == pytest.approx(4.0 / 3.0, rel=1e-6)  # 4 % of 50 Gy over 3 % of 50 Gy
+
+
+def test_the_post_therapy_page_states_each_safety_flag_once() -> None:
+    """The page listed an under-dose twice: as the flag and as the workflow warning that repeats it."""
+    from node.dose.safety import SafetyFlag
+    from node.y90post.pipeline import flag_warning, page_notes_of
+
+    flag = SafetyFlag("note", "tumour T1 D70", 80.0, 100.0, "tumour T1 D70 80.0 Gy is below 100 Gy")
+    mismatch = "Y-90 tumour T1: delivered mean dose 80.0 Gy is 0.70 x the predicted 114.3 Gy"
+    notes = page_notes_of([flag], [mismatch, flag_warning(flag), "not in the field of view: Lungs"])
+    assert notes == [flag.message, mismatch, "not in the field of view: Lungs"]
+    assert len(page_notes_of([], [f"w{i}" for i in range(20)])) == 8
