@@ -321,3 +321,18 @@ def test_the_post_therapy_page_states_each_safety_flag_once() -> None:
     notes = page_notes_of([flag], [mismatch, flag_warning(flag), "not in the field of view: Lungs"])
     assert notes == [flag.message, mismatch, "not in the field of view: Lungs"]
     assert len(page_notes_of([], [f"w{i}" for i in range(20)])) == 8
+
+
+def test_voxel_maximum_activity_scales_the_plan_to_the_binding_limit() -> None:
+    from node.dose.safety import DoseLimits, TreatmentContext, voxel_activity_limit
+
+    resin = DoseLimits.eanm("resin")
+    nl = voxel_activity_limit(2.0, 50.0, 10.0, resin, TreatmentContext())
+    assert nl is not None and nl.activity_gbq == pytest.approx(1.6) and nl.limited_by == "normal liver"
+    lungs = voxel_activity_limit(2.0, 20.0, 40.0, resin, TreatmentContext())  # lungs 30 Gy per session
+    assert lungs is not None and lungs.activity_gbq == pytest.approx(1.5) and lungs.limited_by == "lungs"
+    used_up = voxel_activity_limit(2.0, 20.0, 5.0, resin, TreatmentContext(prior_lung_dose_gy=50.0))
+    assert used_up is not None and used_up.activity_gbq == 0.0 and "0 Gy limit" in used_up.text
+    compromised = voxel_activity_limit(2.0, 50.0, None, resin, TreatmentContext(compromised_liver=True))
+    assert compromised is not None and compromised.activity_gbq == pytest.approx(1.2)  # 30 Gy
+    assert voxel_activity_limit(2.0, 0.0, None, resin, TreatmentContext()) is None
