@@ -51,15 +51,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rss_kib(pid: int) -> dict[str, int]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
-    return out
-
-
 def reset_peak(pid: int) -> None:
     """Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS (root, or the process owner)."""
     try:
@@ -153,10 +144,10 @@ def _oversized(port: int, after_association: bool) -> None:
 
 def phase_oversized(node: NodeProcess, probes: int) -> float:
     reset_peak(node.proc.pid)
-    before = rss_kib(node.proc.pid)
+    before = Z.memory_kib(node.proc.pid)
     with ThreadPoolExecutor(20) as pool:
         list(pool.map(lambda i: _oversized(node.port, after_association=bool(i % 2)), range(probes)))
-    after = rss_kib(node.proc.pid)
+    after = Z.memory_kib(node.proc.pid)
     growth = (after["VmHWM"] - before["VmRSS"]) / 1024
     print(f"1. {probes} PDU headers announcing 4 GiB - 1 (half before, half after association), 64 KiB each: "
           f"RSS {before['VmRSS'] / 1024:.0f} MB before, peak {after['VmHWM'] / 1024:.0f} MB "
@@ -166,7 +157,7 @@ def phase_oversized(node: NodeProcess, probes: int) -> float:
 
 def phase_legal_max(node: NodeProcess, n_assoc: int, max_pdu: int) -> float:
     reset_peak(node.proc.pid)
-    before = rss_kib(node.proc.pid)
+    before = Z.memory_kib(node.proc.pid)
     clients: list[Z.Client] = []
     try:
         for _ in range(n_assoc):
@@ -179,7 +170,7 @@ def phase_legal_max(node: NodeProcess, n_assoc: int, max_pdu: int) -> float:
             c.send(struct.pack(">BBL", Z.P_DATA_TF, 0, max_pdu - 6))
             c.send(b"\0" * (max_pdu - 6 - 1024))
         time.sleep(2.0)
-        during = rss_kib(node.proc.pid)
+        during = Z.memory_kib(node.proc.pid)
     finally:
         for c in clients:
             c.close()

@@ -582,3 +582,13 @@ def file_facts(path: Path) -> tuple[str, str, str, bytes]:
     if not sop_instance:
         sop_instance = uid_text(meta[0x0003]) if 0x0003 in meta else generate_uid()
     return sop_class, sop_instance, ts, raw[start:]
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak resident set) of a process, in KiB, from /proc: how a fuzzed node's memory is read."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out

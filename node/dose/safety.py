@@ -126,6 +126,36 @@ def _above(dose_gy: float, limit_gy: float) -> bool:
     return _rounded(dose_gy) > limit_gy
 
 
+@dataclass(frozen=True)
+class VoxelActivityLimit:
+    """The largest activity at which the voxel doses keep the normal-liver and lung mean-dose limits.
+
+    Local-deposition dose is proportional to the activity (same SPECT, same lung shunt fraction), so it is the
+    planned activity scaled by the smaller of limit / dose for the two regions. It differs from the partition
+    model's activity where uptake is not uniform per compartment (SPECT blur moves tumour counts into the normal
+    liver); EANM asks for planning on the non-tumoural liver mean dose, so the physicist sees both.
+    """
+
+    activity_gbq: float
+    limited_by: str  # "normal liver" or "lungs"
+    text: str
+
+
+def voxel_activity_limit(activity_gbq: float, normal_liver_mean_gy: float, lung_mean_gy: float | None,
+                         limits: DoseLimits, context: TreatmentContext) -> VoxelActivityLimit | None:
+    """See :class:`VoxelActivityLimit`; None when there is no dose to scale (a normal-liver mean of 0)."""
+    if activity_gbq <= 0 or normal_liver_mean_gy <= 0:
+        return None
+    nl_limit, lung_limit = limits.normal_liver_limit(context), limits.lung_limit(context)
+    candidates = [(activity_gbq * nl_limit / normal_liver_mean_gy, "normal liver", nl_limit)]
+    if lung_mean_gy is not None and lung_mean_gy > 0:
+        candidates.append((activity_gbq * max(lung_limit, 0.0) / lung_mean_gy, "lungs", lung_limit))
+    gbq, by, limit = min(candidates)
+    text = (f"voxel-based maximum activity {gbq:.3f} GBq: at it the voxel mean dose of the {by} equals its "
+            f"{limit:g} Gy limit (planned {activity_gbq:.3f} GBq)")
+    return VoxelActivityLimit(gbq, by, text)
+
+
 def check_y90_safety(summary: Y90DoseSummary, limits: DoseLimits,
                      context: TreatmentContext = TreatmentContext()) -> tuple[SafetyFlag, ...]:
     """Compare a Y-90 dose summary with `limits`; returns the findings (empty when nothing is crossed)."""

@@ -49,7 +49,14 @@ from node.dose.ldm import Y90_GY_KG_PER_GBQ, DoseMap
 from node.dose.page import PALETTE, Curve, Limit, render_dvh_page
 from node.dose.records import RegionDoseRecord, SafetyFlagRecord
 from node.dose.rtdose import build_rt_dose, build_rt_plan
-from node.dose.safety import DoseLimits, SafetyFlag, TreatmentContext, check_y90_safety
+from node.dose.safety import (
+    DoseLimits,
+    SafetyFlag,
+    TreatmentContext,
+    VoxelActivityLimit,
+    check_y90_safety,
+    voxel_activity_limit,
+)
 from node.dose.y90 import predicted_dose, region_mass_kg
 from node.imaging.capture import secondary_capture
 from node.imaging.grids import as_image, bounding_grid
@@ -202,13 +209,18 @@ def _summary(dose: sitk.Image, regions: Sequence[DoseRegion]) -> dict[str, Regio
     return {r.name: region_dose(region_dvh(r.name, dose, r.mask, r.grid)) for r in regions}
 
 
-def _flag_group_text(flags: Sequence[SafetyFlag]) -> list[str]:
-    return [f"Y-90 dose {f.severity}: {f.message}" for f in flags]
+def _flag_group_text(flags: Sequence[SafetyFlag], voxel_max: VoxelActivityLimit | None = None) -> list[str]:
+    """The flags as warnings; a crossed limit also says what activity the voxel doses would allow."""
+    out = [f"Y-90 dose {f.severity}: {f.message}" for f in flags]
+    if voxel_max is not None and any(f.severity == "warning" for f in flags):
+        out.append(f"Y-90 dose: {voxel_max.text}")
+    return out
 
 
 def _page(figures: Mapping[str, RegionDose], kinds: Mapping[str, str], lung: LungDose, lung_method: str,
           activity: float, source: str, lsf: float, limits: DoseLimits, context: TreatmentContext,
-          flags: Sequence[SafetyFlag], dose: DoseMap, calibration: DensityCalibration, identity: Identity) -> Page:
+          flags: Sequence[SafetyFlag], voxel_max: VoxelActivityLimit | None, dose: DoseMap,
+          calibration: DensityCalibration, identity: Identity) -> Page:
     curves = [Curve(region_name(name), r.dvh, PALETTE[i % len(PALETTE)]) for i, (name, r) in enumerate(figures.items())]
     header = ("region", "volume on CT cm3", "Dmean Gy", "D50 Gy", "D70 Gy", "D90 Gy", "V(d Gy) %")
     rows = []
@@ -236,6 +248,8 @@ def _page(figures: Mapping[str, RegionDose], kinds: Mapping[str, str], lung: Lun
              + (f"; the voxel mean over the lung VOI is {lung.region.mean_gy:.1f} Gy." if lung.region else "."),
              f"Limits ({limits.source}): flags are warnings for the physicist, not prescriptions."]
     notes += [f"! {f.message}" for f in flags] or ["No dose limit crossed."]
+    if voxel_max is not None:
+        notes.append(voxel_max.text[0].upper() + voxel_max.text[1:] + ".")
     return render_dvh_page(identity, "Y-90 radioembolization: dose predicted from the 99mTc-MAA SPECT/CT",
                            "local deposition method, dose-volume histograms per region", curves, header, rows,
                            notes, marks)
@@ -275,7 +289,8 @@ def predict(nm: Dataset, spect: sitk.Image, regions: Regions, on_ct: Mapping[str
                                      normal.v_percent(NORMAL_LIVER_V_GY[1])),
         whole_liver=figures[WHOLE_LIVER], lungs=lung)
     flags = check_y90_safety(summary, limits, context)
-    warnings = _flag_group_text(flags) + [n.removeprefix("warning: ") for n in dose.notes
+    voxel_max = voxel_activity_limit(activity, normal.mean_gy, lung.mean_gy, limits, context)
+    warnings = _flag_group_text(flags, voxel_max) + [n.removeprefix("warning: ") for n in dose.notes
                                           if n.startswith("warning:")]
     outside = [n for n, r in figures.items() if r.outside_dose_grid_fraction > 0.001]
     if outside:
@@ -297,8 +312,8 @@ def predict(nm: Dataset, spect: sitk.Image, regions: Regions, on_ct: Mapping[str
                             comment="Y-90 dose predicted from 99mTc-MAA SPECT/CT (LDM)", rt_plan=rt_plan,
                             method=f"{dose.method}; mass: {calibration.describe()}", structure_set=rtss,
                             dvhs=dvhs, dvh_composite=composite, source_images=[nm])
-    page = _page(figures, kinds, lung, lung_method, activity, source, lsf, limits, context, flags, dose,
-                 calibration, Identity.of(nm, f"Y-90 predicted dose DVH - {NOT_FOR_DIAGNOSIS}"))
+    page = _page(figures, kinds, lung, lung_method, activity, source, lsf, limits, context, flags, voxel_max,
+                 dose, calibration, Identity.of(nm, f"Y-90 predicted dose DVH - {NOT_FOR_DIAGNOSIS}"))
     sc = secondary_capture(
         page, nm, [nm], series_uid=hd.UID(), series_number=DVH_SERIES_NUMBER, instance_number=1,
         series_description=f"Y-90 predicted dose DVH - {NOT_FOR_DIAGNOSIS}",
@@ -329,6 +344,8 @@ def predict(nm: Dataset, spect: sitk.Image, regions: Regions, on_ct: Mapping[str
                              round(lung.shunted_gbq, 4), None if lung.mass_kg is None else round(lung.mass_kg, 4),
                              None if lung.region is None else round(lung.region.mean_gy, 3)),
         flags=[SafetyFlagRecord.of(f) for f in flags], notes=list(dose.notes),
+        voxel_max_activity_gbq=None if voxel_max is None else round(voxel_max.activity_gbq, 3),
+        voxel_max_activity_limited_by="" if voxel_max is None else voxel_max.limited_by,
         rt_dose_sop_instance_uid=str(rt_dose.SOPInstanceUID), rt_plan_sop_instance_uid=str(rt_plan.SOPInstanceUID),
         structure_set_sop_instance_uid=str(rtss.SOPInstanceUID) if rtss is not None else "")
     reference = DoseReference(dose=dose.dose, ct=ct_image, regions=tuple(dose_regions), activity_gbq=activity,

@@ -250,6 +250,9 @@ class PredictedDoseRecord:
     lungs: LungDoseRecord | None = None
     flags: list[SafetyFlagRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the activity at which the voxel means of the normal liver and lungs meet their limits (node.dose.safety)
+    voxel_max_activity_gbq: float | None = None
+    voxel_max_activity_limited_by: str = ""
     rt_dose_sop_instance_uid: str = ""
     rt_plan_sop_instance_uid: str = ""
     structure_set_sop_instance_uid: str = ""

@@ -43,7 +43,7 @@ from node.dose.ldm import DoseMap
 from node.dose.page import PALETTE, Curve, render_dvh_page
 from node.dose.records import RegionDoseRecord, SafetyFlagRecord
 from node.dose.rtdose import build_rt_dose
-from node.dose.safety import check_y90_safety
+from node.dose.safety import SafetyFlag, check_y90_safety
 from node.dose.y90 import delivered_dose_from_counts, delivered_dose_from_pet
 from node.imaging.capture import secondary_capture
 from node.imaging.grids import as_image, fraction_on
@@ -163,6 +163,16 @@ def _compare(region: DoseRegion, predicted: RegionDose, delivered: RegionDose, c
         RegionDoseRecord.of(region.kind, delivered, V_GY.get(region.kind, ())))
 
 
+def flag_warning(flag: SafetyFlag) -> str:
+    return f"Y-90 delivered dose {flag.severity}: {flag.message}"
+
+
+def page_notes_of(flags: Sequence[SafetyFlag], warnings: Sequence[str], most: int = 8) -> list[str]:
+    """What the page lists: each safety flag once (its message), then the mismatches and notes."""
+    said = {flag_warning(f) for f in flags}
+    return [*(f.message for f in flags), *(w for w in warnings if w not in said)][:most]
+
+
 def _page(rows: dict[str, ComparisonRecord], predicted: dict[str, RegionDose], delivered: dict[str, RegionDose],
           source: SourceRecord, reference: DoseReference, notes: Sequence[str], identity: Identity) -> Page:
     curves = []
@@ -253,8 +263,9 @@ def run_y90post(images: Sequence[Dataset], ct: Sequence[Dataset], reference: Dos
                                          normal.v_percent(NORMAL_LIVER_V_GY[1])),
             whole_liver=compared[WHOLE_LIVER], lungs=LungDose(None, 0.0, None, None))
         flags = list(check_y90_safety(summary, reference.limits, reference.treatment))
-        warnings += [f"Y-90 delivered dose {f.severity}: {f.message}" for f in flags]
+        warnings += [flag_warning(f) for f in flags]
     warnings += notes
+    page_notes = page_notes_of(flags, warnings)
     on_maa = delivered_on_grid(dose.dose, reference.dose, registration)
     rt_dose = build_rt_dose(
         on_maa, reference.ct_reference, series_description="Y-90 dose delivered, on the MAA grid",
@@ -262,7 +273,7 @@ def run_y90post(images: Sequence[Dataset], ct: Sequence[Dataset], reference: Dos
         method=f"{dose.method}; carried onto the MAA SPECT grid through the rigid CT-CT registration (trilinear)",
         source_images=[images[0]])
     rt_dose.SeriesNumber = DELIVERED_DOSE_SERIES_NUMBER
-    page = _page(rows, predicted, delivered, source, reference, [*(f.message for f in flags), *warnings[:6]],
+    page = _page(rows, predicted, delivered, source, reference, page_notes[:8],
                  Identity.of(images[0], f"Y-90 delivered vs predicted DVH - {NOT_FOR_DIAGNOSIS}"))
     sc = secondary_capture(
         page, images[0], [images[0]], series_uid=hd.UID(), series_number=COMPARISON_SERIES_NUMBER,

@@ -125,8 +125,13 @@ def test_safety_flags_follow_the_sphere_type_and_the_treatment(case) -> None:
 
     defaults = {"resin": MaaSettings(), "compromised": MaaSettings(compromised_liver=True),
                 "glass": MaaSettings(sphere_type=SphereType.GLASS, dose_limits=DoseLimits.eanm("glass"))}
+    results = {name: run_maa(case.nm, case.maa_ct, None, None, settings) for name, settings in defaults.items()}
+
+    def m_warnings(settings: MaaSettings) -> list[str]:
+        return next(r.warnings for n, r in results.items() if defaults[n] is settings)
+
     for name, settings in defaults.items():
-        m = run_maa(case.nm, case.maa_ct, None, None, settings).measurements
+        m = results[name].measurements
         plan, pd = m.partition_model, m.predicted_dose
         assert pd is not None and pd.lungs is not None and pd.lungs.mean_gy is not None, name
         limit = settings.dose_limits.normal_liver_limit(settings.treatment)
@@ -139,6 +144,20 @@ def test_safety_flags_follow_the_sphere_type_and_the_treatment(case) -> None:
         assert bool(nl_flags) == (round(ntl, 1) > limit), (name, ntl)
         assert not [f for f in pd.flags if f.quantity.startswith("lung")], name
         assert pd.lungs.mean_gy == pytest.approx(plan.lung_dose_gy, abs=0.01), name  # one lung mass
+        vmax, by = pd.voxel_max_activity_gbq, pd.voxel_max_activity_limited_by
+        assert vmax is not None and pd.activity_gbq is not None and by in ("normal liver", "lungs"), name
+        at_vmax = {"normal liver": ntl, "lungs": pd.lungs.mean_gy}[by] * vmax / pd.activity_gbq
+        bound = limit if by == "normal liver" else settings.dose_limits.lung_limit(settings.treatment)
+        assert at_vmax == pytest.approx(bound, rel=2e-3), name
+        if nl_flags:  # the warning names the activity that keeps the voxel doses within the limits
+            assert vmax < pd.activity_gbq and any(f"{vmax:.3f} GBq" in w for w in m_warnings(settings)), name
+
+    resin_vmax = results["resin"].measurements.predicted_dose
+    assert resin_vmax is not None and resin_vmax.voxel_max_activity_gbq is not None
+    at = MaaSettings(prescribed_activity_gbq=resin_vmax.voxel_max_activity_gbq)
+    checked = run_maa(case.nm, case.maa_ct, None, None, at).measurements.predicted_dose
+    assert checked is not None and not [f for f in checked.flags if f.quantity == "non-tumoural liver mean dose"]
+    assert checked.regions["non-tumoural liver"].mean_gy == pytest.approx(40.0, abs=0.06)  # at the limit, not over
 
     planned = MaaSettings(prescribed_activity_gbq=1.8)
     at_plan = run_maa(case.nm, case.maa_ct, None, None, planned).measurements.predicted_dose

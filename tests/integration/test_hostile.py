@@ -30,16 +30,6 @@ pytestmark = pytest.mark.network
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
-def _proc_status(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM (peak resident set) of a process, in KiB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
-    return out
-
-
 def _storescu(port: int, *files: Path, aet: str = "LEGIT", timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(["storescu", "-aet", aet, "-aec", "LIVERNODE", "127.0.0.1", str(port),
                            *map(str, files)], env=ENV, capture_output=True, text=True, timeout=timeout)
@@ -79,7 +69,7 @@ def test_fuzzer_leaves_the_node_serving_bounded_and_quiet(tmp_path: Path) -> Non
     log = tmp_path / "node.log"
     proc = start_node_process(cfg, port, log)
     try:
-        before = _proc_status(proc.pid)
+        before = Z.memory_kib(proc.pid)
         rounds = [F.write(F.ct_series(f"P-LEGIT-{i}", 15, rows=128, cols=128), tmp_path / f"legit{i}")
                   for i in range(3)]
         legit: list[subprocess.CompletedProcess] = []
@@ -98,7 +88,7 @@ def test_fuzzer_leaves_the_node_serving_bounded_and_quiet(tmp_path: Path) -> Non
         sender.join(300)
         fuzz_seconds = time.monotonic() - t0
         assert proc.poll() is None, "the node died"
-        after = _proc_status(proc.pid)
+        after = Z.memory_kib(proc.pid)
         growth_mb = (after["VmHWM"] - before["VmRSS"]) / 1024
         print(f"\n{len(cases)} hostile connections in {fuzz_seconds:.1f} s; RSS {before['VmRSS'] / 1024:.0f} MB "
               f"before, peak {after['VmHWM'] / 1024:.0f} MB: peak growth {growth_mb:.1f} MB")

@@ -309,3 +309,30 @@ def test_gamma_index_dose_criterion_in_a_flat_region() -> None:
     g = gamma_index(ref, image(flat * 1.04, (2.0, 2.0, 2.0)), mask=inner)
     assert g.pass_rate == 0.0
     assert np.nanmin(g.gamma) == pytest.approx(4.0 / 3.0, rel=1e-6)  # 4 % of 50 Gy over 3 % of 50 Gy
+
+
+def test_the_post_therapy_page_states_each_safety_flag_once() -> None:
+    """The page listed an under-dose twice: as the flag and as the workflow warning that repeats it."""
+    from node.dose.safety import SafetyFlag
+    from node.y90post.pipeline import flag_warning, page_notes_of
+
+    flag = SafetyFlag("note", "tumour T1 D70", 80.0, 100.0, "tumour T1 D70 80.0 Gy is below 100 Gy")
+    mismatch = "Y-90 tumour T1: delivered mean dose 80.0 Gy is 0.70 x the predicted 114.3 Gy"
+    notes = page_notes_of([flag], [mismatch, flag_warning(flag), "not in the field of view: Lungs"])
+    assert notes == [flag.message, mismatch, "not in the field of view: Lungs"]
+    assert len(page_notes_of([], [f"w{i}" for i in range(20)])) == 8
+
+
+def test_voxel_maximum_activity_scales_the_plan_to_the_binding_limit() -> None:
+    from node.dose.safety import DoseLimits, TreatmentContext, voxel_activity_limit
+
+    resin = DoseLimits.eanm("resin")
+    nl = voxel_activity_limit(2.0, 50.0, 10.0, resin, TreatmentContext())
+    assert nl is not None and nl.activity_gbq == pytest.approx(1.6) and nl.limited_by == "normal liver"
+    lungs = voxel_activity_limit(2.0, 20.0, 40.0, resin, TreatmentContext())  # lungs 30 Gy per session
+    assert lungs is not None and lungs.activity_gbq == pytest.approx(1.5) and lungs.limited_by == "lungs"
+    used_up = voxel_activity_limit(2.0, 20.0, 5.0, resin, TreatmentContext(prior_lung_dose_gy=50.0))
+    assert used_up is not None and used_up.activity_gbq == 0.0 and "0 Gy limit" in used_up.text
+    compromised = voxel_activity_limit(2.0, 50.0, None, resin, TreatmentContext(compromised_liver=True))
+    assert compromised is not None and compromised.activity_gbq == pytest.approx(1.2)  # 30 Gy
+    assert voxel_activity_limit(2.0, 0.0, None, resin, TreatmentContext()) is None
