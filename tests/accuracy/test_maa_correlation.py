@@ -124,7 +124,7 @@ def test_a_lesion_value_the_perfusion_cannot_measure_is_flagged_and_left_out_of_
     rows = {r.tumour: r for r in corr.rows}
     assert set(rows) == {"T1", "T2", "T3"}  # named after the perfusion lesions
     reason = rows["T2"].perfusion["maxslope"].not_measurable["ALP"]
-    assert "T2 ALP, max-slope" in reason and "test reason" in reason and reason.startswith("not measurable")
+    assert "T2 ALP, maximum slope" in reason and "test reason" in reason and reason.startswith("not measurable")
     assert rows["T2"].perfusion["maxslope"].ALP is not None  # the mean is kept, flagged, not dropped
     assert rows["T1"].perfusion["maxslope"].not_measurable == {}  # a flag of the other method stays there
     assert rows["T3"].perfusion["maxslope"].not_measurable == {}
