@@ -7,13 +7,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from pydicom import Dataset
+from pynetdicom import AE
 
 from node.config import Config, parse_config
 from node.errors import AnalysisError
@@ -66,6 +68,18 @@ def start_node_process(cfg: Path, port: int, log: Path) -> subprocess.Popen[byte
             time.sleep(0.1)
     p.kill()
     raise AssertionError(f"node did not start: {log.read_text()[-3000:]}")
+
+
+def store_over_dicom(port: int, datasets: Sequence[Dataset], calling: str = "MODALITY") -> None:
+    """C-STORE `datasets` to a node on 127.0.0.1 in one pynetdicom association; every store must succeed."""
+    ae = AE(ae_title=calling)
+    for uid in {ds.SOPClassUID for ds in datasets}:
+        ae.add_requested_context(uid)
+    assoc = ae.associate("127.0.0.1", port, ae_title="LIVERNODE")
+    assert assoc.is_established
+    for ds in datasets:
+        assert assoc.send_c_store(ds).Status == 0
+    assoc.release()
 
 
 def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:

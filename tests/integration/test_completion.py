@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from pydicom.uid import generate_uid
-from pynetdicom import AE
 
 from node.classify import classify_series, explain_roles, plan_case
 from node.configtable import ConfigTable
@@ -19,7 +18,7 @@ from node.service import Node
 from node.workflow import CommonSettings
 
 import factories as F
-from conftest import RecordingSink, make_config, stand_ins, wait_until
+from conftest import RecordingSink, make_config, stand_ins, store_over_dicom, wait_until
 
 pytestmark = pytest.mark.network
 
@@ -36,15 +35,6 @@ class Recorder:
             self.calls.append((time.time(), ctx.case_id, tuple(sorted(ctx.case.roles.values()))))
 
 
-def _send(port: int, datasets) -> None:
-    ae = AE(ae_title="MODALITY")
-    for uid in {ds.SOPClassUID for ds in datasets}:
-        ae.add_requested_context(uid)
-    assoc = ae.associate("127.0.0.1", port, ae_title="LIVERNODE")
-    assert assoc.is_established
-    for ds in datasets:
-        assert assoc.send_c_store(ds).Status == 0
-    assoc.release()
 
 
 def _patient_studies(pid: str):
@@ -66,7 +56,7 @@ def test_three_studies_make_one_case_ready_once(node_factory, tmp_path: Path) ->
     port = node.address[1]
     studies = _patient_studies("P-CASE")
     for s in studies:  # arriving one after another, each within the quiet period of the previous
-        _send(port, s)
+        store_over_dicom(port, s)
         last_sent = time.time()
         time.sleep(stable * 0.5)
         assert node.index.get_case("P-CASE").state == "receiving"
@@ -86,10 +76,10 @@ def test_late_instance_rearms_and_reanalyses(node_factory, tmp_path: Path) -> No
     node = node_factory(make_config(tmp_path / "var", completion={"stable_seconds": 1}),
                         workflows={"perfusion": rec})
     perf = F.ct_series("P-LATE", 2, time_points=8)
-    _send(node.address[1], perf[:-1])
+    store_over_dicom(node.address[1], perf[:-1])
     assert wait_until(lambda: len(rec.calls) == 1)
     assert wait_until(lambda: node.index.get_case("P-LATE").state == "done")
-    _send(node.address[1], perf[-1:])  # the late instance
+    store_over_dicom(node.address[1], perf[-1:])  # the late instance
     node.receiver.flush()
     assert node.index.get_case("P-LATE").state == "receiving"
     assert wait_until(lambda: len(rec.calls) == 2)
@@ -102,11 +92,11 @@ def test_case_waits_for_missing_inputs(node_factory, tmp_path: Path) -> None:
     rec = Recorder()
     node = node_factory(make_config(tmp_path / "var", completion={"stable_seconds": 1}), workflows={"gsa": rec})
     _, planning, spect = _patient_studies("P-WAIT")
-    _send(node.address[1], spect)  # SPECT and SPECT/CT, no planning CT yet
+    store_over_dicom(node.address[1], spect)  # SPECT and SPECT/CT, no planning CT yet
     assert wait_until(lambda: node.index.get_case("P-WAIT").state == "stable")
     assert "planning-ct" in node.index.get_case("P-WAIT").reason
     assert rec.calls == []
-    _send(node.address[1], planning)
+    store_over_dicom(node.address[1], planning)
     assert wait_until(lambda: len(rec.calls) == 1)
 
 
@@ -116,7 +106,7 @@ def test_restart_rearms_pending_timers(tmp_path: Path) -> None:
     first = Node(cfg, sink=RecordingSink())
     first.runner.registry, first.runner.report = stand_ins({"perfusion": rec}), None
     first.start()
-    _send(first.address[1], F.ct_series("P-RESTART", 2, time_points=8))
+    store_over_dicom(first.address[1], F.ct_series("P-RESTART", 2, time_points=8))
     first.stop()  # stopped before the study became stable: its timer must survive
     assert rec.calls == []
     second = Node(cfg, sink=RecordingSink())
@@ -134,7 +124,7 @@ def test_interrupted_analysis_is_requeued_after_restart(tmp_path: Path) -> None:
     node = Node(cfg, sink=RecordingSink())
     node.runner.registry, node.runner.report = stand_ins({"perfusion": Recorder()}), None
     node.start()
-    _send(node.address[1], F.ct_series("P-ANALYSING", 2, time_points=8))
+    store_over_dicom(node.address[1], F.ct_series("P-ANALYSING", 2, time_points=8))
     assert wait_until(lambda: node.index.get_case("P-ANALYSING").state == "done")
     node.stop()
     # simulate a crash mid-analysis: the index says "analysing"

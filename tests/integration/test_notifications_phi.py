@@ -5,11 +5,12 @@ include_phi, while an include_phi webhook gets them (the gate is the configurati
 # mypy: disable-error-code="union-attr"
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from opscase import WebhookReceiver, assert_no_phi
-from pynetdicom import AE
+from pydicom import Dataset
 
 from node.notifications import case_ref, node_secret, redact
 from node.operations import release
@@ -17,18 +18,13 @@ from node.service import Node
 from node.workflow import OutputObject
 
 import factories as F
-from conftest import make_config, stand_ins, wait_until
+from conftest import make_config, stand_ins, store_over_dicom, wait_until
 
 pytestmark = pytest.mark.network
 
 
-def _send(port: int, datasets) -> None:
-    ae = AE(ae_title="PHI")
-    ae.add_requested_context(F.CT)
-    assoc = ae.associate("127.0.0.1", port, ae_title="LIVERNODE")
-    for ds in datasets:
-        assert assoc.send_c_store(ds).Status == 0
-    assoc.release()
+def _send(port: int, datasets: Sequence[Dataset]) -> None:
+    store_over_dicom(port, datasets, calling="PHI")
 
 
 def test_held_and_stalled_cases_are_notified_without_patient_data(tmp_path: Path) -> None:

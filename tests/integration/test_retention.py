@@ -7,17 +7,18 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from pynetdicom import AE
+from pydicom import Dataset
 
 from node.config import load_config
 from node.service import Node
 from node.workflow import OutputObject
 
 import factories as F
-from conftest import free_port, stand_ins, wait_until
+from conftest import free_port, stand_ins, store_over_dicom, wait_until
 
 pytestmark = pytest.mark.network
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,13 +29,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def _send(port: int, datasets) -> None:
-    ae = AE(ae_title="RET")
-    ae.add_requested_context(F.CT)
-    assoc = ae.associate("127.0.0.1", port, ae_title="LIVERNODE")
-    for ds in datasets:
-        assert assoc.send_c_store(ds).Status == 0
-    assoc.release()
+def _send(port: int, datasets: Sequence[Dataset]) -> None:
+    store_over_dicom(port, datasets, calling="RET")
 
 
 def test_prune_dry_run_then_real_keeps_undelivered_and_unfinished(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import pydicom
 import pytest
 from pydicom import Dataset
 from pydicom.pixels import pixel_array
-from pynetdicom import AE
 
 from node.config import ConfigError, ConfigTable, parse_config
 from node.gsa.measurements import GsaMeasurements
@@ -43,7 +42,7 @@ from node.workflow import (
 )
 
 import factories as F
-from conftest import free_port, make_config, wait_until
+from conftest import free_port, make_config, store_over_dicom, wait_until
 
 
 # ------------------------------------------------------------------------------ a workflow that lives in this test
@@ -111,15 +110,6 @@ class BoneWorkflow(Workflow[BoneSettings, BoneMeasurements]):
 BONE = BoneWorkflow()
 
 
-def _send(port: int, datasets: Sequence[Dataset]) -> None:
-    ae = AE(ae_title="MODALITY")
-    for uid in {ds.SOPClassUID for ds in datasets}:
-        ae.add_requested_context(uid)
-    assoc = ae.associate("127.0.0.1", port, ae_title="LIVERNODE")
-    assert assoc.is_established
-    for ds in datasets:
-        assert assoc.send_c_store(ds).Status == 0
-    assoc.release()
 
 
 @pytest.mark.network
@@ -144,7 +134,7 @@ def test_a_workflow_registered_in_a_test_only_runs_end_to_end(tmp_path: Path) ->
     node.start()
     try:
         assert node.address is not None
-        _send(node.address[1], [nm])
+        store_over_dicom(node.address[1], [nm])
         assert wait_until(lambda: (c := node.index.get_case("P-BONE")) is not None and c.state == "done",
                           timeout=30)
         pacs = tmp_path / "var" / "out" / "pacs"
