@@ -38,6 +38,7 @@ import numpy as np
 from scipy.interpolate import Akima1DInterpolator, CubicSpline, PchipInterpolator
 from scipy.signal import lfilter
 
+from node.perfusion.firstpass import first_pass_interpolant, recirculating_interpolant
 from node.perfusion.maxslope import FLOW_SCALE
 
 FINE_STEP_S = 0.1
@@ -52,13 +53,24 @@ _CHUNK = 1 << 18  # voxels per chunk
 PARAMETERS = ("ALP", "PVP", "TLP", "HPI", "DV", "MTT")
 
 
-#: interpolants of the sampled inputs: the cubic spline the model uses, and two others that pass through the same
-#: samples (shape-preserving monotone cubic; modified Akima) to measure how much a value depends on the inputs'
-#: unknown shape between samples (input_dependence)
-INTERPOLANTS: dict[str, Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
-    "spline": lambda t, y: CubicSpline(t, y),
-    "pchip": lambda t, y: PchipInterpolator(t, y),
-    "makima": lambda t, y: Akima1DInterpolator(t, y, method="makima"),
+Maker = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
+_SPLINE: Maker = lambda t, y: CubicSpline(t, y)  # noqa: E731
+_PCHIP: Maker = lambda t, y: PchipInterpolator(t, y)  # noqa: E731
+_MAKIMA: Maker = lambda t, y: Akima1DInterpolator(t, y, method="makima")  # noqa: E731
+#: interpolants of the sampled inputs (aortic, portal): the cubic spline the model uses, and four others that pass
+#: through the same samples, to measure how much a value depends on the inputs' unknown shape between samples
+#: (input_dependence): two local ones (shape-preserving monotone cubic; modified Akima) and two that put a bolus
+#: where a bolus is (node.perfusion.firstpass): a gamma-variate first pass with a recirculation fitted to every
+#: sample of each input, and a gamma-variate first pass fitted to the aortic first pass alone (the portal curve, a
+#: bolus dispersed through the splanchnic bed, has no first pass apart from its plateau: it keeps the spline).
+#: The portal shape matters as much as the aortic one: the normal liver's minor (arterial) inflow takes up what
+#: the portal interpolation gets wrong.
+INTERPOLANTS: dict[str, tuple[Maker, Maker]] = {
+    "spline": (_SPLINE, _SPLINE),
+    "pchip": (_PCHIP, _PCHIP),
+    "makima": (_MAKIMA, _MAKIMA),
+    "gamma-variate": (first_pass_interpolant, _SPLINE),
+    "gamma-variate+recirculation": (recirculating_interpolant, recirculating_interpolant),
 }
 
 
@@ -71,13 +83,24 @@ class Convolver:
         self.step = step
         self.grid = np.arange(0.0, self.times[-1] + step, step)
         self.inputs = (np.asarray(aorta, float), np.asarray(portal, float))
-        make = INTERPOLANTS[interpolant]
-        self._splines = {"a": make(self.times, self.inputs[0]), "p": make(self.times, self.inputs[1])}
+        make_a, make_p = INTERPOLANTS[interpolant]
+        self._splines = {"a": make_a(self.times, self.inputs[0]), "p": make_p(self.times, self.inputs[1])}
         pos = np.clip(self.times / step, 0, self.grid.size - 1.000001)
         self._lo = np.floor(pos).astype(int)
         self._w = pos - self._lo
+        self.interpolant = interpolant
         self._cache: dict[tuple[str, float], np.ndarray] = {}
         self._coarse_kernels: np.ndarray | None = None
+        self._alternatives: dict[str, Convolver] = {}
+
+    def alternative(self, interpolant: str) -> Convolver:
+        """The same inputs through another of INTERPOLANTS (built once: the model-based shapes are fits)."""
+        if interpolant == self.interpolant:
+            return self
+        if interpolant not in self._alternatives:
+            self._alternatives[interpolant] = Convolver(self.times, *self.inputs, step=self.step,
+                                                        interpolant=interpolant)
+        return self._alternatives[interpolant]
 
     def delayed(self, which: str, tau: float) -> np.ndarray:
         """The input `which` ('a' or 'p') at t - tau on the fine grid; zero before the first frame."""
@@ -323,23 +346,25 @@ def fit_curve(conv: Convolver, curve: np.ndarray, noise_sd: float = 0.0, n_start
 
 def input_dependence(conv: Convolver, curve: np.ndarray, fit: CurveFit) -> dict[str, float]:
     """An estimate of how far (relative) each value of `fit` may be from the model because the inputs' shape
-    between their samples is unknown: twice the spread (largest minus smallest) of the value over the
-    INTERPOLANTS, the others refitted from `fit`'s solution.
+    between their samples is unknown: (n + 1) / (n - 1) times the spread (largest minus smallest) of the value
+    over the n INTERPOLANTS, the others refitted from `fit`'s solution.
 
     The model sees the inputs only at the samples; between them their shape is assumed, and a minor inflow (the
     normal liver's arterial flow, a hypervascular lesion's portal flow) takes up what the assumed shape gets
     wrong about the major one: at 3-4 s sampling a few % of the value, more when the first pass is barely
-    sampled (phantom family, noiseless). The interpolants are three plausible shapes through the same samples,
-    and the true one is another: the spread of three draws underestimates the width of what is plausible, whose
-    unbiased estimate from n draws of a uniform spread is (n + 1) / (n - 1) times their range (2 for n = 3); the
-    value of the true shape may lie anywhere in that width. A value whose estimate exceeds the model's tolerance
-    is not known to it (node.perfusion.qualify)."""
+    sampled. The interpolants are n plausible shapes through the same samples, and the true one is another: the
+    spread of n draws underestimates the width of what is plausible, whose unbiased estimate from n draws of a
+    uniform spread is (n + 1) / (n - 1) times their range (1.5 for n = 5); the value of the true shape may lie
+    anywhere in that width, so the width is the bound. Local interpolants alone agree with each other, and are
+    all wrong, when the bolus arrives inside a long gap (each starts the rise right after the last baseline
+    sample); the model-based shapes do not share that error. Validated on first passes that are not gamma
+    variates (bench/accuracy.py --input-shape). A value whose estimate exceeds the model's tolerance is not known
+    to it (node.perfusion.qualify)."""
     values = {p: [fit.values[p]] for p in PARAMETERS}
     for name in INTERPOLANTS:
-        if name == "spline":
+        if name == conv.interpolant:
             continue
-        other = Convolver(conv.times, *conv.inputs, step=conv.step, interpolant=name)
-        alt = fit_curve(other, curve, start=(fit.k2, fit.tau_a, fit.tau_p))
+        alt = fit_curve(conv.alternative(name), curve, start=(fit.k2, fit.tau_a, fit.tau_p))
         for p in PARAMETERS:
             values[p].append(alt.values[p])
     n = len(INTERPOLANTS)

@@ -11,8 +11,8 @@ the intervals that may be the steepest, see max_slope_curve_sd), for the model t
 (with the residual of the fit when that is larger: a misfit is uncertainty too). A value is *not measurable* when
 its 95 % interval, +-1.96 SD, spans more than `perfusion_tolerance` of the value (3.92 SD > 15 % by default, i.e.
 1 SD > 3.8 %), when it is not finite, when an acquisition check that it depends on failed, or (model values)
-when its dependence on the input curves' unknown shape between their samples (twice the spread of the value over
-three interpolations of them, node.perfusion.discm.input_dependence) exceeds MAX_INPUT_DEPENDENCE (a bias no
+when its dependence on the input curves' unknown shape between their samples (1.5 times the spread of the value
+over five interpolations of them, node.perfusion.discm.input_dependence) exceeds MAX_INPUT_DEPENDENCE (a bias no
 averaging removes). Each such value says why.
 """
 from __future__ import annotations
@@ -39,8 +39,9 @@ MAX_SAMPLING_INTERVAL_S = 4.0
 MIN_SAMPLES_PER_BOLUS_FWHM = 2.1
 #: a model value whose estimated error from the inputs' unknown shape between samples exceeds this fraction is not
 #: known to the model's noiseless tolerance (issue 14: 2 %). The estimate (node.perfusion.discm.input_dependence)
-#: is twice the spread of the value over three interpolants (cubic spline, monotone cubic, modified Akima): the
-#: spread of a few plausible shapes is a lower bound of the error against the true one
+#: is 1.5 times the spread of the value over five interpolants (cubic spline, monotone cubic, modified Akima, and
+#: two gamma-variate first passes fitted to the samples): the spread of a few plausible shapes, widened to the
+#: width they are drawn from
 MAX_INPUT_DEPENDENCE = 0.02
 #: wash-out: at least this many samples after the portal peak, over which the portal curve falls by this much
 MIN_SAMPLES_AFTER_PORTAL_PEAK = 2
@@ -61,8 +62,8 @@ class RegionValue:
     map_sd: float | None  # spatial SD of the map there (heterogeneity and voxel noise, not the value's noise)
     measurable: bool
     reason: str | None = None
-    #: model values: its relative uncertainty from the inputs' unknown shape between samples (twice the spread of
-    #: the value over three interpolations of them)
+    #: model values: its relative uncertainty from the inputs' unknown shape between samples (1.5 times the spread of
+    #: the value over five interpolations of them, node.perfusion.discm.input_dependence)
     input_dependence: float | None = None
 
 

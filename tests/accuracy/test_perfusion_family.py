@@ -86,12 +86,16 @@ def test_family_inputs_are_normalised_as_stated() -> None:
     from node.phantom.family import kinetics as K
 
     spec = draw_case(12, noise_hu=0)
-    p = replace(spec.inputs, recirculation_fraction=0.0)
     t = K.fine_grid(300.0)
+    for shape in K.FIRST_PASS_SHAPES:  # every first-pass shape: the same arrival, time to peak and peak
+        p = replace(spec.inputs, recirculation_fraction=0.0, first_pass=shape)
+        first = K.aorta(t, p)
+        i = int(np.argmax(first))
+        assert first[i] == pytest.approx(p.peak_hu, rel=1e-5), shape  # tabulated shapes: to 1e-5
+        assert t[i] == pytest.approx(p.arrival_s + p.rise_s, abs=2 * K.FINE_DT_S), shape
+        assert np.all(first[t < p.arrival_s - 0.5] < 1e-3 * p.peak_hu), shape
+    p = replace(spec.inputs, recirculation_fraction=0.0)
     first = K.aorta(t, p)
-    i = int(np.argmax(first))
-    assert first[i] == pytest.approx(p.peak_hu, rel=1e-6)
-    assert t[i] == pytest.approx(p.arrival_s + p.rise_s, abs=K.FINE_DT_S)
     portal = K.portal_vein(t, first, p)
     assert portal.sum() == pytest.approx(first.sum(), rel=1e-3)
     mean_delay = (t * portal).sum() / portal.sum() - (t * first).sum() / first.sum()
@@ -135,7 +139,9 @@ NOISELESS_MODEL_TOLERANCE = 0.02
 def test_noiseless_model_fit_is_the_model_or_says_it_is_not(noiseless) -> None:
     """Every model value the node reports (not flagged) is within 2 % of the model at every sampling interval, region
     value and map mean; at 1.5 s everything is reported but a hypervascular lesion's minor inflow, and at 3 s
-    (clinical routine) the normal liver is."""
+    (clinical routine) the normal liver's major inflow and distribution volume are. Its minor (arterial) inflow at
+    3 s takes up what the inputs' assumed shape between samples gets wrong, and is reported only when the five
+    interpolations of the inputs agree on it (bench/accuracy.py counts how often)."""
     dt, m, truth = noiseless
     checks = {c.name: c for c in m.acquisition_checks}
     assert checks["sampling interval"].passed, checks["sampling interval"]  # the 4 s protocol is within the limit
@@ -157,7 +163,47 @@ def test_noiseless_model_fit_is_the_model_or_says_it_is_not(noiseless) -> None:
             assert all(values[p].measurable for p in ("ALP", "PVP", "HPI", "DV") if p not in minor), (region, values)
         if dt == 3.0 and region == "liver_parenchyma":
             assert checks["aortic bolus resolved for the model"].passed, checks["aortic bolus resolved for the model"]
-            assert all(values[p].measurable for p in ("ALP", "PVP", "HPI", "DV")), values
+            assert all(values[p].measurable for p in ("PVP", "DV")), values
+
+
+#: (first-pass shape, sampling interval, seeds): region curves on which the three local interpolants agree with each
+#: other and are all wrong by more than 2 % (a bolus arriving inside a long gap, a peak between samples), for the
+#: phantom's gamma-variate first pass and for first passes of other shapes
+#: (found by scanning seeds 100-139 at 3 and 4 s: the three local interpolants alone let 22 such values through, 14
+#: of them gamma variates; the five let none through, bench/accuracy.py --first-pass)
+DEPENDENCE_CASES = [("gamma variate", 4.0, (102, 121, 137)), ("lagged normal", 4.0, (106, 119)),
+                    ("local density random walk", 4.0, (106, 136))]
+
+
+@pytest.mark.parametrize("shape,dt,seeds", DEPENDENCE_CASES, ids=[f"{s}-{dt:g}s" for s, dt, _ in DEPENDENCE_CASES])
+def test_a_model_value_reported_on_its_input_dependence_is_within_the_tolerance(shape: str, dt: float,
+                                                                                 seeds: tuple[int, ...]) -> None:
+    """On noiseless region curves, every model value the estimate of its dependence on the inputs' shape between
+    samples lets through (with the bolus resolved and the fit's own SD small) is within 2 % of the model: for
+    first passes that are not gamma variates too, so that the gamma-variate candidates among the interpolants are
+    not graded on the phantom's own shape only."""
+    from node.perfusion.discm import Convolver, fit_curve, input_dependence
+    from node.perfusion.qualify import MAX_INPUT_DEPENDENCE, acquisition_checks
+
+    checked = 0
+    for seed in seeds:
+        spec = draw_case(seed, noise_hu=0, dt_s=dt, tau_a_s=1.37 if seed % 2 else None,
+                         tau_p_s=0.62 if seed % 2 else None, first_pass=shape,
+                         lesions=(("hypervascular", 8.0), ("hypovascular", 14.0), ("hypervascular", 20.0)))
+        c = curves(spec)
+        checks = {x.name: x for x in acquisition_checks(c.times, c.sampled["aorta"], c.sampled["portal_vein"], None)}
+        if not checks["aortic bolus resolved for the model"].passed:
+            continue
+        conv = Convolver(c.times, c.sampled["aorta"], c.sampled["portal_vein"])
+        for name, k in region_kinetics(spec).items():
+            fit = fit_curve(conv, c.sampled[name])
+            dep = input_dependence(conv, c.sampled[name], fit)
+            truth = k.as_dict()
+            for p in ("ALP", "PVP", "HPI", "DV"):
+                if dep[p] <= MAX_INPUT_DEPENDENCE and 2 * 1.96 * fit.sd[p] <= 0.15 * abs(fit.values[p]):
+                    checked += 1
+                    assert fit.values[p] == pytest.approx(truth[p], rel=0.02), (shape, seed, name, p, dep[p])
+    assert checked >= 2  # the cases were chosen for values that are reported
 
 
 # ------------------------------------------------------------------ noisy: many seeds, two noise levels

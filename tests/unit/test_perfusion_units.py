@@ -499,3 +499,36 @@ def test_filter_kernel_is_the_plain_weighted_mean() -> None:
         ref[:, z, y, x] = acc / norm
     np.testing.assert_allclose(dst, ref, rtol=1e-4, atol=1e-5)
     assert np.all(dst[:, ~mask] == 0)
+
+
+def test_first_pass_shapes_pass_through_the_samples_and_put_the_arrival_inside_the_gap() -> None:
+    """Each model-based shape is an interpolant (it reproduces every sample); the gamma-variate one starts the
+    bolus inside the gap after the last baseline sample, where the cubic spline already rises (or dips below 0)."""
+    from scipy.interpolate import CubicSpline
+
+    from node.perfusion.firstpass import first_pass_interpolant, gamma_variate, recirculating_interpolant
+
+    times = np.arange(0.0, 48.0, 4.0)
+    truth = gamma_variate(np.arange(0.0, 44.01, 0.01), 9.3, 6.0, 3.0, 300.0)
+    samples = gamma_variate(times, 9.3, 6.0, 3.0, 300.0)
+    fine = np.arange(0.0, 44.01, 0.01)
+    for make in (first_pass_interpolant, recirculating_interpolant):
+        shape = make(times, samples)
+        assert np.allclose(shape(times), samples, atol=1e-6)
+    gv = first_pass_interpolant(times, samples)(fine)
+    spline = CubicSpline(times, samples)(fine)
+    gap = (fine > 8.0) & (fine < 9.3)  # after the last baseline sample, before the bolus arrives
+    assert np.max(np.abs(gv[gap])) < 1.0 < np.max(np.abs(spline[gap]))
+    assert np.max(np.abs(gv - truth)) < 0.2 * np.max(np.abs(spline - truth))
+
+
+def test_first_pass_shape_without_a_bolus_falls_back_to_the_spline() -> None:
+    from scipy.interpolate import CubicSpline
+
+    from node.perfusion.firstpass import first_pass_interpolant
+
+    times = np.arange(0.0, 40.0, 4.0)
+    ramp = np.linspace(0.0, 90.0, times.size)  # peaks at the last frame: no sampled bolus
+    fine = np.linspace(0.0, 36.0, 200)
+    assert np.allclose(first_pass_interpolant(times, ramp)(fine), CubicSpline(times, ramp)(fine))
+

@@ -147,13 +147,14 @@ def draw_case(seed: int, *, layout: str = "compact", noise_hu: float | None = No
               jitter: float = 0.15, pixel_mm: float | None = None, slice_mm: float | None = None,
               n_slices: int | None = None, lesions: tuple[tuple[str, float], ...] | None = None,
               n_lesions: int | None = None, tau_a_s: float | None = None, tau_p_s: float | None = None,
-              input_overrides: dict[str, float] | None = None, liver_overrides: dict[str, float] | None = None,
-              lesion_overrides: tuple[dict[str, float], ...] = ()) -> CaseSpec:
+              input_overrides: dict[str, Any] | None = None, liver_overrides: dict[str, float] | None = None,
+              lesion_overrides: tuple[dict[str, float], ...] = (), first_pass: str = "gamma variate") -> CaseSpec:
     """One case of the family, drawn from `seed` over the ranges in the module docstring.
 
     `noise_hu` is the image noise SD (0 = noiseless); with `noise_at_078` it is given for a 0.78 mm pixel and
     scaled to this case's pixel. `lesions` fixes the lesions as (kind, radius_mm) pairs. `*_overrides` replace
-    drawn parameters by name (InputParams / TissueParams fields).
+    drawn parameters by name (InputParams / TissueParams fields). `first_pass` is the aortic first pass's shape
+    (kinetics.FIRST_PASS_SHAPES), with the drawn arrival, time to peak, shape parameter and peak.
     """
     rng = np.random.default_rng(seed)
     lay = LAYOUTS[layout]
@@ -178,7 +179,7 @@ def draw_case(seed: int, *, layout: str = "compact", noise_hu: float | None = No
         peak_hu=float(rng.uniform(200.0, 450.0)), recirculation_delay_s=float(rng.uniform(6.0, 10.0)),
         recirculation_fraction=float(rng.uniform(0.25, 0.45)), portal_delay_s=float(rng.uniform(3.0, 6.0)),
         portal_transit_s=float(rng.uniform(5.0, 10.0)), spleen_k1_per_s=float(rng.uniform(0.08, 0.15)),
-        spleen_k2_per_s=float(rng.uniform(0.2, 0.4)))
+        spleen_k2_per_s=float(rng.uniform(0.2, 0.4)), first_pass=first_pass)
     if input_overrides:
         inputs = replace(inputs, **input_overrides)
     ta_draw, tp_draw = float(rng.uniform(0.0, 3.0)), float(rng.uniform(0.0, 3.0))
