@@ -358,7 +358,7 @@ def input_dependence(conv: Convolver, curve: np.ndarray, fit: CurveFit) -> dict[
     anywhere in that width, so the width is the bound. Local interpolants alone agree with each other, and are
     all wrong, when the bolus arrives inside a long gap (each starts the rise right after the last baseline
     sample); the model-based shapes do not share that error. Validated on first passes that are not gamma
-    variates (bench/accuracy.py --input-shape). A value whose estimate exceeds the model's tolerance is not known
+    variates (bench/accuracy.py --first-pass). A value whose estimate exceeds the model's tolerance is not known
     to it (node.perfusion.qualify)."""
     values = {p: [fit.values[p]] for p in PARAMETERS}
     for name in INTERPOLANTS:

@@ -8,7 +8,7 @@ between two samples (a spline cuts or overshoots it). They are candidates, not t
 with the spline input, and these shapes join the other interpolants in node.perfusion.discm.input_dependence to
 measure how much a value depends on what the samples do not show. Shapes of the first pass other than a gamma
 variate (lagged normal, local density random walk) are what the qualification is validated on (bench/accuracy.py
---input-shape), so that a gamma-variate phantom does not grade its own prior.
+--first-pass), so that a gamma-variate phantom does not grade its own prior.
 
 A fit that fails (too few samples, no bolus) falls back to the cubic spline: the candidate then adds no spread.
 """
@@ -45,6 +45,15 @@ def _recirculating(t: np.ndarray, p: np.ndarray) -> np.ndarray:
     return gamma_variate(t, arrival, rise, alpha, peak) + fraction * peak * expit((t - arrival - delay) / width)
 
 
+def _first_pass(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return gamma_variate(t, *p)
+
+
+def _shape(recirculation: bool) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The fitted shape as a function of (times, parameters)."""
+    return _recirculating if recirculation else _first_pass
+
+
 def _bolus_frame(y: np.ndarray) -> tuple[int, int]:
     """(last baseline sample before the peak, peak sample)."""
     ip = int(np.argmax(y))
@@ -73,6 +82,7 @@ def _fit(t: np.ndarray, y: np.ndarray, recirculation: bool) -> np.ndarray:
         sel = slice(max(i0 - 1, 0), j + 1)
         fun_t, fun_y = t[sel], y[sel]
     lo_a, hi_a = np.array(lo), np.array(hi)
+    model = _shape(recirculation)
     best: tuple[float, np.ndarray] | None = None
     for alpha in _SHAPES:
         for f in _ARRIVALS:
@@ -80,8 +90,7 @@ def _fit(t: np.ndarray, y: np.ndarray, recirculation: bool) -> np.ndarray:
             rise = max(float(t[ip]) - arrival, 1.0)
             start = [arrival, rise, alpha, peak] + ([0.3, 1.3 * rise, 3.0] if recirculation else [])
             x0 = np.clip(start, lo_a + 1e-9, hi_a - 1e-9)
-            model = _recirculating if recirculation else (lambda tt, p: gamma_variate(tt, *p))
-            r = least_squares(lambda p, m=model: m(fun_t, p) - fun_y, x0, bounds=(lo_a, hi_a))
+            r = least_squares(lambda p: model(fun_t, p) - fun_y, x0, bounds=(lo_a, hi_a))
             if best is None or r.cost < best[0]:
                 best = (float(r.cost), r.x)
     assert best is not None
@@ -113,6 +122,5 @@ def _shape_interpolant(t: np.ndarray, y: np.ndarray, recirculation: bool) -> Int
         logger.debug("first-pass fit failed (%s): the cubic spline stands in", exc)
         spline = CubicSpline(t, y)
         return lambda x: spline(x)
-    if recirculation:
-        return _with_residual(t, y, lambda x: _recirculating(x, p))
-    return _with_residual(t, y, lambda x: gamma_variate(x, *p))
+    model = _shape(recirculation)
+    return _with_residual(t, y, lambda x: model(x, p))

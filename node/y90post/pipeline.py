@@ -273,7 +273,7 @@ def run_y90post(images: Sequence[Dataset], ct: Sequence[Dataset], reference: Dos
         method=f"{dose.method}; carried onto the MAA SPECT grid through the rigid CT-CT registration (trilinear)",
         source_images=[images[0]])
     rt_dose.SeriesNumber = DELIVERED_DOSE_SERIES_NUMBER
-    page = _page(rows, predicted, delivered, source, reference, page_notes[:8],
+    page = _page(rows, predicted, delivered, source, reference, page_notes,
                  Identity.of(images[0], f"Y-90 delivered vs predicted DVH - {NOT_FOR_DIAGNOSIS}"))
     sc = secondary_capture(
         page, images[0], [images[0]], series_uid=hd.UID(), series_number=COMPARISON_SERIES_NUMBER,

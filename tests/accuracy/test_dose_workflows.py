@@ -127,9 +127,6 @@ def test_safety_flags_follow_the_sphere_type_and_the_treatment(case) -> None:
                 "glass": MaaSettings(sphere_type=SphereType.GLASS, dose_limits=DoseLimits.eanm("glass"))}
     results = {name: run_maa(case.nm, case.maa_ct, None, None, settings) for name, settings in defaults.items()}
 
-    def m_warnings(settings: MaaSettings) -> list[str]:
-        return next(r.warnings for n, r in results.items() if defaults[n] is settings)
-
     for name, settings in defaults.items():
         m = results[name].measurements
         plan, pd = m.partition_model, m.predicted_dose
@@ -150,7 +147,7 @@ def test_safety_flags_follow_the_sphere_type_and_the_treatment(case) -> None:
         bound = limit if by == "normal liver" else settings.dose_limits.lung_limit(settings.treatment)
         assert at_vmax == pytest.approx(bound, rel=2e-3), name
         if nl_flags:  # the warning names the activity that keeps the voxel doses within the limits
-            assert vmax < pd.activity_gbq and any(f"{vmax:.3f} GBq" in w for w in m_warnings(settings)), name
+            assert vmax < pd.activity_gbq and any(f"{vmax:.3f} GBq" in w for w in results[name].warnings), name
 
     resin_vmax = results["resin"].measurements.predicted_dose
     assert resin_vmax is not None and resin_vmax.voxel_max_activity_gbq is not None

@@ -91,8 +91,9 @@ def test_family_inputs_are_normalised_as_stated() -> None:
         p = replace(spec.inputs, recirculation_fraction=0.0, first_pass=shape)
         first = K.aorta(t, p)
         i = int(np.argmax(first))
-        assert first[i] == pytest.approx(p.peak_hu, rel=1e-5), shape  # tabulated shapes: to 1e-5
-        assert t[i] == pytest.approx(p.arrival_s + p.rise_s, abs=2 * K.FINE_DT_S), shape
+        tabulated = shape != "gamma variate"  # the others are tabulated on a unit grid and interpolated
+        assert first[i] == pytest.approx(p.peak_hu, rel=1e-5 if tabulated else 1e-6), shape
+        assert t[i] == pytest.approx(p.arrival_s + p.rise_s, abs=(2 if tabulated else 1) * K.FINE_DT_S), shape
         assert np.all(first[t < p.arrival_s - 0.5] < 1e-3 * p.peak_hu), shape
     p = replace(spec.inputs, recirculation_fraction=0.0)
     first = K.aorta(t, p)
@@ -178,31 +179,21 @@ DEPENDENCE_CASES = [("gamma variate", 4.0, (102, 121, 137)), ("lagged normal", 4
 @pytest.mark.parametrize("shape,dt,seeds", DEPENDENCE_CASES, ids=[f"{s}-{dt:g}s" for s, dt, _ in DEPENDENCE_CASES])
 def test_a_model_value_reported_on_its_input_dependence_is_within_the_tolerance(shape: str, dt: float,
                                                                                  seeds: tuple[int, ...]) -> None:
-    """On noiseless region curves, every model value the estimate of its dependence on the inputs' shape between
-    samples lets through (with the bolus resolved and the fit's own SD small) is within 2 % of the model: for
-    first passes that are not gamma variates too, so that the gamma-variate candidates among the interpolants are
-    not graded on the phantom's own shape only."""
-    from node.perfusion.discm import Convolver, fit_curve, input_dependence
-    from node.perfusion.qualify import MAX_INPUT_DEPENDENCE, acquisition_checks
+    """On noiseless region curves, every model value the node reports (its own qualification: the estimate of
+    its dependence on the inputs' shape between samples, the fit's 1-SD, the acquisition checks) is within 2 % of
+    the model: for first passes that are not gamma variates too, so that the gamma-variate candidates among the
+    interpolants are not graded on the phantom's own shape only."""
+    from bench.accuracy import qualified_curve_values
 
     checked = 0
     for seed in seeds:
         spec = draw_case(seed, noise_hu=0, dt_s=dt, tau_a_s=1.37 if seed % 2 else None,
                          tau_p_s=0.62 if seed % 2 else None, first_pass=shape,
                          lesions=(("hypervascular", 8.0), ("hypovascular", 14.0), ("hypervascular", 20.0)))
-        c = curves(spec)
-        checks = {x.name: x for x in acquisition_checks(c.times, c.sampled["aorta"], c.sampled["portal_vein"], None)}
-        if not checks["aortic bolus resolved for the model"].passed:
-            continue
-        conv = Convolver(c.times, c.sampled["aorta"], c.sampled["portal_vein"])
-        for name, k in region_kinetics(spec).items():
-            fit = fit_curve(conv, c.sampled[name])
-            dep = input_dependence(conv, c.sampled[name], fit)
-            truth = k.as_dict()
-            for p in ("ALP", "PVP", "HPI", "DV"):
-                if dep[p] <= MAX_INPUT_DEPENDENCE and 2 * 1.96 * fit.sd[p] <= 0.15 * abs(fit.values[p]):
-                    checked += 1
-                    assert fit.values[p] == pytest.approx(truth[p], rel=0.02), (shape, seed, name, p, dep[p])
+        for v in qualified_curve_values(spec):
+            if v.measurable:
+                checked += 1
+                assert v.value == pytest.approx(v.truth, rel=0.02), (shape, seed, v)
     assert checked >= 2  # the cases were chosen for values that are reported
 
 

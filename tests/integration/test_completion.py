@@ -35,8 +35,6 @@ class Recorder:
             self.calls.append((time.time(), ctx.case_id, tuple(sorted(ctx.case.roles.values()))))
 
 
-
-
 def _patient_studies(pid: str):
     """Perfusion study; planning CT + liver RTSTRUCT study; GSA SPECT + its SPECT/CT study."""
     perf = F.ct_series(pid, 2, time_points=8, description="perfusion")
